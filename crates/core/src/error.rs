@@ -1,0 +1,44 @@
+//! The one error type of the Tiller libraries. Every variant reads as a sentence a user can act on.
+
+use thiserror::Error;
+
+pub type Result<T, E = TillerError> = std::result::Result<T, E>;
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum TillerError {
+    #[error("model.safetensors is malformed: {0}")]
+    Safetensors(String),
+
+    #[error("tensor `{tensor}` has shape {got:?}, but this GPT-2 needs {expected:?}")]
+    ShapeMismatch { tensor: String, expected: Vec<usize>, got: Vec<usize> },
+
+    #[error("tensor `{0}` is missing from model.safetensors: is this a GPT-2 model?")]
+    MissingTensor(String),
+
+    #[error("tensor `{tensor}` has dtype {dtype}; Tiller reads F32, F16 and BF16")]
+    UnsupportedDtype { tensor: String, dtype: String },
+
+    #[error("config.json is invalid: {0}")]
+    Config(String),
+
+    #[error("tokenizer.json could not be read: {0}")]
+    Tokenizer(String),
+
+    #[error("the recipe is invalid: {0}")]
+    Recipe(String),
+
+    #[error("{0}")]
+    Input(String),
+
+    #[error("GPU error: {0}")]
+    Gpu(String),
+}
+
+impl TillerError {
+    pub fn recipe(msg: impl Into<String>) -> Self {
+        Self::Recipe(msg.into())
+    }
+    pub fn input(msg: impl Into<String>) -> Self {
+        Self::Input(msg.into())
+    }
+}
