@@ -9,14 +9,22 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod generate;
+#[doc(hidden)]
+pub mod golden;
 pub mod model;
 pub mod ops;
+pub mod recipe;
+pub mod sample;
+pub mod steer;
 pub mod tokenizer;
+pub mod vocab;
 pub mod weights;
 
 pub use backend::{Backend, Injection, LogitRows, SeqStep, Site, StepOutput, StepRequest};
 pub use config::Gpt2Config;
 pub use error::{Result, TillerError};
 pub use model::CpuModel;
+pub use recipe::{Positions, Recipe, Sampling, Term};
 pub use tokenizer::Gpt2Tokenizer;
 pub use weights::Gpt2Weights;

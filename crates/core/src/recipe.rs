@@ -1,0 +1,177 @@
+//! A steering recipe: everything that determines a run, shared by the CLI, the page and share
+//! links (serde). Validation turns every bad setting into a sentence that says what to change.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Site;
+use crate::config::Gpt2Config;
+use crate::error::{Result, TillerError};
+
+/// One ActAdd term: add `coeff` × (activations of `text`) before block `layer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Term {
+    pub layer: usize,
+    pub coeff: f32,
+    pub text: String,
+}
+
+impl Term {
+    /// Parses `L:C:TEXT`, splitting on the first two colons (TEXT may hold colons and spaces;
+    /// C may be signed: `6:-5:Hate`).
+    pub fn parse(spec: &str) -> Result<Self> {
+        let mut parts = spec.splitn(3, ':');
+        let (Some(l), Some(c), Some(text)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(TillerError::recipe(format!(
+                "`{spec}` is not LAYER:COEFF:TEXT (for example `6:5:Love` or `6:-5:Hate`)"
+            )));
+        };
+        let layer = l
+            .trim()
+            .parse()
+            .map_err(|_| TillerError::recipe(format!("`{l}` in `{spec}` is not a layer number")))?;
+        let coeff: f32 = c
+            .trim()
+            .parse()
+            .map_err(|_| TillerError::recipe(format!("`{c}` in `{spec}` is not a coefficient")))?;
+        Ok(Self { layer, coeff, text: text.to_string() })
+    }
+}
+
+/// Which positions receive the steering vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Positions {
+    /// ActAdd: the [n, C] tensor at the prompt's positions 0..n, once, on the prompt pass.
+    #[default]
+    Front,
+    /// CAA-style: one vector (each term's last token) added at every position, generated ones too.
+    All,
+    /// Function-vector style: that vector at the last position of every step.
+    Last,
+}
+
+impl Positions {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "front" => Some(Self::Front),
+            "all" => Some(Self::All),
+            "last" => Some(Self::Last),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Front => "front",
+            Self::All => "all",
+            Self::Last => "last",
+        }
+    }
+}
+
+/// How the next token is chosen. Defaults are the ActAdd post's: temperature 1, top-p 0.3,
+/// frequency penalty 1.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sampling {
+    pub temperature: f32,
+    /// 0 turns top-k off.
+    pub top_k: usize,
+    /// 1 turns top-p off.
+    pub top_p: f32,
+    /// Subtracted from a logit once per occurrence of the token in the generated text.
+    pub freq_penalty: f32,
+    /// Hugging Face's repetition penalty (1 = off) over prompt and generated tokens.
+    pub rep_penalty: f32,
+    pub greedy: bool,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self { temperature: 1.0, top_k: 0, top_p: 0.3, freq_penalty: 1.0, rep_penalty: 1.0, greedy: false }
+    }
+}
+
+/// The largest coefficient magnitude accepted; the post's examples stay under 20.
+pub const MAX_COEFF: f32 = 10_000.0;
+/// At most this many comparisons (each is an unsteered and a steered completion).
+pub const MAX_COMPARISONS: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Recipe {
+    pub prompt: String,
+    pub terms: Vec<Term>,
+    pub bos: bool,
+    pub positions: Positions,
+    pub site: Site,
+    pub sampling: Sampling,
+    pub seed: u64,
+    /// Number of comparisons: n unsteered and n steered completions.
+    pub n: usize,
+    pub max_new_tokens: usize,
+    pub stop_at_eot: bool,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            terms: Vec::new(),
+            bos: false,
+            positions: Positions::Front,
+            site: Site::ResidPre,
+            sampling: Sampling::default(),
+            seed: 0,
+            n: 3,
+            max_new_tokens: 50,
+            stop_at_eot: false,
+        }
+    }
+}
+
+impl Recipe {
+    /// Checks the settings that do not need the tokenizer against a model's shapes.
+    pub fn validate(&self, cfg: &Gpt2Config) -> Result<()> {
+        let bad = |m: String| Err(TillerError::recipe(m));
+        for t in &self.terms {
+            if t.layer >= cfg.n_layer {
+                return bad(format!(
+                    "layer {} is out of range: this model has layers 0..{} (term `{}`)",
+                    t.layer,
+                    cfg.n_layer - 1,
+                    t.text
+                ));
+            }
+            if !t.coeff.is_finite() || t.coeff.abs() > MAX_COEFF {
+                return bad(format!(
+                    "coefficient {} for `{}` is not usable: use a finite number between -{MAX_COEFF} and {MAX_COEFF}",
+                    t.coeff, t.text
+                ));
+            }
+            if t.text.is_empty() && !self.bos {
+                // An empty text is allowed only with BOS (then it is just the BOS token).
+                return bad(format!("a term at layer {} has empty text: give it text or turn BOS on", t.layer));
+            }
+        }
+        let s = &self.sampling;
+        if !(s.temperature.is_finite() && s.temperature > 0.0 && s.temperature <= 100.0) {
+            return bad(format!("temperature {} must be between 0 (exclusive) and 100; use greedy for argmax", s.temperature));
+        }
+        if !(s.top_p.is_finite() && s.top_p > 0.0 && s.top_p <= 1.0) {
+            return bad(format!("top-p {} must be in (0, 1]", s.top_p));
+        }
+        if !s.freq_penalty.is_finite() || s.freq_penalty.abs() > 100.0 {
+            return bad(format!("frequency penalty {} must be a finite number between -100 and 100", s.freq_penalty));
+        }
+        if !(s.rep_penalty.is_finite() && s.rep_penalty > 0.0 && s.rep_penalty <= 100.0) {
+            return bad(format!("repetition penalty {} must be in (0, 100] (1 turns it off)", s.rep_penalty));
+        }
+        if self.n == 0 || self.n > MAX_COMPARISONS {
+            return bad(format!("the number of comparisons must be 1..={MAX_COMPARISONS}, got {}", self.n));
+        }
+        if self.max_new_tokens >= cfg.n_positions {
+            return bad(format!("{} new tokens cannot fit a context of {}", self.max_new_tokens, cfg.n_positions));
+        }
+        Ok(())
+    }
+}

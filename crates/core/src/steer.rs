@@ -1,0 +1,179 @@
+//! ActAdd steering vectors and where they go (SPEC.md, "ActAdd").
+//!
+//! 1. Each term's text is tokenized (BOS-prefixed when on); terms that share a layer are
+//!    right-padded with the space token 220 to that layer's longest term.
+//! 2. The padded texts run through the unsteered model; the activation at the recipe's site of
+//!    their layer is captured, scaled by the coefficient and summed per layer: a [n, C] tensor.
+//! 3. During generation that tensor is added at positions 0..n of the prompt (mode `front`).
+//!    Modes `all` and `last` add one vector per layer instead: the sum over terms of
+//!    coefficient × the activation at the term's own last (unpadded) token.
+
+use crate::backend::{Backend, Injection, LogitRows, SeqStep, Site, StepRequest};
+use crate::config::{EOT_TOKEN, SPACE_TOKEN};
+use crate::error::{Result, TillerError};
+use crate::recipe::{Positions, Recipe, Term};
+use crate::tokenizer::Gpt2Tokenizer;
+
+/// The steering tensor of one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerVector {
+    pub layer: usize,
+    /// Padded length n of this layer's terms.
+    pub n: usize,
+    /// [n, C]: Σ coeff × activation of the padded text, per position.
+    pub rows: Vec<f32>,
+    /// [C]: Σ coeff × activation at each term's last real token (modes `all` and `last`).
+    pub last: Vec<f32>,
+    /// Each term's padded tokens, in recipe order.
+    pub term_tokens: Vec<Vec<u32>>,
+    /// Tokens each term had before padding.
+    pub unpadded_lens: Vec<usize>,
+}
+
+/// Tokenizes a text as the recipe does (BOS first when on).
+pub fn encode_with_bos(tok: &Gpt2Tokenizer, text: &str, bos: bool) -> Result<Vec<u32>> {
+    let mut ids = if bos { vec![EOT_TOKEN] } else { Vec::new() };
+    ids.extend(tok.encode(text)?);
+    Ok(ids)
+}
+
+/// Terms grouped by layer (ascending), each group with its padded tokens.
+pub fn padded_terms(tok: &Gpt2Tokenizer, terms: &[Term], bos: bool) -> Result<Vec<(usize, Vec<(f32, Vec<u32>, usize)>)>> {
+    let mut layers: Vec<usize> = terms.iter().map(|t| t.layer).collect();
+    layers.sort_unstable();
+    layers.dedup();
+    let mut out = Vec::new();
+    for layer in layers {
+        let mut group = Vec::new();
+        for t in terms.iter().filter(|t| t.layer == layer) {
+            let ids = encode_with_bos(tok, &t.text, bos)?;
+            if ids.is_empty() {
+                return Err(TillerError::recipe(format!("the term at layer {layer} has no tokens")));
+            }
+            let len = ids.len();
+            group.push((t.coeff, ids, len));
+        }
+        let n = group.iter().map(|g| g.1.len()).max().unwrap_or(0);
+        for g in &mut group {
+            g.1.resize(n, SPACE_TOKEN);
+        }
+        out.push((layer, group));
+    }
+    Ok(out)
+}
+
+/// Runs each layer's padded terms (as one batch per layer) and builds the steering tensors.
+pub async fn steering_vectors<B: Backend>(backend: &mut B, tok: &Gpt2Tokenizer, terms: &[Term], bos: bool, site: Site) -> Result<Vec<LayerVector>> {
+    let c = backend.config().n_embd;
+    let mut out = Vec::new();
+    for (layer, group) in padded_terms(tok, terms, bos)? {
+        let n = group[0].1.len();
+        backend.reset(group.len(), n)?;
+        let req = StepRequest {
+            seqs: group.iter().enumerate().map(|(slot, g)| SeqStep { slot, tokens: g.1.clone() }).collect(),
+            injections: Vec::new(),
+            capture: Some((layer, site)),
+            logits: LogitRows::None,
+        };
+        let act = backend.step(&req).await?.captured; // (terms × n, C)
+        let mut rows = vec![0.0f32; n * c];
+        let mut last = vec![0.0f32; c];
+        for (k, (coeff, _, len)) in group.iter().enumerate() {
+            let base = k * n * c;
+            for (i, r) in rows.iter_mut().enumerate() {
+                *r += coeff * act[base + i];
+            }
+            let at = base + (len - 1) * c;
+            for (i, v) in last.iter_mut().enumerate() {
+                *v += coeff * act[at + i];
+            }
+        }
+        out.push(LayerVector {
+            layer,
+            n,
+            rows,
+            last,
+            unpadded_lens: group.iter().map(|g| g.2).collect(),
+            term_tokens: group.into_iter().map(|g| g.1).collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Checks that `front` vectors fit the prompt (n ≤ m).
+pub fn check_fits(vectors: &[LayerVector], prompt_len: usize, positions: Positions) -> Result<()> {
+    if positions != Positions::Front {
+        return Ok(());
+    }
+    for v in vectors {
+        if v.n > prompt_len {
+            return Err(TillerError::recipe(format!(
+                "the steering text at layer {} is {} tokens but the prompt is only {prompt_len}: ActAdd adds the vector at \
+                 the prompt's first {} positions, so shorten the steering text or lengthen the prompt",
+                v.layer, v.n, v.n
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One sequence of a step, as the injection schedule sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct RowSpan {
+    /// Absolute position of the sequence's first new token.
+    pub start: usize,
+    /// New tokens.
+    pub len: usize,
+    /// Whether this sequence is steered.
+    pub steered: bool,
+}
+
+/// The injections for one step of a batch: which rows get which steering rows.
+pub fn injections(vectors: &[LayerVector], site: Site, positions: Positions, spans: &[RowSpan]) -> Vec<Injection> {
+    let rows: usize = spans.iter().map(|s| s.len).sum();
+    let mut out = Vec::new();
+    for v in vectors {
+        let mut row_map = vec![u32::MAX; rows];
+        let mut r = 0;
+        for s in spans {
+            for i in 0..s.len {
+                let pos = s.start + i;
+                if s.steered {
+                    row_map[r] = match positions {
+                        Positions::Front if pos < v.n => pos as u32,
+                        Positions::All => 0,
+                        Positions::Last if i + 1 == s.len => 0,
+                        _ => u32::MAX,
+                    };
+                }
+                r += 1;
+            }
+        }
+        if row_map.iter().all(|&m| m == u32::MAX) {
+            continue;
+        }
+        let table = match positions {
+            Positions::Front => v.rows.clone(),
+            Positions::All | Positions::Last => v.last.clone(),
+        };
+        out.push(Injection { layer: v.layer, site, table, row_map });
+    }
+    out
+}
+
+/// Prompt tokens of a recipe (BOS first when on), checked against the context.
+pub fn prompt_tokens(tok: &Gpt2Tokenizer, recipe: &Recipe, n_positions: usize) -> Result<Vec<u32>> {
+    let ids = encode_with_bos(tok, &recipe.prompt, recipe.bos)?;
+    if ids.is_empty() {
+        return Err(TillerError::recipe("the prompt is empty: type a prompt or turn BOS on".to_string()));
+    }
+    if ids.len() + recipe.max_new_tokens > n_positions {
+        return Err(TillerError::recipe(format!(
+            "the prompt is {} tokens and {} new tokens are asked for, past the model's context of {n_positions}: \
+             shorten the prompt or ask for fewer tokens",
+            ids.len(),
+            recipe.max_new_tokens
+        )));
+    }
+    Ok(ids)
+}

@@ -1,0 +1,81 @@
+//! Decoded vocabulary of a steering tensor: the top and bottom tokens of `v · wteᵀ` for each
+//! position of a layer's [n, C] tensor and for their sum, optionally after `ln_f` (the logit
+//! lens). A heuristic for what a vector "means", not a decoding of it.
+
+use serde::Serialize;
+
+use crate::backend::{Backend, Site};
+use crate::error::Result;
+use crate::recipe::Term;
+use crate::sample::top_k_indices;
+use crate::steer;
+use crate::tokenizer::Gpt2Tokenizer;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VocabEntry {
+    pub id: u32,
+    pub token: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerVocab {
+    pub layer: usize,
+    /// Top-K per position of the padded tensor.
+    pub positions: Vec<Vec<VocabEntry>>,
+    /// Bottom-K per position (most negative first).
+    pub positions_bottom: Vec<Vec<VocabEntry>>,
+    /// Top-K of the sum over positions.
+    pub sum: Vec<VocabEntry>,
+    /// Bottom-K of the sum over positions (most negative first).
+    pub bottom: Vec<VocabEntry>,
+    /// The padded tokens of each term, as text, for labelling positions.
+    pub term_tokens: Vec<Vec<String>>,
+}
+
+fn entries(tok: &Gpt2Tokenizer, scores: &[f32], k: usize, bottom: bool) -> Vec<VocabEntry> {
+    let picked = if bottom {
+        let neg: Vec<f32> = scores.iter().map(|s| -s).collect();
+        top_k_indices(&neg, k)
+    } else {
+        top_k_indices(scores, k)
+    };
+    picked.into_iter().map(|i| VocabEntry { id: i as u32, token: tok.token_text(i as u32), score: scores[i] }).collect()
+}
+
+/// The decoded vocabulary of every layer that has terms.
+pub async fn decode_vocab<B: Backend>(
+    backend: &mut B,
+    tok: &Gpt2Tokenizer,
+    terms: &[Term],
+    bos: bool,
+    site: Site,
+    k: usize,
+    apply_ln_f: bool,
+) -> Result<Vec<LayerVocab>> {
+    let (c, v) = (backend.config().n_embd, backend.config().vocab_size);
+    let vectors = steer::steering_vectors(backend, tok, terms, bos, site).await?;
+    let mut out = Vec::new();
+    for lv in vectors {
+        // Rows: each position, then the sum over positions.
+        let mut rows = lv.rows.clone();
+        let mut sum = vec![0.0f32; c];
+        for p in 0..lv.n {
+            for i in 0..c {
+                sum[i] += lv.rows[p * c + i];
+            }
+        }
+        rows.extend_from_slice(&sum);
+        let scores = backend.unembed(&rows, apply_ln_f).await?; // (n + 1, V)
+        let row = |p: usize| &scores[p * v..(p + 1) * v];
+        out.push(LayerVocab {
+            layer: lv.layer,
+            positions: (0..lv.n).map(|p| entries(tok, row(p), k, false)).collect(),
+            positions_bottom: (0..lv.n).map(|p| entries(tok, row(p), k, true)).collect(),
+            sum: entries(tok, row(lv.n), k, false),
+            bottom: entries(tok, row(lv.n), k, true),
+            term_tokens: lv.term_tokens.iter().map(|t| t.iter().map(|&id| tok.token_text(id)).collect()).collect(),
+        });
+    }
+    Ok(out)
+}
