@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Runs every Tiller test, after installing what is missing (scripts/setup.sh).
+# Stages, in order; the first one that fails stops the run with a non-zero exit:
+#   1. native tests      cargo test --workspace --exclude tiller-web (GPU tests on lavapipe)
+#   2. wasm build        cargo build -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown
+#   3. page build        trunk build --release (at the repo root)
+#   4. end-to-end tests  node --test in tests/e2e (headless Chromium, WebGPU on SwiftShader)
+# The last line is a summary of the stages: "N passed, N failed" (", N skipped" if any).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# Tools that setup.sh installs with `cargo install` live in $CARGO_HOME/bin.
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+case ":$PATH:" in
+    *":$CARGO_BIN:"*) ;;
+    *) export PATH="$CARGO_BIN:$PATH" ;;
+esac
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+TOTAL=4
+PASSED=0
+FAILED=0
+SKIPPED=0
+T_START=$SECONDS
+
+fmt_secs() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+
+summary() {
+    echo
+    echo "==> total time $(fmt_secs $((SECONDS - T_START)))"
+    if [ "$SKIPPED" -gt 0 ]; then
+        echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
+    else
+        echo "$PASSED passed, $FAILED failed"
+    fi
+}
+
+header() {
+    echo
+    echo "=============================================================================="
+    echo "==> $*"
+    echo "=============================================================================="
+}
+
+# stage N NAME FUNCTION: runs FUNCTION in a subshell with `set -e` in force, times it,
+# counts it, and stops everything if it failed.
+stage() {
+    local n="$1" name="$2" fn="$3" t0 rc
+    header "[$n/$TOTAL] $name"
+    t0=$SECONDS
+    set +e
+    (
+        set -euo pipefail
+        "$fn"
+    )
+    rc=$?
+    set -e
+    local took
+    took="$(fmt_secs $((SECONDS - t0)))"
+    if [ "$rc" -eq 0 ]; then
+        echo "==> [$n/$TOTAL] $name: passed in $took"
+        PASSED=$((PASSED + 1))
+    elif [ "$rc" -eq 99 ]; then
+        echo "==> [$n/$TOTAL] $name: SKIPPED ($took)"
+        SKIPPED=$((SKIPPED + 1))
+    else
+        echo "==> [$n/$TOTAL] $name: FAILED (exit $rc) after $took"
+        FAILED=$((FAILED + 1))
+        summary
+        exit "$rc"
+    fi
+}
+
+# A stage function returns 99 to mark itself skipped.
+skip() {
+    echo "==> skipped: $*"
+    exit 99
+}
+
+native_tests() {
+    echo "+ cargo test --workspace --exclude tiller-web"
+    cargo test --workspace --exclude tiller-web
+}
+
+wasm_build() {
+    echo "+ cargo build -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown"
+    cargo build -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown
+}
+
+page_build() {
+    [ -f index.html ] || skip "no index.html at the repo root yet, so there is no page to build"
+    echo "+ trunk build --release"
+    trunk build --release
+}
+
+e2e_tests() {
+    [ -f tests/e2e/package.json ] || skip "no tests/e2e/package.json yet, so no end-to-end tests"
+    cd tests/e2e
+    echo "+ (cd tests/e2e && node --test)"
+    node --test
+}
+
+header "[setup] scripts/setup.sh"
+t0=$SECONDS
+set +e
+bash scripts/setup.sh
+rc=$?
+set -e
+if [ "$rc" -ne 0 ]; then
+    echo "==> setup FAILED (exit $rc) after $(fmt_secs $((SECONDS - t0)))"
+    FAILED=1
+    summary
+    exit "$rc"
+fi
+echo "==> setup done in $(fmt_secs $((SECONDS - t0)))"
+
+stage 1 "native tests (cargo test, wgpu on lavapipe)" native_tests
+stage 2 "wasm build of tiller-core and tiller-gpu" wasm_build
+stage 3 "page build (trunk build --release)" page_build
+stage 4 "end-to-end browser tests (node --test)" e2e_tests
+
+summary
