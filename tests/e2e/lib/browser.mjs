@@ -1,0 +1,71 @@
+// Headless Chromium with WebGPU on SwiftShader, as SPEC.md ("Test environment on these
+// machines") prescribes. Never downloads a browser: playwright-core drives Debian's
+// /usr/bin/chromium (override with TILLER_CHROMIUM).
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+export const CHROMIUM = process.env.TILLER_CHROMIUM || '/usr/bin/chromium';
+
+export const CHROMIUM_ARGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--enable-unsafe-webgpu',
+  '--use-webgpu-adapter=swiftshader',
+  '--disable-gpu-sandbox',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-quic',
+];
+
+/**
+ * Launches Chromium with a fresh user-data-dir (a brand-new profile: empty caches, empty
+ * OPFS). Returns { context, userDataDir, close() }. Pass `userDataDir` to reuse a profile.
+ */
+export async function launch({ userDataDir, extraArgs = [], viewport = { width: 1400, height: 1000 } } = {}) {
+  if (!fs.existsSync(CHROMIUM)) {
+    throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (bash scripts/setup.sh) or set TILLER_CHROMIUM`);
+  }
+  const dir = userDataDir || fs.mkdtempSync(path.join(os.tmpdir(), 'tiller-e2e-profile-'));
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [...CHROMIUM_ARGS, ...extraArgs],
+    viewport,
+    // SwiftShader is slow; the page may keep the main thread busy between frames.
+    timeout: 60_000,
+  });
+  context.setDefaultTimeout(30_000);
+  return {
+    context,
+    userDataDir: dir,
+    async close({ keepProfile = false } = {}) {
+      await context.close().catch(() => {});
+      if (!keepProfile && !userDataDir) fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Collects console errors, page errors (uncaught exceptions, wasm traps) and failed
+ * requests of a page and of its workers.
+ */
+export function watchPage(page) {
+  const problems = { consoleErrors: [], pageErrors: [], failedRequests: [], console: [] };
+  const onConsole = (where) => (msg) => {
+    const text = `${where}${msg.type()}: ${msg.text()}`;
+    problems.console.push(text);
+    if (msg.type() === 'error') problems.consoleErrors.push(`${where}${msg.text()}`);
+  };
+  page.on('console', onConsole(''));
+  page.on('pageerror', (err) => problems.pageErrors.push(String(err && err.stack ? err.stack : err)));
+  page.on('requestfailed', (req) => problems.failedRequests.push(`${req.method()} ${req.url()}: ${req.failure()?.errorText}`));
+  page.on('worker', (w) => {
+    w.on('console', onConsole(`[worker ${w.url().split('/').pop()}] `));
+  });
+  return problems;
+}

@@ -1,0 +1,305 @@
+// The page's DOM contract (issue 5): every element the tests touch is found by its
+// data-testid, and only through the helpers here, so the contract lives in one place.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const E2E_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const OUT_DIR = path.join(E2E_DIR, 'out');
+
+/** Every data-testid of the contract. `unsteered-<i>` / `steered-<i>` are built by helpers. */
+export const TESTIDS = [
+  'model-select', 'model-repo', 'model-url', 'model-files', 'model-load', 'model-cancel',
+  'model-size', 'progress', 'model-status', 'cache-size', 'cache-clear', 'error',
+  'prompt', 'term-row', 'term-text', 'term-layer', 'term-coeff', 'term-remove', 'term-add',
+  'pair-a', 'pair-b', 'pair-layer', 'pair-coeff', 'pair-add',
+  'bos', 'positions', 'site', 'temperature', 'top-p', 'top-k', 'freq-penalty', 'rep-penalty',
+  'greedy', 'n', 'max-tokens', 'seed', 'run', 'stop', 'run-status',
+  'warning', 'vocab-panel', 'vocab-ln-f', 'vocab-entry', 'preset-select',
+  'share-copy', 'share-link', 'confirm-download',
+];
+
+export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];
+
+const sel = (id) => `[data-testid="${id}"]`;
+
+/** Locator of a contract element (within `scope`, a page or a locator). */
+export function tid(scope, id) {
+  if (!TESTIDS.includes(id) && !/^(un)?steered-\d+$/.test(id)) {
+    throw new Error(`tid(): '${id}' is not in the page's DOM contract`);
+  }
+  return scope.locator(sel(id));
+}
+
+export const unsteered = (page, i) => tid(page, `unsteered-${i}`);
+export const steered = (page, i) => tid(page, `steered-${i}`);
+
+/** Page URL with the Hub endpoint replaced by the local Hub-like server. */
+export function pageUrl(staticUrl, hubUrl, fragment = '') {
+  const frag = fragment ? (fragment.startsWith('#') ? fragment : `#${fragment}`) : '';
+  return `${staticUrl}/?hub=${hubUrl}${frag}`;
+}
+
+/** Fails with `message` unless the contract element exists (attached) within `timeout`. */
+export async function expectPresent(page, id, timeout = 15_000, message = '') {
+  try {
+    await tid(page, id).first().waitFor({ state: 'attached', timeout });
+  } catch {
+    throw new Error(`page deviates from the DOM contract: no element [data-testid="${id}"] within ${timeout} ms${message ? ` (${message})` : ''}`);
+  }
+}
+
+/**
+ * Sets an <input>/<textarea>/<select>/checkbox contract element, firing `input` and `change`
+ * (Leptos handlers may listen to either).
+ */
+export async function setValue(scopeOrPage, id, value) {
+  const loc = typeof id === 'string' ? tid(scopeOrPage, id).first() : id;
+  const info = await loc.evaluate((el) => ({ tag: el.tagName.toLowerCase(), type: (el.getAttribute('type') || '').toLowerCase() }));
+  if (info.tag === 'select') {
+    await loc.selectOption(String(value));
+  } else if (info.type === 'checkbox' || info.type === 'radio') {
+    await loc.setChecked(Boolean(value));
+  } else {
+    await loc.fill(String(value));
+    await loc.dispatchEvent('change');
+  }
+}
+
+export async function getValue(page, id) {
+  const loc = typeof id === 'string' ? tid(page, id).first() : id;
+  return loc.evaluate((el) => ('value' in el && el.tagName !== 'BUTTON' ? el.value : el.textContent));
+}
+
+export async function text(loc) {
+  return ((await loc.first().textContent()) || '').trim();
+}
+
+export async function attr(page, id, name) {
+  return tid(page, id).first().getAttribute(name);
+}
+
+/** Waits until the data-state of a contract element is one of `states`; returns it. */
+export async function waitForState(page, id, states, timeout, { failOn = [] } = {}) {
+  const want = Array.isArray(states) ? states : [states];
+  const t0 = Date.now();
+  let last = null;
+  while (Date.now() - t0 < timeout) {
+    last = await tid(page, id).first().getAttribute('data-state').catch(() => null);
+    if (want.includes(last)) return last;
+    if (failOn.includes(last)) {
+      const err = await errorText(page);
+      throw new Error(`[data-testid="${id}"] went to data-state="${last}" while waiting for ${want.join('|')}; error element: ${JSON.stringify(err)}`);
+    }
+    await page.waitForTimeout(100);
+  }
+  const err = await errorText(page);
+  throw new Error(`[data-testid="${id}"] did not reach data-state ${want.join('|')} within ${timeout} ms (last: ${JSON.stringify(last)}); error element: ${JSON.stringify(err)}`);
+}
+
+/** Text of the visible error element(s), '' if none. */
+export async function errorText(page) {
+  const els = tid(page, 'error');
+  const n = await els.count().catch(() => 0);
+  const parts = [];
+  for (let i = 0; i < n; i++) {
+    const t = ((await els.nth(i).textContent().catch(() => '')) || '').trim();
+    if (t) parts.push(t);
+  }
+  return parts.join(' | ');
+}
+
+/** Clicks confirm-download if it shows up within `timeout`; returns whether it did. */
+export async function confirmDownloadIfAsked(page, timeout = 3_000) {
+  const c = tid(page, 'confirm-download').first();
+  try {
+    await c.waitFor({ state: 'visible', timeout });
+  } catch {
+    return false;
+  }
+  await c.click();
+  return true;
+}
+
+/** Chooses a Hub repo in the model picker (model-select=hub, model-repo=repo). */
+export async function pickHubRepo(page, repo) {
+  await expectPresent(page, 'model-select');
+  const values = await tid(page, 'model-select').first().evaluate((s) => [...s.options].map((o) => o.value));
+  if (!values.includes('hub')) {
+    throw new Error(`model-select has no 'hub' option (options: ${values.join(', ')})`);
+  }
+  await setValue(page, 'model-select', 'hub');
+  await expectPresent(page, 'model-repo', 10_000, "after choosing model-select='hub'");
+  await setValue(page, 'model-repo', repo);
+  await tid(page, 'model-repo').first().press('Tab').catch(() => {});
+}
+
+/**
+ * Clicks model-load (confirming the download if asked) and waits for model-status to be
+ * `ready` (or throws with the error element's text on `error`).
+ */
+export async function loadModel(page, { timeout = 120_000 } = {}) {
+  await tid(page, 'model-load').first().click();
+  await confirmDownloadIfAsked(page, 2_000);
+  await waitForState(page, 'model-status', 'ready', timeout, { failOn: ['error'] });
+}
+
+/** Removes every term row, then adds `terms` = [{text, layer, coeff}] through term-add. */
+export async function setTerms(page, terms) {
+  for (let guard = 0; guard < 50; guard++) {
+    const rows = tid(page, 'term-row');
+    const n = await rows.count();
+    if (n === 0) break;
+    await tid(rows.first(), 'term-remove').first().click();
+    await page.waitForFunction(
+      ([s, k]) => document.querySelectorAll(s).length < k,
+      [sel('term-row'), n], { timeout: 5_000 },
+    ).catch(() => { throw new Error(`term-remove did not remove a term-row (still ${n})`); });
+  }
+  for (const [i, t] of terms.entries()) {
+    await tid(page, 'term-add').first().click();
+    await page.waitForFunction(
+      ([s, k]) => document.querySelectorAll(s).length > k,
+      [sel('term-row'), i], { timeout: 5_000 },
+    ).catch(() => { throw new Error(`term-add did not add a term-row (have ${i})`); });
+    const row = tid(page, 'term-row').nth(i);
+    await setValue(row, 'term-text', t.text);
+    await setValue(row, 'term-layer', t.layer);
+    await setValue(row, 'term-coeff', t.coeff);
+  }
+}
+
+/** Reads the term rows back: [{text, layer, coeff}] (layer and coeff as numbers). */
+export async function readTerms(page) {
+  const rows = tid(page, 'term-row');
+  const n = await rows.count();
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const row = rows.nth(i);
+    out.push({
+      text: await getValue(row, tid(row, 'term-text').first()),
+      layer: Number(await getValue(row, tid(row, 'term-layer').first())),
+      coeff: Number(await getValue(row, tid(row, 'term-coeff').first())),
+    });
+  }
+  return out;
+}
+
+/**
+ * Fills the editor with a recipe: { prompt, terms, n, maxTokens, seed, ...sampling }.
+ * Only the fields present are set.
+ */
+export async function setRecipe(page, r) {
+  if (r.prompt !== undefined) await setValue(page, 'prompt', r.prompt);
+  if (r.terms) await setTerms(page, r.terms);
+  const fields = {
+    bos: 'bos', positions: 'positions', site: 'site', temperature: 'temperature', topP: 'top-p',
+    topK: 'top-k', freqPenalty: 'freq-penalty', repPenalty: 'rep-penalty', greedy: 'greedy',
+    n: 'n', maxTokens: 'max-tokens', seed: 'seed',
+  };
+  for (const [k, id] of Object.entries(fields)) {
+    if (r[k] !== undefined) await setValue(page, id, r[k]);
+  }
+}
+
+/** Reads the editor state the share link must restore. */
+export async function readRecipe(page) {
+  const v = async (id) => {
+    const loc = tid(page, id).first();
+    if ((await loc.count()) === 0) return undefined;
+    const type = await loc.getAttribute('type');
+    if (type === 'checkbox') return loc.isChecked();
+    return getValue(page, id);
+  };
+  return {
+    prompt: await v('prompt'),
+    terms: await readTerms(page),
+    bos: await v('bos'),
+    positions: await v('positions'),
+    site: await v('site'),
+    temperature: await v('temperature'),
+    topP: await v('top-p'),
+    topK: await v('top-k'),
+    freqPenalty: await v('freq-penalty'),
+    repPenalty: await v('rep-penalty'),
+    greedy: await v('greedy'),
+    n: await v('n'),
+    maxTokens: await v('max-tokens'),
+    seed: await v('seed'),
+  };
+}
+
+/** The completions now shown: { unsteered: [..], steered: [..] } for i = 0..n-1. */
+export async function readCompletions(page, n) {
+  const u = [];
+  const s = [];
+  for (let i = 0; i < n; i++) {
+    u.push(await text(unsteered(page, i)).catch(() => null));
+    s.push(await text(steered(page, i)).catch(() => null));
+  }
+  return { unsteered: u, steered: s };
+}
+
+/** The share link: href of an <a>, value of an <input>/<textarea>, or the element's text. */
+export async function readShareLink(page) {
+  const loc = tid(page, 'share-link').first();
+  return (await loc.evaluate((el) => el.getAttribute('href') || ('value' in el ? el.value : '') || el.textContent || '')).trim();
+}
+
+/** Screenshot to out/<name>.png; prints and returns the path. */
+export async function screenshot(page, name, t) {
+  fs.mkdirSync(OUT_DIR, { recursive: true });
+  const file = path.join(OUT_DIR, `${name}.png`);
+  try {
+    await page.screenshot({ path: file, fullPage: true, timeout: 20_000 });
+  } catch (e) {
+    const msg = `screenshot ${file} failed: ${e.message}`;
+    if (t) t.diagnostic(msg); else console.log(msg);
+    return null;
+  }
+  const msg = `screenshot: ${file}`;
+  console.log(msg);
+  if (t) t.diagnostic(msg);
+  return file;
+}
+
+/**
+ * Records, from inside the page, every change of the result columns and of run-status
+ * (MutationObserver: no poll can miss a token). Call before clicking Run; read with
+ * `takeRecording(page)`.
+ */
+export async function startRecording(page, n) {
+  await page.evaluate((n) => {
+    const q = (id) => document.querySelector(`[data-testid="${id}"]`);
+    const snap = () => {
+      const st = q('run-status');
+      const row = { t: Math.round(performance.now()), state: st ? st.getAttribute('data-state') : null };
+      for (let i = 0; i < n; i++) {
+        const u = q(`unsteered-${i}`);
+        const s = q(`steered-${i}`);
+        row[`u${i}`] = u ? u.textContent.trim() : null;
+        row[`s${i}`] = s ? s.textContent.trim() : null;
+      }
+      return row;
+    };
+    window.__tillerRec = [snap()];
+    const obs = new MutationObserver(() => {
+      const r = snap();
+      const last = window.__tillerRec[window.__tillerRec.length - 1];
+      const same = Object.keys(r).every((k) => k === 't' || r[k] === last[k]);
+      if (!same) window.__tillerRec.push(r);
+    });
+    obs.observe(document.body, {
+      subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['data-state'],
+    });
+    window.__tillerRecStop = () => obs.disconnect();
+  }, n);
+}
+
+export async function takeRecording(page) {
+  return page.evaluate(() => {
+    if (window.__tillerRecStop) window.__tillerRecStop();
+    return window.__tillerRec || [];
+  });
+}

@@ -1,0 +1,73 @@
+// The test environment: the built page (dist/), the Hub-like model server with the tiny
+// fixture models, and Chromium.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { E2E_DIR } from './contract.mjs';
+import { startHubServer } from './hub-server.mjs';
+import { startStaticServer } from './static-server.mjs';
+
+export const REPO_ROOT = path.resolve(E2E_DIR, '..', '..');
+export const DIST = path.join(REPO_ROOT, 'dist');
+export const FIXTURES = path.join(REPO_ROOT, 'tests', 'fixtures');
+
+/** Repo ids the Hub-like server answers for. */
+export const REPOS = {
+  tiny: 'tiny/tiny-gpt2',
+  tinyF32: 'tiny/tiny-gpt2-f32',
+  corrupt: 'tiny/corrupt',
+  garbage: 'tiny/garbage',
+  slow: 'tiny/tiny-gpt2-slow',
+};
+
+/** Fixture files of the Hub repos: tiny-gpt2 has config.json; tiny-gpt2-f32 does not. */
+export function hubRepos() {
+  const tiny = path.join(FIXTURES, 'tiny-gpt2');
+  const tinyF32 = path.join(FIXTURES, 'tiny-gpt2-f32');
+  const model = fs.readFileSync(path.join(tiny, 'model.safetensors'));
+  // Truncated: the header is intact, the tensor data stops at 60 % of the file.
+  const truncated = model.subarray(0, Math.floor(model.length * 0.6));
+  // Garbage: not a safetensors file at all (its first 8 bytes, read as the header length,
+  // are absurdly large).
+  const garbage = Buffer.alloc(1 << 16);
+  for (let i = 0; i < garbage.length; i++) garbage[i] = (i * 2654435761 >>> 24) & 0xff;
+  Buffer.from('This is not a safetensors file.').copy(garbage, 0);
+  const keep = { missing: ['golden.json'] };
+  return {
+    [REPOS.tiny]: { dir: tiny, ...keep },
+    [REPOS.tinyF32]: { dir: tinyF32, ...keep }, // no config.json: 404, like a repo without one
+    [REPOS.corrupt]: { dir: tiny, files: { 'model.safetensors': truncated }, ...keep },
+    [REPOS.garbage]: { dir: tiny, files: { 'model.safetensors': garbage }, ...keep },
+    [REPOS.slow]: { dir: tiny, bytesPerSec: 1_000_000, ...keep },
+  };
+}
+
+/** Builds dist/ with `trunk build --release` only if dist/index.html is missing. */
+export function ensureDist() {
+  if (fs.existsSync(path.join(DIST, 'index.html'))) return;
+  if (!fs.existsSync(path.join(REPO_ROOT, 'index.html'))) {
+    throw new Error(`no page to test: ${REPO_ROOT}/index.html does not exist (the page is not written yet)`);
+  }
+  const cargoBin = path.join(process.env.CARGO_HOME || path.join(process.env.HOME || '/root', '.cargo'), 'bin');
+  const env = { ...process.env, PATH: `${cargoBin}:${process.env.PATH}` };
+  console.log('dist/index.html missing: running `trunk build --release` at the repo root');
+  const r = spawnSync('trunk', ['build', '--release'], { cwd: REPO_ROOT, env, stdio: 'inherit' });
+  if (r.error) throw new Error(`trunk build --release could not start: ${r.error.message} (run bash scripts/setup.sh)`);
+  if (r.status !== 0) throw new Error(`trunk build --release failed (exit ${r.status})`);
+  if (!fs.existsSync(path.join(DIST, 'index.html'))) throw new Error('trunk build did not produce dist/index.html');
+}
+
+/** Starts the page server and the Hub-like server. */
+export async function startServers() {
+  ensureDist();
+  const hub = await startHubServer(hubRepos());
+  const site = await startStaticServer(DIST);
+  return {
+    hub,
+    site,
+    async close() {
+      await Promise.all([hub.close(), site.close()]);
+    },
+  };
+}
