@@ -26,7 +26,7 @@ export const CHROMIUM_ARGS = [
  * Launches Chromium with a fresh user-data-dir (a brand-new profile: empty caches, empty
  * OPFS). Returns { context, userDataDir, close() }. Pass `userDataDir` to reuse a profile.
  */
-export async function launch({ userDataDir, extraArgs = [], viewport = { width: 1400, height: 1000 } } = {}) {
+export async function launch({ userDataDir, extraArgs = [], webgpu = true, viewport = { width: 1400, height: 1000 } } = {}) {
   if (!fs.existsSync(CHROMIUM)) {
     throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (bash scripts/setup.sh) or set TILLER_CHROMIUM`);
   }
@@ -34,7 +34,11 @@ export async function launch({ userDataDir, extraArgs = [], viewport = { width: 
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: CHROMIUM,
     headless: true,
-    args: [...CHROMIUM_ARGS, ...extraArgs],
+    // webgpu: false launches the same browser without WebGPU (no adapter), to see the
+    // page's "no WebGPU" message.
+    args: webgpu
+      ? [...CHROMIUM_ARGS, ...extraArgs]
+      : [...CHROMIUM_ARGS.filter((a) => !/^--(enable-unsafe-webgpu|use-webgpu-adapter)/.test(a)), '--disable-features=WebGPU', ...extraArgs],
     viewport,
     // SwiftShader is slow; the page may keep the main thread busy between frames.
     timeout: 60_000,

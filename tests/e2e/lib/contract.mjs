@@ -259,8 +259,7 @@ export async function screenshot(page, name, t) {
     return null;
   }
   const msg = `screenshot: ${file}`;
-  console.log(msg);
-  if (t) t.diagnostic(msg);
+  if (t) t.diagnostic(msg); else console.log(msg);
   return file;
 }
 
@@ -302,4 +301,74 @@ export async function takeRecording(page) {
     if (window.__tillerRecStop) window.__tillerRecStop();
     return window.__tillerRec || [];
   });
+}
+
+/** Parses a human size ("6.99 MB", "6.7 MiB", "6985424 bytes") into bytes; null if none. */
+export function parseSize(s) {
+  const m = /([\d][\d,]*(?:\.\d+)?)\s*(bytes|byte|B|kB|KB|KiB|MB|MiB|GB|GiB)\b/.exec(s || '');
+  if (!m) return null;
+  const n = Number(m[1].replace(/,/g, ''));
+  const unit = {
+    bytes: 1, byte: 1, B: 1, kB: 1e3, KB: 1e3, KiB: 1024, MB: 1e6, MiB: 1024 ** 2, GB: 1e9, GiB: 1024 ** 3,
+  }[m[2]];
+  return n * unit;
+}
+
+/** Waits until model-size shows a parseable size; returns its text, or '' after `timeout`. */
+export async function waitForSizeText(page, timeout) {
+  const t0 = Date.now();
+  do {
+    const loc = tid(page, 'model-size').first();
+    if ((await loc.count()) > 0) {
+      const t = ((await loc.textContent().catch(() => '')) || '').trim();
+      if (parseSize(t) !== null) return t;
+    }
+    await page.waitForTimeout(150);
+  } while (Date.now() - t0 < timeout);
+  return '';
+}
+
+/**
+ * Records, from inside the page, every value of the progress element's data-loaded /
+ * data-total and of model-status (MutationObserver). Read with `takeProgress(page)`.
+ */
+export async function startProgressRecording(page) {
+  await page.evaluate(() => {
+    const q = (id) => document.querySelector(`[data-testid="${id}"]`);
+    const snap = () => {
+      const p = q('progress');
+      const s = q('model-status');
+      return {
+        t: Math.round(performance.now()),
+        loaded: p ? p.getAttribute('data-loaded') : null,
+        total: p ? p.getAttribute('data-total') : null,
+        text: p ? p.textContent.trim().slice(0, 200) : null,
+        state: s ? s.getAttribute('data-state') : null,
+      };
+    };
+    window.__tillerProg = [snap()];
+    const obs = new MutationObserver(() => {
+      const r = snap();
+      const l = window.__tillerProg[window.__tillerProg.length - 1];
+      if (r.loaded !== l.loaded || r.total !== l.total || r.state !== l.state || r.text !== l.text) window.__tillerProg.push(r);
+    });
+    obs.observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true });
+    window.__tillerProgStop = () => obs.disconnect();
+  });
+}
+
+export async function takeProgress(page) {
+  return page.evaluate(() => {
+    if (window.__tillerProgStop) window.__tillerProgStop();
+    return window.__tillerProg || [];
+  });
+}
+
+/** Values of every vocab-entry: [{id, score, text}]. */
+export async function readVocab(page) {
+  return tid(page, 'vocab-entry').evaluateAll((els) => els.map((e) => ({
+    id: e.getAttribute('data-id'),
+    score: e.getAttribute('data-score'),
+    text: e.textContent.trim(),
+  })));
 }

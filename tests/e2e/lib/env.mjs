@@ -9,7 +9,8 @@ import { startHubServer } from './hub-server.mjs';
 import { startStaticServer } from './static-server.mjs';
 
 export const REPO_ROOT = path.resolve(E2E_DIR, '..', '..');
-export const DIST = path.join(REPO_ROOT, 'dist');
+// TILLER_DIST serves another build (e.g. a copy kept aside); by default the repo's dist/.
+export const DIST = process.env.TILLER_DIST ? path.resolve(process.env.TILLER_DIST) : path.join(REPO_ROOT, 'dist');
 export const FIXTURES = path.join(REPO_ROOT, 'tests', 'fixtures');
 
 /** Repo ids the Hub-like server answers for. */
@@ -46,6 +47,7 @@ export function hubRepos() {
 /** Builds dist/ with `trunk build --release` only if dist/index.html is missing. */
 export function ensureDist() {
   if (fs.existsSync(path.join(DIST, 'index.html'))) return;
+  if (process.env.TILLER_DIST) throw new Error(`TILLER_DIST=${DIST} has no index.html`);
   if (!fs.existsSync(path.join(REPO_ROOT, 'index.html'))) {
     throw new Error(`no page to test: ${REPO_ROOT}/index.html does not exist (the page is not written yet)`);
   }

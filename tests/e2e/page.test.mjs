@@ -1,0 +1,561 @@
+// End-to-end tests of the Tiller page (issue 5, section 8): the trunk-built page served
+// locally, in headless Chromium with WebGPU on SwiftShader, loading tiny GPT-2s from a local
+// server that answers like the Hugging Face Hub (?hub=http://127.0.0.1:PORT).
+//
+// The tests run in order and share one browser profile ("main") where it matters (the model
+// loaded in 02 is run in 03, its cache is reloaded in 06); each one still checks its own
+// preconditions and loads what it needs, so a failure reads as itself. Every test saves a
+// screenshot to out/<name>.png (also on failure) and prints its path.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { launch, watchPage } from './lib/browser.mjs';
+import { startServers, REPOS } from './lib/env.mjs';
+import {
+  tid, unsteered, steered, pageUrl, expectPresent, setValue, getValue, text, attr, waitForState,
+  errorText, confirmDownloadIfAsked, pickHubRepo, loadModel, setRecipe, readRecipe, readTerms,
+  readCompletions, readShareLink, screenshot, startRecording, takeRecording, parseSize,
+  waitForSizeText, startProgressRecording, takeProgress, readVocab, MODEL_SELECT_VALUES, setTerms,
+} from './lib/contract.mjs';
+
+const MODEL = 'model.safetensors';
+/** The preset-like recipe of the issue: Love − Hate at layer 1 of the 4-layer tiny model. */
+const RECIPE = {
+  prompt: 'I hate you because',
+  terms: [
+    { text: 'Love', layer: 1, coeff: 5 },
+    { text: 'Hate', layer: 1, coeff: -5 },
+  ],
+  n: 2,
+  maxTokens: 10,
+  seed: 1,
+};
+const RUN_TIMEOUT = 120_000;
+const LOAD_TIMEOUT = 120_000;
+
+let servers;
+let main; // the main browser session (fresh profile, kept across tests for the cache)
+let page; // its page
+let problems; // console errors etc. of `page`
+const extraSessions = [];
+/** Results shared between tests (null when the producing test failed). */
+const shared = { firstRun: null, shareLink: null, recipeState: null };
+
+/** Registers a test that always screenshots `ctx.shot` (default: the main page) at the end. */
+function e2e(name, fn, timeout = 240_000) {
+  test(name, { timeout }, async (t) => {
+    const ctx = { shot: null };
+    try {
+      await fn(t, ctx);
+    } finally {
+      const p = ctx.shot || page;
+      if (p && !p.isClosed()) await screenshot(p, name, t);
+    }
+  });
+}
+
+async function newSession(opts) {
+  const s = await launch(opts);
+  extraSessions.push(s);
+  return s;
+}
+
+async function openPage(session, fragment = '') {
+  const p = await session.context.newPage();
+  const probs = watchPage(p);
+  await p.goto(pageUrl(servers.site.url, servers.hub.url, fragment), { waitUntil: 'load' });
+  return { p, probs };
+}
+
+/** Loads the tiny Hub model in `p` unless it is ready already. */
+async function ensureModel(p, repo = REPOS.tiny) {
+  const state = await attr(p, 'model-status', 'data-state').catch(() => null);
+  const repoNow = await getValue(p, 'model-repo').catch(() => null);
+  if (state === 'ready' && repoNow === repo) return;
+  await pickHubRepo(p, repo);
+  await loadModel(p, { timeout: LOAD_TIMEOUT });
+}
+
+/** Clicks Run and waits for run-status done; returns the completions. */
+async function runAndWait(p, n) {
+  await tid(p, 'run').first().click();
+  await waitForState(p, 'run-status', 'done', RUN_TIMEOUT, { failOn: ['error'] });
+  return readCompletions(p, n);
+}
+
+function realProblems(probs) {
+  // A missing favicon is the static server's 404, not the page's fault.
+  const errs = probs.consoleErrors.filter((e) => !/favicon\.ico|Failed to load resource: the server responded with a status of 404/.test(e));
+  return { consoleErrors: errs, pageErrors: probs.pageErrors };
+}
+
+before(async () => {
+  servers = await startServers();
+  console.log(`page: ${servers.site.url}  hub: ${servers.hub.url}`);
+  main = await launch();
+  await main.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: servers.site.url }).catch(() => {});
+  page = await main.context.newPage();
+  problems = watchPage(page);
+});
+
+after(async () => {
+  for (const s of extraSessions) await s.close();
+  await main?.close();
+  await servers?.close();
+});
+
+e2e('01-page-loads', async (t) => {
+  await page.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+  await expectPresent(page, 'model-select', 30_000, 'the page did not render (wasm not started?)');
+
+  // Title and intro.
+  const title = await page.title();
+  const h1 = await page.locator('h1').first().textContent({ timeout: 5_000 }).catch(() => '');
+  assert.match(`${title} ${h1}`, /tiller/i, `neither <title> (${JSON.stringify(title)}) nor <h1> (${JSON.stringify(h1)}) names Tiller`);
+  const body = await page.locator('body').innerText();
+  assert.match(body, /steer/i, 'the intro does not say what the page does (no mention of steering)');
+
+  // The contract elements that exist before any model is loaded.
+  const always = [
+    'model-select', 'model-load', 'model-status', 'cache-size', 'prompt', 'term-add',
+    'pair-a', 'pair-b', 'pair-layer', 'pair-coeff', 'pair-add', 'bos', 'positions', 'site',
+    'temperature', 'top-p', 'top-k', 'freq-penalty', 'rep-penalty', 'greedy', 'n', 'max-tokens',
+    'seed', 'run', 'run-status', 'preset-select',
+  ];
+  const missing = [];
+  for (const id of always) if ((await tid(page, id).count()) === 0) missing.push(id);
+  assert.deepEqual(missing, [], `page deviates from the DOM contract: missing data-testid ${missing.join(', ')}`);
+
+  const options = await tid(page, 'model-select').first().evaluate((s) => [...s.options].map((o) => o.value));
+  for (const v of MODEL_SELECT_VALUES) assert.ok(options.includes(v), `model-select lacks option '${v}' (has ${options.join(', ')})`);
+
+  // The post's sampling defaults: temperature 1, top-p 0.3, frequency penalty 1.
+  assert.equal(Number(await getValue(page, 'temperature')), 1, 'default temperature is not 1');
+  assert.equal(Number(await getValue(page, 'top-p')), 0.3, 'default top-p is not 0.3');
+  assert.equal(Number(await getValue(page, 'freq-penalty')), 1, 'default frequency penalty is not 1');
+
+  // WebGPU: available here (SwiftShader); the page must not claim otherwise.
+  const hasAdapter = await page.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter())));
+  await page.waitForTimeout(2_000); // let start-up errors surface
+  const err = await errorText(page);
+  if (hasAdapter) {
+    assert.doesNotMatch(err, /webgpu/i, `WebGPU works in this browser, yet the page says: ${err}`);
+    const state = await attr(page, 'model-status', 'data-state');
+    assert.equal(state, 'idle', `model-status before loading is ${state}, not idle`);
+  } else {
+    assert.match(err, /webgpu/i, 'no WebGPU adapter and no message about WebGPU');
+  }
+  const pr = realProblems(problems);
+  assert.deepEqual(pr.pageErrors, [], `uncaught errors: ${pr.pageErrors.join('\n')}`);
+  assert.deepEqual(pr.consoleErrors, [], `console errors: ${pr.consoleErrors.join('\n')}`);
+});
+
+e2e('01b-no-webgpu-message', async (t, ctx) => {
+  // Same browser without WebGPU: the page must say so, naming browsers or flags.
+  const s = await newSession({ webgpu: false });
+  const { p, probs } = await openPage(s);
+  ctx.shot = p;
+  await expectPresent(p, 'model-select', 30_000);
+  assert.equal(await p.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter()))), false,
+    'test setup: this browser still has a WebGPU adapter');
+  let err = '';
+  for (let i = 0; i < 20 && !/webgpu/i.test(err); i++) { await p.waitForTimeout(250); err = await errorText(p); }
+  if (!/webgpu/i.test(err)) {
+    // Maybe the page only checks when asked to load a model.
+    await pickHubRepo(p, REPOS.tiny);
+    await tid(p, 'model-load').first().click();
+    await confirmDownloadIfAsked(p, 2_000);
+    for (let i = 0; i < 60 && !/webgpu/i.test(err); i++) { await p.waitForTimeout(250); err = await errorText(p); }
+  }
+  t.diagnostic(`error: ${err}`);
+  assert.match(err, /webgpu/i, `no readable "no WebGPU" message in [data-testid=error] (got ${JSON.stringify(err)})`);
+  assert.match(err, /chrome|edge|firefox|safari|browser|flag/i, `the message does not say which browsers/flags work: ${err}`);
+  assert.deepEqual(probs.pageErrors, [], `uncaught errors: ${probs.pageErrors.join('\n')}`);
+});
+
+e2e('02-load-hub-model', async (t) => {
+  if (!(await tid(page, 'model-select').count())) {
+    await page.goto(pageUrl(servers.site.url, servers.hub.url));
+  }
+  servers.hub.reset();
+  const modelSize = servers.hub.size(REPOS.tiny, MODEL);
+  const allSize = modelSize + servers.hub.size(REPOS.tiny, 'tokenizer.json') + servers.hub.size(REPOS.tiny, 'config.json');
+
+  await pickHubRepo(page, REPOS.tiny);
+  // The size is shown before downloading: after picking the repo, or at the latest while the
+  // page asks to confirm the download.
+  let sizeText = await waitForSizeText(page, 15_000);
+  await startProgressRecording(page);
+  await tid(page, 'model-load').first().click();
+  const asked = await confirmDownloadIfAsked(page, 1_500).catch(() => false);
+  if (!sizeText && asked) sizeText = await waitForSizeText(page, 1_000);
+  t.diagnostic(`model-size: ${JSON.stringify(sizeText)}; asked to confirm: ${asked}`);
+  assert.ok(sizeText, 'model-size showed no size before the download (after picking the repo)');
+  const shown = parseSize(sizeText);
+  assert.ok(shown >= 0.85 * modelSize && shown <= 1.15 * allSize,
+    `model-size ${JSON.stringify(sizeText)} (${shown} B) is not the repo's size (${modelSize} B of weights, ${allSize} B in all)`);
+
+  await waitForState(page, 'model-status', 'ready', LOAD_TIMEOUT, { failOn: ['error'] });
+  const prog = await takeProgress(page);
+  t.diagnostic(`progress samples: ${prog.length}; first ${JSON.stringify(prog[1] || null)}; last ${JSON.stringify(prog[prog.length - 1])}`);
+  const withTotal = prog.filter((s) => s.total !== null && Number(s.total) > 0);
+  assert.ok(withTotal.length > 0, 'the progress element never showed data-total > 0 during the load');
+  const full = withTotal.filter((s) => Number(s.loaded) === Number(s.total));
+  assert.ok(full.length > 0, `progress never reached 100% (data-loaded == data-total); last ${JSON.stringify(withTotal[withTotal.length - 1])}`);
+  const total = Number(full[full.length - 1].total);
+  assert.ok(total >= 0.85 * modelSize && total <= 1.15 * allSize, `progress data-total ${total} is not the download's size (~${modelSize}..${allSize})`);
+  const loadedSeq = withTotal.map((s) => Number(s.loaded));
+  const nonMonotonic = loadedSeq.some((v, i) => i > 0 && v < loadedSeq[i - 1] && Number(withTotal[i].total) === Number(withTotal[i - 1].total));
+  assert.ok(!nonMonotonic, `data-loaded went backwards: ${loadedSeq.join(', ')}`);
+  // If the progress element is still shown, it must say 100%.
+  if ((await tid(page, 'progress').count()) > 0) {
+    const l = await attr(page, 'progress', 'data-loaded');
+    const tt = await attr(page, 'progress', 'data-total');
+    if (tt !== null && Number(tt) > 0) assert.equal(Number(l), Number(tt), 'progress shows less than 100% after the model is ready');
+  }
+  // The weights were fetched once (whole or in ranges), not twice.
+  const got = servers.hub.bodyBytes(REPOS.tiny, MODEL);
+  t.diagnostic(`model.safetensors: ${JSON.stringify(servers.hub.count(REPOS.tiny, MODEL).ranges.slice(0, 5))}…, ${got} body bytes`);
+  assert.ok(got >= modelSize * 0.95 && got <= modelSize * 1.1, `model.safetensors body bytes sent: ${got}, file is ${modelSize}`);
+  assert.equal(await attr(page, 'model-status', 'data-state'), 'ready');
+});
+
+e2e('03-run-recipe-streams-and-differs', async (t) => {
+  await ensureModel(page);
+  await setRecipe(page, RECIPE);
+  const terms = await readTerms(page);
+  assert.deepEqual(terms, RECIPE.terms, 'the term rows do not hold what was typed');
+  await startRecording(page, RECIPE.n);
+  await tid(page, 'run').first().click();
+  await waitForState(page, 'run-status', ['running', 'done'], 30_000, { failOn: ['error'] });
+  await waitForState(page, 'run-status', 'done', RUN_TIMEOUT, { failOn: ['error'] });
+  const rec = await takeRecording(page);
+  const res = await readCompletions(page, RECIPE.n);
+  t.diagnostic(`completions: ${JSON.stringify(res)}`);
+  t.diagnostic(`recorded ${rec.length} DOM states; states seen: ${[...new Set(rec.map((r) => r.state))].join(',')}`);
+
+  for (let i = 0; i < RECIPE.n; i++) {
+    assert.ok(res.unsteered[i], `unsteered-${i} is empty or missing after the run`);
+    assert.ok(res.steered[i], `steered-${i} is empty or missing after the run`);
+  }
+  // Streaming: while run-status was "running", each column showed at least two different
+  // non-empty texts (token by token, not all at the end).
+  for (const key of ['u0', 's0']) {
+    const seen = [...new Set(rec.filter((r) => r.state === 'running' && r[key]).map((r) => r[key]))];
+    assert.ok(seen.length >= 2,
+      `${key === 'u0' ? 'unsteered-0' : 'steered-0'} did not stream: ${seen.length} distinct text(s) while running (${JSON.stringify(seen.slice(0, 3))})`);
+  }
+  assert.ok(rec.some((r) => r.state === 'running'), 'run-status never showed "running"');
+  assert.notDeepEqual(res.steered, res.unsteered, 'steered and unsteered completions are identical');
+  assert.notEqual(res.steered[0], res.unsteered[0], 'steered-0 equals unsteered-0');
+  shared.firstRun = res;
+  shared.recipeState = await readRecipe(page);
+});
+
+e2e('04-vocab-panel', async (t) => {
+  await ensureModel(page);
+  await expectPresent(page, 'vocab-panel', 30_000, 'with a model loaded and a recipe set');
+  const t0 = Date.now();
+  while ((await tid(page, 'vocab-entry').count()) === 0 && Date.now() - t0 < 60_000) await page.waitForTimeout(250);
+  const before = await readVocab(page);
+  assert.ok(before.length > 0, 'the vocab panel has no vocab-entry within 60 s');
+  for (const e of before) {
+    assert.match(String(e.id), /^\d+$/, `vocab-entry data-id ${JSON.stringify(e.id)} is not a token id`);
+    assert.ok(Number(e.id) < 50257, `vocab-entry data-id ${e.id} is past the vocabulary`);
+    assert.ok(e.score !== null && Number.isFinite(Number(e.score)), `vocab-entry data-score ${JSON.stringify(e.score)} is not a number`);
+  }
+  const panelText = await tid(page, 'vocab-panel').first().innerText();
+  assert.match(panelText, /heuristic/i, 'the vocab panel is not labelled as a heuristic');
+  t.diagnostic(`${before.length} entries; first: ${JSON.stringify(before.slice(0, 3))}`);
+
+  const lnf = tid(page, 'vocab-ln-f').first();
+  await expectPresent(page, 'vocab-ln-f');
+  const wasOn = await lnf.isChecked();
+  await setValue(page, 'vocab-ln-f', !wasOn);
+  const key = (v) => v.map((e) => `${e.id}:${e.score}`).join('|');
+  let after = before;
+  const t1 = Date.now();
+  while (key(after) === key(before) && Date.now() - t1 < 30_000) {
+    await page.waitForTimeout(250);
+    after = await readVocab(page);
+  }
+  t.diagnostic(`after toggling ln_f: ${JSON.stringify(after.slice(0, 3))}`);
+  assert.ok(after.length > 0, 'the vocab panel emptied after toggling ln_f');
+  const sb = before.map((e) => e.score).join('|');
+  const sa = after.map((e) => e.score).join('|');
+  assert.notEqual(sa, sb, 'toggling vocab-ln-f did not change the scores');
+  // Toggle back: the original scores return (a pure function of the vector).
+  await setValue(page, 'vocab-ln-f', wasOn);
+  let back = after;
+  const t2 = Date.now();
+  while (key(back) !== key(before) && Date.now() - t2 < 30_000) {
+    await page.waitForTimeout(250);
+    back = await readVocab(page);
+  }
+  assert.equal(key(back), key(before), 'toggling vocab-ln-f back did not restore the scores');
+});
+
+function normRecipe(r) {
+  const num = (x) => (x === undefined || x === null || x === '' ? x : Number(x));
+  return {
+    prompt: r.prompt,
+    terms: r.terms,
+    bos: r.bos,
+    positions: r.positions,
+    site: r.site,
+    temperature: num(r.temperature),
+    topP: num(r.topP),
+    topK: num(r.topK),
+    freqPenalty: num(r.freqPenalty),
+    repPenalty: num(r.repPenalty),
+    greedy: r.greedy,
+    n: num(r.n),
+    maxTokens: num(r.maxTokens),
+    seed: num(r.seed),
+  };
+}
+
+e2e('05-share-link-reproduces', async (t, ctx) => {
+  await ensureModel(page);
+  if (!shared.firstRun) {
+    await setRecipe(page, RECIPE);
+    shared.firstRun = await runAndWait(page, RECIPE.n);
+    shared.recipeState = await readRecipe(page);
+  }
+  const state = normRecipe(shared.recipeState || (await readRecipe(page)));
+  await expectPresent(page, 'share-copy');
+  await tid(page, 'share-copy').first().click();
+  await expectPresent(page, 'share-link', 10_000, 'after clicking share-copy');
+  let link = '';
+  const t0 = Date.now();
+  while (!link && Date.now() - t0 < 10_000) { link = await readShareLink(page); if (!link) await page.waitForTimeout(200); }
+  t.diagnostic(`share link: ${link}`);
+  assert.ok(link, 'share-link is empty after share-copy');
+  const u = new URL(link, servers.site.url);
+  assert.equal(`${u.origin}${u.pathname}`, `${servers.site.url}/`, `the share link does not point at this page: ${link}`);
+  assert.ok(u.hash.length > 1, `the share link has no fragment (the state belongs in the URL fragment): ${link}`);
+  shared.shareLink = link;
+
+  // A fresh browser (empty profile, empty cache) opens the link, with the same hub param.
+  const bytesBefore = servers.hub.bodyBytes(REPOS.tiny, MODEL);
+  const s = await newSession();
+  const { p, probs } = await openPage(s, u.hash);
+  ctx.shot = p;
+  await expectPresent(p, 'model-select', 30_000);
+  // Not one of the five defaults: the page asks before downloading anything.
+  const c = tid(p, 'confirm-download').first();
+  await c.waitFor({ state: 'visible', timeout: 15_000 }).catch(() => {
+    throw new Error('opening a link to a non-default model (a Hub repo) did not ask before downloading (no visible confirm-download)');
+  });
+  await p.waitForTimeout(500);
+  assert.equal(servers.hub.bodyBytes(REPOS.tiny, MODEL), bytesBefore, 'model.safetensors was downloaded before the user confirmed');
+
+  // The state is restored.
+  assert.equal(await getValue(p, 'model-select'), 'hub', 'model-select not restored to hub');
+  assert.equal(await getValue(p, 'model-repo'), REPOS.tiny, 'model-repo not restored');
+  const restored = normRecipe(await readRecipe(p));
+  assert.deepEqual(restored, state, 'the link did not restore the editor state');
+
+  await c.click();
+  await waitForState(p, 'model-status', 'ready', LOAD_TIMEOUT, { failOn: ['error'] });
+  // Run unless the page already runs the restored recipe by itself.
+  await p.waitForTimeout(1_000);
+  const rs = await attr(p, 'run-status', 'data-state');
+  if (rs !== 'running' && rs !== 'done') await tid(p, 'run').first().click();
+  await waitForState(p, 'run-status', 'done', RUN_TIMEOUT, { failOn: ['error'] });
+  const again = await readCompletions(p, RECIPE.n);
+  t.diagnostic(`reproduced: ${JSON.stringify(again)}`);
+  assert.deepEqual(again, shared.firstRun, 'the shared link did not reproduce the same completions');
+  assert.deepEqual(probs.pageErrors, [], `uncaught errors: ${probs.pageErrors.join('\n')}`);
+});
+
+e2e('06-reload-from-cache', async (t) => {
+  await ensureModel(page);
+  // The cache's size is shown, non-zero, once a model is cached.
+  await expectPresent(page, 'cache-size');
+  let cacheText = '';
+  const t0 = Date.now();
+  while (!(parseSize(cacheText) > 0) && Date.now() - t0 < 15_000) {
+    cacheText = await text(tid(page, 'cache-size'));
+    if (!(parseSize(cacheText) > 0)) await page.waitForTimeout(250);
+  }
+  t.diagnostic(`cache-size before reload: ${JSON.stringify(cacheText)}`);
+  assert.ok(parseSize(cacheText) > 0, `cache-size shows no cached bytes after a load: ${JSON.stringify(cacheText)}`);
+
+  const before = {
+    model: servers.hub.count(REPOS.tiny, MODEL),
+    tok: servers.hub.count(REPOS.tiny, 'tokenizer.json'),
+    cfg: servers.hub.count(REPOS.tiny, 'config.json'),
+  };
+  await page.reload({ waitUntil: 'load' });
+  await expectPresent(page, 'model-select', 30_000);
+  await page.waitForTimeout(1_000);
+  await confirmDownloadIfAsked(page, 1_000);
+  let st = await attr(page, 'model-status', 'data-state');
+  if (st !== 'ready' && st !== 'loading') {
+    await pickHubRepo(page, REPOS.tiny);
+    await tid(page, 'model-load').first().click();
+    await confirmDownloadIfAsked(page, 2_000);
+  }
+  await waitForState(page, 'model-status', 'ready', LOAD_TIMEOUT, { failOn: ['error'] });
+  const after = {
+    model: servers.hub.count(REPOS.tiny, MODEL),
+    tok: servers.hub.count(REPOS.tiny, 'tokenizer.json'),
+    cfg: servers.hub.count(REPOS.tiny, 'config.json'),
+  };
+  const d = (k) => ({ GET: after[k].GET - before[k].GET, HEAD: after[k].HEAD - before[k].HEAD, bytes: after[k].bodyBytes - before[k].bodyBytes });
+  t.diagnostic(`requests during the reload: model ${JSON.stringify(d('model'))}, tokenizer ${JSON.stringify(d('tok'))}, config ${JSON.stringify(d('cfg'))}`);
+  assert.equal(d('model').bytes, 0, `model.safetensors was downloaded again after the reload (${d('model').bytes} bytes in ${d('model').GET} GETs)`);
+
+  // The cached weights are the same weights: the recipe gives the same completions.
+  if (shared.firstRun) {
+    await setRecipe(page, RECIPE);
+    const again = await runAndWait(page, RECIPE.n);
+    assert.deepEqual(again, shared.firstRun, 'the model loaded from the cache gives other completions than the downloaded one');
+  }
+});
+
+e2e('07-corrupt-model-readable-error', async (t) => {
+  if (!(await tid(page, 'model-select').count())) await page.goto(pageUrl(servers.site.url, servers.hub.url));
+  await expectPresent(page, 'model-select', 30_000);
+  const myPrompt = 'My own prompt, which must survive a bad download';
+  await setValue(page, 'prompt', myPrompt);
+
+  for (const [repo, what] of [
+    [REPOS.corrupt, /truncat|too short|cut off|incomplete|past the end|beyond|out of (range|bounds)|expected|missing|short|end of (file|data)|size/i],
+    [REPOS.garbage, /header|not a safetensors|invalid|corrupt|malformed|too (large|big|long)|size|parse/i],
+  ]) {
+    await pickHubRepo(page, repo);
+    await tid(page, 'model-load').first().click();
+    await confirmDownloadIfAsked(page, 2_000);
+    const state = await waitForState(page, 'model-status', ['error', 'ready'], LOAD_TIMEOUT);
+    const err = await errorText(page);
+    t.diagnostic(`${repo}: model-status ${state}; error: ${JSON.stringify(err)}`);
+    assert.equal(state, 'error', `${repo}: a corrupt model.safetensors loaded as "ready"`);
+    assert.ok(err, `${repo}: model-status is error but [data-testid=error] is empty`);
+    assert.match(err, /model\.safetensors/, `${repo}: the error does not name the bad file: ${err}`);
+    assert.match(err, what, `${repo}: the error does not say what is wrong with the file: ${err}`);
+    assert.doesNotMatch(err, /unreachable|RuntimeError|panicked|wasm-function|\bundefined\b/i, `${repo}: the error is an opaque trap: ${err}`);
+    assert.equal(await getValue(page, 'prompt'), myPrompt, `${repo}: the page lost the user's prompt`);
+  }
+  const pr = realProblems(problems);
+  assert.deepEqual(pr.pageErrors, [], `uncaught errors: ${pr.pageErrors.join('\n')}`);
+});
+
+e2e('08-tampered-share-link', async (t, ctx) => {
+  let link = shared.shareLink;
+  if (!link) {
+    // Make one from the main page (05 failed before saving it).
+    await tid(page, 'share-copy').first().click().catch(() => {});
+    link = await readShareLink(page).catch(() => '');
+  }
+  const frag = link ? new URL(link, servers.site.url).hash.slice(1) : '';
+  const variants = [];
+  if (frag.length > 8) {
+    variants.push(['cut off', frag.slice(0, Math.floor(frag.length * 0.6))]);
+    const mid = Math.floor(frag.length / 2);
+    variants.push(['bad characters', `${frag.slice(0, mid)}!!*~${frag.slice(mid + 4)}`]);
+    const m = /^v(\d+)([.:~_-])/.exec(frag);
+    if (m) variants.push(['unknown version', `v999${m[2]}${frag.slice(m[0].length)}`]);
+  } else {
+    variants.push(['garbage', 'v1.!!!not-a-link!!!']);
+  }
+  const s = await newSession();
+  const bytesBefore = servers.hub.bodyBytes(REPOS.tiny, MODEL);
+  let last = null;
+  for (const [what, f] of variants) {
+    const { p, probs } = await openPage(s, f);
+    ctx.shot = p;
+    last = p;
+    await expectPresent(p, 'model-select', 30_000);
+    let err = '';
+    for (let i = 0; i < 40 && !err; i++) { await p.waitForTimeout(250); err = await errorText(p); }
+    t.diagnostic(`${what}: #${f.slice(0, 40)}… → ${JSON.stringify(err)}`);
+    assert.ok(err, `a tampered link (${what}) shows no error`);
+    assert.match(err, /link|url|fragment/i, `the error for a tampered link (${what}) does not say the link is the problem: ${err}`);
+    assert.doesNotMatch(err, /unreachable|RuntimeError|panicked|wasm-function/i, `opaque trap for a tampered link (${what}): ${err}`);
+    assert.deepEqual(probs.pageErrors, [], `uncaught errors with a tampered link (${what}): ${probs.pageErrors.join('\n')}`);
+    assert.notEqual(await attr(p, 'model-status', 'data-state'), 'loading', `a tampered link (${what}) started a download`);
+  }
+  assert.equal(servers.hub.bodyBytes(REPOS.tiny, MODEL), bytesBefore, 'a tampered link downloaded weights');
+
+  // The page keeps working: load the tiny model and run a short recipe.
+  const p = last;
+  await setValue(p, 'prompt', 'Still working after a bad link');
+  assert.equal(await getValue(p, 'prompt'), 'Still working after a bad link');
+  await pickHubRepo(p, REPOS.tiny);
+  await loadModel(p, { timeout: LOAD_TIMEOUT });
+  await setRecipe(p, { terms: [{ text: 'Love', layer: 1, coeff: 5 }], n: 1, maxTokens: 4, seed: 3 });
+  const res = await runAndWait(p, 1);
+  assert.ok(res.steered[0] && res.unsteered[0], `no completions after a bad link: ${JSON.stringify(res)}`);
+});
+
+e2e('09-pair-shortcut', async (t) => {
+  if (!(await tid(page, 'model-select').count())) await page.goto(pageUrl(servers.site.url, servers.hub.url));
+  await setTerms(page, []);
+  await setValue(page, 'pair-a', 'Love');
+  await setValue(page, 'pair-b', 'Hate');
+  await setValue(page, 'pair-layer', 2);
+  await setValue(page, 'pair-coeff', 4);
+  await tid(page, 'pair-add').first().click();
+  await page.waitForTimeout(300);
+  const terms = await readTerms(page);
+  assert.deepEqual(terms, [
+    { text: 'Love', layer: 2, coeff: 4 },
+    { text: 'Hate', layer: 2, coeff: -4 },
+  ], 'pair-add did not add +c for text A and −c for text B');
+});
+
+e2e('10-padding-warning', async (t) => {
+  await ensureModel(page);
+  // Same layer, different token counts: the shorter term is padded with spaces.
+  await setRecipe(page, { prompt: 'I hate you because you are', terms: [
+    { text: 'Love', layer: 1, coeff: 5 },
+    { text: 'I really do not like you', layer: 1, coeff: -5 },
+  ] });
+  let w = '';
+  const t0 = Date.now();
+  while (!/pad/i.test(w) && Date.now() - t0 < 15_000) {
+    await page.waitForTimeout(250);
+    const els = tid(page, 'warning');
+    w = (await els.allTextContents().catch(() => [])).join(' | ');
+  }
+  t.diagnostic(`warning: ${JSON.stringify(w)}`);
+  assert.match(w, /pad/i, 'no inline warning that terms are padded');
+  assert.match(w, /\d/, 'the padding warning does not show the token counts');
+});
+
+e2e('11-f32-repo-without-config', async (t) => {
+  // tiny-gpt2-f32 has no config.json (404): shapes come from the tensors.
+  servers.hub.reset();
+  await pickHubRepo(page, REPOS.tinyF32);
+  await loadModel(page, { timeout: LOAD_TIMEOUT });
+  await setRecipe(page, { ...RECIPE, n: 1, maxTokens: 5 });
+  const res = await runAndWait(page, 1);
+  t.diagnostic(`f32: ${JSON.stringify(res)}`);
+  assert.ok(res.steered[0] && res.unsteered[0], 'no completions from the f32 model');
+});
+
+e2e('12-progress-and-cancel', async (t) => {
+  // A throttled repo (1 MB/s): progress moves through intermediate values; cancel stops it.
+  await pickHubRepo(page, REPOS.slow);
+  await startProgressRecording(page);
+  await tid(page, 'model-load').first().click();
+  await confirmDownloadIfAsked(page, 1_500);
+  await waitForState(page, 'model-status', 'loading', 10_000, { failOn: ['error'] });
+  await page.waitForTimeout(2_500);
+  const mid = { loaded: await attr(page, 'progress', 'data-loaded'), total: await attr(page, 'progress', 'data-total'), text: await text(tid(page, 'progress')) };
+  t.diagnostic(`mid-download progress: ${JSON.stringify(mid)}`);
+  assert.ok(Number(mid.total) > 0 && Number(mid.loaded) > 0 && Number(mid.loaded) < Number(mid.total),
+    `progress mid-download is not between 0 and 100%: ${JSON.stringify(mid)}`);
+  assert.match(mid.text, /%/, `the progress bar shows no percent: ${JSON.stringify(mid.text)}`);
+  assert.match(mid.text, /\/s/, `the progress bar shows no speed: ${JSON.stringify(mid.text)}`);
+  await expectPresent(page, 'model-cancel');
+  await tid(page, 'model-cancel').first().click();
+  const st = await waitForState(page, 'model-status', ['idle', 'error'], 15_000);
+  const bytesAtCancel = servers.hub.bodyBytes(REPOS.slow, MODEL);
+  await page.waitForTimeout(2_000);
+  assert.ok(servers.hub.bodyBytes(REPOS.slow, MODEL) - bytesAtCancel < 200_000, 'the download went on after cancel');
+  assert.ok(bytesAtCancel < servers.hub.size(REPOS.slow, MODEL), 'cancel came after the whole file');
+  t.diagnostic(`after cancel: model-status ${st}, error ${JSON.stringify(await errorText(page))}`);
+});
