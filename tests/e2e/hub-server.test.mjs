@@ -162,3 +162,23 @@ test('throttled repo streams slowly but completely', async () => {
   assert.equal(JSON.parse(r.body).n_layer, 4);
   assert.ok(Date.now() - t0 < 5_000);
 });
+
+test('redirect repo: 302 to a CDN origin with X-Linked-Size; the CDN honours Range and CORS', async () => {
+  hub.reset();
+  const r = await request('HEAD', hub.fileUrl(REPOS.redirect, 'model.safetensors'));
+  assert.equal(r.status, 302);
+  assert.equal(Number(r.headers['x-linked-size']), model.length);
+  assert.equal(r.headers['access-control-allow-origin'], '*');
+  const loc = r.headers.location;
+  assert.ok(loc.startsWith(hub.cdnUrl) && hub.cdnUrl !== hub.url, `redirects to another origin: ${loc}`);
+  const g = await request('GET', loc, { Range: 'bytes=0-7' });
+  assert.equal(g.status, 206);
+  assert.ok(g.body.equals(model.subarray(0, 8)));
+  assert.equal(g.headers['access-control-allow-origin'], '*');
+  const c = hub.count(REPOS.redirect, 'model.safetensors');
+  assert.equal(c.HEAD, 1);
+  assert.equal(c.GET, 1);
+  assert.equal(c.bodyBytes, 8);
+  const cfg = await request('GET', hub.fileUrl(REPOS.redirect, 'config.json'));
+  assert.equal(cfg.status, 200, 'small files are not redirected');
+});

@@ -9,6 +9,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { launch, watchPage } from './lib/browser.mjs';
 import { startServers, REPOS } from './lib/env.mjs';
 import {
@@ -37,6 +38,7 @@ let servers;
 let main; // the main browser session (fresh profile, kept across tests for the cache)
 let page; // its page
 let problems; // console errors etc. of `page`
+let mainProfile = null; // its user-data-dir once 06b restarts the browser on it
 const extraSessions = [];
 /** Results shared between tests (null when the producing test failed). */
 const shared = { firstRun: null, shareLink: null, recipeState: null };
@@ -101,6 +103,7 @@ before(async () => {
 after(async () => {
   for (const s of extraSessions) await s.close();
   await main?.close();
+  if (mainProfile) fs.rmSync(mainProfile, { recursive: true, force: true });
   await servers?.close();
 });
 
@@ -418,6 +421,44 @@ e2e('06-reload-from-cache', async (t) => {
   }
 });
 
+e2e('06b-browser-restart-from-cache', async (t) => {
+  // The cache outlives the browser: quit, start again on the same profile, load.
+  mainProfile = main.userDataDir;
+  await main.close({ keepProfile: true });
+  main = await launch({ userDataDir: mainProfile });
+  page = await main.context.newPage();
+  problems = watchPage(page);
+  await page.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+  await expectPresent(page, 'model-select', 30_000);
+  const before = servers.hub.bodyBytes(REPOS.tiny, MODEL);
+  await ensureModel(page);
+  const got = servers.hub.bodyBytes(REPOS.tiny, MODEL) - before;
+  assert.equal(got, 0, `after a browser restart model.safetensors was downloaded again (${got} bytes)`);
+});
+
+e2e('06c-cache-clear', async (t) => {
+  await ensureModel(page);
+  await expectPresent(page, 'cache-clear');
+  await tid(page, 'cache-clear').first().click();
+  await confirmDownloadIfAsked(page, 1_000); // a "really clear?" confirmation, if any
+  let cacheText = await text(tid(page, 'cache-size'));
+  const t0 = Date.now();
+  while (parseSize(cacheText) !== 0 && !/empty|^\s*0\b|none/i.test(cacheText) && Date.now() - t0 < 15_000) {
+    await page.waitForTimeout(250);
+    cacheText = await text(tid(page, 'cache-size'));
+  }
+  t.diagnostic(`cache-size after clear: ${JSON.stringify(cacheText)}`);
+  assert.ok(parseSize(cacheText) === 0 || /empty|^\s*0\b|none/i.test(cacheText), `cache-size after cache-clear: ${JSON.stringify(cacheText)}`);
+  // The next load downloads again.
+  await page.reload({ waitUntil: 'load' });
+  await expectPresent(page, 'model-select', 30_000);
+  const before = servers.hub.bodyBytes(REPOS.tiny, MODEL);
+  await ensureModel(page);
+  const got = servers.hub.bodyBytes(REPOS.tiny, MODEL) - before;
+  const size = servers.hub.size(REPOS.tiny, MODEL);
+  assert.ok(got >= 0.95 * size, `after cache-clear the model was not downloaded again (${got} of ${size} bytes)`);
+});
+
 e2e('07-corrupt-model-readable-error', async (t) => {
   if (!(await tid(page, 'model-select').count())) await page.goto(pageUrl(servers.site.url, servers.hub.url));
   await expectPresent(page, 'model-select', 30_000);
@@ -577,4 +618,17 @@ e2e('13-default-model-sizes', async (t) => {
   }
   const sent = servers.hub.log.filter((r) => r.method === 'GET' && /model\.safetensors/.test(r.path) && !r.range);
   assert.deepEqual(sent, [], 'choosing a default model started downloading its weights');
+});
+
+e2e('14-hub-redirect-to-cdn', async (t) => {
+  // The real Hub answers model.safetensors with a 302 to a CDN on another origin.
+  servers.hub.reset();
+  await pickHubRepo(page, REPOS.redirect);
+  await loadModel(page, { timeout: LOAD_TIMEOUT });
+  const c = servers.hub.count(REPOS.redirect, MODEL);
+  t.diagnostic(`redirected repo: ${JSON.stringify({ GET: c.GET, HEAD: c.HEAD, bytes: c.bodyBytes })}`);
+  assert.ok(c.bodyBytes >= 0.95 * servers.hub.size(REPOS.redirect, MODEL), 'the weights did not come through the redirect');
+  await setRecipe(page, { ...RECIPE, n: 1, maxTokens: 5 });
+  const res = await runAndWait(page, 1);
+  assert.ok(res.steered[0] && res.unsteered[0], 'no completions from the redirected repo');
 });

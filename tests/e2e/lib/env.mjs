@@ -20,6 +20,7 @@ export const REPOS = {
   corrupt: 'tiny/corrupt',
   garbage: 'tiny/garbage',
   slow: 'tiny/tiny-gpt2-slow',
+  redirect: 'tiny/tiny-gpt2-redirect',
 };
 
 /** Fixture files of the Hub repos: tiny-gpt2 has config.json; tiny-gpt2-f32 does not. */
@@ -41,6 +42,8 @@ export function hubRepos() {
     [REPOS.corrupt]: { dir: tiny, files: { 'model.safetensors': truncated }, ...keep },
     [REPOS.garbage]: { dir: tiny, files: { 'model.safetensors': garbage }, ...keep },
     [REPOS.slow]: { dir: tiny, bytesPerSec: 1_000_000, ...keep },
+    // Like the real Hub: model.safetensors answers 302 to a CDN on another origin.
+    [REPOS.redirect]: { dir: tiny, redirect: true, ...keep },
   };
 }
 

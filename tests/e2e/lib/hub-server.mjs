@@ -17,6 +17,9 @@
 //   files:    { name: Buffer } served from memory (override / add to dir)
 //   missing:  [names] answered 404 even if present in dir (e.g. config.json)
 //   bytesPerSec: throttle bodies (to watch progress, or to cancel mid-download)
+//   redirect: answer *.safetensors with a 302 to a "CDN" on another origin (another port of
+//             this server), as the real Hub does for LFS files; the 302 carries X-Linked-Size
+//             and X-Linked-Etag. Requests are counted under the resolve path either way.
 
 import http from 'node:http';
 import fs from 'node:fs';
@@ -71,7 +74,7 @@ function loadRepo(spec) {
     const sha = crypto.createHash('sha256').update(data).digest('hex');
     entries.set(name, { data, etag: `"${sha}"`, sha });
   }
-  return { entries, bytesPerSec: spec.bytesPerSec || 0 };
+  return { entries, bytesPerSec: spec.bytesPerSec || 0, redirect: !!spec.redirect };
 }
 
 /**
@@ -128,14 +131,20 @@ export async function startHubServer(repos) {
     res.end();
   }
 
-  const server = http.createServer(async (req, res) => {
+  let cdnOrigin = '';
+  const handler = (viaCdn) => async (req, res) => {
     const url = new URL(req.url, 'http://127.0.0.1');
-    const pathname = decodeURIComponent(url.pathname);
+    let pathname = decodeURIComponent(url.pathname);
+    if (viaCdn) {
+      // The CDN serves /cdn/<repo>/<file> with the same bytes, ranges and headers.
+      const cm = /^\/cdn\/(.+)\/([^/]+)$/.exec(pathname);
+      pathname = cm ? `/${cm[1]}/resolve/main/${cm[2]}` : '/';
+    }
     const m = RESOLVE_RE.exec(pathname);
     const key = m ? `${m[1]}/${m[3]}` : pathname;
     const c = counter(key);
     if (req.method in c) c[req.method] += 1; else c.other += 1;
-    const entry = { method: req.method, path: pathname, range: req.headers.range || null, status: 0 };
+    const entry = { method: req.method, path: pathname, cdn: viaCdn, range: req.headers.range || null, status: 0 };
     log.push(entry);
     res.on('finish', () => { entry.status = res.statusCode; c.status.push(res.statusCode); });
     if (req.headers.range) c.ranges.push(req.headers.range);
@@ -170,6 +179,15 @@ export async function startHubServer(repos) {
       }, JSON.stringify({ error: 'Entry not found' }));
     }
     const size = f.data.length;
+    if (r.redirect && !viaCdn && file.endsWith('.safetensors')) {
+      return end(res, 302, {
+        Location: `${cdnOrigin}/cdn/${repo}/${file}`,
+        'X-Linked-Size': String(size),
+        'X-Linked-Etag': f.etag,
+        'Content-Length': '0',
+        'Cache-Control': 'no-store',
+      });
+    }
     const base = {
       'Content-Type': CONTENT_TYPES[path.extname(file)] || 'application/octet-stream',
       'Accept-Ranges': 'bytes',
@@ -195,20 +213,27 @@ export async function startHubServer(repos) {
     }
     res.writeHead(200, { ...base, 'Content-Length': String(size) });
     return sendBody(req, res, f.data, r.bytesPerSec, c);
-  });
-  server.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
-
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address();
+  };
+  const listen = async (srv) => {
+    srv.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
+    await new Promise((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(0, '127.0.0.1', resolve);
+    });
+    return srv.address().port;
+  };
+  const server = http.createServer(handler(false));
+  const cdn = http.createServer(handler(true));
+  const port = await listen(server);
+  const cdnPort = await listen(cdn);
   const origin = `http://127.0.0.1:${port}`;
+  cdnOrigin = `http://127.0.0.1:${cdnPort}`;
 
   const zero = { GET: 0, HEAD: 0, OPTIONS: 0, other: 0, bodyBytes: 0, status: [], ranges: [] };
   return {
     port,
     url: origin,
+    cdnUrl: cdnOrigin,
     /** URL of a file, as the page should request it. */
     fileUrl: (repo, file, rev = 'main') => `${origin}/${repo}/resolve/${rev}/${file}`,
     /** A copy of the counters of one file (zeros if never requested). */
@@ -220,7 +245,7 @@ export async function startHubServer(repos) {
     reset() { counts.clear(); log.length = 0; },
     async close() {
       for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(r));
+      await Promise.all([new Promise((r) => server.close(r)), new Promise((r) => cdn.close(r))]);
     },
   };
 }
