@@ -1,1 +1,4 @@
-fn main() {}
+//! The page binary: mounts the Leptos app.
+fn main() {
+    tiller_web::app::mount();
+}

@@ -1,0 +1,303 @@
+//! The page's side of the worker: starting it, sending [`ToWorker`] messages, and turning
+//! every [`FromWorker`] answer into signal updates.
+
+use leptos::prelude::*;
+use wasm_bindgen::prelude::*;
+use web_sys::{MessageEvent, Worker};
+
+use super::{Banner, Ctx, LoadedModel, ModelState, Progress, RunRecord, RunState, SizeInfo, VocabState};
+use crate::form::TokenCounts;
+use crate::protocol::{default_size, envelope, ErrorKind, FromWorker, GenerationView, ModelSource, ToWorker};
+
+/// The worker script trunk writes next to the page (`data-type="worker"` + loader shim).
+const WORKER_URL: &str = "./tiller-worker_loader.js";
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+/// Starts the worker and wires its messages to the page's state.
+pub fn start(ctx: Ctx) {
+    let worker = match Worker::new(WORKER_URL) {
+        Ok(w) => w,
+        Err(e) => {
+            ctx.show_error(ErrorKind::Internal, format!("the engine worker could not start ({e:?}): reload the page"));
+            return;
+        }
+    };
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+        let Some(text) = event.data().as_string() else { return };
+        match serde_json::from_str::<FromWorker>(&text) {
+            Ok(msg) => on_message(ctx, msg),
+            Err(e) => ctx.show_error(ErrorKind::Internal, format!("the page got a worker message it does not understand: {e}")),
+        }
+    });
+    worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget();
+    let on_error = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |event: web_sys::ErrorEvent| {
+        event.prevent_default();
+        let message = event.message();
+        ctx.model_state.set(ModelState::Error);
+        ctx.loaded.set(None);
+        if ctx.run_state.get_untracked() == RunState::Running {
+            ctx.run_state.set(RunState::Error);
+        }
+        ctx.show_error(
+            ErrorKind::Internal,
+            format!("the engine worker stopped ({message}). Reload the model; if it happens again, reload the page."),
+        );
+    });
+    worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    on_error.forget();
+    ctx.worker.set_value(Some(worker));
+}
+
+/// Posts a message; `files` travel with it (local model files).
+pub fn send(ctx: Ctx, msg: &ToWorker, files: &[web_sys::File]) {
+    ctx.worker.with_value(|w| {
+        let Some(w) = w else { return };
+        let obj = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&obj, &envelope::MSG.into(), &msg.to_json().into());
+        if !files.is_empty() {
+            let arr: js_sys::Array = files.iter().map(JsValue::from).collect();
+            let _ = js_sys::Reflect::set(&obj, &envelope::FILES.into(), &arr);
+        }
+        if let Err(e) = w.post_message(&obj) {
+            ctx.show_error(ErrorKind::Internal, format!("could not talk to the engine worker ({e:?}): reload the page"));
+        }
+    });
+}
+
+/// Loads a model from a source (with the picked files for local sources).
+pub fn load(ctx: Ctx, source: ModelSource) {
+    if let Err(e) = source.base_url(&ctx.hub.get_value()) {
+        if source != ModelSource::Local {
+            ctx.show_error(ErrorKind::Download, e);
+            return;
+        }
+    }
+    let files = ctx.local_files.get_value();
+    if source == ModelSource::Local && files.is_empty() {
+        ctx.show_error(
+            ErrorKind::BadFile,
+            "pick model.safetensors and tokenizer.json (and config.json if you have it) first, or drop them on the model box",
+        );
+        return;
+    }
+    if ctx.run_state.get_untracked() == RunState::Running {
+        send(ctx, &ToWorker::Stop, &[]);
+        ctx.run_state.set(RunState::Idle);
+    }
+    ctx.error.set(None);
+    ctx.loaded.set(None);
+    ctx.counts.set(None);
+    ctx.vocab.set(VocabState::Empty);
+    ctx.model_state.set(ModelState::Loading);
+    ctx.loading_source.set(Some(source.clone()));
+    let t = now_ms();
+    ctx.progress.set(Some(Progress { loaded: 0, total: None, from_cache: false, started_ms: t, now_ms: t }));
+    let files = if source == ModelSource::Local { files } else { Vec::new() };
+    send(ctx, &ToWorker::Load { source, hub: ctx.hub.get_value(), engine: ctx.engine_choice.get_untracked() }, &files);
+}
+
+/// Queries the size of the chosen model whenever the picker changes (debounced for typing).
+pub fn watch_size(ctx: Ctx) {
+    Effect::new(move |_| {
+        let source = ctx.chosen_source();
+        if ctx.pending_confirm.with(|p| p.is_some()) {
+            // A share link's unknown source: not even a HEAD request before the user agrees.
+            return ctx.size.set(SizeInfo::Unknown);
+        }
+        let id = ctx.fresh_id();
+        ctx.last_size_id.set_value(id);
+        match &source {
+            ModelSource::Local => {
+                let total: u64 = ctx.local_files.with_value(|fs| fs.iter().map(|f| f.size() as u64).sum());
+                ctx.local_names.track();
+                ctx.size.set(if total > 0 { SizeInfo::Known { bytes: Some(total), cached: false } } else { SizeInfo::Unknown });
+                return;
+            }
+            ModelSource::Hub(r) if r.is_empty() => return ctx.size.set(SizeInfo::Unknown),
+            ModelSource::Url(u) if u.is_empty() => return ctx.size.set(SizeInfo::Unknown),
+            _ => {}
+        }
+        let known = match &source {
+            ModelSource::Default(name) => default_size(name),
+            _ => None,
+        };
+        ctx.size.set(SizeInfo::Querying(known));
+        let delay = if source.is_default() { 0 } else { 600 };
+        let hub = ctx.hub.get_value();
+        set_timeout(
+            move || {
+                if ctx.last_size_id.get_value() == id {
+                    send(ctx, &ToWorker::QuerySize { id, source, hub }, &[]);
+                }
+            },
+            std::time::Duration::from_millis(delay),
+        );
+    });
+}
+
+/// Asks the worker for token counts whenever the prompt or terms change (for warnings).
+pub fn watch_analysis(ctx: Ctx) {
+    Effect::new(move |_| {
+        if ctx.model_state.get() != ModelState::Ready {
+            return;
+        }
+        let (prompt, terms, bos) =
+            ctx.form.with(|f| (f.prompt.clone(), f.terms.iter().map(|t| t.text.clone()).collect::<Vec<_>>(), f.bos));
+        let id = ctx.fresh_id();
+        ctx.last_analysis_id.set_value(id);
+        send(ctx, &ToWorker::Analyze { id, prompt, terms, bos }, &[]);
+    });
+}
+
+/// Starts a run of the editor's recipe; returns the problems instead when it cannot run.
+pub fn run(ctx: Ctx) -> Result<(), Vec<String>> {
+    let Some(loaded) = ctx.loaded.get_untracked() else {
+        return Err(vec!["load a model first (left, top)".into()]);
+    };
+    let recipe = ctx.form.with_untracked(|f| f.to_recipe(Some(&loaded.config)))?;
+    let run_id = ctx.fresh_id();
+    ctx.error.set(None);
+    ctx.runs.update(|runs| {
+        runs.push(RunRecord {
+            id: run_id,
+            source: loaded.source.clone(),
+            recipe: recipe.clone(),
+            generation: GenerationView::default(),
+            state: RunState::Running,
+            stopped: false,
+            error: None,
+        })
+    });
+    ctx.shown_run.set(Some(run_id));
+    ctx.run_state.set(RunState::Running);
+    ctx.vocab.set(VocabState::Empty);
+    send(ctx, &ToWorker::Run { run_id, recipe }, &[]);
+    Ok(())
+}
+
+/// Asks for the decoded vocabulary of the shown run's steering terms.
+pub fn request_vocab(ctx: Ctx) {
+    let Some(recipe) = shown_recipe(ctx) else { return };
+    if ctx.model_state.get_untracked() != ModelState::Ready || ctx.run_state.get_untracked() == RunState::Running {
+        return;
+    }
+    let id = ctx.fresh_id();
+    ctx.last_vocab_id.set_value(id);
+    ctx.vocab.set(VocabState::Loading);
+    let msg = ToWorker::Vocab {
+        id,
+        terms: recipe.terms.clone(),
+        bos: recipe.bos,
+        site: recipe.site,
+        k: 10,
+        ln_f: ctx.vocab_ln_f.get_untracked(),
+    };
+    send(ctx, &msg, &[]);
+}
+
+fn shown_recipe(ctx: Ctx) -> Option<tiller_core::Recipe> {
+    let shown = ctx.shown_run.get_untracked()?;
+    ctx.runs.with_untracked(|runs| runs.iter().find(|r| r.id == shown).map(|r| r.recipe.clone()))
+}
+
+fn update_run(ctx: Ctx, run_id: u64, f: impl FnOnce(&mut RunRecord)) {
+    ctx.runs.update(|runs| {
+        if let Some(r) = runs.iter_mut().find(|r| r.id == run_id) {
+            f(r);
+        }
+    });
+}
+
+fn on_message(ctx: Ctx, msg: FromWorker) {
+    match msg {
+        FromWorker::Started { webgpu } => {
+            ctx.webgpu.set(Some(webgpu));
+            send(ctx, &ToWorker::CacheInfo, &[]);
+            // The size query may have been posted before the worker listened: ask again.
+            ctx.model_choice.notify();
+            if let Some(source) = ctx.autoload.get_value() {
+                ctx.autoload.set_value(None);
+                load(ctx, source);
+            }
+        }
+        FromWorker::Size { id, bytes, cached, error } => {
+            if ctx.last_size_id.get_value() != id {
+                return;
+            }
+            ctx.size.set(match error {
+                Some(e) => SizeInfo::Error(e),
+                None => SizeInfo::Known { bytes, cached },
+            });
+        }
+        FromWorker::Progress { loaded, total, from_cache, .. } => {
+            ctx.progress.update(|p| {
+                let started_ms = p.map(|p| p.started_ms).unwrap_or_else(now_ms);
+                *p = Some(Progress { loaded, total, from_cache, started_ms, now_ms: now_ms() });
+            });
+        }
+        FromWorker::Loaded { config, engine, from_cache, bytes, note } => {
+            let source = ctx.loading_source.get_untracked().unwrap_or_else(|| ctx.chosen_source());
+            ctx.loaded.set(Some(LoadedModel { source, config, engine, from_cache, bytes, note }));
+            ctx.model_state.set(ModelState::Ready);
+            ctx.loading_source.set(None);
+        }
+        FromWorker::LoadFailed { error } => {
+            let cancelled = error.kind == crate::protocol::ErrorKind::Cancelled;
+            ctx.model_state.set(if cancelled { ModelState::Idle } else { ModelState::Error });
+            ctx.progress.set(None);
+            if !cancelled {
+                ctx.error.set(Some(Banner::from(error)));
+            }
+        }
+        FromWorker::Analysis { id, prompt_tokens, term_tokens } => {
+            if ctx.last_analysis_id.get_value() == id {
+                ctx.counts.set(Some(TokenCounts { prompt: prompt_tokens, terms: term_tokens }));
+            }
+        }
+        FromWorker::RunStep { run_id, generation } => update_run(ctx, run_id, |r| r.generation = generation),
+        FromWorker::RunDone { run_id, generation, stopped } => {
+            update_run(ctx, run_id, |r| {
+                r.generation = generation;
+                r.state = RunState::Done;
+                r.stopped = stopped;
+            });
+            ctx.run_state.set(RunState::Done);
+            request_vocab(ctx);
+        }
+        FromWorker::RunFailed { run_id, error } => {
+            update_run(ctx, run_id, |r| {
+                r.state = RunState::Error;
+                r.error = Some(error.message.clone());
+            });
+            ctx.run_state.set(RunState::Error);
+            if matches!(error.kind, ErrorKind::DeviceLost) {
+                ctx.model_state.set(ModelState::Error);
+                ctx.loaded.set(None);
+            }
+            ctx.error.set(Some(Banner::from(error)));
+        }
+        FromWorker::Vocab { id, layers } => {
+            if ctx.last_vocab_id.get_value() == id {
+                ctx.vocab.set(VocabState::Ready(layers));
+            }
+        }
+        FromWorker::VocabFailed { id, error } => {
+            if ctx.last_vocab_id.get_value() == id {
+                ctx.vocab.set(VocabState::Error(error.message));
+            }
+        }
+        FromWorker::CacheInfo { bytes, files } => ctx.cache.set(Some((bytes, files))),
+        FromWorker::Fatal { error } => {
+            ctx.model_state.set(ModelState::Error);
+            ctx.loaded.set(None);
+            if ctx.run_state.get_untracked() == RunState::Running {
+                ctx.run_state.set(RunState::Error);
+            }
+            ctx.error.set(Some(Banner::from(error)));
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The steering editor: preset, prompt, terms, pair shortcut, options, sampling, Run/Stop,
+//! with validation errors and inline warnings as text.
+
+use leptos::prelude::*;
+use tiller_core::{Positions, Site, Term};
+
+use super::client::{self, send};
+use super::{Ctx, ModelState, RunState};
+use crate::form::{warnings, Form};
+use crate::presets::{self, PRESETS};
+use crate::protocol::ToWorker;
+
+/// Fills the editor with a preset, its layer scaled to `depth`.
+pub fn apply_preset(ctx: Ctx, id: &str, depth: usize) {
+    let Some(p) = presets::find(id) else { return };
+    let terms = p.terms(depth);
+    ctx.form.update(|f| {
+        f.prompt = p.prompt.to_string();
+        f.set_terms(&terms);
+    });
+    ctx.preset.set(id.to_string());
+    ctx.applied_preset.set(Some((id.to_string(), depth, terms)));
+}
+
+/// The form's terms, when they all parse.
+fn parsed_terms(f: &Form) -> Option<Vec<Term>> {
+    f.terms
+        .iter()
+        .map(|t| Some(Term { layer: t.layer.trim().parse().ok()?, coeff: t.coeff.trim().parse().ok()?, text: t.text.clone() }))
+        .collect()
+}
+
+/// Whether the editor still holds the preset exactly as applied.
+fn preset_untouched(ctx: Ctx) -> Option<(String, usize)> {
+    let (id, depth, terms) = ctx.applied_preset.get()?;
+    let current = ctx.form.with(parsed_terms)?;
+    (current == terms).then_some((id, depth))
+}
+
+/// The whole editor.
+#[component]
+pub fn RecipeEditor() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    // A preset applied for one depth is re-scaled when a model of another depth loads.
+    Effect::new(move |_| {
+        let Some(depth) = ctx.loaded.with(|l| l.as_ref().map(|l| l.config.n_layer)) else { return };
+        if let Some((id, applied)) = untrack(|| preset_untouched(ctx)) {
+            if applied != depth {
+                apply_preset(ctx, &id, depth);
+            }
+        }
+    });
+    let validation = RwSignal::new(Vec::<String>::new());
+    let live_errors = move || {
+        let cfg = ctx.config();
+        ctx.form.with(|f| f.to_recipe(cfg.as_ref()).err()).unwrap_or_default()
+    };
+    let shown_errors = move || {
+        let mut e = validation.get();
+        for l in live_errors() {
+            if !e.contains(&l) {
+                e.push(l);
+            }
+        }
+        e
+    };
+    let inline_warnings = move || {
+        let cfg = ctx.config()?;
+        let counts = ctx.counts.get()?;
+        let recipe = ctx.form.with(|f| f.to_recipe(Some(&cfg)).ok())?;
+        Some(warnings(&recipe, &counts, cfg.n_positions))
+    };
+    let running = move || ctx.run_state.get() == RunState::Running;
+    let can_run = move || ctx.model_state.get() == ModelState::Ready && !running();
+    let on_run = move |_| {
+        validation.set(Vec::new());
+        if let Err(errors) = client::run(ctx) {
+            validation.set(errors);
+        }
+    };
+    view! {
+        <div class="card recipe">
+            <h2>"2 · Steering recipe"</h2>
+            <PresetPicker/>
+            <label for="prompt">"Prompt"</label>
+            <textarea id="prompt" data-testid="prompt" rows="3"
+                prop:value=move || ctx.form.with(|f| f.prompt.clone())
+                on:input=move |ev| ctx.form.update(|f| f.prompt = event_target_value(&ev))></textarea>
+            <Terms/>
+            <PairShortcut/>
+            <Options/>
+            <Sampling/>
+            <div class="warnings">
+                {move || inline_warnings().unwrap_or_default().into_iter().map(|w| view! { <p class="warning" data-testid="warning">"⚠ " {w}</p> }).collect_view()}
+            </div>
+            <div class="validation">
+                {move || shown_errors().into_iter().map(|e| view! { <p class="invalid" data-testid="validation">{e}</p> }).collect_view()}
+            </div>
+            <div class="buttons run-buttons">
+                <button class="primary big" data-testid="run" disabled=move || !can_run() on:click=on_run>"Run"</button>
+                <button class="big" data-testid="stop" disabled=move || !running() on:click=move |_| send(ctx, &ToWorker::Stop, &[])>"Stop"</button>
+                <span class="run-status" data-testid="run-status" data-state=move || ctx.run_state.get().as_str()>
+                    {move || match ctx.run_state.get() {
+                        RunState::Idle if ctx.model_state.get() != ModelState::Ready => "Load a model to run.",
+                        RunState::Idle => "Ready to run.",
+                        RunState::Running => "Generating…",
+                        RunState::Done => "Done.",
+                        RunState::Error => "The run failed (see the error above).",
+                    }}
+                </span>
+            </div>
+        </div>
+    }
+}
+
+/// The published examples.
+#[component]
+fn PresetPicker() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let note = move || {
+        let (id, depth) = preset_untouched(ctx)?;
+        presets::find(&id)?.scale_note(depth)
+    };
+    view! {
+        <div class="row">
+            <label for="preset-select">"Preset"</label>
+            <select id="preset-select" data-testid="preset-select" on:change=move |ev| {
+                let id = event_target_value(&ev);
+                apply_preset(ctx, &id, ctx.depth());
+            }>
+                <option value="" prop:selected=move || ctx.preset.get().is_empty()>"(custom)"</option>
+                {PRESETS
+                    .iter()
+                    .map(|p| {
+                        let id = p.id;
+                        view! { <option value=id prop:selected=move || ctx.preset.get() == id>{format!("{} (gpt2-xl layer {}, c = {})", p.label, p.layer, p.coeff)}</option> }
+                    })
+                    .collect_view()}
+            </select>
+        </div>
+        <p class="note" data-testid="preset-note">
+            {move || note().unwrap_or_else(|| "The ActAdd post's examples on GPT-2-XL, with the post's prompts.".to_string())}
+        </p>
+    }
+}
+
+/// The list of terms.
+#[component]
+fn Terms() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let ids = move || ctx.form.with(|f| f.terms.iter().map(|t| t.id).collect::<Vec<_>>());
+    view! {
+        <fieldset class="terms">
+            <legend>"Steering terms: add coefficient × (activations of the text) before the layer"</legend>
+            <div class="term-head"><span>"text"</span><span>"layer"</span><span>"coefficient"</span><span></span></div>
+            <For each=ids key=|id| *id children=move |id| view! { <TermRowView id=id/> }/>
+            <button class="small" data-testid="term-add" on:click=move |_| {
+                let layer = ctx.form.with(|f| f.terms.last().and_then(|t| t.layer.trim().parse().ok())).unwrap_or(0);
+                ctx.form.update(|f| f.add_term("", layer, 1.0));
+            }>"+ Add term"</button>
+        </fieldset>
+    }
+}
+
+/// One term: text, layer (bounded by the model's depth), coefficient, remove.
+#[component]
+fn TermRowView(
+    /// The row's id in [`Form::terms`].
+    id: u32,
+) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let field = move |get: fn(&crate::form::TermRow) -> String| {
+        move || ctx.form.with(|f| f.terms.iter().find(|t| t.id == id).map(get).unwrap_or_default())
+    };
+    let set = move |apply: fn(&mut crate::form::TermRow, String), value: String| {
+        ctx.preset.set(String::new());
+        ctx.form.update(|f| {
+            if let Some(t) = f.term_mut(id) {
+                apply(t, value)
+            }
+        });
+    };
+    let max_layer = move || ctx.depth().saturating_sub(1).to_string();
+    view! {
+        <div class="term-row" data-testid="term-row">
+            <input type="text" data-testid="term-text" placeholder="text, e.g. Love" prop:value=field(|t| t.text.clone())
+                on:input=move |ev| set(|t, v| t.text = v, event_target_value(&ev))/>
+            <input type="number" data-testid="term-layer" min="0" max=max_layer step="1" prop:value=field(|t| t.layer.clone())
+                on:input=move |ev| set(|t, v| t.layer = v, event_target_value(&ev))/>
+            <input type="number" data-testid="term-coeff" step="any" prop:value=field(|t| t.coeff.clone())
+                on:input=move |ev| set(|t, v| t.coeff = v, event_target_value(&ev))/>
+            <button class="small" data-testid="term-remove" title="Remove this term"
+                on:click=move |_| ctx.form.update(|f| f.terms.retain(|t| t.id != id))>"✕"</button>
+        </div>
+    }
+}
+
+/// "+c × A − c × B at layer L" in one go.
+#[component]
+fn PairShortcut() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let a = RwSignal::new(String::new());
+    let b = RwSignal::new(String::new());
+    let layer = RwSignal::new("6".to_string());
+    let coeff = RwSignal::new("5".to_string());
+    let error = RwSignal::new(None::<String>);
+    let add = move |_| {
+        let l: Result<usize, _> = layer.get().trim().parse();
+        let c: Result<f32, _> = coeff.get().trim().parse();
+        match (l, c) {
+            (Ok(l), Ok(c)) if c.is_finite() => {
+                error.set(None);
+                ctx.preset.set(String::new());
+                ctx.form.update(|f| {
+                    f.add_term(&a.get(), l, c);
+                    f.add_term(&b.get(), l, -c);
+                });
+            }
+            _ => error.set(Some(format!("the pair needs a whole-number layer and a number coefficient (got `{}` and `{}`)", layer.get(), coeff.get()))),
+        }
+    };
+    view! {
+        <details class="pair">
+            <summary>"Add a contrast pair (+c × A, −c × B)"</summary>
+            <div class="pair-row">
+                <input type="text" data-testid="pair-a" placeholder="A, e.g. Love" prop:value=move || a.get() on:input=move |ev| a.set(event_target_value(&ev))/>
+                <input type="text" data-testid="pair-b" placeholder="B, e.g. Hate" prop:value=move || b.get() on:input=move |ev| b.set(event_target_value(&ev))/>
+                <label>"layer" <input type="number" min="0" max=move || ctx.depth().saturating_sub(1).to_string() data-testid="pair-layer" prop:value=move || layer.get() on:input=move |ev| layer.set(event_target_value(&ev))/></label>
+                <label>"c" <input type="number" step="any" data-testid="pair-coeff" prop:value=move || coeff.get() on:input=move |ev| coeff.set(event_target_value(&ev))/></label>
+                <button class="small" data-testid="pair-add" on:click=add>"Add pair"</button>
+            </div>
+            {move || error.get().map(|e| view! { <p class="invalid">{e}</p> })}
+        </details>
+    }
+}
+
+/// BOS, positions, site.
+#[component]
+fn Options() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let positions = [
+        (Positions::Front, "front: ActAdd (prompt's first n positions, once)"),
+        (Positions::All, "all positions (CAA-style, not ActAdd)"),
+        (Positions::Last, "last position each step (function-vector style)"),
+    ];
+    let sites = [
+        (Site::ResidPre, "resid_pre: residual stream before block L"),
+        (Site::AttnOut, "attn_out: attention output of block L"),
+        (Site::MlpOut, "mlp_out: MLP output of block L"),
+    ];
+    view! {
+        <div class="options">
+            <label class="check">
+                <input type="checkbox" data-testid="bos" prop:checked=move || ctx.form.with(|f| f.bos)
+                    on:change=move |ev| ctx.form.update(|f| f.bos = event_target_checked(&ev))/>
+                "BOS: put <|endoftext|> before the prompt and each steering text"
+            </label>
+            <div class="row">
+                <label for="positions">"Positions"</label>
+                <select id="positions" data-testid="positions" on:change=move |ev| {
+                    let p = Positions::parse(&event_target_value(&ev)).unwrap_or_default();
+                    ctx.form.update(|f| f.positions = p);
+                }>
+                    {positions.into_iter().map(|(p, label)| view! {
+                        <option value=p.as_str() prop:selected=move || ctx.form.with(|f| f.positions == p)>{label}</option>
+                    }).collect_view()}
+                </select>
+            </div>
+            <div class="row">
+                <label for="site">"Site"</label>
+                <select id="site" data-testid="site" on:change=move |ev| {
+                    let s = Site::parse(&event_target_value(&ev)).unwrap_or_default();
+                    ctx.form.update(|f| f.site = s);
+                }>
+                    {sites.into_iter().map(|(s, label)| view! {
+                        <option value=s.as_str() prop:selected=move || ctx.form.with(|f| f.site == s)>{label}</option>
+                    }).collect_view()}
+                </select>
+            </div>
+        </div>
+    }
+}
+
+/// One numeric setting bound to a text field of the form.
+#[component]
+fn NumberField(
+    /// The `data-testid` and element id.
+    testid: &'static str,
+    /// The visible label.
+    label: &'static str,
+    /// A tooltip saying what the setting does.
+    hint: &'static str,
+    /// Reads the field from the form.
+    get: fn(&Form) -> String,
+    /// Writes the field into the form.
+    set: fn(&mut Form, String),
+) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    view! {
+        <label class="num" title=hint>
+            <span>{label}</span>
+            <input type="number" step="any" id=testid data-testid=testid prop:value=move || ctx.form.with(get)
+                on:input=move |ev| ctx.form.update(|f| set(f, event_target_value(&ev)))/>
+        </label>
+    }
+}
+
+/// Sampling, comparisons, length, seed.
+#[component]
+fn Sampling() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    view! {
+        <fieldset class="sampling">
+            <legend>"Sampling (the post's defaults: temperature 1, top-p 0.3, frequency penalty 1)"</legend>
+            <div class="grid">
+                <NumberField testid="temperature" label="temperature" hint="Divides the logits; higher is more random." get=|f| f.temperature.clone() set=|f, v| f.temperature = v/>
+                <NumberField testid="top-p" label="top-p" hint="Keep the smallest set of tokens whose probability adds up to p (1 = off)." get=|f| f.top_p.clone() set=|f, v| f.top_p = v/>
+                <NumberField testid="top-k" label="top-k" hint="Keep only the k most likely tokens (0 = off)." get=|f| f.top_k.clone() set=|f, v| f.top_k = v/>
+                <NumberField testid="freq-penalty" label="frequency penalty" hint="Subtracted from a token's logit once per time it was generated." get=|f| f.freq_penalty.clone() set=|f, v| f.freq_penalty = v/>
+                <NumberField testid="rep-penalty" label="repetition penalty" hint="Hugging Face's repetition penalty over prompt and output (1 = off)." get=|f| f.rep_penalty.clone() set=|f, v| f.rep_penalty = v/>
+                <NumberField testid="n" label="comparisons" hint="How many unsteered/steered pairs to generate." get=|f| f.n.clone() set=|f, v| f.n = v/>
+                <NumberField testid="max-tokens" label="max new tokens" hint="Length of each completion." get=|f| f.max_tokens.clone() set=|f, v| f.max_tokens = v/>
+                <NumberField testid="seed" label="seed" hint="Same seed, recipe and GPU give the same completions." get=|f| f.seed.clone() set=|f, v| f.seed = v/>
+            </div>
+            <label class="check">
+                <input type="checkbox" data-testid="greedy" prop:checked=move || ctx.form.with(|f| f.greedy)
+                    on:change=move |ev| ctx.form.update(|f| f.greedy = event_target_checked(&ev))/>
+                "greedy (always the most likely token; ignores temperature, top-k, top-p)"
+            </label>
+            <label class="check">
+                <input type="checkbox" data-testid="stop-at-eot" prop:checked=move || ctx.form.with(|f| f.stop_at_eot)
+                    on:change=move |ev| ctx.form.update(|f| f.stop_at_eot = event_target_checked(&ev))/>
+                "stop a completion at <|endoftext|>"
+            </label>
+        </fieldset>
+    }
+}

@@ -1,0 +1,367 @@
+//! The page: a Leptos client-side app. State lives in one [`Ctx`] of signals shared through
+//! context; the worker client ([`client`]) turns worker messages into signal updates; each
+//! panel is a small component reading and writing that state.
+//!
+//! Layout: left, the model ([`model`]) and the steering recipe ([`editor`]); right, the
+//! results ([`results`]), the decoded vocabulary ([`vocab`]) and the share link ([`sharing`]).
+
+pub mod client;
+pub mod editor;
+pub mod model;
+pub mod results;
+pub mod sharing;
+pub mod vocab;
+
+use leptos::prelude::*;
+use tiller_core::{Gpt2Config, Recipe};
+
+use crate::form::{Form, TokenCounts};
+use crate::protocol::{EngineChoice, ErrorKind, GenerationView, LayerVocabView, ModelSource, UserError, DEFAULT_HUB};
+
+/// What the model panel shows about the size of the chosen model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SizeInfo {
+    Unknown,
+    /// Waiting for the server; the built-in size, if any, meanwhile.
+    Querying(Option<u64>),
+    Known { bytes: Option<u64>, cached: bool },
+    Error(String),
+}
+
+/// `model-status`'s `data-state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelState {
+    Idle,
+    Loading,
+    Ready,
+    Error,
+}
+
+impl ModelState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Loading => "loading",
+            Self::Ready => "ready",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// The engine that is ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedModel {
+    pub source: ModelSource,
+    pub config: Gpt2Config,
+    pub engine: String,
+    pub from_cache: bool,
+    pub bytes: u64,
+    pub note: Option<String>,
+}
+
+/// Download progress of `model.safetensors`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    pub loaded: u64,
+    pub total: Option<u64>,
+    pub from_cache: bool,
+    /// `performance.now()`-style milliseconds when the load started.
+    pub started_ms: f64,
+    pub now_ms: f64,
+}
+
+/// `run-status`'s `data-state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Idle,
+    Running,
+    Done,
+    Error,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// One run with the recipe that made it, kept in the history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: u64,
+    pub source: ModelSource,
+    pub recipe: Recipe,
+    pub generation: GenerationView,
+    pub state: RunState,
+    pub stopped: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum VocabState {
+    Empty,
+    Loading,
+    Ready(Vec<LayerVocabView>),
+    Error(String),
+}
+
+/// The error banner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Banner {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl From<UserError> for Banner {
+    fn from(e: UserError) -> Self {
+        Self { kind: e.kind, message: e.message }
+    }
+}
+
+/// The page's state, shared through context. Every field is a `Copy` handle.
+#[derive(Clone, Copy)]
+pub struct Ctx {
+    /// The Hub endpoint (`?hub=` overrides <https://huggingface.co>).
+    pub hub: StoredValue<String>,
+    /// Whether the worker sees `navigator.gpu` (None until it has started).
+    pub webgpu: RwSignal<Option<bool>>,
+    pub model_choice: RwSignal<String>,
+    pub model_repo: RwSignal<String>,
+    pub model_url: RwSignal<String>,
+    pub local_files: StoredValue<Vec<web_sys::File>, LocalStorage>,
+    pub local_names: RwSignal<Vec<String>>,
+    pub engine_choice: RwSignal<EngineChoice>,
+    pub size: RwSignal<SizeInfo>,
+    pub model_state: RwSignal<ModelState>,
+    /// The source of the load in progress (so a retry can repeat it).
+    pub loading_source: RwSignal<Option<ModelSource>>,
+    pub loaded: RwSignal<Option<LoadedModel>>,
+    pub progress: RwSignal<Option<Progress>>,
+    pub cache: RwSignal<Option<(u64, usize)>>,
+    pub error: RwSignal<Option<Banner>>,
+    /// A share link's model source waiting for the user's consent to download.
+    pub pending_confirm: RwSignal<Option<ModelSource>>,
+    /// A source to load as soon as the worker is up (a share link naming a default model).
+    pub autoload: StoredValue<Option<ModelSource>>,
+    pub form: RwSignal<Form>,
+    pub preset: RwSignal<String>,
+    /// The preset last applied, the depth it was scaled to, and the terms it produced.
+    pub applied_preset: RwSignal<Option<(String, usize, Vec<tiller_core::Term>)>>,
+    pub counts: RwSignal<Option<TokenCounts>>,
+    pub runs: RwSignal<Vec<RunRecord>>,
+    pub shown_run: RwSignal<Option<u64>>,
+    pub run_state: RwSignal<RunState>,
+    pub vocab: RwSignal<VocabState>,
+    pub vocab_ln_f: RwSignal<bool>,
+    /// Latest request ids; answers to older requests are dropped.
+    pub last_size_id: StoredValue<u64>,
+    pub last_analysis_id: StoredValue<u64>,
+    pub last_vocab_id: StoredValue<u64>,
+    pub next_id: StoredValue<u64>,
+    pub worker: StoredValue<Option<web_sys::Worker>, LocalStorage>,
+}
+
+impl Ctx {
+    fn new() -> Self {
+        Self {
+            hub: StoredValue::new(hub_from_query()),
+            webgpu: RwSignal::new(None),
+            model_choice: RwSignal::new("gpt2".into()),
+            model_repo: RwSignal::new(String::new()),
+            model_url: RwSignal::new(String::new()),
+            local_files: StoredValue::new_local(Vec::new()),
+            local_names: RwSignal::new(Vec::new()),
+            engine_choice: RwSignal::new(EngineChoice::Auto),
+            size: RwSignal::new(SizeInfo::Unknown),
+            model_state: RwSignal::new(ModelState::Idle),
+            loading_source: RwSignal::new(None),
+            loaded: RwSignal::new(None),
+            progress: RwSignal::new(None),
+            cache: RwSignal::new(None),
+            error: RwSignal::new(None),
+            pending_confirm: RwSignal::new(None),
+            autoload: StoredValue::new(None),
+            form: RwSignal::new(Form::default()),
+            preset: RwSignal::new("love-hate".into()),
+            applied_preset: RwSignal::new(None),
+            counts: RwSignal::new(None),
+            runs: RwSignal::new(Vec::new()),
+            shown_run: RwSignal::new(None),
+            run_state: RwSignal::new(RunState::Idle),
+            vocab: RwSignal::new(VocabState::Empty),
+            vocab_ln_f: RwSignal::new(false),
+            last_size_id: StoredValue::new(0),
+            last_analysis_id: StoredValue::new(0),
+            last_vocab_id: StoredValue::new(0),
+            next_id: StoredValue::new(1),
+            worker: StoredValue::new_local(None),
+        }
+    }
+
+    /// A fresh id for a request or run.
+    pub fn fresh_id(&self) -> u64 {
+        let id = self.next_id.get_value();
+        self.next_id.set_value(id + 1);
+        id
+    }
+
+    /// The model source the picker currently describes.
+    pub fn chosen_source(&self) -> ModelSource {
+        match self.model_choice.get().as_str() {
+            "hub" => ModelSource::Hub(self.model_repo.get().trim().to_string()),
+            "url" => ModelSource::Url(self.model_url.get().trim().to_string()),
+            "local" => ModelSource::Local,
+            name => ModelSource::Default(name.to_string()),
+        }
+    }
+
+    /// Points the picker at a source (share links, history).
+    pub fn set_source(&self, source: &ModelSource) {
+        match source {
+            ModelSource::Hub(repo) => self.model_repo.set(repo.clone()),
+            ModelSource::Url(url) => self.model_url.set(url.clone()),
+            _ => {}
+        }
+        self.model_choice.set(source.select_value());
+    }
+
+    /// The loaded model's shapes, if one is ready.
+    pub fn config(&self) -> Option<Gpt2Config> {
+        self.loaded.with(|l| l.as_ref().map(|l| l.config))
+    }
+
+    /// The depth presets and layer bounds use: the loaded model's, else the chosen default's.
+    pub fn depth(&self) -> usize {
+        if let Some(cfg) = self.config() {
+            return cfg.n_layer;
+        }
+        match self.chosen_source() {
+            ModelSource::Default(name) => Gpt2Config::preset(&name).map(|c| c.n_layer).unwrap_or(48),
+            _ => 48,
+        }
+    }
+
+    pub fn show_error(&self, kind: ErrorKind, message: impl Into<String>) {
+        self.error.set(Some(Banner { kind, message: message.into() }));
+    }
+}
+
+/// `?hub=URL` in the page's address replaces the Hugging Face Hub (tests, mirrors).
+fn hub_from_query() -> String {
+    let search = window().location().search().unwrap_or_default();
+    web_sys::UrlSearchParams::new_with_str(&search)
+        .ok()
+        .and_then(|p| p.get("hub"))
+        .map(|h| h.trim().trim_end_matches('/').to_string())
+        .filter(|h| h.starts_with("http://") || h.starts_with("https://"))
+        .unwrap_or_else(|| DEFAULT_HUB.to_string())
+}
+
+/// Mounts the page on `<body>`.
+pub fn mount() {
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        show_panic(&info.to_string());
+    }));
+    leptos::mount::mount_to_body(App);
+}
+
+/// Puts a panic's text on the page: the reactive system may be broken by then, so plain DOM.
+fn show_panic(text: &str) {
+    let Some(doc) = web_sys::window().and_then(|w| w.document()) else { return };
+    let Ok(div) = doc.create_element("div") else { return };
+    div.set_class_name("banner banner-error panic");
+    let _ = div.set_attribute("data-testid", "error");
+    div.set_text_content(Some(&format!(
+        "The page hit an internal error and may not work until you reload it: {text}. Please report it with the steps that led to it."
+    )));
+    if let Some(body) = doc.body() {
+        let _ = body.prepend_with_node_1(&div);
+    }
+}
+
+/// The whole page.
+#[component]
+pub fn App() -> impl IntoView {
+    let ctx = Ctx::new();
+    provide_context(ctx);
+    sharing::restore_from_fragment(ctx);
+    client::start(ctx);
+    client::watch_size(ctx);
+    client::watch_analysis(ctx);
+
+    view! {
+        <header class="top">
+            <h1>"Tiller"</h1>
+            <p class="lede">
+                "Steer GPT-2 by adding activation vectors (ActAdd), right here in your browser. "
+                "1. Load a model. 2. Pick a preset or write a prompt and steering terms (e.g. +5 × \"Love\", −5 × \"Hate\" at layer 6). "
+                "3. Run: unsteered and steered completions appear side by side, from the same random seeds."
+            </p>
+        </header>
+        <ErrorBanner/>
+        <sharing::ConfirmDialog/>
+        <main class="layout">
+            <section class="left">
+                <model::ModelPanel/>
+                <editor::RecipeEditor/>
+            </section>
+            <section class="right">
+                <results::Results/>
+                <vocab::VocabPanel/>
+                <sharing::SharePanel/>
+                <results::History/>
+            </section>
+        </main>
+        <footer class="foot">
+            "Everything runs locally: model files come straight from the Hub (or your URL/files) into this tab and are cached by your browser. "
+            "Share links carry the whole recipe in the part after #. "
+            "Tests and mirrors: add ?hub=http://127.0.0.1:8081 to the address to use another Hub endpoint."
+        </footer>
+    }
+}
+
+/// The error banner: present only while an error is shown, with the action that fits it.
+#[component]
+fn ErrorBanner() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    move || {
+        ctx.error.get().map(|b| {
+            let action = match b.kind {
+                ErrorKind::Download | ErrorKind::DeviceLost | ErrorKind::OutOfMemory => {
+                    let label = if b.kind == ErrorKind::Download { "Retry" } else { "Reload the model" };
+                    Some(view! {
+                        <button data-testid="error-retry" on:click=move |_| {
+                            ctx.error.set(None);
+                            let source = ctx.loading_source.get_untracked().or_else(|| ctx.loaded.get_untracked().map(|l| l.source));
+                            client::load(ctx, source.unwrap_or_else(|| ctx.chosen_source()));
+                        }>{label}</button>
+                    })
+                }
+                _ => None,
+            };
+            let cpu = matches!(b.kind, ErrorKind::NoWebGpu).then(|| {
+                view! {
+                    <button data-testid="error-use-cpu" on:click=move |_| {
+                        ctx.error.set(None);
+                        ctx.engine_choice.set(EngineChoice::Cpu);
+                        client::load(ctx, ctx.chosen_source());
+                    }>"Use the CPU instead (small models)"</button>
+                }
+            });
+            view! {
+                <div class="banner banner-error" role="alert">
+                    <span data-testid="error" data-kind=b.kind.as_str()>{b.message.clone()}</span>
+                    {action}
+                    {cpu}
+                    <button class="dismiss" title="Dismiss" on:click=move |_| ctx.error.set(None)>"×"</button>
+                </div>
+            }
+        })
+    }
+}

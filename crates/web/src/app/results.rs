@@ -1,0 +1,129 @@
+//! Results: the shown run's unsteered and steered completions side by side (streaming), and
+//! the history of runs, each with its recipe to show, re-run or share.
+
+use leptos::prelude::*;
+
+use super::client;
+use super::{Ctx, RunRecord, RunState};
+use crate::form::Form;
+use crate::share::{self, ShareState};
+
+fn shown(ctx: Ctx) -> Option<RunRecord> {
+    let id = ctx.shown_run.get()?;
+    ctx.runs.with(|runs| runs.iter().find(|r| r.id == id).cloned())
+}
+
+/// A one-line summary of a recipe's terms: `+5 × "Love" −5 × "Hate" @6`.
+pub fn terms_summary(recipe: &tiller_core::Recipe) -> String {
+    recipe
+        .terms
+        .iter()
+        .map(|t| format!("{}{} × \"{}\" @{}", if t.coeff >= 0.0 { "+" } else { "−" }, t.coeff.abs(), t.text, t.layer))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The shown run, side by side.
+#[component]
+pub fn Results() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let body = move || {
+        let Some(run) = shown(ctx) else {
+            return view! {
+                <p class="placeholder">"Completions appear here: the unsteered model on the left, the steered one on the right, generated from the same seeds so each row is a fair comparison."</p>
+            }
+            .into_any();
+        };
+        let n = run.recipe.n;
+        let prompt = run.recipe.prompt.clone();
+        let rows = (0..n)
+            .map(|i| {
+                let u = run.generation.unsteered.get(i).map(|c| c.text.clone()).unwrap_or_default();
+                let s = run.generation.steered.get(i).map(|c| c.text.clone()).unwrap_or_default();
+                let p1 = prompt.clone();
+                let p2 = prompt.clone();
+                view! {
+                    <div class="pair-row-out">
+                        <div class="completion unsteered">
+                            <span class="prompt-echo">{p1}</span>
+                            <span class="gen" data-testid=format!("unsteered-{i}")>{u}</span>
+                        </div>
+                        <div class="completion steered">
+                            <span class="prompt-echo">{p2}</span>
+                            <span class="gen" data-testid=format!("steered-{i}")>{s}</span>
+                        </div>
+                    </div>
+                }
+            })
+            .collect_view();
+        let status = match run.state {
+            RunState::Running => "generating…".to_string(),
+            RunState::Done if run.stopped => "stopped".to_string(),
+            RunState::Done => "done".to_string(),
+            RunState::Error => format!("failed: {}", run.error.clone().unwrap_or_default()),
+            RunState::Idle => String::new(),
+        };
+        view! {
+            <p class="run-meta">
+                {format!("Run #{} on {} · {} · seed {} · ", run.id, run.source.label(), terms_summary(&run.recipe), run.recipe.seed)}
+                <span class="run-state">{status}</span>
+            </p>
+            <div class="columns-head"><h3>"Unsteered"</h3><h3>"Steered"</h3></div>
+            {rows}
+        }
+        .into_any()
+    };
+    view! {
+        <div class="card results">
+            <h2>"3 · Completions"</h2>
+            {body}
+        </div>
+    }
+}
+
+/// Earlier runs; each keeps its recipe.
+#[component]
+pub fn History() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let items = move || {
+        let runs = ctx.runs.get();
+        let shown_id = ctx.shown_run.get();
+        runs.into_iter()
+            .rev()
+            .map(|r| {
+                let id = r.id;
+                let recipe = r.recipe.clone();
+                let source = r.source.clone();
+                let rerun_recipe = recipe.clone();
+                let link = {
+                    let base = super::sharing::page_url();
+                    format!("{base}#{}", share::encode(&ShareState { model: source.clone(), recipe: recipe.clone(), vocab_ln_f: ctx.vocab_ln_f.get_untracked() }))
+                };
+                let running = ctx.run_state.get() == RunState::Running;
+                view! {
+                    <li class:current=shown_id == Some(id) data-testid="history-entry">
+                        <span class="h-label">{format!("#{id} · {} · \"{}\" · {} · {}", source.label(), recipe.prompt, terms_summary(&recipe), r.state.as_str())}</span>
+                        <button class="small" data-testid="history-show" on:click=move |_| {
+                            ctx.shown_run.set(Some(id));
+                            client::request_vocab(ctx);
+                        }>"show"</button>
+                        <button class="small" data-testid="history-rerun" disabled=running on:click=move |_| {
+                            ctx.form.set(Form::from_recipe(&rerun_recipe));
+                            ctx.preset.set(String::new());
+                            let _ = client::run(ctx);
+                        }>"re-run"</button>
+                        <a class="small" data-testid="history-share" href=link.clone() target="_blank" rel="noopener">"link"</a>
+                    </li>
+                }
+            })
+            .collect_view()
+    };
+    view! {
+        <div class="card history">
+            <h2>"History"</h2>
+            <Show when=move || ctx.runs.with(|r| !r.is_empty()) fallback=|| view! { <p class="placeholder">"Each run is kept here with its recipe."</p> }>
+                <ol class="history-list">{items}</ol>
+            </Show>
+        </div>
+    }
+}

@@ -1,0 +1,271 @@
+//! The steering editor's state as the user types it (numbers kept as text so a half-typed
+//! value is not lost), its conversion to a [`Recipe`] with every problem as a sentence, and
+//! the inline warnings that need token counts.
+
+use tiller_core::{Gpt2Config, Positions, Recipe, Sampling, Site, Term};
+
+/// One row of the terms list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TermRow {
+    /// Stable key for the list (not part of the recipe).
+    pub id: u32,
+    pub text: String,
+    pub layer: String,
+    pub coeff: String,
+}
+
+/// Everything the editor holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Form {
+    pub prompt: String,
+    pub terms: Vec<TermRow>,
+    pub next_id: u32,
+    pub bos: bool,
+    pub positions: Positions,
+    pub site: Site,
+    pub temperature: String,
+    pub top_p: String,
+    pub top_k: String,
+    pub freq_penalty: String,
+    pub rep_penalty: String,
+    pub greedy: bool,
+    pub n: String,
+    pub max_tokens: String,
+    pub seed: String,
+    pub stop_at_eot: bool,
+}
+
+impl Default for Form {
+    fn default() -> Self {
+        let mut recipe = Recipe { prompt: "I hate you because".into(), n: 3, max_new_tokens: 40, ..Recipe::default() };
+        recipe.terms = vec![
+            Term { layer: 6, coeff: 5.0, text: "Love".into() },
+            Term { layer: 6, coeff: -5.0, text: "Hate".into() },
+        ];
+        Self::from_recipe(&recipe)
+    }
+}
+
+fn num(x: f32) -> String {
+    // Shortest text that reads back as the same f32.
+    format!("{x}")
+}
+
+impl Form {
+    pub fn from_recipe(r: &Recipe) -> Self {
+        let s = &r.sampling;
+        let terms: Vec<TermRow> = r
+            .terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TermRow { id: i as u32, text: t.text.clone(), layer: t.layer.to_string(), coeff: num(t.coeff) })
+            .collect();
+        Self {
+            prompt: r.prompt.clone(),
+            next_id: terms.len() as u32,
+            terms,
+            bos: r.bos,
+            positions: r.positions,
+            site: r.site,
+            temperature: num(s.temperature),
+            top_p: num(s.top_p),
+            top_k: s.top_k.to_string(),
+            freq_penalty: num(s.freq_penalty),
+            rep_penalty: num(s.rep_penalty),
+            greedy: s.greedy,
+            n: r.n.to_string(),
+            max_tokens: r.max_new_tokens.to_string(),
+            seed: r.seed.to_string(),
+            stop_at_eot: r.stop_at_eot,
+        }
+    }
+
+    pub fn add_term(&mut self, text: &str, layer: usize, coeff: f32) {
+        self.terms.push(TermRow { id: self.next_id, text: text.to_string(), layer: layer.to_string(), coeff: num(coeff) });
+        self.next_id += 1;
+    }
+
+    /// Replaces the terms (presets, share links) keeping ids unique.
+    pub fn set_terms(&mut self, terms: &[Term]) {
+        self.terms.clear();
+        for t in terms {
+            self.add_term(&t.text, t.layer, t.coeff);
+        }
+    }
+
+    pub fn term_mut(&mut self, id: u32) -> Option<&mut TermRow> {
+        self.terms.iter_mut().find(|t| t.id == id)
+    }
+
+    /// The recipe, or every problem found, each as a sentence. `n_layer` bounds layers when a
+    /// model is loaded.
+    pub fn to_recipe(&self, cfg: Option<&Gpt2Config>) -> Result<Recipe, Vec<String>> {
+        let mut errors = Vec::new();
+        fn parse<T: std::str::FromStr>(errors: &mut Vec<String>, text: &str, what: &str, hint: &str) -> Option<T> {
+            match text.trim().parse::<T>() {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    errors.push(format!("{what} `{}` is not {hint}", text.trim()));
+                    None
+                }
+            }
+        }
+        let mut terms = Vec::new();
+        for (i, row) in self.terms.iter().enumerate() {
+            let label = if row.text.is_empty() { format!("term {} (empty text)", i + 1) } else { format!("term `{}`", row.text) };
+            let layer: Option<usize> = parse(&mut errors, &row.layer, &format!("the layer of {label}"), "a whole number ≥ 0");
+            let coeff: Option<f32> = parse(&mut errors, &row.coeff, &format!("the coefficient of {label}"), "a number");
+            if let (Some(layer), Some(coeff)) = (layer, coeff) {
+                terms.push(Term { layer, coeff, text: row.text.clone() });
+            }
+        }
+        let temperature = parse(&mut errors, &self.temperature, "temperature", "a number");
+        let top_p = parse(&mut errors, &self.top_p, "top-p", "a number in (0, 1]");
+        let top_k = parse(&mut errors, &self.top_k, "top-k", "a whole number (0 = off)");
+        let freq_penalty = parse(&mut errors, &self.freq_penalty, "frequency penalty", "a number");
+        let rep_penalty = parse(&mut errors, &self.rep_penalty, "repetition penalty", "a number (1 = off)");
+        let n = parse(&mut errors, &self.n, "the number of comparisons", "a whole number");
+        let max_new_tokens = parse(&mut errors, &self.max_tokens, "max tokens", "a whole number");
+        let seed = parse(&mut errors, &self.seed, "the seed", "a whole number ≥ 0");
+        if self.prompt.is_empty() && !self.bos {
+            errors.push("the prompt is empty: type a prompt (or turn BOS on)".into());
+        }
+        if self.terms.is_empty() {
+            errors.push("there are no steering terms: add one (or a pair) to compare steered with unsteered text".into());
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let (Some(temperature), Some(top_p), Some(top_k), Some(freq_penalty), Some(rep_penalty), Some(n), Some(max_new_tokens), Some(seed)) =
+            (temperature, top_p, top_k, freq_penalty, rep_penalty, n, max_new_tokens, seed)
+        else {
+            return Err(vec!["a setting is not a number".into()]);
+        };
+        let recipe = Recipe {
+            prompt: self.prompt.clone(),
+            terms,
+            bos: self.bos,
+            positions: self.positions,
+            site: self.site,
+            sampling: Sampling { temperature, top_k, top_p, freq_penalty, rep_penalty, greedy: self.greedy },
+            seed,
+            n,
+            max_new_tokens,
+            stop_at_eot: self.stop_at_eot,
+        };
+        if max_new_tokens == 0 {
+            return Err(vec!["max tokens is 0: ask for at least one new token".into()]);
+        }
+        // Before a model is loaded, check against GPT-2's context and the deepest GPT-2.
+        const XL: Gpt2Config = Gpt2Config { n_layer: 48, n_embd: 1600, n_head: 25, n_positions: 1024, vocab_size: 50257, n_inner: 6400 };
+        let cfg = cfg.copied().unwrap_or(XL);
+        recipe.validate(&cfg).map_err(|e| vec![e.to_string()])?;
+        Ok(recipe)
+    }
+}
+
+/// Token counts from the worker for the current form.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenCounts {
+    pub prompt: usize,
+    /// Per term row, in order.
+    pub terms: Vec<usize>,
+}
+
+/// The inline warnings for a recipe, given the token counts of its prompt and terms (BOS
+/// included when on) and the model's context.
+pub fn warnings(recipe: &Recipe, counts: &TokenCounts, n_positions: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    if counts.terms.len() != recipe.terms.len() {
+        return out;
+    }
+    let mut layers: Vec<usize> = recipe.terms.iter().map(|t| t.layer).collect();
+    layers.sort_unstable();
+    layers.dedup();
+    for layer in layers {
+        let group: Vec<(&Term, usize)> =
+            recipe.terms.iter().zip(&counts.terms).filter(|(t, _)| t.layer == layer).map(|(t, &n)| (t, n)).collect();
+        let n = group.iter().map(|g| g.1).max().unwrap_or(0);
+        let padded: Vec<String> = group
+            .iter()
+            .filter(|(_, len)| *len < n)
+            .map(|(t, len)| {
+                let pad = n - len;
+                format!("`{}` ({len} token{}) gets {pad} space{}", t.text, plural(*len), plural(pad))
+            })
+            .collect();
+        if !padded.is_empty() {
+            let sizes: Vec<String> = group.iter().map(|(t, len)| format!("`{}` = {len}", t.text)).collect();
+            out.push(format!(
+                "Layer {layer}: terms are padded with spaces to {n} tokens ({}): {}.",
+                sizes.join(", "),
+                padded.join("; ")
+            ));
+        }
+        if recipe.positions == Positions::Front && n > counts.prompt {
+            out.push(format!(
+                "Layer {layer}: the steering text is {n} tokens but the prompt only {}: ActAdd adds it at the prompt's first {n} positions, so lengthen the prompt or shorten the text.",
+                counts.prompt
+            ));
+        }
+    }
+    let total = counts.prompt + recipe.max_new_tokens;
+    if total > n_positions {
+        out.push(format!(
+            "The prompt ({} tokens) plus {} new tokens exceeds the context of {n_positions}: shorten the prompt or ask for fewer tokens.",
+            counts.prompt, recipe.max_new_tokens
+        ));
+    } else if total * 10 > n_positions * 9 {
+        out.push(format!(
+            "The prompt ({} tokens) plus {} new tokens is near the context limit of {n_positions}.",
+            counts.prompt, recipe.max_new_tokens
+        ));
+    }
+    out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_form_is_love_hate_and_round_trips() {
+        let f = Form::default();
+        let r = f.to_recipe(None).unwrap();
+        assert_eq!(r.terms.len(), 2);
+        assert_eq!(r.sampling, Sampling::default());
+        let back = Form::from_recipe(&r);
+        assert_eq!(back.to_recipe(None).unwrap(), r);
+    }
+
+    #[test]
+    fn bad_numbers_are_sentences() {
+        let mut f = Form::default();
+        f.temperature = "hot".into();
+        f.terms[0].layer = "-1".into();
+        let errs = f.to_recipe(None).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("temperature `hot`")));
+        let cfg = Gpt2Config::preset("gpt2").unwrap();
+        let mut f = Form::default();
+        f.terms[0].layer = "12".into();
+        assert!(f.to_recipe(Some(&cfg)).unwrap_err()[0].contains("out of range"));
+    }
+
+    #[test]
+    fn warns_about_padding_short_prompts_and_context() {
+        let mut r = Form::default().to_recipe(None).unwrap();
+        r.terms[1].text = "I hate you".into();
+        let w = warnings(&r, &TokenCounts { prompt: 2, terms: vec![1, 3] }, 1024);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("padded") && w[0].contains("2 spaces"));
+        assert!(w[1].contains("prompt only 2"));
+        r.max_new_tokens = 1000;
+        let w = warnings(&r, &TokenCounts { prompt: 20, terms: vec![1, 1] }, 1024);
+        assert!(w[0].contains("exceeds"), "{w:?}");
+    }
+}

@@ -1,0 +1,362 @@
+//! Messages between the page and the engine worker: serde JSON strings over `postMessage`.
+//!
+//! The page sends [`ToWorker`]; the worker answers with [`FromWorker`]. Local model files
+//! cannot travel as JSON: [`ToWorker::Load`] with [`ModelSource::Local`] is posted together
+//! with the `File` objects (see [`envelope`]), which the browser clones without copying.
+//!
+//! Core types that only derive `Serialize` (generation, decoded vocabulary) are mirrored here
+//! as views that derive both, so the page can read them back.
+
+use serde::{Deserialize, Serialize};
+use tiller_core::{Gpt2Config, Recipe, Site, Term};
+
+/// The five released GPT-2 checkpoints the picker offers, with their Hub repo ids and the
+/// size of their `model.safetensors` (shown before the HEAD request answers).
+pub const DEFAULT_MODELS: [(&str, u64); 5] = [
+    ("gpt2", 548_105_171),
+    ("distilgpt2", 352_824_413),
+    ("gpt2-medium", 1_519_984_962),
+    ("gpt2-large", 3_247_202_234),
+    ("gpt2-xl", 6_431_829_964),
+];
+
+/// The Hub that serves `/<repo>/resolve/main/<file>`; `?hub=URL` on the page replaces it.
+pub const DEFAULT_HUB: &str = "https://huggingface.co";
+
+/// The files a model is made of.
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const CONFIG_FILE: &str = "config.json";
+
+/// Where a model comes from. This is what share links record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSource {
+    /// One of [`DEFAULT_MODELS`], by name.
+    Default(String),
+    /// Any Hugging Face Hub repo id (`owner/name`).
+    Hub(String),
+    /// A base URL holding the three files.
+    Url(String),
+    /// Files picked from the user's disk.
+    Local,
+}
+
+impl ModelSource {
+    /// The picker's option value: a default name, `hub`, `url` or `local`.
+    pub fn select_value(&self) -> String {
+        match self {
+            Self::Default(name) => name.clone(),
+            Self::Hub(_) => "hub".into(),
+            Self::Url(_) => "url".into(),
+            Self::Local => "local".into(),
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        matches!(self, Self::Default(name) if default_size(name).is_some())
+    }
+
+    /// A short label for history entries and status lines.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Default(name) => name.clone(),
+            Self::Hub(repo) => format!("hub: {repo}"),
+            Self::Url(url) => format!("url: {url}"),
+            Self::Local => "local files".into(),
+        }
+    }
+
+    /// The base URL under which `model.safetensors`, `tokenizer.json` and `config.json` live,
+    /// or an error sentence. `hub` is the Hub endpoint (normally [`DEFAULT_HUB`]).
+    pub fn base_url(&self, hub: &str) -> Result<String, String> {
+        let hub = hub.trim_end_matches('/');
+        match self {
+            Self::Default(name) => {
+                if default_size(name).is_none() {
+                    return Err(format!("`{name}` is not one of the built-in models"));
+                }
+                Ok(format!("{hub}/{name}/resolve/main"))
+            }
+            Self::Hub(repo) => {
+                let repo = repo.trim().trim_matches('/');
+                let valid = !repo.is_empty()
+                    && repo.split('/').count() <= 2
+                    && repo.split('/').all(|p| {
+                        !p.is_empty()
+                            && p != "."
+                            && p != ".."
+                            && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    });
+                if !valid {
+                    return Err(format!(
+                        "`{repo}` is not a Hub repo id: use `owner/name` (letters, digits, - _ .), e.g. `openai-community/gpt2`"
+                    ));
+                }
+                Ok(format!("{hub}/{repo}/resolve/main"))
+            }
+            Self::Url(url) => {
+                let url = url.trim().trim_end_matches('/');
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!(
+                        "`{url}` is not a base URL: give one starting with http:// or https:// under which {MODEL_FILE}, {TOKENIZER_FILE} and {CONFIG_FILE} live"
+                    ));
+                }
+                Ok(url.to_string())
+            }
+            Self::Local => Err("local files have no URL".into()),
+        }
+    }
+}
+
+/// The size of a default model's `model.safetensors`, if `name` is one.
+pub fn default_size(name: &str) -> Option<u64> {
+    DEFAULT_MODELS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// Which engine the worker builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineChoice {
+    /// WebGPU when the browser has it, else the CPU (small models only).
+    #[default]
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+impl EngineChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Gpu => "gpu",
+            Self::Cpu => "cpu",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Self::Auto),
+            "gpu" => Some(Self::Gpu),
+            "cpu" => Some(Self::Cpu),
+            _ => None,
+        }
+    }
+}
+
+/// Page → worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToWorker {
+    /// The size of a source's `model.safetensors` (HEAD, then a one-byte Range request).
+    QuerySize { id: u64, source: ModelSource, hub: String },
+    /// Downloads (or reads from the cache, or from local files) and builds the engine.
+    Load { source: ModelSource, hub: String, engine: EngineChoice },
+    /// Aborts a download in progress.
+    CancelLoad,
+    /// Token counts for the page's inline warnings.
+    Analyze { id: u64, prompt: String, terms: Vec<String>, bos: bool },
+    /// Generates n unsteered and n steered completions, streaming [`FromWorker::RunStep`].
+    Run { run_id: u64, recipe: Recipe },
+    /// Stops the run in progress after its current step.
+    Stop,
+    /// The decoded vocabulary of the steering tensors of these terms.
+    Vocab { id: u64, terms: Vec<Term>, bos: bool, site: Site, k: usize, ln_f: bool },
+    /// Reports the cache's size.
+    CacheInfo,
+    /// Empties the cache.
+    CacheClear,
+}
+
+/// What went wrong, so the page can offer the right action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The browser has no WebGPU (offer the CPU for small models).
+    NoWebGpu,
+    /// The adapter's limits are too small for this model (suggest a smaller one).
+    AdapterLimits,
+    OutOfMemory,
+    /// The GPU device was lost; the engine must be rebuilt (reload the model).
+    DeviceLost,
+    /// A download failed (offer retry).
+    Download,
+    /// A model file is malformed (the message names the file).
+    BadFile,
+    /// The recipe cannot run (the message says what to change).
+    Recipe,
+    /// The user cancelled.
+    Cancelled,
+    /// Anything else; the message is all there is.
+    Internal,
+}
+
+/// An error as the page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ErrorKind {
+    /// The snake_case name (as in JSON), for `data-kind` attributes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoWebGpu => "no_web_gpu",
+            Self::AdapterLimits => "adapter_limits",
+            Self::OutOfMemory => "out_of_memory",
+            Self::DeviceLost => "device_lost",
+            Self::Download => "download",
+            Self::BadFile => "bad_file",
+            Self::Recipe => "recipe",
+            Self::Cancelled => "cancelled",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl UserError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
+
+/// One completion as it streams.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompletionView {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub done: bool,
+}
+
+/// A run's completions so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationView {
+    pub prompt_tokens: Vec<u32>,
+    pub unsteered: Vec<CompletionView>,
+    pub steered: Vec<CompletionView>,
+}
+
+impl From<&tiller_core::generate::Generation> for GenerationView {
+    fn from(g: &tiller_core::generate::Generation) -> Self {
+        let view = |c: &tiller_core::generate::Completion| CompletionView {
+            text: c.text.clone(),
+            tokens: c.tokens.clone(),
+            done: c.done,
+        };
+        Self {
+            prompt_tokens: g.prompt_tokens.clone(),
+            unsteered: g.unsteered.iter().map(view).collect(),
+            steered: g.steered.iter().map(view).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VocabEntryView {
+    pub id: u32,
+    pub token: String,
+    pub score: f32,
+}
+
+/// The decoded vocabulary of one layer's steering tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerVocabView {
+    pub layer: usize,
+    pub positions: Vec<Vec<VocabEntryView>>,
+    pub positions_bottom: Vec<Vec<VocabEntryView>>,
+    pub sum: Vec<VocabEntryView>,
+    pub bottom: Vec<VocabEntryView>,
+    pub term_tokens: Vec<Vec<String>>,
+}
+
+impl From<&tiller_core::vocab::LayerVocab> for LayerVocabView {
+    fn from(v: &tiller_core::vocab::LayerVocab) -> Self {
+        let list = |es: &[tiller_core::vocab::VocabEntry]| {
+            es.iter().map(|e| VocabEntryView { id: e.id, token: e.token.clone(), score: e.score }).collect::<Vec<_>>()
+        };
+        Self {
+            layer: v.layer,
+            positions: v.positions.iter().map(|p| list(p)).collect(),
+            positions_bottom: v.positions_bottom.iter().map(|p| list(p)).collect(),
+            sum: list(&v.sum),
+            bottom: list(&v.bottom),
+            term_tokens: v.term_tokens.clone(),
+        }
+    }
+}
+
+/// Worker → page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromWorker {
+    /// The worker is up; `webgpu` says whether `navigator.gpu` exists in it.
+    Started { webgpu: bool },
+    /// Answer to [`ToWorker::QuerySize`]: bytes, or why the size is unknown.
+    Size { id: u64, bytes: Option<u64>, cached: bool, error: Option<String> },
+    /// Download or read progress of one file.
+    Progress { file: String, loaded: u64, total: Option<u64>, from_cache: bool },
+    /// The engine is ready.
+    Loaded { config: Gpt2Config, engine: String, from_cache: bool, bytes: u64, note: Option<String> },
+    LoadFailed { error: UserError },
+    Analysis { id: u64, prompt_tokens: usize, term_tokens: Vec<usize> },
+    RunStep { run_id: u64, generation: GenerationView },
+    RunDone { run_id: u64, generation: GenerationView, stopped: bool },
+    RunFailed { run_id: u64, error: UserError },
+    Vocab { id: u64, layers: Vec<LayerVocabView> },
+    VocabFailed { id: u64, error: UserError },
+    CacheInfo { bytes: u64, files: usize },
+    /// The engine broke (device lost, panic): the model must be loaded again.
+    Fatal { error: UserError },
+}
+
+/// The JS value posted between page and worker: `{ msg: "<json>", files?: [File, …] }`.
+pub mod envelope {
+    pub const MSG: &str = "msg";
+    pub const FILES: &str = "files";
+}
+
+impl ToWorker {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"type\":\"invalid\",\"error\":\"{e}\"}}"))
+    }
+}
+
+impl FromWorker {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!("{{\"type\":\"fatal\",\"error\":{{\"kind\":\"internal\",\"message\":\"cannot encode a message: {e}\"}}}}")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_follow_the_hub_layout() {
+        let hub = "http://127.0.0.1:8081/";
+        assert_eq!(
+            ModelSource::Default("gpt2".into()).base_url(hub).as_deref(),
+            Ok("http://127.0.0.1:8081/gpt2/resolve/main")
+        );
+        assert_eq!(
+            ModelSource::Hub("openai-community/gpt2".into()).base_url(DEFAULT_HUB).as_deref(),
+            Ok("https://huggingface.co/openai-community/gpt2/resolve/main")
+        );
+        assert!(ModelSource::Hub("../etc".into()).base_url(DEFAULT_HUB).is_err());
+        assert!(ModelSource::Hub("a b".into()).base_url(DEFAULT_HUB).is_err());
+        assert!(ModelSource::Url("ftp://x".into()).base_url(DEFAULT_HUB).is_err());
+        assert!(ModelSource::Default("gpt5".into()).base_url(DEFAULT_HUB).is_err());
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let m = ToWorker::Run { run_id: 3, recipe: Recipe { prompt: "I hate you because".into(), ..Recipe::default() } };
+        let back: ToWorker = serde_json::from_str(&m.to_json()).unwrap();
+        assert_eq!(back, m);
+        let f = FromWorker::Progress { file: MODEL_FILE.into(), loaded: 5, total: Some(10), from_cache: false };
+        let back: FromWorker = serde_json::from_str(&f.to_json()).unwrap();
+        assert_eq!(back, f);
+    }
+}

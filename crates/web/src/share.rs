@@ -1,0 +1,101 @@
+//! Share links: the page's whole state in the URL fragment, versioned and compact.
+//!
+//! Format: `#v1.` followed by base64url (no padding) of the raw-deflated JSON of
+//! [`ShareState`]. The version prefix lets later formats coexist; a fragment that does not
+//! decode is reported as a sentence and the page keeps its defaults.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use tiller_core::Recipe;
+
+use crate::protocol::ModelSource;
+
+/// The prefix of version 1 links (after the `#`).
+pub const V1_PREFIX: &str = "v1.";
+/// A decoded share link may not inflate past this (a tampered link cannot exhaust memory).
+const MAX_JSON: usize = 1 << 20;
+
+/// Everything a link restores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShareState {
+    pub model: ModelSource,
+    pub recipe: Recipe,
+    /// The decoded vocabulary's `ln_f` toggle.
+    #[serde(default)]
+    pub vocab_ln_f: bool,
+}
+
+/// The fragment (without `#`) for a state.
+pub fn encode(state: &ShareState) -> String {
+    let json = serde_json::to_vec(state).unwrap_or_default();
+    let packed = miniz_oxide::deflate::compress_to_vec(&json, 9);
+    format!("{V1_PREFIX}{}", URL_SAFE_NO_PAD.encode(packed))
+}
+
+/// Decodes a fragment (with or without the leading `#`). `Ok(None)` when there is none.
+pub fn decode(fragment: &str) -> Result<Option<ShareState>, String> {
+    let fragment = fragment.trim_start_matches('#').trim();
+    if fragment.is_empty() {
+        return Ok(None);
+    }
+    let Some(body) = fragment.strip_prefix(V1_PREFIX) else {
+        let version = fragment.split('.').next().unwrap_or_default();
+        return Err(if version.starts_with('v') && fragment.contains('.') {
+            format!("this share link has format `{version}`, which this page does not know (it reads v1): open it with a newer Tiller")
+        } else {
+            "this share link is not a Tiller link (it should start with #v1.)".to_string()
+        });
+    };
+    let damaged = |what: &str| format!("this share link is damaged ({what}): it may have been cut off when copied");
+    let packed = URL_SAFE_NO_PAD.decode(body.as_bytes()).map_err(|_| damaged("not base64url"))?;
+    let json = miniz_oxide::inflate::decompress_to_vec_with_limit(&packed, MAX_JSON)
+        .map_err(|_| damaged("the compressed data does not inflate"))?;
+    let state: ShareState =
+        serde_json::from_slice(&json).map_err(|e| damaged(&format!("its settings do not parse: {e}")))?;
+    Ok(Some(state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tiller_core::Term;
+
+    fn state() -> ShareState {
+        ShareState {
+            model: ModelSource::Hub("someone/tiny".into()),
+            recipe: Recipe {
+                prompt: "I hate you because".into(),
+                terms: vec![
+                    Term { layer: 6, coeff: 5.0, text: "Love".into() },
+                    Term { layer: 6, coeff: -5.0, text: "Hate".into() },
+                ],
+                seed: 42,
+                ..Recipe::default()
+            },
+            vocab_ln_f: true,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_is_compact() {
+        let s = state();
+        let link = encode(&s);
+        assert!(link.starts_with("v1."));
+        assert!(link.len() < 400, "{} chars", link.len());
+        assert_eq!(decode(&format!("#{link}")), Ok(Some(s)));
+    }
+
+    #[test]
+    fn tampered_links_say_so() {
+        let link = encode(&state());
+        let mut cut = link.clone();
+        cut.truncate(link.len() / 2);
+        assert!(decode(&cut).unwrap_err().contains("damaged"));
+        assert!(decode("v1.!!!").unwrap_err().contains("damaged"));
+        assert!(decode("v9.abc").unwrap_err().contains("v9"));
+        assert!(decode("hello").unwrap_err().contains("not a Tiller link"));
+        assert_eq!(decode(""), Ok(None));
+        assert_eq!(decode("#"), Ok(None));
+    }
+}

@@ -1,0 +1,153 @@
+//! The engines the worker can build, one streaming path into each, and the wrapper that makes
+//! any engine give the worker's event loop a turn between steps (so Stop can arrive).
+
+use std::collections::HashMap;
+
+use tiller_core::weights::{SafetensorsHeader, TensorSink, TensorView};
+use tiller_core::{Backend, CpuModel, Gpt2Config, Gpt2Weights, StepOutput, StepRequest, TillerError};
+
+use crate::protocol::{ErrorKind, UserError};
+
+/// The CPU fallback holds every weight in wasm memory as f32: fine for tiny models and
+/// distilgpt2/gpt2, impossible past wasm32's 4 GiB.
+pub const CPU_MAX_PARAMS: u64 = 200_000_000;
+
+/// A built engine.
+pub enum Engine {
+    Cpu(CpuModel),
+}
+
+impl Engine {
+    pub fn describe(&self) -> String {
+        match self {
+            Engine::Cpu(m) => m.describe(),
+        }
+    }
+}
+
+/// Runs `$body` with `$b` bound to the engine's backend, whatever its type.
+macro_rules! with_backend {
+    ($engine:expr, |$b:ident| $body:expr) => {
+        match $engine {
+            $crate::worker::engine::Engine::Cpu($b) => $body,
+        }
+    };
+}
+pub(crate) use with_backend;
+
+/// Collects tensors as f32 for the CPU reference.
+#[derive(Default)]
+pub struct CpuSink {
+    tensors: HashMap<String, Vec<f32>>,
+}
+
+impl TensorSink for CpuSink {
+    fn begin(&mut self, cfg: &Gpt2Config, _header: &SafetensorsHeader) -> tiller_core::Result<()> {
+        let params = parameter_count(cfg);
+        if params > CPU_MAX_PARAMS {
+            return Err(TillerError::input(format!(
+                "this model has {:.0} M parameters, too many for the CPU fallback (which keeps them all in wasm memory; it takes up to {} M): use a browser with WebGPU, or a smaller model",
+                params as f64 / 1e6,
+                CPU_MAX_PARAMS / 1_000_000
+            )));
+        }
+        Ok(())
+    }
+
+    fn tensor(&mut self, t: TensorView<'_>) -> tiller_core::Result<()> {
+        self.tensors.insert(t.name.to_string(), t.to_f32());
+        Ok(())
+    }
+}
+
+impl CpuSink {
+    pub fn into_engine(self, config: Gpt2Config) -> Engine {
+        Engine::Cpu(CpuModel::new(Gpt2Weights { config, tensors: self.tensors }))
+    }
+}
+
+/// Parameters of a GPT-2 of this shape (weights only).
+pub fn parameter_count(cfg: &Gpt2Config) -> u64 {
+    let (c, f, v, p, l) = (cfg.n_embd as u64, cfg.n_inner as u64, cfg.vocab_size as u64, cfg.n_positions as u64, cfg.n_layer as u64);
+    let block = 4 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * f + f) + (f * c + c);
+    v * c + p * c + l * block + 2 * c
+}
+
+/// Lets the worker's event loop run (a zero-delay timeout), so messages such as Stop are
+/// delivered between steps even when the engine itself never awaits anything.
+pub async fn yield_now() {
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        let _ = super::scope().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// An engine that yields before each step.
+pub struct Yielding<'a, B: Backend>(pub &'a mut B);
+
+impl<B: Backend> Backend for Yielding<'_, B> {
+    fn config(&self) -> &Gpt2Config {
+        self.0.config()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn reset(&mut self, slots: usize, max_len: usize) -> tiller_core::Result<()> {
+        self.0.reset(slots, max_len)
+    }
+    fn slot_len(&self, slot: usize) -> usize {
+        self.0.slot_len(slot)
+    }
+    async fn step(&mut self, req: &StepRequest) -> tiller_core::Result<StepOutput> {
+        yield_now().await;
+        self.0.step(req).await
+    }
+    async fn unembed(&mut self, rows: &[f32], apply_ln_f: bool) -> tiller_core::Result<Vec<f32>> {
+        yield_now().await;
+        self.0.unembed(rows, apply_ln_f).await
+    }
+}
+
+/// A core error as the page shows it; `file` names the file being read, if any.
+pub fn user_error(e: &TillerError) -> UserError {
+    let kind = match e {
+        TillerError::Safetensors(_)
+        | TillerError::ShapeMismatch { .. }
+        | TillerError::MissingTensor(_)
+        | TillerError::UnsupportedDtype { .. }
+        | TillerError::Config(_)
+        | TillerError::Tokenizer(_) => ErrorKind::BadFile,
+        TillerError::Recipe(_) => ErrorKind::Recipe,
+        TillerError::Gpu(m) => gpu_kind(m),
+        TillerError::Input(_) => ErrorKind::Recipe,
+    };
+    UserError::new(kind, e.to_string())
+}
+
+fn gpu_kind(message: &str) -> ErrorKind {
+    let m = message.to_ascii_lowercase();
+    if m.contains("lost") {
+        ErrorKind::DeviceLost
+    } else if m.contains("out of memory") || m.contains("oom") || m.contains("allocation") {
+        ErrorKind::OutOfMemory
+    } else if m.contains("limit") {
+        ErrorKind::AdapterLimits
+    } else if m.contains("no webgpu") || m.contains("no adapter") || m.contains("navigator.gpu") {
+        ErrorKind::NoWebGpu
+    } else {
+        ErrorKind::Internal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_counts_match_the_released_models() {
+        let gpt2 = Gpt2Config::preset("gpt2").unwrap();
+        assert_eq!(parameter_count(&gpt2), 124_439_808);
+        let xl = Gpt2Config::preset("gpt2-xl").unwrap();
+        assert_eq!(parameter_count(&xl), 1_557_611_200);
+    }
+}

@@ -1,0 +1,392 @@
+//! The engine worker: everything slow happens here, off the page's thread. It downloads (or
+//! reads from the cache or from local files) the model, streams `model.safetensors` through
+//! [`StreamLoader`] into the engine, and runs generation and decoded vocabulary, posting
+//! [`FromWorker`] messages back. Between generation steps it yields to its event loop so a
+//! Stop message can arrive.
+
+pub mod engine;
+pub mod net;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use js_sys::Reflect;
+use tiller_core::generate::{self, Flow};
+use tiller_core::weights::{StreamLoader, TensorSink};
+use tiller_core::{Gpt2Config, Gpt2Tokenizer, Recipe, Site, Term};
+use wasm_bindgen::prelude::*;
+use web_sys::{AbortController, DedicatedWorkerGlobalScope, MessageEvent};
+
+use crate::protocol::{
+    envelope, EngineChoice, ErrorKind, FromWorker, GenerationView, LayerVocabView, ModelSource, ToWorker, UserError,
+    CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE,
+};
+use engine::{user_error, with_backend, CpuSink, Engine, Yielding};
+
+pub fn scope() -> DedicatedWorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+pub fn post(msg: &FromWorker) {
+    let _ = scope().post_message(&JsValue::from_str(&msg.to_json()));
+}
+
+/// A load in progress, so it can be cancelled.
+struct LoadHandle {
+    controller: Option<AbortController>,
+    cancelled: Rc<Cell<bool>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Taken out while a run or a vocabulary request uses it.
+    engine: RefCell<Option<Engine>>,
+    tokenizer: RefCell<Option<Rc<Gpt2Tokenizer>>>,
+    /// Bumped by every load: a run that finishes after a new load must not put back its engine.
+    epoch: Cell<u64>,
+    stop: Cell<bool>,
+    loading: RefCell<Option<LoadHandle>>,
+}
+
+thread_local! {
+    static STATE: Rc<State> = Rc::new(State::default());
+}
+
+fn state() -> Rc<State> {
+    STATE.with(Rc::clone)
+}
+
+/// Entry point of the worker binary.
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        post(&FromWorker::Fatal {
+            error: UserError::new(
+                ErrorKind::Internal,
+                format!("the engine crashed ({info}); reload the model. Please report this with the steps that led to it."),
+            ),
+        });
+        console_error_panic_hook::hook(info);
+    }));
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
+        let data = event.data();
+        let text = Reflect::get(&data, &envelope::MSG.into()).ok().and_then(|m| m.as_string()).or_else(|| data.as_string());
+        let files: Vec<web_sys::File> = Reflect::get(&data, &envelope::FILES.into())
+            .ok()
+            .filter(|f| js_sys::Array::is_array(f))
+            .map(|f| js_sys::Array::from(&f).iter().filter_map(|f| f.dyn_into().ok()).collect())
+            .unwrap_or_default();
+        match text.as_deref().map(serde_json::from_str::<ToWorker>) {
+            Some(Ok(msg)) => wasm_bindgen_futures::spawn_local(handle(msg, files)),
+            Some(Err(e)) => post(&FromWorker::Fatal {
+                error: UserError::new(ErrorKind::Internal, format!("the worker got a message it does not understand: {e}")),
+            }),
+            None => {}
+        }
+    });
+    scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget();
+    let webgpu = Reflect::get(&scope().navigator(), &"gpu".into()).map(|g| !g.is_undefined() && !g.is_null()).unwrap_or(false);
+    post(&FromWorker::Started { webgpu });
+}
+
+async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
+    match msg {
+        ToWorker::QuerySize { id, source, hub } => query_size(id, source, hub).await,
+        ToWorker::Load { source, hub, engine } => {
+            let result = load(&source, &hub, engine, files).await;
+            if let Err(error) = result {
+                post(&FromWorker::LoadFailed { error });
+            }
+            *state().loading.borrow_mut() = None;
+            cache_info().await;
+        }
+        ToWorker::CancelLoad => {
+            if let Some(h) = state().loading.borrow().as_ref() {
+                h.cancelled.set(true);
+                if let Some(c) = &h.controller {
+                    c.abort();
+                }
+            }
+        }
+        ToWorker::Analyze { id, prompt, terms, bos } => analyze(id, &prompt, &terms, bos),
+        ToWorker::Run { run_id, recipe } => run(run_id, recipe).await,
+        ToWorker::Stop => state().stop.set(true),
+        ToWorker::Vocab { id, terms, bos, site, k, ln_f } => vocab(id, &terms, bos, site, k, ln_f).await,
+        ToWorker::CacheInfo => cache_info().await,
+        ToWorker::CacheClear => {
+            net::clear_cache().await;
+            cache_info().await;
+        }
+    }
+}
+
+async fn cache_info() {
+    let (bytes, files) = net::cache_usage().await;
+    post(&FromWorker::CacheInfo { bytes, files });
+}
+
+async fn query_size(id: u64, source: ModelSource, hub: String) {
+    let answer = |bytes, cached, error| post(&FromWorker::Size { id, bytes, cached, error });
+    let base = match source.base_url(&hub) {
+        Ok(b) => b,
+        Err(e) => return answer(None, false, Some(e)),
+    };
+    let url = format!("{base}/{MODEL_FILE}");
+    let cache = net::open_cache().await;
+    if let Some(resp) = net::cached(cache.as_ref(), &url).await {
+        return answer(net::content_length(&resp), true, None);
+    }
+    match net::remote_size(&url, MODEL_FILE).await {
+        Ok(bytes) => answer(bytes, false, None),
+        Err(e) => answer(None, false, Some(e.message)),
+    }
+}
+
+/// Builds the engine from a source; on success posts [`FromWorker::Loaded`].
+async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<web_sys::File>) -> Result<(), UserError> {
+    let st = state();
+    // Free the old engine first: two models may not fit together.
+    st.epoch.set(st.epoch.get() + 1);
+    st.stop.set(true);
+    *st.engine.borrow_mut() = None;
+    *st.tokenizer.borrow_mut() = None;
+    let cancelled = Rc::new(Cell::new(false));
+    let controller = AbortController::new().ok();
+    if let Some(old) = st.loading.borrow_mut().replace(LoadHandle { controller: controller.clone(), cancelled: cancelled.clone() }) {
+        old.cancelled.set(true);
+        if let Some(c) = old.controller {
+            c.abort();
+        }
+    }
+    let signal = controller.as_ref().map(|c| c.signal());
+    if choice == EngineChoice::Gpu {
+        return Err(UserError::new(
+            ErrorKind::NoWebGpu,
+            "the WebGPU engine is not in this build yet: choose the CPU engine (tiny models, distilgpt2, gpt2)",
+        ));
+    }
+
+    let (config_json, tokenizer_json, model, from_cache_small) = match source {
+        ModelSource::Local => {
+            let pick = |names: &[&str]| files.iter().find(|f| names.iter().any(|n| f.name() == *n)).cloned();
+            let model = pick(&[MODEL_FILE])
+                .or_else(|| files.iter().find(|f| f.name().ends_with(".safetensors")).cloned())
+                .ok_or_else(|| UserError::new(ErrorKind::BadFile, format!("no {MODEL_FILE} among the picked files: pick {MODEL_FILE}, {TOKENIZER_FILE} and (optionally) {CONFIG_FILE} together")))?;
+            let tokenizer = pick(&[TOKENIZER_FILE]).ok_or_else(|| {
+                UserError::new(ErrorKind::BadFile, format!("no {TOKENIZER_FILE} among the picked files: pick it together with {MODEL_FILE}"))
+            })?;
+            let config = match pick(&[CONFIG_FILE]) {
+                Some(f) => Some(read_file(&f).await?),
+                None => None,
+            };
+            let tok = read_file(&tokenizer).await?;
+            (config, tok, ModelInput::File(model), false)
+        }
+        _ => {
+            let base = source.base_url(hub).map_err(|e| UserError::new(ErrorKind::Download, e))?;
+            let cache = net::open_cache().await;
+            let config = net::small_file(cache.as_ref(), &format!("{base}/{CONFIG_FILE}"), CONFIG_FILE, true, signal.as_ref()).await?;
+            let tok = net::small_file(cache.as_ref(), &format!("{base}/{TOKENIZER_FILE}"), TOKENIZER_FILE, false, signal.as_ref())
+                .await?
+                .ok_or_else(|| UserError::new(ErrorKind::Download, format!("{TOKENIZER_FILE} is missing at {base}")))?;
+            let cached = config.as_ref().is_none_or(|c| c.1) && tok.1;
+            (config.map(|c| c.0), tok.0, ModelInput::Url { url: format!("{base}/{MODEL_FILE}"), cache }, cached)
+        }
+    };
+    let tokenizer = Gpt2Tokenizer::from_bytes(&tokenizer_json).map_err(|e| user_error(&e))?;
+
+    let mut sink = CpuSink::default();
+    let streamed = stream_model(model, config_json.as_deref(), &mut sink, signal.as_ref(), &cancelled).await?;
+    let engine = sink.into_engine(streamed.config);
+    let describe = engine.describe();
+    *st.engine.borrow_mut() = Some(engine);
+    *st.tokenizer.borrow_mut() = Some(Rc::new(tokenizer));
+    let note = (choice == EngineChoice::Auto)
+        .then(|| "The WebGPU engine is not wired in yet; this runs on the CPU reference (slow, small models only).".to_string());
+    post(&FromWorker::Loaded {
+        config: streamed.config,
+        engine: describe,
+        from_cache: streamed.from_cache && (from_cache_small || matches!(source, ModelSource::Local)),
+        bytes: streamed.bytes,
+        note,
+    });
+    Ok(())
+}
+
+enum ModelInput {
+    File(web_sys::File),
+    Url { url: String, cache: Option<web_sys::Cache> },
+}
+
+struct Streamed {
+    config: Gpt2Config,
+    bytes: u64,
+    from_cache: bool,
+}
+
+async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, UserError> {
+    let buf = wasm_bindgen_futures::JsFuture::from(file.array_buffer())
+        .await
+        .map_err(|e| UserError::new(ErrorKind::BadFile, format!("could not read {}: {}", file.name(), net::js_error_text(&e))))?;
+    Ok(js_sys::Uint8Array::new(&buf).to_vec())
+}
+
+/// Streams `model.safetensors` into `sink`, reporting progress. A network download is teed
+/// into the cache; a corrupt or cancelled download leaves nothing cached.
+async fn stream_model(
+    input: ModelInput,
+    config_json: Option<&[u8]>,
+    sink: &mut dyn TensorSink,
+    signal: Option<&web_sys::AbortSignal>,
+    cancelled: &Cell<bool>,
+) -> Result<Streamed, UserError> {
+    let (stream, total, from_cache, put, url, cache) = match input {
+        ModelInput::File(f) => (f.stream(), Some(f.size() as u64), false, None, None, None),
+        ModelInput::Url { url, cache } => {
+            let (resp, from_cache) = match net::cached(cache.as_ref(), &url).await {
+                Some(resp) => (resp, true),
+                None => (net::fetch(&url, MODEL_FILE, "GET", signal, None).await?, false),
+            };
+            let total = net::content_length(&resp);
+            // Tee the download into the cache: `put` finishes when the whole body has arrived.
+            let put = match (&cache, from_cache) {
+                (Some(cache), false) => resp.clone().ok().map(|copy| wasm_bindgen_futures::JsFuture::from(cache.put_with_str(&url, &copy))),
+                _ => None,
+            };
+            let stream = resp.body().ok_or_else(|| UserError::new(ErrorKind::Download, format!("{url} answered with no body")))?;
+            (stream, total, from_cache, put, Some(url), cache)
+        }
+    };
+    let reader = net::ChunkReader::new(&stream, MODEL_FILE);
+    let mut loader = StreamLoader::new(config_json, total);
+    let mut buf = Vec::new();
+    let mut loaded = 0u64;
+    let mut last_report = 0.0;
+    let progress = |loaded| post(&FromWorker::Progress { file: MODEL_FILE.into(), loaded, total, from_cache });
+    progress(0);
+    let result: Result<(), UserError> = async {
+        loop {
+            if cancelled.get() {
+                reader.cancel();
+                return Err(UserError::new(ErrorKind::Cancelled, "the download was cancelled"));
+            }
+            if !reader.next(&mut buf).await? {
+                break;
+            }
+            loaded += buf.len() as u64;
+            loader.feed(&buf, sink).map_err(|e| file_error(&e))?;
+            let now = js_sys::Date::now();
+            if now - last_report > 100.0 {
+                last_report = now;
+                progress(loaded);
+            }
+        }
+        progress(loaded);
+        loader.finish().map(|_| ()).map_err(|e| file_error(&e))
+    }
+    .await;
+    if let Err(e) = result {
+        if cancelled.get() {
+            return Err(UserError::new(ErrorKind::Cancelled, "the download was cancelled"));
+        }
+        // Stop the cache copy and make sure no partial or corrupt file stays cached.
+        if let Some(url) = &url {
+            if let Some(h) = state().loading.borrow().as_ref().and_then(|h| h.controller.clone()) {
+                h.abort();
+            }
+            if let Some(put) = put {
+                let _ = put.await;
+            }
+            net::forget(cache.as_ref(), url).await;
+        }
+        return Err(e);
+    }
+    if let Some(put) = put {
+        if put.await.is_err() {
+            // Not fatal: the model loaded, it just is not cached (quota, private mode).
+            web_sys::console::warn_1(&"tiller: the model could not be stored in the cache".into());
+        }
+    }
+    let config = loader.finish().map_err(|e| file_error(&e))?;
+    Ok(Streamed { config, bytes: loaded, from_cache })
+}
+
+fn file_error(e: &tiller_core::TillerError) -> UserError {
+    let mut err = user_error(e);
+    if err.kind == ErrorKind::Recipe {
+        // Input errors raised by a sink while loading (too big for the CPU) are about the model.
+        err.kind = ErrorKind::AdapterLimits;
+    }
+    err
+}
+
+fn analyze(id: u64, prompt: &str, terms: &[String], bos: bool) {
+    let Some(tok) = state().tokenizer.borrow().clone() else { return };
+    let count = |text: &str| tiller_core::steer::encode_with_bos(&tok, text, bos).map(|ids| ids.len()).unwrap_or(0);
+    post(&FromWorker::Analysis { id, prompt_tokens: count(prompt), term_tokens: terms.iter().map(|t| count(t)).collect() });
+}
+
+/// Takes the engine and tokenizer for a job, or says why not.
+fn take_engine() -> Result<(Engine, Rc<Gpt2Tokenizer>, u64), UserError> {
+    let st = state();
+    let tok = st.tokenizer.borrow().clone();
+    let engine = st.engine.borrow_mut().take();
+    match (engine, tok) {
+        (Some(e), Some(t)) => Ok((e, t, st.epoch.get())),
+        (Some(e), None) => {
+            *st.engine.borrow_mut() = Some(e);
+            Err(UserError::new(ErrorKind::Internal, "the tokenizer is missing: load the model again"))
+        }
+        (None, _) => Err(UserError::new(ErrorKind::Recipe, "no model is ready (still loading, busy, or not loaded): load one, or wait for the current run")),
+    }
+}
+
+fn put_back(engine: Engine, epoch: u64) {
+    let st = state();
+    if st.epoch.get() == epoch {
+        *st.engine.borrow_mut() = Some(engine);
+    }
+}
+
+async fn run(run_id: u64, recipe: Recipe) {
+    let (mut engine, tok, epoch) = match take_engine() {
+        Ok(x) => x,
+        Err(error) => return post(&FromWorker::RunFailed { run_id, error }),
+    };
+    let st = state();
+    st.stop.set(false);
+    let mut stopped = false;
+    let result = with_backend!(&mut engine, |b| {
+        let mut yielding = Yielding(b);
+        generate::generate(&mut yielding, &tok, &recipe, |g| {
+            post(&FromWorker::RunStep { run_id, generation: GenerationView::from(g) });
+            if st.stop.get() {
+                stopped = true;
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        })
+        .await
+    });
+    put_back(engine, epoch);
+    match result {
+        Ok(g) => post(&FromWorker::RunDone { run_id, generation: GenerationView::from(&g), stopped }),
+        Err(e) => post(&FromWorker::RunFailed { run_id, error: user_error(&e) }),
+    }
+}
+
+async fn vocab(id: u64, terms: &[Term], bos: bool, site: Site, k: usize, ln_f: bool) {
+    let (mut engine, tok, epoch) = match take_engine() {
+        Ok(x) => x,
+        Err(error) => return post(&FromWorker::VocabFailed { id, error }),
+    };
+    let result = with_backend!(&mut engine, |b| {
+        tiller_core::vocab::decode_vocab(&mut Yielding(b), &tok, terms, bos, site, k.clamp(1, 50), ln_f).await
+    });
+    put_back(engine, epoch);
+    match result {
+        Ok(layers) => post(&FromWorker::Vocab { id, layers: layers.iter().map(LayerVocabView::from).collect() }),
+        Err(e) => post(&FromWorker::VocabFailed { id, error: user_error(&e) }),
+    }
+}
