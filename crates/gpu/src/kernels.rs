@@ -1,0 +1,476 @@
+//! The WGSL kernels: one `include_str!` per shader file, one launcher per kernel, a `#[repr(C)]`
+//! params struct per shader that mirrors its WGSL `Params` field for field.
+//!
+//! Every kernel binds its params at group 0 (one uniform arena, addressed by dynamic offset, so
+//! a step writes all its params with one `write_buffer`) and its storage buffers at group 1, in
+//! the argument order of its `tiller_core::ops` twin. Launchers do not touch the GPU: they
+//! append a dispatch to a [`Recorder`], which encodes the step as one compute pass and submits
+//! it once.
+
+use bytemuck::{Pod, Zeroable};
+use tiller_core::{Result, TillerError};
+
+pub const EMBED_WGSL: &str = include_str!("../../../shaders/embed.wgsl");
+pub const LAYERNORM_WGSL: &str = include_str!("../../../shaders/layernorm.wgsl");
+pub const MATMUL_WGSL: &str = include_str!("../../../shaders/matmul.wgsl");
+pub const ATTENTION_WGSL: &str = include_str!("../../../shaders/attention.wgsl");
+pub const RESIDUAL_WGSL: &str = include_str!("../../../shaders/residual.wgsl");
+pub const LOGITS_WGSL: &str = include_str!("../../../shaders/logits.wgsl");
+
+/// Every shader file by name, for validation.
+pub const SHADERS: [(&str, &str); 6] = [
+    ("embed.wgsl", EMBED_WGSL),
+    ("layernorm.wgsl", LAYERNORM_WGSL),
+    ("matmul.wgsl", MATMUL_WGSL),
+    ("attention.wgsl", ATTENTION_WGSL),
+    ("residual.wgsl", RESIDUAL_WGSL),
+    ("logits.wgsl", LOGITS_WGSL),
+];
+
+/// Invocations per workgroup along x in every kernel (the shaders' `WG`).
+const WG: u32 = 64;
+/// Bytes reserved per dispatch in the params arena; every params struct fits.
+const PARAMS_SLOT: u64 = 256;
+/// Row tiles the matmul and logits kernels are specialised for (`TILE_ROWS`).
+const TILE_ROWS: [u32; 4] = [1, 2, 4, 8];
+/// The attention kernel's largest head size (`MAX_HD` in attention.wgsl).
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Mirrors `Params` in embed.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct EmbedParams {
+    pub rows: u32,
+    pub c: u32,
+    pub vocab_start: u32,
+    pub vocab_len: u32,
+}
+
+/// Mirrors `Params` in layernorm.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct LayernormParams {
+    pub rows: u32,
+    pub c: u32,
+}
+
+/// Mirrors `Params` in matmul.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct MatmulParams {
+    pub rows: u32,
+    pub k: u32,
+    pub n: u32,
+    /// [`MatmulParams::BIAS`] | [`MatmulParams::GELU`]
+    pub flags: u32,
+}
+
+impl MatmulParams {
+    pub const BIAS: u32 = 1;
+    pub const GELU: u32 = 2;
+}
+
+/// Mirrors `Params` in attention.wgsl (both `kv_write` and `attention`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct AttentionParams {
+    pub rows: u32,
+    pub c: u32,
+    pub n_head: u32,
+    /// Cache length per slot.
+    pub tm: u32,
+}
+
+/// Mirrors `Params` in residual.wgsl (both `residual_add` and `add_rows`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct ResidualParams {
+    pub rows: u32,
+    pub c: u32,
+    /// add_rows: where this injection's table starts in the arena, in elements.
+    pub table_offset: u32,
+    /// add_rows: where its row map starts in the arena, in elements.
+    pub map_offset: u32,
+}
+
+/// Mirrors `Params` in logits.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct LogitsParams {
+    pub rows: u32,
+    pub c: u32,
+    pub vocab_start: u32,
+    pub vocab_len: u32,
+    /// Row stride of the output: the full vocabulary.
+    pub v: u32,
+}
+
+/// Buffers of `embed(out, tokens, positions, wte, wpe)`.
+pub struct EmbedBuffers<'a> {
+    pub out: &'a wgpu::Buffer,
+    pub tokens: &'a wgpu::Buffer,
+    pub positions: &'a wgpu::Buffer,
+    /// One vocab chunk of wte, f16 pairs.
+    pub wte: &'a wgpu::Buffer,
+    pub wpe: &'a wgpu::Buffer,
+}
+
+/// Buffers of `layernorm(out, inp, weight, bias)`.
+pub struct LayernormBuffers<'a> {
+    pub out: &'a wgpu::Buffer,
+    pub inp: &'a wgpu::Buffer,
+    pub weight: &'a wgpu::Buffer,
+    pub bias: &'a wgpu::Buffer,
+}
+
+/// Buffers of `matmul(out, inp, weight, bias)`; a bias buffer is bound even when unused.
+pub struct MatmulBuffers<'a> {
+    pub out: &'a wgpu::Buffer,
+    pub inp: &'a wgpu::Buffer,
+    /// [K, N/2] f16 pairs.
+    pub weight: &'a wgpu::Buffer,
+    pub bias: &'a wgpu::Buffer,
+}
+
+/// Buffers of `kv_write(k_cache, v_cache, qkv, rows)`.
+pub struct KvWriteBuffers<'a> {
+    pub k_cache: &'a wgpu::Buffer,
+    pub v_cache: &'a wgpu::Buffer,
+    pub qkv: &'a wgpu::Buffer,
+    /// [R] of (slot, pos).
+    pub rows: &'a wgpu::Buffer,
+}
+
+/// Buffers of `attention(out, qkv, k_cache, v_cache, rows)`.
+pub struct AttentionBuffers<'a> {
+    pub out: &'a wgpu::Buffer,
+    pub qkv: &'a wgpu::Buffer,
+    pub k_cache: &'a wgpu::Buffer,
+    pub v_cache: &'a wgpu::Buffer,
+    pub rows: &'a wgpu::Buffer,
+}
+
+/// Buffers of `residual_add(x, y)`.
+pub struct ResidualBuffers<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub y: &'a wgpu::Buffer,
+}
+
+/// Buffers of `add_rows(x, table, row_map)`: table and map usually live in the same arena.
+pub struct AddRowsBuffers<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub table: &'a wgpu::Buffer,
+    pub row_map: &'a wgpu::Buffer,
+}
+
+/// Buffers of `logits(out, inp, row_index, wte)`.
+pub struct LogitsBuffers<'a> {
+    pub out: &'a wgpu::Buffer,
+    pub inp: &'a wgpu::Buffer,
+    pub row_index: &'a wgpu::Buffer,
+    /// One vocab chunk of wte, f16 pairs.
+    pub wte: &'a wgpu::Buffer,
+}
+
+/// A pipeline and the layout of its storage bind group.
+struct Kernel {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+/// Every pipeline, built once per device.
+pub struct Kernels {
+    params_layout: wgpu::BindGroupLayout,
+    embed: Kernel,
+    layernorm: Kernel,
+    /// By index into [`TILE_ROWS`].
+    matmul: Vec<Kernel>,
+    logits: Vec<Kernel>,
+    kv_write: Kernel,
+    attention: Kernel,
+    residual_add: Kernel,
+    add_rows: Kernel,
+    params_align: u64,
+}
+
+/// Tallest row tile not taller than needed: a decode row uses a 1-row tile, a prompt an 8-row one.
+fn tile_index(rows: u32) -> usize {
+    TILE_ROWS.iter().position(|&t| t >= rows).unwrap_or(TILE_ROWS.len() - 1)
+}
+
+fn div_ceil(a: u32, b: u32) -> u32 {
+    a.div_ceil(b)
+}
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Result<Self> {
+        let params_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("tiller params"),
+            entries: &[wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: true,
+                    min_binding_size: None,
+                },
+                count: None,
+            }],
+        });
+        let module = |label: &str, src: &str| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            })
+        };
+        let embed_m = module("embed.wgsl", EMBED_WGSL);
+        let layernorm_m = module("layernorm.wgsl", LAYERNORM_WGSL);
+        let matmul_m = module("matmul.wgsl", MATMUL_WGSL);
+        let attention_m = module("attention.wgsl", ATTENTION_WGSL);
+        let residual_m = module("residual.wgsl", RESIDUAL_WGSL);
+        let logits_m = module("logits.wgsl", LOGITS_WGSL);
+
+        // `read_only` per storage binding, in binding order.
+        let kernel = |m: &wgpu::ShaderModule, entry: &str, storage: &[bool], constants: &[(&str, f64)]| {
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = storage
+                .iter()
+                .enumerate()
+                .map(|(i, &read_only)| wgpu::BindGroupLayoutEntry {
+                    binding: i as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                })
+                .collect();
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(entry), entries: &entries });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(&params_layout), Some(&layout)],
+                immediate_size: 0,
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pipeline_layout),
+                module: m,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
+                cache: None,
+            });
+            Kernel { pipeline, layout }
+        };
+        let (w, r) = (false, true);
+        let tiled = |m: &wgpu::ShaderModule, entry: &str| -> Vec<Kernel> {
+            TILE_ROWS.iter().map(|&t| kernel(m, entry, &[w, r, r, r], &[("TILE_ROWS", t as f64)])).collect()
+        };
+        let params_align = (device.limits().min_uniform_buffer_offset_alignment as u64).max(PARAMS_SLOT);
+        Ok(Self {
+            embed: kernel(&embed_m, "embed", &[w, r, r, r, r], &[]),
+            layernorm: kernel(&layernorm_m, "layernorm", &[w, r, r, r], &[]),
+            matmul: tiled(&matmul_m, "matmul"),
+            logits: tiled(&logits_m, "logits"),
+            kv_write: kernel(&attention_m, "kv_write", &[w, w, r, r], &[]),
+            attention: kernel(&attention_m, "attention", &[w, r, r, r, r], &[]),
+            residual_add: kernel(&residual_m, "residual_add", &[w, r], &[]),
+            add_rows: kernel(&residual_m, "add_rows", &[w, r, r], &[]),
+            params_layout,
+            params_align,
+        })
+    }
+
+    fn bind(device: &wgpu::Device, k: &Kernel, label: &str, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout: &k.layout, entries: &entries })
+    }
+
+    pub fn bind_embed(&self, device: &wgpu::Device, b: &EmbedBuffers) -> wgpu::BindGroup {
+        Self::bind(device, &self.embed, "embed", &[b.out, b.tokens, b.positions, b.wte, b.wpe])
+    }
+    pub fn bind_layernorm(&self, device: &wgpu::Device, b: &LayernormBuffers) -> wgpu::BindGroup {
+        Self::bind(device, &self.layernorm, "layernorm", &[b.out, b.inp, b.weight, b.bias])
+    }
+    /// Every row tile shares one layout, so one bind group serves them all.
+    pub fn bind_matmul(&self, device: &wgpu::Device, b: &MatmulBuffers) -> wgpu::BindGroup {
+        Self::bind(device, &self.matmul[0], "matmul", &[b.out, b.inp, b.weight, b.bias])
+    }
+    pub fn bind_kv_write(&self, device: &wgpu::Device, b: &KvWriteBuffers) -> wgpu::BindGroup {
+        Self::bind(device, &self.kv_write, "kv_write", &[b.k_cache, b.v_cache, b.qkv, b.rows])
+    }
+    pub fn bind_attention(&self, device: &wgpu::Device, b: &AttentionBuffers) -> wgpu::BindGroup {
+        Self::bind(device, &self.attention, "attention", &[b.out, b.qkv, b.k_cache, b.v_cache, b.rows])
+    }
+    pub fn bind_residual_add(&self, device: &wgpu::Device, b: &ResidualBuffers) -> wgpu::BindGroup {
+        Self::bind(device, &self.residual_add, "residual_add", &[b.x, b.y])
+    }
+    pub fn bind_add_rows(&self, device: &wgpu::Device, b: &AddRowsBuffers) -> wgpu::BindGroup {
+        Self::bind(device, &self.add_rows, "add_rows", &[b.x, b.table, b.row_map])
+    }
+    pub fn bind_logits(&self, device: &wgpu::Device, b: &LogitsBuffers) -> wgpu::BindGroup {
+        Self::bind(device, &self.logits[0], "logits", &[b.out, b.inp, b.row_index, b.wte])
+    }
+
+    pub fn embed(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &EmbedParams) {
+        rec.dispatch(&self.embed.pipeline, group, bytemuck::bytes_of(p), [div_ceil(p.c / 2, WG), p.rows, 1]);
+    }
+    pub fn layernorm(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &LayernormParams) {
+        rec.dispatch(&self.layernorm.pipeline, group, bytemuck::bytes_of(p), [p.rows, 1, 1]);
+    }
+    pub fn matmul(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &MatmulParams) {
+        let t = tile_index(p.rows);
+        let groups = [div_ceil(p.n / 2, WG), div_ceil(p.rows, TILE_ROWS[t]), 1];
+        rec.dispatch(&self.matmul[t].pipeline, group, bytemuck::bytes_of(p), groups);
+    }
+    pub fn kv_write(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &AttentionParams) {
+        rec.dispatch(&self.kv_write.pipeline, group, bytemuck::bytes_of(p), [div_ceil(p.c, WG), p.rows, 1]);
+    }
+    pub fn attention(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &AttentionParams) {
+        rec.dispatch(&self.attention.pipeline, group, bytemuck::bytes_of(p), [p.n_head, p.rows, 1]);
+    }
+    pub fn residual_add(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &ResidualParams) {
+        rec.dispatch(&self.residual_add.pipeline, group, bytemuck::bytes_of(p), [div_ceil(p.c, WG), p.rows, 1]);
+    }
+    pub fn add_rows(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &ResidualParams) {
+        rec.dispatch(&self.add_rows.pipeline, group, bytemuck::bytes_of(p), [div_ceil(p.c, WG), p.rows, 1]);
+    }
+    pub fn logits(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &LogitsParams) {
+        let t = tile_index(p.rows);
+        let groups = [div_ceil(p.vocab_len, WG), div_ceil(p.rows, TILE_ROWS[t]), 1];
+        rec.dispatch(&self.logits[t].pipeline, group, bytemuck::bytes_of(p), groups);
+    }
+}
+
+/// The uniform buffer every dispatch's params live in, one aligned slot each. It grows as
+/// needed; its bind group is rebuilt then.
+pub struct ParamsArena {
+    buffer: wgpu::Buffer,
+    group: wgpu::BindGroup,
+    capacity: u64,
+}
+
+impl ParamsArena {
+    pub fn new(device: &wgpu::Device, kernels: &Kernels) -> Self {
+        Self::with_capacity(device, kernels, 64 * kernels.params_align)
+    }
+
+    fn with_capacity(device: &wgpu::Device, kernels: &Kernels, capacity: u64) -> Self {
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tiller params"),
+            size: capacity,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("tiller params"),
+            layout: &kernels.params_layout,
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &buffer,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(PARAMS_SLOT),
+                }),
+            }],
+        });
+        Self { buffer, group, capacity }
+    }
+
+    fn ensure(&mut self, device: &wgpu::Device, kernels: &Kernels, bytes: u64) {
+        if bytes > self.capacity {
+            *self = Self::with_capacity(device, kernels, bytes.next_power_of_two());
+        }
+    }
+}
+
+enum Command {
+    Dispatch { pipeline: wgpu::ComputePipeline, group: wgpu::BindGroup, params_offset: u32, workgroups: [u32; 3] },
+    Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, size: u64 },
+}
+
+/// A step's GPU work, recorded in order and encoded at submit time: dispatches go into one
+/// compute pass, broken only where a buffer copy (a capture or a readback) must sit between.
+pub struct Recorder {
+    commands: Vec<Command>,
+    params: Vec<u8>,
+    align: u64,
+}
+
+impl Recorder {
+    pub fn new(kernels: &Kernels) -> Self {
+        Self { commands: Vec::new(), params: Vec::new(), align: kernels.params_align }
+    }
+
+    fn dispatch(&mut self, pipeline: &wgpu::ComputePipeline, group: &wgpu::BindGroup, params: &[u8], workgroups: [u32; 3]) {
+        if workgroups.contains(&0) {
+            return;
+        }
+        let offset = self.params.len();
+        self.params.extend_from_slice(params);
+        self.params.resize(offset + self.align as usize, 0);
+        self.commands.push(Command::Dispatch {
+            pipeline: pipeline.clone(),
+            group: group.clone(),
+            params_offset: offset as u32,
+            workgroups,
+        });
+    }
+
+    /// Copies `size` bytes from `src` (at `src_offset`) to the start of `dst`.
+    pub fn copy(&mut self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, size: u64) {
+        if size > 0 {
+            self.commands.push(Command::Copy { src: src.clone(), src_offset, dst: dst.clone(), size });
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// Writes the params, encodes everything and submits it once.
+    pub fn submit(self, device: &wgpu::Device, queue: &wgpu::Queue, kernels: &Kernels, arena: &mut ParamsArena) {
+        arena.ensure(device, kernels, self.params.len() as u64);
+        if !self.params.is_empty() {
+            queue.write_buffer(&arena.buffer, 0, &self.params);
+        }
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tiller step") });
+        let mut pass: Option<wgpu::ComputePass<'static>> = None;
+        for cmd in &self.commands {
+            match cmd {
+                Command::Dispatch { pipeline, group, params_offset, workgroups } => {
+                    let p = pass.get_or_insert_with(|| {
+                        encoder
+                            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("tiller forward"), timestamp_writes: None })
+                            .forget_lifetime()
+                    });
+                    p.set_pipeline(pipeline);
+                    p.set_bind_group(0, &arena.group, &[*params_offset]);
+                    p.set_bind_group(1, group, &[]);
+                    p.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+                }
+                Command::Copy { src, src_offset, dst, size } => {
+                    pass = None;
+                    encoder.copy_buffer_to_buffer(src, *src_offset, dst, 0, *size);
+                }
+            }
+        }
+        drop(pass);
+        queue.submit([encoder.finish()]);
+    }
+}
+
+/// Checks that a dispatch dimension fits the device.
+pub fn check_workgroups(device: &wgpu::Device, what: &str, count: usize) -> Result<()> {
+    let max = device.limits().max_compute_workgroups_per_dimension as usize;
+    if count > max {
+        return Err(TillerError::Gpu(format!(
+            "{what} needs {count} workgroups in one dimension but the adapter allows {max}; use fewer tokens per step"
+        )));
+    }
+    Ok(())
+}

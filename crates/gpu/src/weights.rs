@@ -1,0 +1,237 @@
+//! GPT-2's weights on the GPU, uploaded tensor by tensor as the safetensors stream arrives
+//! ([`GpuWeightsSink`] is a [`TensorSink`]), so no whole file is ever held in memory.
+//!
+//! Matrices (wte, wpe, the Conv1D weights) are stored as f16, two per u32 in file order: along
+//! N for Conv1D `[in, out]` weights, along C for wte `[V, C]`. F32 and BF16 files are rounded to
+//! f16 on upload. LayerNorm parameters and biases stay f32. wte is split by vocab rows into
+//! chunks that each fit one storage binding (gpt2-xl's is 161 MB in f16; WebGPU's default
+//! binding limit is 128 MiB).
+
+use std::collections::HashMap;
+
+use half::{bf16, f16};
+use tiller_core::weights::{Dtype, SafetensorsHeader, TensorSink, TensorView};
+use tiller_core::{Gpt2Config, Result, TillerError};
+
+use crate::errors::{ErrorLog, Scopes};
+
+/// Vocab rows `vocab_start..vocab_start + vocab_len` of wte.
+pub struct WteChunk {
+    pub buffer: wgpu::Buffer,
+    pub vocab_start: u32,
+    pub vocab_len: u32,
+}
+
+/// One block's tensors (GPT-2's names).
+pub struct LayerWeights {
+    pub ln_1_weight: wgpu::Buffer,
+    pub ln_1_bias: wgpu::Buffer,
+    /// [C, 3C] f16 pairs
+    pub c_attn_weight: wgpu::Buffer,
+    pub c_attn_bias: wgpu::Buffer,
+    /// [C, C]
+    pub attn_c_proj_weight: wgpu::Buffer,
+    pub attn_c_proj_bias: wgpu::Buffer,
+    pub ln_2_weight: wgpu::Buffer,
+    pub ln_2_bias: wgpu::Buffer,
+    /// [C, F]
+    pub c_fc_weight: wgpu::Buffer,
+    pub c_fc_bias: wgpu::Buffer,
+    /// [F, C]
+    pub mlp_c_proj_weight: wgpu::Buffer,
+    pub mlp_c_proj_bias: wgpu::Buffer,
+}
+
+pub struct GpuWeights {
+    pub config: Gpt2Config,
+    pub wte: Vec<WteChunk>,
+    /// [P, C] f16 pairs
+    pub wpe: wgpu::Buffer,
+    pub layers: Vec<LayerWeights>,
+    pub ln_f_weight: wgpu::Buffer,
+    pub ln_f_bias: wgpu::Buffer,
+    /// Bytes uploaded.
+    pub bytes: u64,
+}
+
+/// The largest buffer one storage binding can cover on this device.
+pub(crate) fn max_binding(device: &wgpu::Device) -> u64 {
+    let l = device.limits();
+    l.max_storage_buffer_binding_size.min(l.max_buffer_size) & !3
+}
+
+/// Receives tensors from `tiller_core::weights::StreamLoader` and uploads each to its own GPU
+/// buffer. Call [`GpuWeightsSink::finish`] after the loader's `finish`.
+pub struct GpuWeightsSink {
+    device: wgpu::Device,
+    config: Option<Gpt2Config>,
+    tensors: HashMap<String, wgpu::Buffer>,
+    wte: Vec<WteChunk>,
+    bytes: u64,
+    scopes: Option<Scopes>,
+    log: ErrorLog,
+}
+
+const CONVERT_BLOCK: usize = 1 << 16; // elements converted per copy into a mapping
+
+impl GpuWeightsSink {
+    pub fn new(device: &wgpu::Device) -> Self {
+        let log = ErrorLog::install(device);
+        Self {
+            device: device.clone(),
+            config: None,
+            tensors: HashMap::new(),
+            wte: Vec::new(),
+            bytes: 0,
+            scopes: Some(Scopes::push(device)),
+            log,
+        }
+    }
+
+    /// Bytes uploaded so far.
+    pub fn bytes_uploaded(&self) -> u64 {
+        self.bytes
+    }
+
+    fn too_big(&self, name: &str, bytes: u64) -> TillerError {
+        TillerError::Gpu(format!(
+            "tensor `{name}` needs {:.1} MB in one buffer binding but this GPU allows {:.1} MB; try a smaller model",
+            bytes as f64 / 1e6,
+            max_binding(&self.device) as f64 / 1e6
+        ))
+    }
+
+    /// A buffer holding elements `start..start + len` of `t` as f16 pairs.
+    fn upload_f16(&mut self, label: &str, t: &TensorView<'_>, start: usize, len: usize) -> Result<wgpu::Buffer> {
+        let size = (len * 2) as u64;
+        if size > max_binding(&self.device) {
+            return Err(self.too_big(label, size));
+        }
+        let buffer = self.mapped_buffer(label, size);
+        {
+            let mut view = buffer
+                .get_mapped_range_mut(..)
+                .map_err(|e| TillerError::Gpu(format!("uploading `{label}` failed: {e}")))?;
+            if t.dtype == Dtype::F16 {
+                view.slice(..).copy_from_slice(&t.bytes[start * 2..(start + len) * 2]);
+            } else {
+                let mut block: Vec<u8> = Vec::with_capacity(CONVERT_BLOCK * 2);
+                let es = t.dtype.size();
+                for b0 in (0..len).step_by(CONVERT_BLOCK) {
+                    let n = CONVERT_BLOCK.min(len - b0);
+                    block.clear();
+                    let src = &t.bytes[(start + b0) * es..(start + b0 + n) * es];
+                    for e in src.chunks_exact(es) {
+                        let x = match t.dtype {
+                            Dtype::F32 => f32::from_le_bytes([e[0], e[1], e[2], e[3]]),
+                            _ => bf16::from_le_bytes([e[0], e[1]]).to_f32(),
+                        };
+                        block.extend_from_slice(&f16::from_f32(x).to_le_bytes());
+                    }
+                    view.slice(b0 * 2..(b0 + n) * 2).copy_from_slice(&block);
+                }
+            }
+        }
+        buffer.unmap();
+        self.bytes += size;
+        Ok(buffer)
+    }
+
+    fn upload_f32(&mut self, label: &str, t: &TensorView<'_>) -> Result<wgpu::Buffer> {
+        let data = t.to_f32();
+        let size = (data.len() * 4) as u64;
+        if size > max_binding(&self.device) {
+            return Err(self.too_big(label, size));
+        }
+        let buffer = self.mapped_buffer(label, size);
+        buffer
+            .get_mapped_range_mut(..)
+            .map_err(|e| TillerError::Gpu(format!("uploading `{label}` failed: {e}")))?
+            .copy_from_slice(bytemuck::cast_slice(&data));
+        buffer.unmap();
+        self.bytes += size;
+        Ok(buffer)
+    }
+
+    fn mapped_buffer(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(4),
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: true,
+        })
+    }
+
+    /// Checks that every tensor arrived and the GPU took them.
+    pub async fn finish(mut self) -> Result<GpuWeights> {
+        let cfg = self.config.ok_or_else(|| TillerError::Gpu("no weights were loaded".into()))?;
+        if let Some(scopes) = self.scopes.take() {
+            scopes.pop("uploading the weights").await?;
+        }
+        self.log.check("uploading the weights")?;
+        let mut take = |name: &str| {
+            self.tensors.remove(name).ok_or_else(|| TillerError::MissingTensor(name.to_string()))
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for l in 0..cfg.n_layer {
+            let mut t = |s: &str| take(&format!("h.{l}.{s}"));
+            layers.push(LayerWeights {
+                ln_1_weight: t("ln_1.weight")?,
+                ln_1_bias: t("ln_1.bias")?,
+                c_attn_weight: t("attn.c_attn.weight")?,
+                c_attn_bias: t("attn.c_attn.bias")?,
+                attn_c_proj_weight: t("attn.c_proj.weight")?,
+                attn_c_proj_bias: t("attn.c_proj.bias")?,
+                ln_2_weight: t("ln_2.weight")?,
+                ln_2_bias: t("ln_2.bias")?,
+                c_fc_weight: t("mlp.c_fc.weight")?,
+                c_fc_bias: t("mlp.c_fc.bias")?,
+                mlp_c_proj_weight: t("mlp.c_proj.weight")?,
+                mlp_c_proj_bias: t("mlp.c_proj.bias")?,
+            });
+        }
+        let wpe = take("wpe.weight")?;
+        let ln_f_weight = take("ln_f.weight")?;
+        let ln_f_bias = take("ln_f.bias")?;
+        let covered: u64 = self.wte.iter().map(|c| c.vocab_len as u64).sum();
+        if covered != cfg.vocab_size as u64 {
+            return Err(TillerError::MissingTensor("wte.weight".into()));
+        }
+        Ok(GpuWeights { config: cfg, wte: std::mem::take(&mut self.wte), wpe, layers, ln_f_weight, ln_f_bias, bytes: self.bytes })
+    }
+}
+
+impl TensorSink for GpuWeightsSink {
+    fn begin(&mut self, cfg: &Gpt2Config, _header: &SafetensorsHeader) -> Result<()> {
+        let c = cfg.n_embd as u64;
+        if (cfg.vocab_size as u64) > u32::MAX as u64 / 2 || c * 2 > max_binding(&self.device) {
+            return Err(TillerError::Gpu(format!("this model's shapes ({cfg:?}) do not fit the GPU's limits; try a smaller model")));
+        }
+        self.config = Some(*cfg);
+        Ok(())
+    }
+
+    fn tensor(&mut self, t: TensorView<'_>) -> Result<()> {
+        let cfg = self.config.ok_or_else(|| TillerError::Gpu("weights arrived before the header".into()))?;
+        if t.name == "wte.weight" {
+            // Split by vocab rows into chunks that each fit one binding.
+            let c = cfg.n_embd;
+            let rows_per_chunk = (max_binding(&self.device) / (c as u64 * 2)) as usize;
+            let mut start = 0;
+            while start < cfg.vocab_size {
+                let len = rows_per_chunk.min(cfg.vocab_size - start);
+                let buffer = self.upload_f16(&format!("wte.weight[{start}..{}]", start + len), &t, start * c, len * c)?;
+                self.wte.push(WteChunk { buffer, vocab_start: start as u32, vocab_len: len as u32 });
+                start += len;
+            }
+        } else {
+            let buffer = if t.shape.len() == 2 {
+                self.upload_f16(t.name, &t, 0, t.numel())?
+            } else {
+                self.upload_f32(t.name, &t)?
+            };
+            self.tensors.insert(t.name.to_string(), buffer);
+        }
+        self.log.check(&format!("uploading `{}`", t.name))
+    }
+}

@@ -1,0 +1,273 @@
+//! Every WGSL kernel against its `tiller_core::ops` twin on seeded random data, with awkward
+//! shapes: T = 1, 7, 65 rows; C = 64, 80, 768, 1600; head sizes 16 and 64; widths that are not
+//! multiples of the workgroup or of the K tile. Weights are rounded to f16 for both sides, so
+//! the only differences are f32 summation order.
+
+mod common;
+
+use common::{assert_close, gpu, round_f16, Harness, Rng};
+use tiller_core::ops::{self, RowMeta};
+use tiller_gpu::kernels::{
+    AddRowsBuffers, AttentionBuffers, AttentionParams, EmbedBuffers, EmbedParams, KvWriteBuffers, LayernormBuffers, LayernormParams,
+    LogitsBuffers, LogitsParams, MatmulBuffers, MatmulParams, ResidualBuffers, ResidualParams,
+};
+
+fn harness() -> Option<Harness> {
+    gpu().map(Harness::new)
+}
+
+#[test]
+fn embed_matches_reference_across_wte_chunks() {
+    let Some(mut h) = harness() else { return };
+    let mut rng = Rng::new(1);
+    for (t, c) in [(1, 64), (7, 80), (65, 768)] {
+        let (v, p) = (300, 100);
+        let wte = round_f16(&rng.vec(v * c, 1.0));
+        let wpe = round_f16(&rng.vec(p * c, 1.0));
+        let tokens: Vec<u32> = (0..t).map(|_| rng.below(v as u32)).collect();
+        let positions: Vec<u32> = (0..t).map(|_| rng.below(p as u32)).collect();
+        let mut want = vec![0.0; t * c];
+        ops::embed(&mut want, &tokens, &positions, &wte, &wpe, c);
+
+        // wte in two chunks, split at an awkward row, as the engine does for large vocabularies.
+        let split = 123;
+        let out = h.zeros(t * c);
+        let (tok_b, pos_b, wpe_b) = (h.u32s(&tokens), h.u32s(&positions), h.f16s(&wpe));
+        let mut rec = h.recorder();
+        for (start, len) in [(0, split), (split, v - split)] {
+            let chunk = h.f16s(&wte[start * c..(start + len) * c]);
+            let g = h.kernels.bind_embed(
+                &h.gpu.device,
+                &EmbedBuffers { out: &out, tokens: &tok_b, positions: &pos_b, wte: &chunk, wpe: &wpe_b },
+            );
+            let p = EmbedParams { rows: t as u32, c: c as u32, vocab_start: start as u32, vocab_len: len as u32 };
+            h.kernels.embed(&mut rec, &g, &p);
+        }
+        h.submit(rec);
+        assert_close(&format!("embed T={t} C={c}"), &h.read(&out, t * c), &want, 0.0, 0.0);
+    }
+}
+
+#[test]
+fn layernorm_matches_reference() {
+    let Some(mut h) = harness() else { return };
+    let mut rng = Rng::new(2);
+    for (t, c) in [(1, 64), (7, 80), (65, 768), (7, 1600)] {
+        // An offset and spread like GPT-2's residual stream.
+        let inp: Vec<f32> = rng.vec(t * c, 4.0).iter().map(|x| x + 3.0).collect();
+        let weight = rng.vec(c, 1.0);
+        let bias = rng.vec(c, 0.5);
+        let mut want = vec![0.0; t * c];
+        ops::layernorm(&mut want, &inp, &weight, &bias, c);
+        let out = h.zeros(t * c);
+        let (i, w, b) = (h.f32s(&inp), h.f32s(&weight), h.f32s(&bias));
+        let g = h.kernels.bind_layernorm(&h.gpu.device, &LayernormBuffers { out: &out, inp: &i, weight: &w, bias: &b });
+        let mut rec = h.recorder();
+        h.kernels.layernorm(&mut rec, &g, &LayernormParams { rows: t as u32, c: c as u32 });
+        h.submit(rec);
+        assert_close(&format!("layernorm T={t} C={c}"), &h.read(&out, t * c), &want, 1e-5, 1e-5);
+    }
+}
+
+struct MatmulCase {
+    rows: usize,
+    k: usize,
+    n: usize,
+    bias: bool,
+    gelu: bool,
+}
+
+fn check_matmul(h: &mut Harness, rng: &mut Rng, case: MatmulCase) {
+    let MatmulCase { rows, k, n, bias, gelu } = case;
+    let inp = rng.vec(rows * k, 1.0);
+    let weight = round_f16(&rng.vec(k * n, 1.0 / (k as f32).sqrt()));
+    let b = rng.vec(n, 0.5);
+    let mut want = vec![0.0; rows * n];
+    ops::matmul(&mut want, &inp, &weight, bias.then_some(&b[..]), k, n);
+    if gelu {
+        ops::gelu(&mut want);
+    }
+    let out = h.zeros(rows * n);
+    let (i, w, bb) = (h.f32s(&inp), h.f16s(&weight), h.f32s(&b));
+    let g = h.kernels.bind_matmul(&h.gpu.device, &MatmulBuffers { out: &out, inp: &i, weight: &w, bias: &bb });
+    let flags = if bias { MatmulParams::BIAS } else { 0 } | if gelu { MatmulParams::GELU } else { 0 };
+    let mut rec = h.recorder();
+    h.kernels.matmul(&mut rec, &g, &MatmulParams { rows: rows as u32, k: k as u32, n: n as u32, flags });
+    h.submit(rec);
+    let what = format!("matmul R={rows} K={k} N={n} bias={bias} gelu={gelu}");
+    assert_close(&what, &h.read(&out, rows * n), &want, 2e-6 * (k as f32).sqrt(), 1e-5);
+}
+
+#[test]
+fn matmul_matches_reference_on_awkward_shapes() {
+    let Some(mut h) = harness() else { return };
+    let mut rng = Rng::new(3);
+    let cases = [
+        // T = 1, K not a multiple of the 64-wide K tile, N/2 not a multiple of the workgroup.
+        MatmulCase { rows: 1, k: 80, n: 240, bias: true, gelu: false },
+        MatmulCase { rows: 7, k: 64, n: 66, bias: false, gelu: false },
+        MatmulCase { rows: 65, k: 80, n: 320, bias: true, gelu: true },
+        MatmulCase { rows: 2, k: 768, n: 2304, bias: true, gelu: false },
+        MatmulCase { rows: 6, k: 1600, n: 1600, bias: true, gelu: false },
+        MatmulCase { rows: 65, k: 768, n: 3072, bias: true, gelu: true },
+        MatmulCase { rows: 3, k: 6400, n: 1600, bias: true, gelu: false },
+    ];
+    for case in cases {
+        check_matmul(&mut h, &mut rng, case);
+    }
+}
+
+/// GELU's cube must be x*x*x: pow(x, 3.0) is undefined for negative x in WGSL.
+#[test]
+fn matmul_gelu_handles_large_negative_and_positive_inputs() {
+    let Some(mut h) = harness() else { return };
+    // Identity weights: out = gelu(inp + bias), with inputs out to ±40 where tanh saturates.
+    let n = 128;
+    let inp: Vec<f32> = (0..n).map(|i| (i as f32 - 64.0) * 0.625).collect();
+    let mut eye = vec![0.0f32; n * n];
+    for i in 0..n {
+        eye[i * n + i] = 1.0;
+    }
+    let mut want = inp.clone();
+    ops::gelu(&mut want);
+    let out = h.zeros(n);
+    let (i, w, b) = (h.f32s(&inp), h.f16s(&eye), h.f32s(&vec![0.0; n]));
+    let g = h.kernels.bind_matmul(&h.gpu.device, &MatmulBuffers { out: &out, inp: &i, weight: &w, bias: &b });
+    let mut rec = h.recorder();
+    let flags = MatmulParams::BIAS | MatmulParams::GELU;
+    h.kernels.matmul(&mut rec, &g, &MatmulParams { rows: 1, k: n as u32, n: n as u32, flags });
+    h.submit(rec);
+    assert_close("gelu over [-40, 40]", &h.read(&out, n), &want, 1e-6, 1e-5);
+}
+
+struct AttentionCase {
+    c: usize,
+    n_head: usize,
+    slots: usize,
+    tm: usize,
+    /// (slot, first position, count): rows of the step, in order.
+    seqs: Vec<(u32, u32, u32)>,
+}
+
+fn check_attention(h: &mut Harness, rng: &mut Rng, case: &AttentionCase) {
+    let AttentionCase { c, n_head, slots, tm, .. } = *case;
+    let rows: Vec<RowMeta> = case
+        .seqs
+        .iter()
+        .flat_map(|&(slot, start, n)| (start..start + n).map(move |pos| RowMeta { slot, pos }))
+        .collect();
+    let r = rows.len();
+    let qkv = rng.vec(r * 3 * c, 1.0);
+    // Earlier positions hold what previous steps cached.
+    let mut k_cache = rng.vec(slots * tm * c, 1.0);
+    let mut v_cache = rng.vec(slots * tm * c, 1.0);
+    let (k_gpu, v_gpu) = (h.f32s(&k_cache), h.f32s(&v_cache));
+    ops::kv_write(&mut k_cache, &mut v_cache, &qkv, &rows, c, tm);
+    let mut want = vec![0.0; r * c];
+    ops::attention(&mut want, &qkv, &k_cache, &v_cache, &rows, c, n_head, tm);
+
+    let meta: Vec<u32> = rows.iter().flat_map(|m| [m.slot, m.pos]).collect();
+    let (qkv_b, meta_b, out) = (h.f32s(&qkv), h.u32s(&meta), h.zeros(r * c));
+    let d = &h.gpu.device;
+    let kv_g = h.kernels.bind_kv_write(d, &KvWriteBuffers { k_cache: &k_gpu, v_cache: &v_gpu, qkv: &qkv_b, rows: &meta_b });
+    let att_g = h.kernels.bind_attention(
+        d,
+        &AttentionBuffers { out: &out, qkv: &qkv_b, k_cache: &k_gpu, v_cache: &v_gpu, rows: &meta_b },
+    );
+    let p = AttentionParams { rows: r as u32, c: c as u32, n_head: n_head as u32, tm: tm as u32 };
+    let mut rec = h.recorder();
+    h.kernels.kv_write(&mut rec, &kv_g, &p);
+    h.kernels.attention(&mut rec, &att_g, &p);
+    h.submit(rec);
+    let what = format!("C={c} NH={n_head} HD={} seqs={:?}", c / n_head, case.seqs);
+    assert_close(&format!("kv_write k {what}"), &h.read(&k_gpu, slots * tm * c), &k_cache, 0.0, 0.0);
+    assert_close(&format!("kv_write v {what}"), &h.read(&v_gpu, slots * tm * c), &v_cache, 0.0, 0.0);
+    assert_close(&format!("attention {what}"), &h.read(&out, r * c), &want, 1e-5, 1e-4);
+}
+
+#[test]
+fn attention_matches_reference_for_prompts_and_decode() {
+    let Some(mut h) = harness() else { return };
+    let mut rng = Rng::new(4);
+    let cases = [
+        // Head size 16: one decode row deep into its slot.
+        AttentionCase { c: 64, n_head: 4, slots: 3, tm: 80, seqs: vec![(2, 40, 1)] },
+        // Head size 16: a 7-token prompt and a decode row in another slot.
+        AttentionCase { c: 64, n_head: 4, slots: 3, tm: 80, seqs: vec![(0, 0, 7), (1, 12, 1)] },
+        // Head size 64: a 65-token prompt crosses the 64-key tile.
+        AttentionCase { c: 768, n_head: 12, slots: 2, tm: 70, seqs: vec![(1, 0, 65)] },
+        // Head size 64 with C = 1600 (25 heads): batch of different lengths.
+        AttentionCase { c: 1600, n_head: 25, slots: 3, tm: 130, seqs: vec![(0, 0, 3), (2, 60, 7), (1, 129, 1)] },
+        // Head size 20 (C = 80, 4 heads): continuation of a prompt.
+        AttentionCase { c: 80, n_head: 4, slots: 1, tm: 100, seqs: vec![(0, 30, 65)] },
+    ];
+    for case in &cases {
+        check_attention(&mut h, &mut rng, case);
+    }
+}
+
+#[test]
+fn residual_add_and_add_rows_match_reference() {
+    let Some(mut h) = harness() else { return };
+    let mut rng = Rng::new(5);
+    for (t, c) in [(1, 64), (7, 80), (65, 768)] {
+        let x = rng.vec(t * c, 1.0);
+        let y = rng.vec(t * c, 1.0);
+        let mut want = x.clone();
+        ops::residual_add(&mut want, &y);
+        let (xb, yb) = (h.f32s(&x), h.f32s(&y));
+        let g = h.kernels.bind_residual_add(&h.gpu.device, &ResidualBuffers { x: &xb, y: &yb });
+        let mut rec = h.recorder();
+        h.kernels.residual_add(&mut rec, &g, &ResidualParams { rows: t as u32, c: c as u32, table_offset: 0, map_offset: 0 });
+        h.submit(rec);
+        assert_close(&format!("residual_add T={t} C={c}"), &h.read(&xb, t * c), &want, 0.0, 0.0);
+
+        // add_rows with the table and map at offsets inside one arena, some rows unmapped.
+        let k = 3;
+        let table = rng.vec(k * c, 2.0);
+        let row_map: Vec<u32> = (0..t).map(|i| if i % 3 == 1 { u32::MAX } else { (i % k) as u32 }).collect();
+        let mut want = x.clone();
+        ops::add_rows(&mut want, &table, &row_map, c);
+        let pad = 5;
+        let mut arena: Vec<u32> = vec![0; pad];
+        arena.extend(table.iter().map(|v| v.to_bits()));
+        arena.extend_from_slice(&row_map);
+        let (xb, ab) = (h.f32s(&x), h.u32s(&arena));
+        let g = h.kernels.bind_add_rows(&h.gpu.device, &AddRowsBuffers { x: &xb, table: &ab, row_map: &ab });
+        let p = ResidualParams { rows: t as u32, c: c as u32, table_offset: pad as u32, map_offset: (pad + k * c) as u32 };
+        let mut rec = h.recorder();
+        h.kernels.add_rows(&mut rec, &g, &p);
+        h.submit(rec);
+        assert_close(&format!("add_rows T={t} C={c}"), &h.read(&xb, t * c), &want, 0.0, 0.0);
+    }
+}
+
+#[test]
+fn logits_match_reference_across_wte_chunks_and_row_picks() {
+    let Some(mut h) = harness() else { return };
+    let mut rng = Rng::new(6);
+    for (t, c) in [(1, 64), (7, 80), (65, 768), (2, 1600)] {
+        let v = 1000; // not a multiple of the workgroup
+        let wte = round_f16(&rng.vec(v * c, 1.0));
+        let rows_in = t + 2;
+        let inp = rng.vec(rows_in * c, 1.0);
+        // Pick rows out of order, as LogitRows::Last does.
+        let picked: Vec<u32> = (0..t as u32).map(|i| (i * 7 + 1) % rows_in as u32).collect();
+        let gathered: Vec<f32> = picked.iter().flat_map(|&r| inp[r as usize * c..(r as usize + 1) * c].to_vec()).collect();
+        let mut want = vec![0.0; t * v];
+        ops::logits(&mut want, &gathered, &wte, c, v);
+
+        let out = h.zeros(t * v);
+        let (ib, pb) = (h.f32s(&inp), h.u32s(&picked));
+        let mut rec = h.recorder();
+        let split = 517;
+        for (start, len) in [(0, split), (split, v - split)] {
+            let chunk = h.f16s(&wte[start * c..(start + len) * c]);
+            let g = h.kernels.bind_logits(&h.gpu.device, &LogitsBuffers { out: &out, inp: &ib, row_index: &pb, wte: &chunk });
+            let p = LogitsParams { rows: t as u32, c: c as u32, vocab_start: start as u32, vocab_len: len as u32, v: v as u32 };
+            h.kernels.logits(&mut rec, &g, &p);
+        }
+        h.submit(rec);
+        assert_close(&format!("logits T={t} C={c}"), &h.read(&out, t * v), &want, 2e-6 * (c as f32).sqrt(), 1e-5);
+    }
+}
