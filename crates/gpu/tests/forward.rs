@@ -1,0 +1,242 @@
+//! GpuEngine against CpuModel on random small GPT-2s: prompts, batches of different lengths,
+//! decode steps through the KV cache, injections at every site, captures, unembed, errors.
+//!
+//! The models are written as F16 safetensors, so both engines hold the same weights and only
+//! f32 summation order differs: logits agree within atol 2e-4 + rtol 1e-4 (observed ~1e-5).
+
+mod common;
+
+use common::{assert_close, gpu, random_model, Gpu, Rng};
+use pollster::block_on;
+use tiller_core::weights::Dtype;
+use tiller_core::{Backend, CpuModel, Gpt2Config, Gpt2Weights, Injection, LogitRows, SeqStep, Site, StepRequest};
+use tiller_gpu::GpuEngine;
+
+const ATOL: f32 = 2e-4;
+const RTOL: f32 = 1e-4;
+
+fn config(n_layer: usize, n_embd: usize, n_head: usize, vocab_size: usize) -> Gpt2Config {
+    Gpt2Config { n_layer, n_embd, n_head, n_positions: 96, vocab_size, n_inner: 4 * n_embd }
+}
+
+fn config_json(cfg: &Gpt2Config) -> Vec<u8> {
+    format!(
+        r#"{{"model_type":"gpt2","n_layer":{},"n_embd":{},"n_head":{},"n_positions":{},"vocab_size":{},"n_inner":{}}}"#,
+        cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions, cfg.vocab_size, cfg.n_inner
+    )
+    .into_bytes()
+}
+
+/// The same random model on both engines.
+fn pair(gpu: Gpu, cfg: &Gpt2Config, seed: u64, dtype: Dtype) -> (GpuEngine, CpuModel) {
+    let bytes = random_model(cfg, seed, dtype);
+    let json = config_json(cfg);
+    let cpu = CpuModel::new(Gpt2Weights::from_bytes(&bytes, Some(&json)).expect("cpu loads"));
+    let engine = block_on(GpuEngine::from_bytes(gpu.device, gpu.queue, gpu.info, &bytes, Some(&json))).expect("gpu loads");
+    (engine, cpu)
+}
+
+fn tokens(rng: &mut Rng, n: usize, v: usize) -> Vec<u32> {
+    (0..n).map(|_| rng.below(v as u32)).collect()
+}
+
+fn both(g: &mut GpuEngine, c: &mut CpuModel, req: &StepRequest, what: &str) {
+    let got = block_on(g.step(req)).expect("gpu step");
+    let want = block_on(c.step(req)).expect("cpu step");
+    assert_close(&format!("{what} logits"), &got.logits, &want.logits, ATOL, RTOL);
+    assert_close(&format!("{what} captured"), &got.captured, &want.captured, ATOL, RTOL);
+}
+
+fn request(seqs: Vec<SeqStep>, logits: LogitRows) -> StepRequest {
+    StepRequest { seqs, injections: vec![], capture: None, logits }
+}
+
+#[test]
+fn prompt_logits_at_every_position_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = config(2, 64, 4, 300); // head size 16
+    let (mut g, mut c) = pair(gpu, &cfg, 11, Dtype::F16);
+    let mut rng = Rng::new(1);
+    for t in [1, 7, 65] {
+        g.reset(1, 80).unwrap();
+        c.reset(1, 80).unwrap();
+        let req = request(vec![SeqStep { slot: 0, tokens: tokens(&mut rng, t, cfg.vocab_size) }], LogitRows::All);
+        both(&mut g, &mut c, &req, &format!("T={t}"));
+        assert_eq!(g.slot_len(0), t);
+    }
+}
+
+#[test]
+fn batched_sequences_of_different_lengths_then_decode_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = config(3, 80, 4, 500); // head size 20, C not a multiple of 64
+    let (mut g, mut c) = pair(gpu, &cfg, 12, Dtype::F16);
+    let mut rng = Rng::new(2);
+    g.reset(3, 90).unwrap();
+    c.reset(3, 90).unwrap();
+    // Slots filled out of order, lengths 5, 1 and 12.
+    let prompt = vec![
+        SeqStep { slot: 2, tokens: tokens(&mut rng, 5, cfg.vocab_size) },
+        SeqStep { slot: 0, tokens: tokens(&mut rng, 1, cfg.vocab_size) },
+        SeqStep { slot: 1, tokens: tokens(&mut rng, 12, cfg.vocab_size) },
+    ];
+    both(&mut g, &mut c, &request(prompt, LogitRows::Last), "batched prompt");
+    for step in 0..6 {
+        // Decode one token per sequence; slot 0 sits out every other step.
+        let seqs: Vec<SeqStep> = [0usize, 1, 2]
+            .into_iter()
+            .filter(|&s| s != 0 || step % 2 == 0)
+            .map(|slot| SeqStep { slot, tokens: tokens(&mut rng, 1, cfg.vocab_size) })
+            .collect();
+        both(&mut g, &mut c, &request(seqs, LogitRows::Last), &format!("decode step {step}"));
+    }
+    for s in 0..3 {
+        assert_eq!(g.slot_len(s), c.slot_len(s), "slot {s}");
+    }
+    // A multi-token continuation after decoding.
+    let more = vec![SeqStep { slot: 1, tokens: tokens(&mut rng, 4, cfg.vocab_size) }];
+    both(&mut g, &mut c, &request(more, LogitRows::All), "continuation");
+}
+
+#[test]
+fn injections_at_every_site_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = config(2, 64, 4, 300);
+    let (mut g, mut c) = pair(gpu, &cfg, 13, Dtype::F16);
+    let mut rng = Rng::new(3);
+    let seqs = vec![
+        SeqStep { slot: 0, tokens: tokens(&mut rng, 6, cfg.vocab_size) },
+        SeqStep { slot: 1, tokens: tokens(&mut rng, 3, cfg.vocab_size) },
+    ];
+    let r = 9;
+    let mut table = |k: usize, scale: f32| rng.vec(k * cfg.n_embd, scale);
+    // Front positions of sequence 0 get rows 0..3; sequence 1 gets row 1 on its last token.
+    let map_a: Vec<u32> = vec![0, 1, 2, u32::MAX, u32::MAX, u32::MAX, u32::MAX, u32::MAX, 1];
+    let map_b: Vec<u32> = (0..r as u32).map(|i| if i % 2 == 0 { 0 } else { u32::MAX }).collect();
+    let injections = vec![
+        Injection { layer: 0, site: Site::ResidPre, table: table(3, 4.0), row_map: map_a.clone() },
+        // Two at the same place add up.
+        Injection { layer: 0, site: Site::ResidPre, table: table(1, 2.0), row_map: map_b.clone() },
+        Injection { layer: 1, site: Site::AttnOut, table: table(3, 1.0), row_map: map_a.clone() },
+        Injection { layer: 1, site: Site::MlpOut, table: table(1, 1.0), row_map: map_b },
+        Injection { layer: 1, site: Site::ResidPre, table: table(3, 3.0), row_map: map_a },
+    ];
+    for site_filter in [None, Some(Site::ResidPre), Some(Site::AttnOut), Some(Site::MlpOut)] {
+        g.reset(2, 16).unwrap();
+        c.reset(2, 16).unwrap();
+        let req = StepRequest {
+            seqs: seqs.clone(),
+            injections: injections.iter().filter(|i| site_filter.is_none_or(|s| i.site == s)).cloned().collect(),
+            capture: None,
+            logits: LogitRows::All,
+        };
+        both(&mut g, &mut c, &req, &format!("injections at {site_filter:?}"));
+    }
+}
+
+#[test]
+fn captures_at_every_site_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = config(2, 64, 4, 300);
+    let (mut g, mut c) = pair(gpu, &cfg, 14, Dtype::F16);
+    let mut rng = Rng::new(4);
+    let seqs = vec![SeqStep { slot: 0, tokens: tokens(&mut rng, 7, cfg.vocab_size) }];
+    let inj = Injection { layer: 1, site: Site::ResidPre, table: rng.vec(2 * cfg.n_embd, 3.0), row_map: vec![0, 1, 0, 1, 0, 1, 0] };
+    for layer in 0..cfg.n_layer {
+        for site in [Site::ResidPre, Site::AttnOut, Site::MlpOut] {
+            for logits in [LogitRows::None, LogitRows::Last] {
+                g.reset(1, 16).unwrap();
+                c.reset(1, 16).unwrap();
+                let req = StepRequest { seqs: seqs.clone(), injections: vec![inj.clone()], capture: Some((layer, site)), logits };
+                both(&mut g, &mut c, &req, &format!("capture {layer} {} {logits:?}", site.as_str()));
+            }
+        }
+    }
+}
+
+#[test]
+fn unembed_with_and_without_ln_f_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = config(1, 64, 4, 300);
+    let (mut g, mut c) = pair(gpu, &cfg, 15, Dtype::F16);
+    let rows = Rng::new(5).vec(3 * cfg.n_embd, 2.0);
+    for ln_f in [false, true] {
+        let got = block_on(g.unembed(&rows, ln_f)).unwrap();
+        let want = block_on(c.unembed(&rows, ln_f)).unwrap();
+        assert_close(&format!("unembed ln_f={ln_f}"), &got, &want, ATOL, RTOL);
+    }
+    assert!(block_on(g.unembed(&rows[..10], true)).is_err(), "a partial row is an error");
+}
+
+#[test]
+fn invalid_steps_are_errors_like_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = config(1, 64, 4, 300);
+    let (mut g, mut c) = pair(gpu, &cfg, 16, Dtype::F16);
+    let one = |slot, tokens: Vec<u32>| request(vec![SeqStep { slot, tokens }], LogitRows::Last);
+    // Before reset no slot exists.
+    let e_g = block_on(g.step(&one(0, vec![1]))).unwrap_err();
+    let e_c = block_on(c.step(&one(0, vec![1]))).unwrap_err();
+    assert_eq!(e_g, e_c);
+    g.reset(1, 4).unwrap();
+    c.reset(1, 4).unwrap();
+    for req in [one(1, vec![1]), one(0, vec![1; 5]), one(0, vec![300]), one(0, vec![])] {
+        let (e_g, e_c) = (block_on(g.step(&req)).unwrap_err(), block_on(c.step(&req)).unwrap_err());
+        assert_eq!(e_g, e_c, "{req:?}");
+    }
+    let bad = StepRequest {
+        seqs: vec![SeqStep { slot: 0, tokens: vec![1, 2] }],
+        injections: vec![Injection { layer: 0, site: Site::ResidPre, table: vec![0.0; 64], row_map: vec![0, 1] }],
+        capture: None,
+        logits: LogitRows::Last,
+    };
+    assert_eq!(block_on(g.step(&bad)).unwrap_err(), block_on(c.step(&bad)).unwrap_err());
+    // Still usable after errors.
+    both(&mut g, &mut c, &one(0, vec![5, 6, 7]), "after errors");
+}
+
+/// F32 files are rounded to f16 on upload; the CPU keeps f32. The difference is the honest
+/// cost of f16 weights: |Δ logit| ≲ 1e-2 on this model.
+#[test]
+fn f32_weights_are_rounded_to_f16_within_tolerance() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = config(2, 64, 4, 300);
+    let (mut g, mut c) = pair(gpu, &cfg, 17, Dtype::F32);
+    let mut rng = Rng::new(6);
+    g.reset(1, 16).unwrap();
+    c.reset(1, 16).unwrap();
+    let req = request(vec![SeqStep { slot: 0, tokens: tokens(&mut rng, 9, cfg.vocab_size) }], LogitRows::All);
+    let got = block_on(g.step(&req)).unwrap();
+    let want = block_on(c.step(&req)).unwrap();
+    assert_close("f32 file, f16 GPU weights", &got.logits, &want.logits, 2e-2, 1e-2);
+}
+
+/// A device whose storage bindings hold 64 KiB forces wte (1000 × 64 f16 = 128 KB) into two
+/// chunks (rows 0..512 and 512..1000): embedding and logits must read the right one. Logits
+/// for 20 rows (80 KB) also no longer fit one binding and come back in groups of 16 rows.
+#[test]
+fn wte_split_across_bindings_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    drop(gpu);
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).expect("adapter");
+    let limits = wgpu::Limits { max_storage_buffer_binding_size: 64 << 10, ..adapter.limits() };
+    let (device, queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: None,
+        required_features: wgpu::Features::empty(),
+        required_limits: limits,
+        experimental_features: wgpu::ExperimentalFeatures::disabled(),
+        memory_hints: wgpu::MemoryHints::default(),
+        trace: wgpu::Trace::Off,
+    }))
+    .expect("device with small bindings");
+    let cfg = config(1, 64, 4, 1000);
+    let (mut g, mut c) = pair(Gpu { device, queue, info: adapter.get_info() }, &cfg, 18, Dtype::F16);
+    g.reset(1, 40).unwrap();
+    c.reset(1, 40).unwrap();
+    // Tokens from both chunks and their edges.
+    let mut toks: Vec<u32> = vec![0, 511, 512, 999, 700, 3, 998];
+    toks.extend(tokens(&mut Rng::new(7), 13, cfg.vocab_size));
+    let req = request(vec![SeqStep { slot: 0, tokens: toks }], LogitRows::All);
+    both(&mut g, &mut c, &req, "wte in 64 KiB chunks");
+}
