@@ -16,7 +16,7 @@ import {
   tid, unsteered, steered, pageUrl, expectPresent, setValue, getValue, text, attr, waitForState,
   errorText, confirmDownloadIfAsked, pickHubRepo, loadModel, setRecipe, readRecipe, readTerms,
   readCompletions, readShareLink, screenshot, startRecording, takeRecording, parseSize,
-  waitForSizeText, startProgressRecording, takeProgress, readVocab, MODEL_SELECT_VALUES, setTerms,
+  waitForSizeText, startProgressRecording, takeProgress, readVocab, MODEL_SELECT_VALUES, setTerms, click,
 } from './lib/contract.mjs';
 
 const MODEL = 'model.safetensors';
@@ -72,7 +72,7 @@ async function openPage(session, fragment = '') {
 /** Loads the tiny Hub model in `p` unless it is ready already. */
 async function ensureModel(p, repo = REPOS.tiny) {
   const state = await attr(p, 'model-status', 'data-state').catch(() => null);
-  const repoNow = await getValue(p, 'model-repo').catch(() => null);
+  const repoNow = (await tid(p, 'model-repo').count()) ? await getValue(p, 'model-repo').catch(() => null) : null;
   if (state === 'ready' && repoNow === repo) return;
   await pickHubRepo(p, repo);
   await loadModel(p, { timeout: LOAD_TIMEOUT });
@@ -541,7 +541,7 @@ e2e('09-pair-shortcut', async (t) => {
   await setValue(page, 'pair-b', 'Hate');
   await setValue(page, 'pair-layer', 2);
   await setValue(page, 'pair-coeff', 4);
-  await tid(page, 'pair-add').first().click();
+  await click(page, 'pair-add');
   await page.waitForTimeout(300);
   const terms = await readTerms(page);
   assert.deepEqual(terms, [
@@ -631,4 +631,45 @@ e2e('14-hub-redirect-to-cdn', async (t) => {
   await setRecipe(page, { ...RECIPE, n: 1, maxTokens: 5 });
   const res = await runAndWait(page, 1);
   assert.ok(res.steered[0] && res.unsteered[0], 'no completions from the redirected repo');
+});
+
+e2e('15-runs-on-webgpu', async (t) => {
+  // With a WebGPU adapter (SwiftShader here) the default engine must be the WebGPU one.
+  // The contract has no engine attribute: model-status's data-engine is read if the page has
+  // one, else its text (which names the engine).
+  await ensureModel(page);
+  const hasAdapter = await page.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter())));
+  assert.ok(hasAdapter, 'test setup: no WebGPU adapter in this browser');
+  const engineAttr = await attr(page, 'model-status', 'data-engine');
+  const status = await text(tid(page, 'model-status'));
+  t.diagnostic(`model-status: data-engine=${JSON.stringify(engineAttr)} text=${JSON.stringify(status)}`);
+  if (engineAttr !== null) {
+    assert.match(engineAttr, /gpu/i, `model-status data-engine is ${JSON.stringify(engineAttr)} although WebGPU is available`);
+  } else {
+    assert.doesNotMatch(status, /\bcpu\b/i, `the model runs on the CPU although WebGPU is available: ${JSON.stringify(status)}`);
+    assert.match(status, /webgpu|\bgpu\b/i, `model-status does not say the model runs on WebGPU: ${JSON.stringify(status)}`);
+  }
+});
+
+e2e('16-main-thread-stays-responsive', async (t) => {
+  // The engine runs in a worker: during a run the page keeps painting frames.
+  await ensureModel(page);
+  await setRecipe(page, { ...RECIPE, n: 2, maxTokens: 24 });
+  await page.evaluate(() => {
+    window.__tillerGaps = { max: 0, frames: 0, stop: false };
+    let last = performance.now();
+    const tick = (now) => {
+      const g = window.__tillerGaps;
+      g.max = Math.max(g.max, now - last);
+      g.frames += 1;
+      last = now;
+      if (!g.stop) requestAnimationFrame(tick);
+    };
+    requestAnimationFrame(tick);
+  });
+  await runAndWait(page, 2);
+  const gaps = await page.evaluate(() => { window.__tillerGaps.stop = true; return window.__tillerGaps; });
+  t.diagnostic(`frames during the run: ${gaps.frames}, longest gap ${Math.round(gaps.max)} ms`);
+  assert.ok(gaps.frames >= 3, `only ${gaps.frames} frames painted during the run`);
+  assert.ok(gaps.max < 1_500, `the main thread froze for ${Math.round(gaps.max)} ms during a run`);
 });

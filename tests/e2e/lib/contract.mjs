@@ -56,6 +56,7 @@ export async function expectPresent(page, id, timeout = 15_000, message = '') {
  */
 export async function setValue(scopeOrPage, id, value) {
   const loc = typeof id === 'string' ? tid(scopeOrPage, id).first() : id;
+  await reveal(loc);
   const info = await loc.evaluate((el) => ({ tag: el.tagName.toLowerCase(), type: (el.getAttribute('type') || '').toLowerCase() }));
   if (info.tag === 'select') {
     await loc.selectOption(String(value));
@@ -65,6 +66,27 @@ export async function setValue(scopeOrPage, id, value) {
     await loc.fill(String(value));
     await loc.dispatchEvent('change');
   }
+}
+
+/** Opens the collapsed <details> around an element, as a user would to reach it. */
+export async function reveal(loc) {
+  await loc.evaluate((el) => {
+    const closed = [];
+    for (let d = el.closest('details'); d; d = d.parentElement && d.parentElement.closest('details')) {
+      if (!d.open) closed.unshift(d);
+    }
+    for (const d of closed) {
+      const summary = d.querySelector(':scope > summary');
+      if (summary) summary.click(); else d.open = true;
+    }
+  });
+}
+
+/** Clicks a contract element (opening a collapsed <details> around it first). */
+export async function click(scope, id) {
+  const loc = tid(scope, id).first();
+  await reveal(loc);
+  await loc.click();
 }
 
 export async function getValue(page, id) {
