@@ -11,7 +11,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { launch, watchPage } from './lib/browser.mjs';
-import { startServers, REPOS } from './lib/env.mjs';
+import { loadDecoder } from './lib/gpt2-decode.mjs';
+import path from 'node:path';
+import { startServers, REPOS, FIXTURES } from './lib/env.mjs';
 import {
   tid, unsteered, steered, pageUrl, expectPresent, setValue, getValue, text, attr, waitForState,
   errorText, confirmDownloadIfAsked, pickHubRepo, loadModel, setRecipe, readRecipe, readTerms,
@@ -604,6 +606,24 @@ e2e('12-progress-and-cancel', async (t) => {
   t.diagnostic(`after cancel: model-status ${st}, error ${JSON.stringify(await errorText(page))}`);
 });
 
+e2e('12b-reload-after-cancel', async (t) => {
+  // A cancelled download must not leave a partial file that passes for the model: loading
+  // the same repo again completes (downloading what is missing) and the model works.
+  if ((await attr(page, 'model-status', 'data-state')) === 'loading') {
+    await tid(page, 'model-cancel').first().click();
+    await waitForState(page, 'model-status', ['idle', 'error'], 15_000);
+  }
+  const before = servers.hub.bodyBytes(REPOS.slow, MODEL);
+  await pickHubRepo(page, REPOS.slow);
+  await loadModel(page, { timeout: LOAD_TIMEOUT });
+  const got = servers.hub.bodyBytes(REPOS.slow, MODEL) - before;
+  t.diagnostic(`re-load after cancel fetched ${got} bytes`);
+  assert.ok(got > 0, 'the re-load after a cancel fetched nothing: a partial download was taken for the model');
+  await setRecipe(page, { ...RECIPE, n: 1, maxTokens: 4 });
+  const res = await runAndWait(page, 1);
+  assert.ok(res.steered[0] && res.unsteered[0], 'no completions after re-loading a cancelled model');
+}, 240_000);
+
 e2e('13-default-model-sizes', async (t) => {
   // The five defaults show their size before any download (and nothing is downloaded).
   const expected = { gpt2: 548_105_171, distilgpt2: 352_824_413, 'gpt2-xl': 6_431_829_964 };
@@ -672,4 +692,74 @@ e2e('16-main-thread-stays-responsive', async (t) => {
   t.diagnostic(`frames during the run: ${gaps.frames}, longest gap ${Math.round(gaps.max)} ms`);
   assert.ok(gaps.frames >= 3, `only ${gaps.frames} frames painted during the run`);
   assert.ok(gaps.max < 1_500, `the main thread froze for ${Math.round(gaps.max)} ms during a run`);
+});
+
+e2e('17-base-url-source', async (t) => {
+  // model-select=url: a base URL holding the three files.
+  servers.hub.reset();
+  await setValue(page, 'model-select', 'url');
+  await expectPresent(page, 'model-url', 10_000, "after choosing model-select='url'");
+  await setValue(page, 'model-url', `${servers.hub.url}/${REPOS.url}/resolve/main`);
+  await tid(page, 'model-url').first().press('Tab').catch(() => {});
+  await loadModel(page, { timeout: LOAD_TIMEOUT });
+  assert.ok(servers.hub.bodyBytes(REPOS.url, MODEL) > 0, 'the weights did not come from the base URL');
+  await setRecipe(page, { ...RECIPE, n: 1, maxTokens: 4 });
+  const res = await runAndWait(page, 1);
+  assert.ok(res.steered[0] && res.unsteered[0], 'no completions from a base-URL model');
+});
+
+e2e('18-local-files-source', async (t) => {
+  // model-select=local: the three files picked from disk (no network at all).
+  servers.hub.reset();
+  await setValue(page, 'model-select', 'local');
+  await expectPresent(page, 'model-files', 10_000, "after choosing model-select='local'");
+  const dir = path.join(FIXTURES, 'tiny-gpt2');
+  await startProgressRecording(page);
+  await tid(page, 'model-files').first().setInputFiles(['model.safetensors', 'tokenizer.json', 'config.json'].map((f) => path.join(dir, f)));
+  await page.waitForTimeout(1_000);
+  // Picking the files may start the load by itself; otherwise press Load.
+  const seen = await page.evaluate(() => window.__tillerProg.map((r) => r.state));
+  if (!seen.includes('loading')) await tid(page, 'model-load').first().click();
+  await waitForState(page, 'model-status', 'loading', 10_000).catch(() => {});
+  await waitForState(page, 'model-status', 'ready', LOAD_TIMEOUT, { failOn: ['error'] });
+  const states = (await takeProgress(page)).map((r) => r.state);
+  assert.ok(states.includes('loading'), `the local files were never loaded (model-status went ${states.join(' → ')})`);
+  assert.equal(servers.hub.log.length, 0, `local files made network requests: ${JSON.stringify(servers.hub.log.slice(0, 3))}`);
+  await setRecipe(page, RECIPE);
+  const res = await runAndWait(page, RECIPE.n);
+  t.diagnostic(`local: ${JSON.stringify(res)}`);
+  if (shared.firstRun) {
+    assert.deepEqual(res, shared.firstRun, 'the same files picked locally give other completions than from the Hub');
+  }
+});
+
+e2e('19-greedy-matches-hf-golden', async (t) => {
+  // Greedy decoding is deterministic: the page's steered and unsteered completions must be
+  // the tokens Hugging Face transformers produced for the same recipes (golden.json, dumped
+  // by tests/fixtures/make_golden.py), for the F16 and the F32 tiny model.
+  const norm = (x) => x.replace(/\s+/g, ' ').trim();
+  const failures = [];
+  for (const [repo, dir] of [[REPOS.tiny, 'tiny-gpt2'], [REPOS.tinyF32, 'tiny-gpt2-f32']]) {
+    const golden = JSON.parse(fs.readFileSync(path.join(FIXTURES, dir, 'golden.json'), 'utf8'));
+    const decode = loadDecoder(path.join(FIXTURES, dir, 'tokenizer.json'));
+    await ensureModel(page, repo);
+    for (const g of golden.steered) {
+      const n = g.greedy.length;
+      await setRecipe(page, {
+        prompt: g.prompt,
+        terms: g.terms.map((x) => ({ text: x.text, layer: x.layer, coeff: x.coeff })),
+        bos: g.bos, greedy: true, freqPenalty: 0, repPenalty: 1, n: 1, maxTokens: n, seed: 0,
+      });
+      const res = await runAndWait(page, 1);
+      const want = { steered: decode(g.greedy), unsteered: decode(g.greedy_unsteered) };
+      for (const k of ['steered', 'unsteered']) {
+        const got = norm(res[k][0] || '');
+        if (!got.endsWith(norm(want[k]))) {
+          failures.push(`${repo} "${g.prompt}" bos=${g.bos} ${k}: page ${JSON.stringify(got)}, HF ${JSON.stringify(want[k])}`);
+        }
+      }
+    }
+  }
+  for (const f of failures) t.diagnostic(f);
+  assert.deepEqual(failures, [], `greedy completions differ from Hugging Face's:\n${failures.join('\n')}`);
 });

@@ -21,6 +21,7 @@ export const REPOS = {
   garbage: 'tiny/garbage',
   slow: 'tiny/tiny-gpt2-slow',
   redirect: 'tiny/tiny-gpt2-redirect',
+  url: 'files/tiny-gpt2-f32', // for the base-URL source (a URL no other test caches)
 };
 
 /** Fixture files of the Hub repos: tiny-gpt2 has config.json; tiny-gpt2-f32 does not. */
@@ -44,6 +45,7 @@ export function hubRepos() {
     [REPOS.slow]: { dir: tiny, bytesPerSec: 1_000_000, ...keep },
     // Like the real Hub: model.safetensors answers 302 to a CDN on another origin.
     [REPOS.redirect]: { dir: tiny, redirect: true, ...keep },
+    [REPOS.url]: { dir: tinyF32, ...keep },
   };
 }
 
