@@ -571,6 +571,34 @@ e2e('10-padding-warning', async (t) => {
   assert.match(w, /\d/, 'the padding warning does not show the token counts');
 });
 
+/** Text of all warning elements, waiting up to `timeout` for one matching `re`. */
+async function waitForWarning(p, re, timeout = 15_000) {
+  let w = '';
+  const t0 = Date.now();
+  do {
+    w = (await tid(p, 'warning').allTextContents().catch(() => [])).join(' | ');
+    if (re.test(w)) break;
+    await p.waitForTimeout(250);
+  } while (Date.now() - t0 < timeout);
+  return w;
+}
+
+e2e('10b-longer-than-prompt-and-context-warnings', async (t) => {
+  await ensureModel(page);
+  // A steering text longer than the prompt: warned inline, and a run says so.
+  await setRecipe(page, { prompt: 'Hi', terms: [{ text: 'I talk about weddings constantly', layer: 1, coeff: 4 }], n: 1, maxTokens: 4 });
+  const w = await waitForWarning(page, /longer|prompt/i);
+  t.diagnostic(`warning (longer than the prompt): ${JSON.stringify(w)}`);
+  // "I talk about weddings constantly" is 5 tokens, "Hi" 1: the warning names both counts.
+  assert.ok(/prompt/i.test(w) && /\b5\b/.test(w) && /\b1\b/.test(w),
+    `no inline warning that the steering text (5 tokens) is longer than the prompt (1 token): ${JSON.stringify(w)}`);
+  // Near the context limit (128 tokens for the tiny model).
+  await setRecipe(page, { prompt: 'the '.repeat(120).trim(), terms: [{ text: 'Love', layer: 1, coeff: 4 }], maxTokens: 20 });
+  const c = await waitForWarning(page, /context|limit|1024|128/i);
+  t.diagnostic(`warning (context): ${JSON.stringify(c)}`);
+  assert.match(c, /context|limit/i, `no inline warning that the prompt is near the context limit: ${JSON.stringify(c)}`);
+});
+
 e2e('11-f32-repo-without-config', async (t) => {
   // tiny-gpt2-f32 has no config.json (404): shapes come from the tensors.
   servers.hub.reset();
@@ -762,4 +790,27 @@ e2e('19-greedy-matches-hf-golden', async (t) => {
   }
   for (const f of failures) t.diagnostic(f);
   assert.deepEqual(failures, [], `greedy completions differ from Hugging Face's:\n${failures.join('\n')}`);
+});
+
+e2e('20-presets', async (t) => {
+  // The published examples, with the post's prompts and coefficients, layer scaled by depth.
+  await ensureModel(page);
+  const opts = await tid(page, 'preset-select').first().evaluate((s) => [...s.options].map((o) => ({ value: o.value, text: o.textContent.trim() })));
+  t.diagnostic(`presets: ${opts.map((o) => o.text).join(' / ')}`);
+  const love = opts.find((o) => /love/i.test(o.text) && /hate/i.test(o.text));
+  assert.ok(love, `no Love − Hate preset among: ${opts.map((o) => o.text).join(', ')}`);
+  for (const re of [/praise/i, /anger|calm/i, /wedding/i, /alive|die/i, /eiffel/i, /dragon/i]) {
+    assert.ok(opts.some((o) => re.test(o.text)), `no preset matching ${re} among: ${opts.map((o) => o.text).join(', ')}`);
+  }
+  await setValue(page, 'preset-select', love.value);
+  await page.waitForTimeout(300);
+  const r = await readRecipe(page);
+  t.diagnostic(`Love − Hate preset: ${JSON.stringify({ prompt: r.prompt, terms: r.terms })}`);
+  assert.equal(r.prompt, 'I hate you because', "the Love − Hate preset does not use the post's prompt");
+  assert.equal(r.terms.length, 2);
+  assert.deepEqual(r.terms.map((x) => [x.text, x.coeff]), [['Love', 5], ['Hate', -5]]);
+  assert.equal(r.terms[0].layer, r.terms[1].layer);
+  assert.ok(r.terms[0].layer >= 0 && r.terms[0].layer < 4, `preset layer ${r.terms[0].layer} is outside the tiny model's 4 layers`);
+  const body = await page.locator('body').innerText();
+  assert.match(body, /scaled/i, 'the preset is not labelled as scaled for this smaller model');
 });
