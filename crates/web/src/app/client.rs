@@ -44,12 +44,21 @@ pub fn start(ctx: Ctx) {
         }
         ctx.show_error(
             ErrorKind::Internal,
-            format!("the engine worker stopped ({message}). Reload the model; if it happens again, reload the page."),
+            format!("the engine worker stopped ({message}). It was restarted: load the model again; if this happens again, reload the page."),
         );
+        restart(ctx);
     });
     worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     on_error.forget();
     ctx.worker.set_value(Some(worker));
+}
+
+/// Replaces a broken worker with a fresh one; the page keeps its state.
+pub fn restart(ctx: Ctx) {
+    if let Some(old) = ctx.worker.try_update_value(|w| w.take()).flatten() {
+        old.terminate();
+    }
+    start(ctx);
 }
 
 /// Posts a message; `files` travel with it (local model files).
@@ -228,9 +237,15 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
             if ctx.last_size_id.get_value() != id {
                 return;
             }
-            ctx.size.set(match error {
-                Some(e) => SizeInfo::Error(e),
-                None => SizeInfo::Known { bytes, cached },
+            let built_in = match ctx.chosen_source() {
+                ModelSource::Default(name) => default_size(&name),
+                _ => None,
+            };
+            ctx.size.set(match (error, bytes.or(built_in)) {
+                // A default model's size is known even when the server does not say it.
+                (_, Some(b)) => SizeInfo::Known { bytes: Some(b), cached },
+                (Some(e), None) => SizeInfo::Error(e),
+                (None, None) => SizeInfo::Known { bytes: None, cached },
             });
         }
         FromWorker::Progress { loaded, total, from_cache, .. } => {
@@ -298,6 +313,8 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                 ctx.run_state.set(RunState::Error);
             }
             ctx.error.set(Some(Banner::from(error)));
+            // After a panic the worker's wasm instance cannot be trusted: start a fresh one.
+            restart(ctx);
         }
     }
 }

@@ -201,7 +201,7 @@ fn PairShortcut() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let a = RwSignal::new(String::new());
     let b = RwSignal::new(String::new());
-    let layer = RwSignal::new("6".to_string());
+    let layer = RwSignal::new(presets::scaled_layer(6, ctx.depth()).to_string());
     let coeff = RwSignal::new("5".to_string());
     let error = RwSignal::new(None::<String>);
     let add = move |_| {
@@ -220,8 +220,8 @@ fn PairShortcut() -> impl IntoView {
         }
     };
     view! {
-        <details class="pair">
-            <summary>"Add a contrast pair (+c × A, −c × B)"</summary>
+        <fieldset class="pair">
+            <legend>"Contrast pair shortcut: adds +c × A and −c × B at one layer"</legend>
             <div class="pair-row">
                 <input type="text" data-testid="pair-a" placeholder="A, e.g. Love" prop:value=move || a.get() on:input=move |ev| a.set(event_target_value(&ev))/>
                 <input type="text" data-testid="pair-b" placeholder="B, e.g. Hate" prop:value=move || b.get() on:input=move |ev| b.set(event_target_value(&ev))/>
@@ -230,7 +230,7 @@ fn PairShortcut() -> impl IntoView {
                 <button class="small" data-testid="pair-add" on:click=add>"Add pair"</button>
             </div>
             {move || error.get().map(|e| view! { <p class="invalid">{e}</p> })}
-        </details>
+        </fieldset>
     }
 }
 

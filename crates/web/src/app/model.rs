@@ -128,7 +128,7 @@ fn WebGpuNote() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     move || match ctx.webgpu.get() {
         Some(false) => Some(view! {
-            <p class="note warn" data-testid="no-webgpu">
+            <p class="note warn" data-testid="warning">
                 "This browser has no WebGPU, so only the slow CPU engine (tiny models, distilgpt2, gpt2) is available. "
                 "For WebGPU use Chrome or Edge 113+ (Linux: start with --enable-unsafe-webgpu), Safari 26+, or Firefox 141+ (Windows) / Nightly with dom.webgpu.enabled."
             </p>
@@ -213,7 +213,8 @@ fn ModelStatus() -> impl IntoView {
         })
     };
     view! {
-        <p class="status" data-testid="model-status" data-state=move || ctx.model_state.get().as_str() data-source=source>{text}</p>
+        <p class="status" data-testid="model-status" data-state=move || ctx.model_state.get().as_str() data-source=source
+            data-engine=move || ctx.loaded.get().map(|l| if l.engine.starts_with("WebGPU") { "gpu" } else { "cpu" })>{text}</p>
         {move || ctx.loaded.get().and_then(|l| l.note).map(|n| view! { <p class="note" data-testid="engine-note">{n}</p> })}
     }
 }

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use tiller_core::weights::{SafetensorsHeader, TensorSink, TensorView};
 use tiller_core::{Backend, CpuModel, Gpt2Config, Gpt2Weights, StepOutput, StepRequest, TillerError};
 
+use tiller_gpu::{GpuEngine, GpuWeightsSink};
+
 use crate::protocol::{ErrorKind, UserError};
 
 /// The CPU fallback holds every weight in wasm memory as f32: fine for tiny models and
@@ -15,12 +17,18 @@ pub const CPU_MAX_PARAMS: u64 = 200_000_000;
 /// A built engine.
 pub enum Engine {
     Cpu(CpuModel),
+    Gpu(GpuEngine),
 }
 
 impl Engine {
     pub fn describe(&self) -> String {
         match self {
             Engine::Cpu(m) => m.describe(),
+            // Browsers often hide the adapter's name; say at least that it is WebGPU.
+            Engine::Gpu(g) => match g.adapter_info().name.trim() {
+                "" => "WebGPU".to_string(),
+                name => format!("WebGPU ({name})"),
+            },
         }
     }
 }
@@ -30,8 +38,89 @@ macro_rules! with_backend {
     ($engine:expr, |$b:ident| $body:expr) => {
         match $engine {
             $crate::worker::engine::Engine::Cpu($b) => $body,
+            $crate::worker::engine::Engine::Gpu($b) => $body,
         }
     };
+}
+
+/// A WebGPU device with what describes it.
+pub struct GpuDevice {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+}
+
+/// Asks the browser for a WebGPU adapter and a device with the adapter's full limits.
+/// `Ok(None)` when the browser has no WebGPU adapter.
+pub async fn request_gpu() -> Result<Option<GpuDevice>, UserError> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::BROWSER_WEBGPU;
+    let instance = wgpu::Instance::new(desc);
+    let options = wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        force_fallback_adapter: false,
+        compatible_surface: None,
+        apply_limit_buckets: false,
+    };
+    let Ok(adapter) = instance.request_adapter(&options).await else { return Ok(None) };
+    let info = adapter.get_info();
+    let (device, queue) = tiller_gpu::request_device(&adapter).await.map_err(|e| {
+        UserError::new(ErrorKind::AdapterLimits, format!("{e}. Try a smaller model, or the CPU engine for tiny ones."))
+    })?;
+    // A lost device (driver reset, GPU process crash, tab in the background too long) cannot
+    // be used again: tell the page, which offers to rebuild the engine.
+    device.set_device_lost_callback(|reason, message| {
+        if reason == wgpu::DeviceLostReason::Destroyed {
+            return; // we dropped it ourselves (a new model was loaded)
+        }
+        super::post(&crate::protocol::FromWorker::Fatal {
+            error: UserError::new(
+                ErrorKind::DeviceLost,
+                format!("the GPU device was lost ({message}). Reload the model to rebuild the engine; your recipe and results stay."),
+            ),
+        });
+    });
+    Ok(Some(GpuDevice { device, queue, info }))
+}
+
+/// Where the tensors of `model.safetensors` go while it streams.
+pub enum Builder {
+    Cpu(CpuSink),
+    Gpu { sink: GpuWeightsSink, gpu: GpuDevice },
+}
+
+impl Builder {
+    pub fn sink(&mut self) -> &mut dyn TensorSink {
+        match self {
+            Builder::Cpu(s) => s,
+            Builder::Gpu { sink, .. } => sink,
+        }
+    }
+
+    /// Drops a builder whose load failed or was cancelled.
+    pub fn abandon(self) {
+        match self {
+            Builder::Cpu(_) => {}
+            // The GPU sink holds wgpu error-scope guards that, dropped unfinished, pop in
+            // push order and make wgpu's web backend panic ("Mismatched pop_error_scope"):
+            // leak them instead (the failed device's memory goes with its last handle anyway).
+            Builder::Gpu { sink, gpu } => {
+                std::mem::forget(sink);
+                drop(gpu);
+            }
+        }
+    }
+
+    /// The engine, once every tensor has arrived.
+    pub async fn build(self, config: Gpt2Config) -> tiller_core::Result<Engine> {
+        match self {
+            Builder::Cpu(s) => Ok(s.into_engine(config)),
+            Builder::Gpu { sink, gpu } => {
+                let weights = sink.finish().await?;
+                Ok(Engine::Gpu(GpuEngine::new(gpu.device, gpu.queue, gpu.info, weights).await?))
+            }
+        }
+    }
 }
 pub(crate) use with_backend;
 

@@ -21,7 +21,11 @@ use crate::protocol::{
     envelope, EngineChoice, ErrorKind, FromWorker, GenerationView, LayerVocabView, ModelSource, ToWorker, UserError,
     CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE,
 };
-use engine::{user_error, with_backend, CpuSink, Engine, Yielding};
+use engine::{request_gpu, user_error, with_backend, Builder, CpuSink, Engine, Yielding};
+use tiller_gpu::GpuEngine;
+
+/// What to tell a user whose browser offers no WebGPU adapter.
+pub const NO_WEBGPU: &str = "This browser offers no WebGPU adapter. Use Chrome or Edge 113+ (on Linux start it with --enable-unsafe-webgpu, or enable chrome://flags/#enable-unsafe-webgpu), Safari 26+, or Firefox 141+ on Windows (Nightly elsewhere, dom.webgpu.enabled).";
 
 pub fn scope() -> DedicatedWorkerGlobalScope {
     js_sys::global().unchecked_into()
@@ -85,8 +89,27 @@ pub fn start() {
     });
     scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     on_message.forget();
-    let webgpu = Reflect::get(&scope().navigator(), &"gpu".into()).map(|g| !g.is_undefined() && !g.is_null()).unwrap_or(false);
-    post(&FromWorker::Started { webgpu });
+    wasm_bindgen_futures::spawn_local(async {
+        let webgpu = has_webgpu_adapter().await;
+        post(&FromWorker::Started { webgpu });
+    });
+}
+
+/// Whether `navigator.gpu` exists here and hands out an adapter (Chromium on Linux has the
+/// object but no adapter unless WebGPU is enabled).
+async fn has_webgpu_adapter() -> bool {
+    let Ok(gpu) = Reflect::get(&scope().navigator(), &"gpu".into()) else { return false };
+    if gpu.is_undefined() || gpu.is_null() {
+        return false;
+    }
+    let Ok(request) = Reflect::get(&gpu, &"requestAdapter".into()).and_then(|f| f.dyn_into::<js_sys::Function>().map_err(JsValue::from))
+    else {
+        return false;
+    };
+    let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<js_sys::Promise>().map_err(JsValue::from)) else {
+        return false;
+    };
+    matches!(wasm_bindgen_futures::JsFuture::from(promise).await, Ok(a) if !a.is_null() && !a.is_undefined())
 }
 
 async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
@@ -159,13 +182,6 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
         }
     }
     let signal = controller.as_ref().map(|c| c.signal());
-    if choice == EngineChoice::Gpu {
-        return Err(UserError::new(
-            ErrorKind::NoWebGpu,
-            "the WebGPU engine is not in this build yet: choose the CPU engine (tiny models, distilgpt2, gpt2)",
-        ));
-    }
-
     let (config_json, tokenizer_json, model, from_cache_small) = match source {
         ModelSource::Local => {
             let pick = |names: &[&str]| files.iter().find(|f| names.iter().any(|n| f.name() == *n)).cloned();
@@ -195,14 +211,31 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
     };
     let tokenizer = Gpt2Tokenizer::from_bytes(&tokenizer_json).map_err(|e| user_error(&e))?;
 
-    let mut sink = CpuSink::default();
-    let streamed = stream_model(model, config_json.as_deref(), &mut sink, signal.as_ref(), &cancelled).await?;
-    let engine = sink.into_engine(streamed.config);
+    // The GPU sink must not be dropped unfinished (see `Builder::abandon`): make it only now,
+    // after the last `?` before streaming.
+    let (mut builder, note) = match choice {
+        EngineChoice::Cpu => (Builder::Cpu(CpuSink::default()), None),
+        EngineChoice::Gpu | EngineChoice::Auto => match request_gpu().await? {
+            Some(gpu) => (Builder::Gpu { sink: GpuEngine::loader(&gpu.device), gpu }, None),
+            None if choice == EngineChoice::Gpu => return Err(UserError::new(ErrorKind::NoWebGpu, NO_WEBGPU)),
+            None => (
+                Builder::Cpu(CpuSink::default()),
+                Some(format!("{NO_WEBGPU} Running on the CPU engine instead: slow, and only for small models.")),
+            ),
+        },
+    };
+
+    let streamed = match stream_model(model, config_json.as_deref(), builder.sink(), signal.as_ref(), &cancelled).await {
+        Ok(s) => s,
+        Err(e) => {
+            builder.abandon();
+            return Err(e);
+        }
+    };
+    let engine = builder.build(streamed.config).await.map_err(|e| user_error(&e))?;
     let describe = engine.describe();
     *st.engine.borrow_mut() = Some(engine);
     *st.tokenizer.borrow_mut() = Some(Rc::new(tokenizer));
-    let note = (choice == EngineChoice::Auto)
-        .then(|| "The WebGPU engine is not wired in yet; this runs on the CPU reference (slow, small models only).".to_string());
     post(&FromWorker::Loaded {
         config: streamed.config,
         engine: describe,
