@@ -774,11 +774,13 @@ e2e('19-greedy-matches-hf-golden', async (t) => {
   // by tests/fixtures/make_golden.py), for the F16 and the F32 tiny model.
   const norm = (x) => x.replace(/\s+/g, ' ').trim();
   const failures = [];
-  for (const [repo, dir] of [[REPOS.tiny, 'tiny-gpt2'], [REPOS.tinyF32, 'tiny-gpt2-f32']]) {
+  // Five of the ten golden recipes (each run takes seconds on SwiftShader): between them
+  // BOS on and off, one and two layers, a term with a leading space, both dtypes.
+  for (const [repo, dir, pick] of [[REPOS.tiny, 'tiny-gpt2', [0, 1, 3]], [REPOS.tinyF32, 'tiny-gpt2-f32', [2, 4]]]) {
     const golden = JSON.parse(fs.readFileSync(path.join(FIXTURES, dir, 'golden.json'), 'utf8'));
     const decode = loadDecoder(path.join(FIXTURES, dir, 'tokenizer.json'));
     await ensureModel(page, repo);
-    for (const g of golden.steered) {
+    for (const g of pick.map((i) => golden.steered[i])) {
       const n = g.greedy.length;
       await setRecipe(page, {
         prompt: g.prompt,
