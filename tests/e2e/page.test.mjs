@@ -290,12 +290,13 @@ e2e('04-vocab-panel', async (t) => {
   const key = (v) => v.map((e) => `${e.id}:${e.score}`).join('|');
   let after = before;
   const t1 = Date.now();
-  while (key(after) === key(before) && Date.now() - t1 < 30_000) {
+  // (The panel may empty for a moment while it recomputes.)
+  while ((after.length === 0 || key(after) === key(before)) && Date.now() - t1 < 30_000) {
     await page.waitForTimeout(250);
     after = await readVocab(page);
   }
   t.diagnostic(`after toggling ln_f: ${JSON.stringify(after.slice(0, 3))}`);
-  assert.ok(after.length > 0, 'the vocab panel emptied after toggling ln_f');
+  assert.ok(after.length > 0, 'the vocab panel stayed empty for 30 s after toggling ln_f');
   const sb = before.map((e) => e.score).join('|');
   const sa = after.map((e) => e.score).join('|');
   assert.notEqual(sa, sb, 'toggling vocab-ln-f did not change the scores');
