@@ -824,3 +824,30 @@ e2e('20-presets', async (t) => {
   const body = await page.locator('body').innerText();
   assert.match(body, /scaled/i, 'the preset is not labelled as scaled for this smaller model');
 });
+
+e2e('21-layer-bounded-by-depth', async (t) => {
+  // The tiny model has 4 layers (0..3): layer 7 is refused with a message, and not run.
+  await ensureModel(page);
+  await setRecipe(page, { prompt: 'I hate you because', terms: [{ text: 'Love', layer: 7, coeff: 5 }], n: 1, maxTokens: 4 });
+  const max = await tid(page, 'term-row').first().locator('[data-testid="term-layer"]').getAttribute('max');
+  t.diagnostic(`term-layer max=${JSON.stringify(max)}`);
+  const findLine = async () => {
+    const body = `${await errorText(page)}\n${await page.locator('body').innerText()}`;
+    return body.split('\n').find((l) => /layer/i.test(l) && /\b7\b/.test(l) && /range|0\s*(\.\.|–|-|to)\s*3|only|depth/i.test(l)) || '';
+  };
+  let line = '';
+  const t0 = Date.now();
+  while (!line && Date.now() - t0 < 10_000) { await page.waitForTimeout(250); line = await findLine(); }
+  const runBtn = tid(page, 'run').first();
+  const enabled = await runBtn.isEnabled();
+  if (enabled) {
+    await runBtn.click();
+    await page.waitForTimeout(3_000);
+    if (!line) line = await findLine();
+  }
+  const st = await attr(page, 'run-status', 'data-state');
+  t.diagnostic(`message: ${JSON.stringify(line)}; Run enabled: ${enabled}; run-status after Run: ${st}`);
+  assert.ok(line, 'no message that layer 7 is out of range for a 4-layer model');
+  assert.notEqual(st, 'done', 'a term at layer 7 of a 4-layer model ran to completion');
+  assert.notEqual(st, 'running', 'a term at layer 7 of a 4-layer model is running');
+});
