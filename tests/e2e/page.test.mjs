@@ -840,14 +840,16 @@ e2e('21-layer-bounded-by-depth', async (t) => {
   while (!line && Date.now() - t0 < 10_000) { await page.waitForTimeout(250); line = await findLine(); }
   const runBtn = tid(page, 'run').first();
   const enabled = await runBtn.isEnabled();
+  let states = [];
   if (enabled) {
+    // run-status may still say "done" from an earlier run: watch what the click changes.
+    await startRecording(page, 1);
     await runBtn.click();
     await page.waitForTimeout(3_000);
+    states = (await takeRecording(page)).slice(1).map((r) => r.state);
     if (!line) line = await findLine();
   }
-  const st = await attr(page, 'run-status', 'data-state');
-  t.diagnostic(`message: ${JSON.stringify(line)}; Run enabled: ${enabled}; run-status after Run: ${st}`);
+  t.diagnostic(`message: ${JSON.stringify(line)}; Run enabled: ${enabled}; run-status after clicking Run: ${JSON.stringify(states)}`);
   assert.ok(line, 'no message that layer 7 is out of range for a 4-layer model');
-  assert.notEqual(st, 'done', 'a term at layer 7 of a 4-layer model ran to completion');
-  assert.notEqual(st, 'running', 'a term at layer 7 of a 4-layer model is running');
+  assert.ok(!states.includes('running') && !states.includes('done'), `a term at layer 7 of a 4-layer model ran (${states.join(' → ')})`);
 });
