@@ -111,7 +111,10 @@ after(async () => {
 
 e2e('01-page-loads', async (t) => {
   await page.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
-  await expectPresent(page, 'model-select', 30_000, 'the page did not render (wasm not started?)');
+  const missing404 = () => servers.site.requests.filter((r) => r.status === 404).map((r) => r.path);
+  await expectPresent(page, 'model-select', 30_000).catch((e) => {
+    throw new Error(`${e.message}: the page did not render; files missing from the build: ${JSON.stringify(missing404())}; console errors: ${problems.consoleErrors.join(' | ')}`);
+  });
 
   // Title and intro.
   const title = await page.title();

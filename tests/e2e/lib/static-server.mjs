@@ -28,7 +28,9 @@ export async function startStaticServer(root) {
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://127.0.0.1');
     let rel = decodeURIComponent(url.pathname);
-    requests.push({ method: req.method, path: rel });
+    const entry = { method: req.method, path: rel, status: 0 };
+    requests.push(entry);
+    res.on('finish', () => { entry.status = res.statusCode; });
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { Allow: 'GET, HEAD' });
       return res.end();
