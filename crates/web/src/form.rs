@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("padded") && w[0].contains("2 spaces"));
         assert!(w[1].contains("prompt only 2"));
-        r.max_new_tokens = 1000;
+        r.max_new_tokens = 1010;
         let w = warnings(&r, &TokenCounts { prompt: 20, terms: vec![1, 1] }, 1024);
         assert!(w[0].contains("exceeds"), "{w:?}");
     }

@@ -296,7 +296,9 @@ pub enum FromWorker {
     /// Download or read progress of one file.
     Progress { file: String, loaded: u64, total: Option<u64>, from_cache: bool },
     /// The engine is ready.
-    Loaded { config: Gpt2Config, engine: String, from_cache: bool, bytes: u64, note: Option<String> },
+    /// `wasm_memory`: the worker's wasm memory after loading (bytes), which on the GPU path
+    /// stays far below the model's size.
+    Loaded { config: Gpt2Config, engine: String, from_cache: bool, bytes: u64, note: Option<String>, wasm_memory: u64 },
     LoadFailed { error: UserError },
     Analysis { id: u64, prompt_tokens: usize, term_tokens: Vec<usize> },
     RunStep { run_id: u64, generation: GenerationView },

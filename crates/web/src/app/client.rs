@@ -34,8 +34,13 @@ pub fn start(ctx: Ctx) {
     });
     worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     on_message.forget();
+    let this_worker = worker.clone();
     let on_error = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |event: web_sys::ErrorEvent| {
         event.prevent_default();
+        // A worker already replaced (after its panic was reported) may still trap: ignore it.
+        if !ctx.worker.with_value(|w| w.as_ref().is_some_and(|w| JsValue::from(w) == JsValue::from(&this_worker))) {
+            return;
+        }
         let message = event.message();
         ctx.model_state.set(ModelState::Error);
         ctx.loaded.set(None);
@@ -171,8 +176,10 @@ pub fn run(ctx: Ctx) -> Result<(), Vec<String>> {
     let run_id = ctx.fresh_id();
     ctx.error.set(None);
     ctx.runs.update(|runs| {
+        let number = runs.len() + 1;
         runs.push(RunRecord {
             id: run_id,
+            number,
             source: loaded.source.clone(),
             recipe: recipe.clone(),
             generation: GenerationView::default(),
@@ -254,9 +261,9 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                 *p = Some(Progress { loaded, total, from_cache, started_ms, now_ms: now_ms() });
             });
         }
-        FromWorker::Loaded { config, engine, from_cache, bytes, note } => {
+        FromWorker::Loaded { config, engine, from_cache, bytes, note, wasm_memory } => {
             let source = ctx.loading_source.get_untracked().unwrap_or_else(|| ctx.chosen_source());
-            ctx.loaded.set(Some(LoadedModel { source, config, engine, from_cache, bytes, note }));
+            ctx.loaded.set(Some(LoadedModel { source, config, engine, from_cache, bytes, note, wasm_memory }));
             ctx.model_state.set(ModelState::Ready);
             ctx.loading_source.set(None);
         }

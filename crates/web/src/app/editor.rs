@@ -87,6 +87,7 @@ pub fn RecipeEditor() -> impl IntoView {
                 prop:value=move || ctx.form.with(|f| f.prompt.clone())
                 on:input=move |ev| ctx.form.update(|f| f.prompt = event_target_value(&ev))></textarea>
             <Terms/>
+            <TokenCounts/>
             <PairShortcut/>
             <Options/>
             <Sampling/>
@@ -104,6 +105,7 @@ pub fn RecipeEditor() -> impl IntoView {
                         RunState::Idle if ctx.model_state.get() != ModelState::Ready => "Load a model to run.",
                         RunState::Idle => "Ready to run.",
                         RunState::Running => "Generating…",
+                        RunState::Done if shown_stopped(ctx) => "Stopped.",
                         RunState::Done => "Done.",
                         RunState::Error => "The run failed (see the error above).",
                     }}
@@ -113,12 +115,20 @@ pub fn RecipeEditor() -> impl IntoView {
     }
 }
 
+fn shown_stopped(ctx: Ctx) -> bool {
+    let Some(id) = ctx.shown_run.get() else { return false };
+    ctx.runs.with(|runs| runs.iter().any(|r| r.id == id && r.stopped))
+}
+
 /// The published examples.
 #[component]
 fn PresetPicker() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let note = move || {
         let (id, depth) = preset_untouched(ctx)?;
+        if ctx.preset.get() != id {
+            return None;
+        }
         presets::find(&id)?.scale_note(depth)
     };
     view! {
@@ -192,6 +202,31 @@ fn TermRowView(
             <button class="small" data-testid="term-remove" title="Remove this term"
                 on:click=move |_| ctx.form.update(|f| f.terms.retain(|t| t.id != id))>"✕"</button>
         </div>
+    }
+}
+
+/// How many tokens the prompt and each term are (BOS included when on), from the worker.
+#[component]
+fn TokenCounts() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    move || {
+        let counts = ctx.counts.get()?;
+        let cfg = ctx.config()?;
+        let texts = ctx.form.with(|f| f.terms.iter().map(|t| t.text.clone()).collect::<Vec<_>>());
+        if texts.len() != counts.terms.len() {
+            return None;
+        }
+        let terms = texts
+            .iter()
+            .zip(&counts.terms)
+            .map(|(t, n)| format!("\"{t}\" {n}"))
+            .collect::<Vec<_>>()
+            .join(" · ");
+        Some(view! {
+            <p class="note" data-testid="token-count">
+                {format!("Tokens: prompt {} (context {}); terms {terms}.", counts.prompt, cfg.n_positions)}
+            </p>
+        })
     }
 }
 

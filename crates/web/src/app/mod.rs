@@ -57,6 +57,7 @@ pub struct LoadedModel {
     pub from_cache: bool,
     pub bytes: u64,
     pub note: Option<String>,
+    pub wasm_memory: u64,
 }
 
 /// Download progress of `model.safetensors`.
@@ -94,6 +95,8 @@ impl RunState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
     pub id: u64,
+    /// 1, 2, 3… in the order runs were started (for people; `id` is for messages).
+    pub number: usize,
     pub source: ModelSource,
     pub recipe: Recipe,
     pub generation: GenerationView,

@@ -192,14 +192,15 @@ fn ModelStatus() -> impl IntoView {
             .map(|l| {
                 let c = l.config;
                 format!(
-                    "Ready: {} ({} layers, {} channels, {} heads, context {}) on {}{}.",
+                    "Ready: {} ({} layers, {} channels, {} heads, context {}) on {}{}. Engine memory in this tab: {} of wasm.",
                     l.source.label(),
                     c.n_layer,
                     c.n_embd,
                     c.n_head,
                     c.n_positions,
                     l.engine,
-                    if l.from_cache { ", loaded from this browser's cache" } else { "" }
+                    if l.from_cache { ", loaded from this browser's cache" } else { "" },
+                    fmt::bytes(l.wasm_memory)
                 )
             })
             .unwrap_or_default(),

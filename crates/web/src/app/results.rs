@@ -65,7 +65,7 @@ pub fn Results() -> impl IntoView {
         };
         view! {
             <p class="run-meta">
-                {format!("Run #{} on {} · {} · seed {} · ", run.id, run.source.label(), terms_summary(&run.recipe), run.recipe.seed)}
+                {format!("Run #{} on {} · {} · seed {} · ", run.number, run.source.label(), terms_summary(&run.recipe), run.recipe.seed)}
                 <span class="run-state">{status}</span>
             </p>
             <div class="columns-head"><h3>"Unsteered"</h3><h3>"Steered"</h3></div>
@@ -102,7 +102,7 @@ pub fn History() -> impl IntoView {
                 let running = ctx.run_state.get() == RunState::Running;
                 view! {
                     <li class:current=shown_id == Some(id) data-testid="history-entry">
-                        <span class="h-label">{format!("#{id} · {} · \"{}\" · {} · {}", source.label(), recipe.prompt, terms_summary(&recipe), r.state.as_str())}</span>
+                        <span class="h-label">{format!("#{} · {} · \"{}\" · {} · {}", r.number, source.label(), recipe.prompt, terms_summary(&recipe), if r.stopped { "stopped" } else { r.state.as_str() })}</span>
                         <button class="small" data-testid="history-show" on:click=move |_| {
                             ctx.shown_run.set(Some(id));
                             client::request_vocab(ctx);

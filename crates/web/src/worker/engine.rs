@@ -217,9 +217,9 @@ fn gpu_kind(message: &str) -> ErrorKind {
     let m = message.to_ascii_lowercase();
     if m.contains("lost") {
         ErrorKind::DeviceLost
-    } else if m.contains("out of memory") || m.contains("oom") || m.contains("allocation") {
+    } else if m.contains("out of memory") || m.contains("out of gpu memory") || m.contains("allocation") {
         ErrorKind::OutOfMemory
-    } else if m.contains("limit") {
+    } else if m.contains("limit") || m.contains("this gpu allows") || m.contains("smaller model") {
         ErrorKind::AdapterLimits
     } else if m.contains("no webgpu") || m.contains("no adapter") || m.contains("navigator.gpu") {
         ErrorKind::NoWebGpu
@@ -231,6 +231,14 @@ fn gpu_kind(message: &str) -> ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_errors_are_classified() {
+        assert_eq!(gpu_kind("out of GPU memory: try a smaller model"), ErrorKind::OutOfMemory);
+        assert_eq!(gpu_kind("tensor `wte.weight` needs 160.8 MB in one buffer binding but this GPU allows 134.2 MB; try a smaller model"), ErrorKind::AdapterLimits);
+        assert_eq!(gpu_kind("the device was lost"), ErrorKind::DeviceLost);
+        assert_eq!(gpu_kind("something else"), ErrorKind::Internal);
+    }
 
     #[test]
     fn parameter_counts_match_the_released_models() {

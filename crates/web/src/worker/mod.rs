@@ -242,8 +242,19 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
         from_cache: streamed.from_cache && (from_cache_small || matches!(source, ModelSource::Local)),
         bytes: streamed.bytes,
         note,
+        wasm_memory: wasm_memory_bytes(),
     });
     Ok(())
+}
+
+/// The size of this worker's wasm linear memory (it only grows: this is the peak so far).
+fn wasm_memory_bytes() -> u64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .ok()
+        .and_then(|m| m.buffer().dyn_into::<js_sys::ArrayBuffer>().ok())
+        .map(|b| b.byte_length() as u64)
+        .unwrap_or(0)
 }
 
 enum ModelInput {
