@@ -123,11 +123,29 @@ pub struct LayernormBuffers<'a> {
     pub bias: &'a wgpu::Buffer,
 }
 
+/// u32 words per row of a matmul weight: N f16 rounded up to whole 16-byte words of eight.
+pub fn matmul_row_words(n: usize) -> usize {
+    n.div_ceil(8) * 4
+}
+
+/// A `[K, N]` matrix in the matmul kernel's layout: f16, rows zero-padded to
+/// [`matmul_row_words`]. For N a multiple of 8 (every GPT-2) this is the file's own layout.
+pub fn pack_matmul_weight(w: &[f32], k: usize, n: usize) -> Vec<u8> {
+    let row_bytes = matmul_row_words(n) * 4;
+    let mut out = vec![0u8; k * row_bytes];
+    for (src, dst) in w.chunks_exact(n).zip(out.chunks_exact_mut(row_bytes)) {
+        for (x, d) in src.iter().zip(dst.chunks_exact_mut(2)) {
+            d.copy_from_slice(&half::f16::from_f32(*x).to_le_bytes());
+        }
+    }
+    out
+}
+
 /// Buffers of `matmul(out, inp, weight, bias)`; a bias buffer is bound even when unused.
 pub struct MatmulBuffers<'a> {
     pub out: &'a wgpu::Buffer,
     pub inp: &'a wgpu::Buffer,
-    /// [K, N/2] f16 pairs.
+    /// [K, N] f16, see [`pack_matmul_weight`].
     pub weight: &'a wgpu::Buffer,
     pub bias: &'a wgpu::Buffer,
 }
@@ -324,7 +342,7 @@ impl Kernels {
     }
     pub fn matmul(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &MatmulParams) {
         let t = tile_index(p.rows);
-        let groups = [div_ceil(p.n / 2, WG), div_ceil(p.rows, TILE_ROWS[t]), 1];
+        let groups = [div_ceil(p.n.div_ceil(8), WG), div_ceil(p.rows, TILE_ROWS[t]), 1];
         rec.dispatch(&self.matmul[t].pipeline, group, bytemuck::bytes_of(p), groups);
     }
     pub fn kv_write(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &AttentionParams) {

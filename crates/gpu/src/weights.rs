@@ -2,18 +2,21 @@
 //! ([`GpuWeightsSink`] is a [`TensorSink`]), so no whole file is ever held in memory.
 //!
 //! Matrices (wte, wpe, the Conv1D weights) are stored as f16, two per u32 in file order: along
-//! N for Conv1D `[in, out]` weights, along C for wte `[V, C]`. F32 and BF16 files are rounded to
+//! N for Conv1D `[in, out]` weights (rows padded to whole 16-byte words, a no-op for GPT-2's
+//! widths), along C for wte `[V, C]`. F32 and BF16 files are rounded to
 //! f16 on upload. LayerNorm parameters and biases stay f32. wte is split by vocab rows into
 //! chunks that each fit one storage binding (gpt2-xl's is 161 MB in f16; WebGPU's default
 //! binding limit is 128 MiB).
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use half::{bf16, f16};
 use tiller_core::weights::{Dtype, SafetensorsHeader, TensorSink, TensorView};
 use tiller_core::{Gpt2Config, Result, TillerError};
 
 use crate::errors::{ErrorLog, Scopes};
+use crate::kernels::matmul_row_words;
 
 /// Vocab rows `vocab_start..vocab_start + vocab_len` of wte.
 pub struct WteChunk {
@@ -101,9 +104,10 @@ impl GpuWeightsSink {
         ))
     }
 
-    /// A buffer holding elements `start..start + len` of `t` as f16 pairs.
-    fn upload_f16(&mut self, label: &str, t: &TensorView<'_>, start: usize, len: usize) -> Result<wgpu::Buffer> {
-        let size = (len * 2) as u64;
+    /// A buffer holding `rows` rows of `cols` elements of `t` from row `first_row`, as f16,
+    /// each row padded with zeros to `row_bytes`.
+    fn upload_f16(&mut self, label: &str, t: &TensorView<'_>, rows: Range<usize>, cols: usize, row_bytes: usize) -> Result<wgpu::Buffer> {
+        let size = (rows.len() * row_bytes) as u64;
         if size > max_binding(&self.device) {
             return Err(self.too_big(label, size));
         }
@@ -112,23 +116,30 @@ impl GpuWeightsSink {
             let mut view = buffer
                 .get_mapped_range_mut(..)
                 .map_err(|e| TillerError::Gpu(format!("uploading `{label}` failed: {e}")))?;
-            if t.dtype == Dtype::F16 {
+            let es = t.dtype.size();
+            let (start, len) = (rows.start * cols, rows.len() * cols);
+            if t.dtype == Dtype::F16 && row_bytes == cols * 2 {
                 view.slice(..).copy_from_slice(&t.bytes[start * 2..(start + len) * 2]);
             } else {
-                let mut block: Vec<u8> = Vec::with_capacity(CONVERT_BLOCK * 2);
-                let es = t.dtype.size();
-                for b0 in (0..len).step_by(CONVERT_BLOCK) {
-                    let n = CONVERT_BLOCK.min(len - b0);
+                // Convert a block of whole rows at a time into the mapping.
+                let rows_per_block = (CONVERT_BLOCK / cols).max(1);
+                let mut block: Vec<u8> = Vec::with_capacity(rows_per_block * row_bytes);
+                for r0 in (0..rows.len()).step_by(rows_per_block) {
+                    let n = rows_per_block.min(rows.len() - r0);
                     block.clear();
-                    let src = &t.bytes[(start + b0) * es..(start + b0 + n) * es];
-                    for e in src.chunks_exact(es) {
-                        let x = match t.dtype {
-                            Dtype::F32 => f32::from_le_bytes([e[0], e[1], e[2], e[3]]),
-                            _ => bf16::from_le_bytes([e[0], e[1]]).to_f32(),
-                        };
-                        block.extend_from_slice(&f16::from_f32(x).to_le_bytes());
+                    let src = &t.bytes[(start + r0 * cols) * es..(start + (r0 + n) * cols) * es];
+                    for row in src.chunks_exact(cols * es) {
+                        for e in row.chunks_exact(es) {
+                            let x = match t.dtype {
+                                Dtype::F32 => f32::from_le_bytes([e[0], e[1], e[2], e[3]]),
+                                Dtype::F16 => f16::from_le_bytes([e[0], e[1]]).to_f32(),
+                                Dtype::BF16 => bf16::from_le_bytes([e[0], e[1]]).to_f32(),
+                            };
+                            block.extend_from_slice(&f16::from_f32(x).to_le_bytes());
+                        }
+                        block.resize(block.len() + row_bytes - cols * 2, 0);
                     }
-                    view.slice(b0 * 2..(b0 + n) * 2).copy_from_slice(&block);
+                    view.slice(r0 * row_bytes..(r0 + n) * row_bytes).copy_from_slice(&block);
                 }
             }
         }
@@ -220,13 +231,17 @@ impl TensorSink for GpuWeightsSink {
             let mut start = 0;
             while start < cfg.vocab_size {
                 let len = rows_per_chunk.min(cfg.vocab_size - start);
-                let buffer = self.upload_f16(&format!("wte.weight[{start}..{}]", start + len), &t, start * c, len * c)?;
+                let label = format!("wte.weight[{start}..{}]", start + len);
+                let buffer = self.upload_f16(&label, &t, start..start + len, c, c * 2)?;
                 self.wte.push(WteChunk { buffer, vocab_start: start as u32, vocab_len: len as u32 });
                 start += len;
             }
         } else {
-            let buffer = if t.shape.len() == 2 {
-                self.upload_f16(t.name, &t, 0, t.numel())?
+            let buffer = if t.name == "wpe.weight" {
+                self.upload_f16(t.name, &t, 0..t.shape[0], t.shape[1], t.shape[1] * 2)?
+            } else if t.shape.len() == 2 {
+                // A Conv1D weight [in, out], in the matmul kernel's layout.
+                self.upload_f16(t.name, &t, 0..t.shape[0], t.shape[1], matmul_row_words(t.shape[1]) * 4)?
             } else {
                 self.upload_f32(t.name, &t)?
             };

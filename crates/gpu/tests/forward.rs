@@ -240,3 +240,19 @@ fn wte_split_across_bindings_matches_cpu() {
     let req = request(vec![SeqStep { slot: 0, tokens: toks }], LogitRows::All);
     both(&mut g, &mut c, &req, "wte in 64 KiB chunks");
 }
+
+/// C = 68 (head size 17): no Conv1D width is a multiple of 8, so every matmul weight row is
+/// padded on upload and the last word of each row is partly zeros.
+#[test]
+fn widths_not_multiple_of_8_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = config(2, 68, 4, 300);
+    let (mut g, mut c) = pair(gpu, &cfg, 19, Dtype::F16);
+    g.reset(2, 20).unwrap();
+    c.reset(2, 20).unwrap();
+    let mut rng = Rng::new(8);
+    let seqs = vec![SeqStep { slot: 0, tokens: tokens(&mut rng, 9, cfg.vocab_size) }, SeqStep { slot: 1, tokens: tokens(&mut rng, 2, cfg.vocab_size) }];
+    both(&mut g, &mut c, &request(seqs, LogitRows::All), "C=68");
+    let seqs = vec![SeqStep { slot: 1, tokens: tokens(&mut rng, 1, cfg.vocab_size) }];
+    both(&mut g, &mut c, &request(seqs, LogitRows::Last), "C=68 decode");
+}

@@ -8,6 +8,7 @@ mod common;
 use common::{assert_close, gpu, round_f16, Harness, Rng};
 use tiller_core::ops::{self, RowMeta};
 use tiller_gpu::kernels::{
+    pack_matmul_weight,
     AddRowsBuffers, AttentionBuffers, AttentionParams, EmbedBuffers, EmbedParams, KvWriteBuffers, LayernormBuffers, LayernormParams,
     LogitsBuffers, LogitsParams, MatmulBuffers, MatmulParams, ResidualBuffers, ResidualParams,
 };
@@ -88,7 +89,7 @@ fn check_matmul(h: &mut Harness, rng: &mut Rng, case: MatmulCase) {
         ops::gelu(&mut want);
     }
     let out = h.zeros(rows * n);
-    let (i, w, bb) = (h.f32s(&inp), h.f16s(&weight), h.f32s(&b));
+    let (i, w, bb) = (h.f32s(&inp), h.bytes(&pack_matmul_weight(&weight, k, n)), h.f32s(&b));
     let g = h.kernels.bind_matmul(&h.gpu.device, &MatmulBuffers { out: &out, inp: &i, weight: &w, bias: &bb });
     let flags = if bias { MatmulParams::BIAS } else { 0 } | if gelu { MatmulParams::GELU } else { 0 };
     let mut rec = h.recorder();
@@ -106,6 +107,8 @@ fn matmul_matches_reference_on_awkward_shapes() {
         // T = 1, K not a multiple of the 64-wide K tile, N/2 not a multiple of the workgroup.
         MatmulCase { rows: 1, k: 80, n: 240, bias: true, gelu: false },
         MatmulCase { rows: 7, k: 64, n: 66, bias: false, gelu: false },
+        // N not a multiple of 8: rows of the weight are padded.
+        MatmulCase { rows: 5, k: 70, n: 42, bias: true, gelu: true },
         MatmulCase { rows: 65, k: 80, n: 320, bias: true, gelu: true },
         MatmulCase { rows: 2, k: 768, n: 2304, bias: true, gelu: false },
         MatmulCase { rows: 6, k: 1600, n: 1600, bias: true, gelu: false },
@@ -131,7 +134,7 @@ fn matmul_gelu_handles_large_negative_and_positive_inputs() {
     let mut want = inp.clone();
     ops::gelu(&mut want);
     let out = h.zeros(n);
-    let (i, w, b) = (h.f32s(&inp), h.f16s(&eye), h.f32s(&vec![0.0; n]));
+    let (i, w, b) = (h.f32s(&inp), h.bytes(&pack_matmul_weight(&eye, n, n)), h.f32s(&vec![0.0; n]));
     let g = h.kernels.bind_matmul(&h.gpu.device, &MatmulBuffers { out: &out, inp: &i, weight: &w, bias: &b });
     let mut rec = h.recorder();
     let flags = MatmulParams::BIAS | MatmulParams::GELU;

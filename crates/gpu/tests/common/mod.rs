@@ -79,6 +79,9 @@ impl Harness {
         Self { gpu, kernels, arena }
     }
 
+    pub fn bytes(&self, bytes: &[u8]) -> wgpu::Buffer {
+        self.buffer(bytes)
+    }
     fn buffer(&self, bytes: &[u8]) -> wgpu::Buffer {
         let size = (bytes.len() as u64).max(16).next_multiple_of(4);
         let b = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
