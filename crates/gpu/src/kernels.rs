@@ -110,8 +110,9 @@ pub struct EmbedBuffers<'a> {
     pub out: &'a wgpu::Buffer,
     pub tokens: &'a wgpu::Buffer,
     pub positions: &'a wgpu::Buffer,
-    /// One vocab chunk of wte, f16 pairs.
+    /// One vocab chunk of wte, see [`pack_f16_rows`].
     pub wte: &'a wgpu::Buffer,
+    /// [P, C] f16, unpadded.
     pub wpe: &'a wgpu::Buffer,
 }
 
@@ -123,15 +124,16 @@ pub struct LayernormBuffers<'a> {
     pub bias: &'a wgpu::Buffer,
 }
 
-/// u32 words per row of a matmul weight: N f16 rounded up to whole 16-byte words of eight.
-pub fn matmul_row_words(n: usize) -> usize {
+/// u32 words per row of a weight matrix as the kernels read it (matmul weights [K, N] and wte
+/// [V, C]): the row's f16 rounded up to whole 16-byte words of eight.
+pub fn f16_row_words(n: usize) -> usize {
     n.div_ceil(8) * 4
 }
 
-/// A `[K, N]` matrix in the matmul kernel's layout: f16, rows zero-padded to
-/// [`matmul_row_words`]. For N a multiple of 8 (every GPT-2) this is the file's own layout.
-pub fn pack_matmul_weight(w: &[f32], k: usize, n: usize) -> Vec<u8> {
-    let row_bytes = matmul_row_words(n) * 4;
+/// A `[K, N]` matrix in the kernels' layout: f16, rows zero-padded to [`f16_row_words`].
+/// For N a multiple of 8 (every GPT-2 width) this is the file's own layout.
+pub fn pack_f16_rows(w: &[f32], k: usize, n: usize) -> Vec<u8> {
+    let row_bytes = f16_row_words(n) * 4;
     let mut out = vec![0u8; k * row_bytes];
     for (src, dst) in w.chunks_exact(n).zip(out.chunks_exact_mut(row_bytes)) {
         for (x, d) in src.iter().zip(dst.chunks_exact_mut(2)) {
@@ -145,7 +147,7 @@ pub fn pack_matmul_weight(w: &[f32], k: usize, n: usize) -> Vec<u8> {
 pub struct MatmulBuffers<'a> {
     pub out: &'a wgpu::Buffer,
     pub inp: &'a wgpu::Buffer,
-    /// [K, N] f16, see [`pack_matmul_weight`].
+    /// [K, N] f16, see [`pack_f16_rows`].
     pub weight: &'a wgpu::Buffer,
     pub bias: &'a wgpu::Buffer,
 }
@@ -186,7 +188,7 @@ pub struct LogitsBuffers<'a> {
     pub out: &'a wgpu::Buffer,
     pub inp: &'a wgpu::Buffer,
     pub row_index: &'a wgpu::Buffer,
-    /// One vocab chunk of wte, f16 pairs.
+    /// One vocab chunk of wte, see [`pack_f16_rows`].
     pub wte: &'a wgpu::Buffer,
 }
 

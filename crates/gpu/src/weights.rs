@@ -2,8 +2,8 @@
 //! ([`GpuWeightsSink`] is a [`TensorSink`]), so no whole file is ever held in memory.
 //!
 //! Matrices (wte, wpe, the Conv1D weights) are stored as f16, two per u32 in file order: along
-//! N for Conv1D `[in, out]` weights (rows padded to whole 16-byte words, a no-op for GPT-2's
-//! widths), along C for wte `[V, C]`. F32 and BF16 files are rounded to
+//! N for Conv1D `[in, out]` weights, along C for wte `[V, C]`; rows of both are padded to whole
+//! 16-byte words (a no-op for GPT-2's widths) because the kernels read eight f16 per load. F32 and BF16 files are rounded to
 //! f16 on upload. LayerNorm parameters and biases stay f32. wte is split by vocab rows into
 //! chunks that each fit one storage binding (gpt2-xl's is 161 MB in f16; WebGPU's default
 //! binding limit is 128 MiB).
@@ -16,7 +16,7 @@ use tiller_core::weights::{Dtype, SafetensorsHeader, TensorSink, TensorView};
 use tiller_core::{Gpt2Config, Result, TillerError};
 
 use crate::errors::{ErrorLog, Scopes};
-use crate::kernels::matmul_row_words;
+use crate::kernels::f16_row_words;
 
 /// Vocab rows `vocab_start..vocab_start + vocab_len` of wte.
 pub struct WteChunk {
@@ -215,7 +215,7 @@ impl GpuWeightsSink {
 impl TensorSink for GpuWeightsSink {
     fn begin(&mut self, cfg: &Gpt2Config, _header: &SafetensorsHeader) -> Result<()> {
         let c = cfg.n_embd as u64;
-        if (cfg.vocab_size as u64) > u32::MAX as u64 / 2 || c * 2 > max_binding(&self.device) {
+        if (cfg.vocab_size as u64) > u32::MAX as u64 / 2 || f16_row_words(c as usize) as u64 * 4 > max_binding(&self.device) {
             return Err(TillerError::Gpu(format!("this model's shapes ({cfg:?}) do not fit the GPU's limits; try a smaller model")));
         }
         self.config = Some(*cfg);
@@ -227,12 +227,13 @@ impl TensorSink for GpuWeightsSink {
         if t.name == "wte.weight" {
             // Split by vocab rows into chunks that each fit one binding.
             let c = cfg.n_embd;
-            let rows_per_chunk = (max_binding(&self.device) / (c as u64 * 2)) as usize;
+            let row_bytes = f16_row_words(c) * 4;
+            let rows_per_chunk = (max_binding(&self.device) / row_bytes as u64) as usize;
             let mut start = 0;
             while start < cfg.vocab_size {
                 let len = rows_per_chunk.min(cfg.vocab_size - start);
                 let label = format!("wte.weight[{start}..{}]", start + len);
-                let buffer = self.upload_f16(&label, &t, start..start + len, c, c * 2)?;
+                let buffer = self.upload_f16(&label, &t, start..start + len, c, row_bytes)?;
                 self.wte.push(WteChunk { buffer, vocab_start: start as u32, vocab_len: len as u32 });
                 start += len;
             }
@@ -241,7 +242,7 @@ impl TensorSink for GpuWeightsSink {
                 self.upload_f16(t.name, &t, 0..t.shape[0], t.shape[1], t.shape[1] * 2)?
             } else if t.shape.len() == 2 {
                 // A Conv1D weight [in, out], in the matmul kernel's layout.
-                self.upload_f16(t.name, &t, 0..t.shape[0], t.shape[1], matmul_row_words(t.shape[1]) * 4)?
+                self.upload_f16(t.name, &t, 0..t.shape[0], t.shape[1], f16_row_words(t.shape[1]) * 4)?
             } else {
                 self.upload_f32(t.name, &t)?
             };
