@@ -189,6 +189,7 @@ pub fn run(ctx: Ctx) -> Result<(), Vec<String>> {
         })
     });
     ctx.shown_run.set(Some(run_id));
+    ctx.vocab_recipe.set_value(None);
     ctx.run_state.set(RunState::Running);
     ctx.vocab.set(VocabState::Empty);
     send(ctx, &ToWorker::Run { run_id, recipe }, &[]);
@@ -197,10 +198,16 @@ pub fn run(ctx: Ctx) -> Result<(), Vec<String>> {
 
 /// Asks for the decoded vocabulary of the shown run's steering terms.
 pub fn request_vocab(ctx: Ctx) {
-    let Some(recipe) = shown_recipe(ctx) else { return };
+    let Some(recipe) = ctx.vocab_recipe.get_value().or_else(|| shown_recipe(ctx)) else { return };
+    decode_vocab(ctx, &recipe);
+}
+
+/// Asks for the decoded vocabulary of a recipe's steering terms (the editor's, without a run).
+pub fn decode_vocab(ctx: Ctx, recipe: &tiller_core::Recipe) {
     if ctx.model_state.get_untracked() != ModelState::Ready || ctx.run_state.get_untracked() == RunState::Running {
         return;
     }
+    ctx.vocab_recipe.set_value(Some(recipe.clone()));
     let id = ctx.fresh_id();
     ctx.last_vocab_id.set_value(id);
     ctx.vocab.set(VocabState::Loading);

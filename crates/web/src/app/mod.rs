@@ -161,6 +161,8 @@ pub struct Ctx {
     pub run_state: RwSignal<RunState>,
     pub vocab: RwSignal<VocabState>,
     pub vocab_ln_f: RwSignal<bool>,
+    /// The recipe whose vector the panel decoded when it was not a run's (the Decode button).
+    pub vocab_recipe: StoredValue<Option<Recipe>>,
     /// Latest request ids; answers to older requests are dropped.
     pub last_size_id: StoredValue<u64>,
     pub last_analysis_id: StoredValue<u64>,
@@ -198,6 +200,7 @@ impl Ctx {
             run_state: RwSignal::new(RunState::Idle),
             vocab: RwSignal::new(VocabState::Empty),
             vocab_ln_f: RwSignal::new(false),
+            vocab_recipe: StoredValue::new(None),
             last_size_id: StoredValue::new(0),
             last_analysis_id: StoredValue::new(0),
             last_vocab_id: StoredValue::new(0),

@@ -105,6 +105,7 @@ pub fn History() -> impl IntoView {
                         <span class="h-label">{format!("#{} · {} · \"{}\" · {} · {}", r.number, source.label(), recipe.prompt, terms_summary(&recipe), if r.stopped { "stopped" } else { r.state.as_str() })}</span>
                         <button class="small" data-testid="history-show" on:click=move |_| {
                             ctx.shown_run.set(Some(id));
+                            ctx.vocab_recipe.set_value(None);
                             client::request_vocab(ctx);
                         }>"show"</button>
                         <button class="small" data-testid="history-rerun" disabled=running on:click=move |_| {
