@@ -14,7 +14,8 @@ use crate::protocol::{ErrorKind, UserError};
 /// distilgpt2/gpt2, impossible past wasm32's 4 GiB.
 pub const CPU_MAX_PARAMS: u64 = 200_000_000;
 
-/// A built engine.
+/// A built engine. Only one exists at a time, so the GPU variant's size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Engine {
     Cpu(CpuModel),
     Gpu(GpuEngine),
@@ -83,7 +84,8 @@ pub async fn request_gpu() -> Result<Option<GpuDevice>, UserError> {
     Ok(Some(GpuDevice { device, queue, info }))
 }
 
-/// Where the tensors of `model.safetensors` go while it streams.
+/// Where the tensors of `model.safetensors` go while it streams (one at a time).
+#[allow(clippy::large_enum_variant)]
 pub enum Builder {
     Cpu(CpuSink),
     Gpu { sink: GpuWeightsSink, gpu: GpuDevice },

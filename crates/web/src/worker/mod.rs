@@ -76,7 +76,7 @@ pub fn start() {
         let text = Reflect::get(&data, &envelope::MSG.into()).ok().and_then(|m| m.as_string()).or_else(|| data.as_string());
         let files: Vec<web_sys::File> = Reflect::get(&data, &envelope::FILES.into())
             .ok()
-            .filter(|f| js_sys::Array::is_array(f))
+            .filter(js_sys::Array::is_array)
             .map(|f| js_sys::Array::from(&f).iter().filter_map(|f| f.dyn_into().ok()).collect())
             .unwrap_or_default();
         match text.as_deref().map(serde_json::from_str::<ToWorker>) {
@@ -102,11 +102,11 @@ async fn has_webgpu_adapter() -> bool {
     if gpu.is_undefined() || gpu.is_null() {
         return false;
     }
-    let Ok(request) = Reflect::get(&gpu, &"requestAdapter".into()).and_then(|f| f.dyn_into::<js_sys::Function>().map_err(JsValue::from))
+    let Ok(request) = Reflect::get(&gpu, &"requestAdapter".into()).and_then(|f| f.dyn_into::<js_sys::Function>())
     else {
         return false;
     };
-    let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<js_sys::Promise>().map_err(JsValue::from)) else {
+    let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<js_sys::Promise>()) else {
         return false;
     };
     matches!(wasm_bindgen_futures::JsFuture::from(promise).await, Ok(a) if !a.is_null() && !a.is_undefined())

@@ -16,7 +16,7 @@ pub const CACHE_NAME: &str = "tiller-models-v1";
 /// Text of a JS error value.
 pub fn js_error_text(e: &JsValue) -> String {
     if let Some(err) = e.dyn_ref::<js_sys::Error>() {
-        return format!("{}", String::from(err.message()));
+        return String::from(err.message());
     }
     e.as_string().unwrap_or_else(|| format!("{e:?}"))
 }
