@@ -16,7 +16,7 @@ fn main() -> Result<()> {
 }
 
 fn bench(mut args: Vec<String>) -> Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().context("finding the workspace root")?;
     let write = !args.iter().any(|a| a == "--no-write");
     args.retain(|a| a != "--no-write");
     if write {

@@ -272,7 +272,8 @@ fn main() -> BoxResult<()> {
     );
     if cfg.n_layer < full_layers {
         let scale = full_layers as f64 / cfg.n_layer as f64;
-        report.row("decode, batch 1, scaled to all layers (est.)", format!("≈ {:.0} ms/token", t_decode1 * 1e3 * scale));
+        let est = t_blocks + (t_blocks - t_embed_only) * (scale - 1.0) + (t_decode1 - t_blocks);
+        report.row("decode, batch 1, blocks scaled to all layers (est.)", format!("≈ {:.0} ms/token", est * 1e3));
     }
 
     if let Some(path) = &args.markdown {
