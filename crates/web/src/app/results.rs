@@ -73,9 +73,18 @@ pub fn Results() -> impl IntoView {
         }
         .into_any()
     };
+    let running = move || ctx.run_state.get() == RunState::Running;
+    let can_run = move || ctx.model_state.get() == super::ModelState::Ready && !running();
     view! {
         <div class="card results">
-            <h2>"3 · Completions"</h2>
+            <div class="card-head">
+                <h2>"3 · Completions"</h2>
+                // The editor's Run and Stop, repeated here so the results need no scrolling.
+                <button class="primary small" data-testid="run-top" disabled=move || !can_run()
+                    on:click=move |_| { let _ = client::run(ctx); }>"Run"</button>
+                <button class="small" data-testid="stop-top" disabled=move || !running()
+                    on:click=move |_| client::send(ctx, &crate::protocol::ToWorker::Stop, &[])>"Stop"</button>
+            </div>
             {body}
         </div>
     }
