@@ -1,1 +1,345 @@
-fn main() {}
+//! `tiller`: scripted steering experiments on the same engine as the playground.
+//!
+//! Subcommands: `logits` (next-token logits of a steered prompt), `generate` (unsteered and
+//! steered completions side by side), `vocab` (decoded vocabulary of a steering tensor) and
+//! `sweep` (perplexity ratio and KL over layers and coefficients).
+
+mod engine;
+mod output;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pollster::block_on;
+use tiller_core::generate::{generate, Flow};
+use tiller_core::sample::top_k_indices;
+use tiller_core::steer::{self, RowSpan};
+use tiller_core::sweep::{self, EvalSet, SweepSpec};
+use tiller_core::{Backend, LogitRows, Positions, Recipe, Sampling, SeqStep, Site, StepRequest, Term};
+
+use engine::{open_model, Device};
+
+#[derive(Parser)]
+#[command(name = "tiller", version, about = "Activation steering (ActAdd) on GPT-2 models, from the command line")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Top-K next-token logits at the last position of the (steered) prompt.
+    Logits(LogitsArgs),
+    /// Unsteered and steered completions, side by side, generated in one batch.
+    Generate(GenerateArgs),
+    /// Decoded vocabulary of the steering tensor at each layer that has terms.
+    Vocab(VocabArgs),
+    /// Perplexity ratio and KL of steered vs unsteered over layers and coefficients.
+    Sweep(SweepArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// A Hugging Face model folder: model.safetensors, tokenizer.json, optional config.json.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Engine: `gpu` (the default when a GPU adapter exists) or the `cpu` reference.
+    #[arg(long, value_enum)]
+    device: Option<Device>,
+}
+
+#[derive(Args)]
+struct SteerArgs {
+    /// A steering term LAYER:COEFF:TEXT (repeatable), e.g. `--add 6:5:Love --add 6:-5:Hate`.
+    #[arg(long = "add", value_name = "L:C:TEXT", allow_hyphen_values = true)]
+    add: Vec<String>,
+    /// Prefix prompt and steering texts with <|endoftext|> (token 50256).
+    #[arg(long)]
+    bos: bool,
+}
+
+impl SteerArgs {
+    fn terms(&self) -> Result<Vec<Term>> {
+        self.add.iter().map(|s| Term::parse(s).map_err(Into::into)).collect()
+    }
+}
+
+#[derive(Args)]
+struct LogitsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long)]
+    prompt: String,
+    #[command(flatten)]
+    steer: SteerArgs,
+    /// How many of the largest logits to print.
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PositionsArg {
+    Front,
+    All,
+    Last,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SiteArg {
+    ResidPre,
+    AttnOut,
+    MlpOut,
+}
+
+impl From<SiteArg> for Site {
+    fn from(s: SiteArg) -> Self {
+        match s {
+            SiteArg::ResidPre => Site::ResidPre,
+            SiteArg::AttnOut => Site::AttnOut,
+            SiteArg::MlpOut => Site::MlpOut,
+        }
+    }
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long)]
+    prompt: String,
+    #[command(flatten)]
+    steer: SteerArgs,
+    /// Number of comparisons (each an unsteered and a steered completion).
+    #[arg(long, default_value_t = 3)]
+    n: usize,
+    #[arg(long = "max-tokens", default_value_t = 50)]
+    max_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
+    temperature: f32,
+    #[arg(long = "top-p", default_value_t = 0.3)]
+    top_p: f32,
+    /// 0 turns top-k off.
+    #[arg(long = "top-k", default_value_t = 0)]
+    top_k: usize,
+    #[arg(long = "freq-penalty", default_value_t = 1.0, allow_hyphen_values = true)]
+    freq_penalty: f32,
+    #[arg(long = "rep-penalty", default_value_t = 1.0)]
+    rep_penalty: f32,
+    /// Argmax instead of sampling (penalties still apply).
+    #[arg(long)]
+    greedy: bool,
+    /// Stop a completion at <|endoftext|>.
+    #[arg(long = "stop-at-eot")]
+    stop_at_eot: bool,
+    /// front = ActAdd (prompt positions 0..n, once); all = every position (CAA-style);
+    /// last = the last position of every step.
+    #[arg(long, value_enum, default_value = "front")]
+    positions: PositionsArg,
+    #[arg(long, value_enum, default_value = "resid-pre")]
+    site: SiteArg,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct VocabArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    steer: SteerArgs,
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Apply the final LayerNorm before unembedding (logit lens).
+    #[arg(long = "ln-f")]
+    ln_f: bool,
+    #[arg(long, value_enum, default_value = "resid-pre")]
+    site: SiteArg,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    steer: SteerArgs,
+    /// An evaluation set NAME=FILE, one text per line (repeatable).
+    #[arg(long = "texts", value_name = "NAME=FILE", required = true)]
+    texts: Vec<String>,
+    /// Injection layers A..B (inclusive; default: every layer).
+    #[arg(long)]
+    layers: Option<String>,
+    /// Coefficient multipliers, comma-separated (default: 1).
+    #[arg(long, allow_hyphen_values = true)]
+    coeffs: Option<String>,
+    #[arg(long, value_enum, default_value = "resid-pre")]
+    site: SiteArg,
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Logits(a) => run_logits(a),
+        Command::Generate(a) => run_generate(a),
+        Command::Vocab(a) => run_vocab(a),
+        Command::Sweep(a) => run_sweep(a),
+    };
+    if let Err(e) = result {
+        let msg = format!("{e:#}").replace('\n', " ");
+        eprintln!("error: {msg}");
+        std::process::exit(1);
+    }
+}
+
+fn run_logits(a: LogitsArgs) -> Result<()> {
+    let terms = a.steer.terms()?;
+    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let cfg = *engine.config();
+    let recipe = Recipe { prompt: a.prompt.clone(), terms: terms.clone(), bos: a.steer.bos, max_new_tokens: 0, n: 1, ..Recipe::default() };
+    recipe.validate(&cfg)?;
+    let prompt = steer::prompt_tokens(&tok, &recipe, cfg.n_positions)?;
+    let vectors = block_on(steer::steering_vectors(&mut engine, &tok, &terms, a.steer.bos, Site::ResidPre))?;
+    steer::check_fits(&vectors, prompt.len(), Positions::Front)?;
+    engine.reset(1, prompt.len())?;
+    let spans = [RowSpan { start: 0, len: prompt.len(), steered: true }];
+    let req = StepRequest {
+        seqs: vec![SeqStep { slot: 0, tokens: prompt.clone() }],
+        injections: steer::injections(&vectors, Site::ResidPre, Positions::Front, &spans),
+        capture: None,
+        logits: LogitRows::Last,
+    };
+    let logits = block_on(engine.step(&req))?.logits;
+    let top: Vec<output::TopLogit> = top_k_indices(&logits, a.top)
+        .into_iter()
+        .map(|i| output::TopLogit { id: i as u32, token: tok.token_text(i as u32), logit: logits[i] })
+        .collect();
+    if a.json {
+        let obj = serde_json::json!({ "tokens": prompt, "top": top, "device": engine.describe() });
+        println!("{obj}");
+    } else {
+        output::print_logits(&engine.describe(), &prompt, &top);
+    }
+    Ok(())
+}
+
+fn run_generate(a: GenerateArgs) -> Result<()> {
+    let recipe = Recipe {
+        prompt: a.prompt.clone(),
+        terms: a.steer.terms()?,
+        bos: a.steer.bos,
+        positions: match a.positions {
+            PositionsArg::Front => Positions::Front,
+            PositionsArg::All => Positions::All,
+            PositionsArg::Last => Positions::Last,
+        },
+        site: a.site.into(),
+        sampling: Sampling {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            freq_penalty: a.freq_penalty,
+            rep_penalty: a.rep_penalty,
+            greedy: a.greedy,
+        },
+        seed: a.seed,
+        n: a.n,
+        max_new_tokens: a.max_tokens,
+        stop_at_eot: a.stop_at_eot,
+    };
+    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    recipe.validate(engine.config())?;
+    let gen = block_on(generate(&mut engine, &tok, &recipe, |_| Flow::Continue))?;
+    if a.json {
+        let obj = serde_json::json!({
+            "prompt_tokens": gen.prompt_tokens,
+            "unsteered": gen.unsteered.iter().map(|c| serde_json::json!({"text": c.text, "tokens": c.tokens})).collect::<Vec<_>>(),
+            "steered": gen.steered.iter().map(|c| serde_json::json!({"text": c.text, "tokens": c.tokens})).collect::<Vec<_>>(),
+            "recipe": recipe,
+            "device": engine.describe(),
+        });
+        println!("{obj}");
+    } else {
+        output::print_generation(&engine.describe(), &recipe, &gen);
+    }
+    Ok(())
+}
+
+fn run_vocab(a: VocabArgs) -> Result<()> {
+    let terms = a.steer.terms()?;
+    if terms.is_empty() {
+        bail!("give at least one steering term with --add L:C:TEXT");
+    }
+    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let recipe = Recipe { terms: terms.clone(), bos: a.steer.bos, max_new_tokens: 0, n: 1, ..Recipe::default() };
+    recipe.validate(engine.config())?;
+    let vocab = block_on(tiller_core::vocab::decode_vocab(&mut engine, &tok, &terms, a.steer.bos, a.site.into(), a.top, a.ln_f))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&vocab)?);
+    } else {
+        output::print_vocab(&vocab, a.ln_f);
+    }
+    Ok(())
+}
+
+fn parse_layers(spec: &str, n_layer: usize) -> Result<Vec<usize>> {
+    let (a, b) = spec
+        .split_once("..")
+        .with_context(|| format!("--layers `{spec}` is not A..B (for example 0..11)"))?;
+    let a: usize = a.trim().parse().with_context(|| format!("`{a}` in --layers is not a layer number"))?;
+    let b: usize = b.trim().trim_start_matches('=').parse().with_context(|| format!("`{b}` in --layers is not a layer number"))?;
+    if a > b || b >= n_layer {
+        bail!("--layers {a}..{b} must satisfy A <= B < {n_layer} (this model's depth)");
+    }
+    Ok((a..=b).collect())
+}
+
+fn run_sweep(a: SweepArgs) -> Result<()> {
+    let terms = a.steer.terms()?;
+    if terms.is_empty() {
+        bail!("give at least one steering term with --add L:C:TEXT (its layer is replaced by each swept layer)");
+    }
+    let mut sets = Vec::new();
+    for spec in &a.texts {
+        let (name, file) = spec.split_once('=').with_context(|| format!("--texts `{spec}` is not NAME=FILE"))?;
+        let body = std::fs::read_to_string(file).with_context(|| format!("reading evaluation texts {file}"))?;
+        let texts: Vec<String> = body.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+        if texts.is_empty() {
+            bail!("{file} has no texts (one per line)");
+        }
+        sets.push(EvalSet { name: name.to_string(), texts });
+    }
+    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let n_layer = engine.config().n_layer;
+    let layers = match &a.layers {
+        Some(s) => parse_layers(s, n_layer)?,
+        None => (0..n_layer).collect(),
+    };
+    let coeffs: Vec<f32> = match &a.coeffs {
+        Some(s) => s
+            .split(',')
+            .map(|c| c.trim().parse::<f32>().with_context(|| format!("`{c}` in --coeffs is not a number")))
+            .collect::<Result<_>>()?,
+        None => vec![1.0],
+    };
+    let spec = SweepSpec { terms, bos: a.steer.bos, site: a.site.into(), layers, coeffs, sets };
+    let rows = block_on(sweep::sweep(&mut engine, &tok, &spec, |_, _| Flow::Continue))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&rows)?);
+    } else if a.csv {
+        print!("{}", sweep::to_csv(&rows));
+    } else {
+        output::print_sweep(&rows);
+    }
+    Ok(())
+}

@@ -17,6 +17,7 @@ pub mod ops;
 pub mod recipe;
 pub mod sample;
 pub mod steer;
+pub mod sweep;
 pub mod tokenizer;
 pub mod vocab;
 pub mod weights;

@@ -148,10 +148,6 @@ impl Recipe {
                     t.coeff, t.text
                 ));
             }
-            if t.text.is_empty() && !self.bos {
-                // An empty text is allowed only with BOS (then it is just the BOS token).
-                return bad(format!("a term at layer {} has empty text: give it text or turn BOS on", t.layer));
-            }
         }
         let s = &self.sampling;
         if !(s.temperature.is_finite() && s.temperature > 0.0 && s.temperature <= 100.0) {

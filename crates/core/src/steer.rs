@@ -46,14 +46,17 @@ pub fn padded_terms(tok: &Gpt2Tokenizer, terms: &[Term], bos: bool) -> Result<Ve
     for layer in layers {
         let mut group = Vec::new();
         for t in terms.iter().filter(|t| t.layer == layer) {
+            // An empty text (without BOS) is all padding: " weddings" − "" contrasts with spaces.
             let ids = encode_with_bos(tok, &t.text, bos)?;
-            if ids.is_empty() {
-                return Err(TillerError::recipe(format!("the term at layer {layer} has no tokens")));
-            }
             let len = ids.len();
             group.push((t.coeff, ids, len));
         }
         let n = group.iter().map(|g| g.1.len()).max().unwrap_or(0);
+        if n == 0 {
+            return Err(TillerError::recipe(format!(
+                "the steering texts at layer {layer} are all empty: give one some text or turn BOS on"
+            )));
+        }
         for g in &mut group {
             g.1.resize(n, SPACE_TOKEN);
         }
@@ -83,7 +86,7 @@ pub async fn steering_vectors<B: Backend>(backend: &mut B, tok: &Gpt2Tokenizer, 
             for (i, r) in rows.iter_mut().enumerate() {
                 *r += coeff * act[base + i];
             }
-            let at = base + (len - 1) * c;
+            let at = base + ((*len).max(1) - 1) * c;
             for (i, v) in last.iter_mut().enumerate() {
                 *v += coeff * act[at + i];
             }

@@ -253,6 +253,8 @@ impl GpuEngine {
         }
         let rows = rows.next_power_of_two().min(self.max_logit_rows());
         self.logits = Self::make_logits(&self.device, &self.cfg, rows);
+        // The logits bind groups name the old output buffer.
+        self.groups = None;
         self.log.check("allocating logits")
     }
 

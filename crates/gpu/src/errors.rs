@@ -47,16 +47,18 @@ impl ErrorLog {
 }
 
 /// Out-of-memory and validation scopes around one piece of work.
+/// Fields drop in declaration order, and scopes must pop innermost first: `validation` (pushed
+/// last) is declared first so an early return unwinds them correctly.
 pub(crate) struct Scopes {
-    oom: wgpu::ErrorScopeGuard,
     validation: wgpu::ErrorScopeGuard,
+    oom: wgpu::ErrorScopeGuard,
 }
 
 impl Scopes {
     pub fn push(device: &wgpu::Device) -> Self {
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        Self { oom, validation }
+        Self { validation, oom }
     }
 
     pub async fn pop(self, what: &str) -> Result<()> {

@@ -256,3 +256,24 @@ fn widths_not_multiple_of_8_match_cpu() {
     let seqs = vec![SeqStep { slot: 1, tokens: tokens(&mut rng, 1, cfg.vocab_size) }];
     both(&mut g, &mut c, &request(seqs, LogitRows::Last), "C=68 decode");
 }
+
+#[test]
+fn unembed_after_a_capture_step_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = config(2, 64, 4, 300);
+    let (mut g, mut c) = pair(gpu, &cfg, 17, Dtype::F16);
+    let mut rng = Rng::new(6);
+    for (slots, len) in [(1, 4), (2, 16)] {
+        g.reset(slots, len).unwrap();
+        c.reset(slots, len).unwrap();
+        let seqs = vec![SeqStep { slot: 0, tokens: tokens(&mut rng, 3, cfg.vocab_size) }];
+        let req = StepRequest { seqs, injections: vec![], capture: Some((1, Site::ResidPre)), logits: LogitRows::None };
+        both(&mut g, &mut c, &req, "capture before unembed");
+        let rows = rng.vec(3 * cfg.n_embd, 2.0);
+        for ln_f in [false, true] {
+            let got = block_on(g.unembed(&rows, ln_f)).unwrap();
+            let want = block_on(c.unembed(&rows, ln_f)).unwrap();
+            assert_close(&format!("unembed after capture, ln_f={ln_f}"), &got, &want, ATOL, RTOL);
+        }
+    }
+}

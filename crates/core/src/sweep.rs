@@ -1,0 +1,271 @@
+//! Layer × coefficient sweeps, as in the ActAdd post's wedding study: for each injection layer
+//! and coefficient, the perplexity ratio `exp(mean loss steered − mean loss unsteered)` and the
+//! mean KL(steered ‖ unsteered) of the next-token distributions, over named sets of texts.
+//!
+//! - The recipe's terms are moved to each swept layer; a swept coefficient multiplies every
+//!   term's coefficient (terms `+1 " weddings"`, `−1 ""` with coefficient 4 add 4 × the
+//!   difference). Coefficient 0 is the unsteered model, so its ratio is exactly 1.
+//! - Steering is ActAdd (`front`): the [n, C] tensor at positions 0..n of each text. Both
+//!   metrics count only predictions of tokens at positions ≥ n (the injected positions are
+//!   masked out), pooled over the texts of a set. Texts with no position past n are skipped.
+//! - The unsteered pass runs once per set; vectors once per layer (they scale linearly with the
+//!   coefficient); each (layer, coefficient) is one batched step per chunk of texts, on the same
+//!   engine buffers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, LogitRows, SeqStep, Site, StepRequest};
+use crate::error::{Result, TillerError};
+use crate::generate::Flow;
+use crate::recipe::{Positions, Term};
+use crate::steer::{self, LayerVector, RowSpan};
+use crate::tokenizer::Gpt2Tokenizer;
+
+/// A named set of evaluation texts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSet {
+    pub name: String,
+    pub texts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepSpec {
+    /// The steering terms; their layers are replaced by each swept layer.
+    pub terms: Vec<Term>,
+    pub bos: bool,
+    pub site: Site,
+    pub layers: Vec<usize>,
+    /// Multipliers of the terms' coefficients.
+    pub coeffs: Vec<f32>,
+    pub sets: Vec<EvalSet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepRow {
+    pub set: String,
+    pub layer: usize,
+    pub coeff: f32,
+    /// exp(mean loss steered − mean loss unsteered).
+    pub ppl_ratio: f64,
+    /// Mean KL(steered ‖ unsteered) in nats.
+    pub kl: f64,
+    pub loss_steered: f64,
+    pub loss_unsteered: f64,
+    /// Predictions counted (positions ≥ n, over the set's texts).
+    pub tokens: usize,
+    /// Texts used (long enough to have positions past n).
+    pub texts: usize,
+}
+
+/// Rows per forward step: bounds the logits read back at once.
+const MAX_ROWS_PER_STEP: usize = 128;
+
+/// A text prepared for scoring.
+struct Scored {
+    tokens: Vec<u32>,
+}
+
+/// Per-set log-probabilities of the unsteered model at the counted rows, and their targets.
+struct Baseline {
+    /// For each counted prediction: log-softmax row [V].
+    logp: Vec<Vec<f32>>,
+    targets: Vec<u32>,
+}
+
+fn log_softmax(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max + row.iter().map(|&x| libm::exp(x as f64 - max)).sum::<f64>().ln();
+    row.iter().map(|&x| (x as f64 - lse) as f32).collect()
+}
+
+/// Chunks of texts whose rows fit one step.
+fn chunks(texts: &[Scored]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut rows) = (0, 0);
+    for (i, t) in texts.iter().enumerate() {
+        if rows > 0 && rows + t.tokens.len() > MAX_ROWS_PER_STEP {
+            out.push(start..i);
+            start = i;
+            rows = 0;
+        }
+        rows += t.tokens.len();
+    }
+    if start < texts.len() {
+        out.push(start..texts.len());
+    }
+    out
+}
+
+/// Runs texts (a chunk) with optional steering, calling `per_row(text index, position, logits row)`
+/// for every counted prediction (positions n-1..T-1 predicting tokens n..T).
+async fn score<B: Backend>(
+    backend: &mut B,
+    texts: &[Scored],
+    range: std::ops::Range<usize>,
+    vectors: &[LayerVector],
+    site: Site,
+    n: usize,
+    mut per_row: impl FnMut(usize, &[f32]),
+) -> Result<()> {
+    let v = backend.config().vocab_size;
+    let chunk = &texts[range.clone()];
+    let max_len = chunk.iter().map(|t| t.tokens.len()).max().unwrap_or(1);
+    backend.reset(chunk.len(), max_len)?;
+    let spans: Vec<RowSpan> = chunk.iter().map(|t| RowSpan { start: 0, len: t.tokens.len(), steered: true }).collect();
+    let req = StepRequest {
+        seqs: chunk.iter().enumerate().map(|(slot, t)| SeqStep { slot, tokens: t.tokens.clone() }).collect(),
+        injections: steer::injections(vectors, site, Positions::Front, &spans),
+        capture: None,
+        logits: LogitRows::All,
+    };
+    let logits = backend.step(&req).await?.logits; // (R, V)
+    let mut row = 0;
+    for (k, t) in chunk.iter().enumerate() {
+        let first = n.max(1) - 1;
+        for p in first..t.tokens.len() - 1 {
+            per_row(range.start + k, &logits[(row + p) * v..(row + p + 1) * v]);
+        }
+        row += t.tokens.len();
+    }
+    Ok(())
+}
+
+/// Runs a sweep, calling `progress(done, total)` after each step.
+pub async fn sweep<B: Backend>(
+    backend: &mut B,
+    tok: &Gpt2Tokenizer,
+    spec: &SweepSpec,
+    mut progress: impl FnMut(usize, usize) -> Flow,
+) -> Result<Vec<SweepRow>> {
+    let cfg = *backend.config();
+    if spec.terms.is_empty() {
+        return Err(TillerError::recipe("a sweep needs at least one steering term"));
+    }
+    if spec.layers.is_empty() || spec.coeffs.is_empty() || spec.sets.is_empty() {
+        return Err(TillerError::recipe("a sweep needs at least one layer, one coefficient and one set of texts"));
+    }
+    if let Some(&l) = spec.layers.iter().find(|&&l| l >= cfg.n_layer) {
+        return Err(TillerError::recipe(format!("layer {l} is out of range: this model has layers 0..{}", cfg.n_layer - 1)));
+    }
+    if let Some(c) = spec.coeffs.iter().find(|c| !c.is_finite() || c.abs() > crate::recipe::MAX_COEFF) {
+        return Err(TillerError::recipe(format!("coefficient {c} is not usable: use finite numbers")));
+    }
+    // n is the same at every layer: the terms' padded length.
+    let at_layer = |l: usize| -> Vec<Term> { spec.terms.iter().map(|t| Term { layer: l, ..t.clone() }).collect() };
+    let groups = steer::padded_terms(tok, &at_layer(0), spec.bos)?;
+    let n = groups.first().map(|g| g.1[0].1.len()).unwrap_or(0);
+
+    let mut prepared = Vec::new();
+    for set in &spec.sets {
+        let mut texts = Vec::new();
+        for t in &set.texts {
+            let tokens = steer::encode_with_bos(tok, t, spec.bos)?;
+            if tokens.len() > cfg.n_positions {
+                return Err(TillerError::recipe(format!(
+                    "an evaluation text of set `{}` is {} tokens, longer than the context of {}",
+                    set.name,
+                    tokens.len(),
+                    cfg.n_positions
+                )));
+            }
+            if tokens.len() > n.max(1) {
+                texts.push(Scored { tokens });
+            }
+        }
+        if texts.is_empty() {
+            return Err(TillerError::recipe(format!(
+                "no text of set `{}` is longer than the steering text ({n} tokens): the loss is only counted after it",
+                set.name
+            )));
+        }
+        prepared.push(texts);
+    }
+    let total = spec.sets.len() * (1 + spec.layers.len() * spec.coeffs.len()) + spec.layers.len();
+    let mut done = 0;
+    let mut tick = |done: &mut usize| {
+        *done += 1;
+        progress(*done, total)
+    };
+
+    let mut baselines = Vec::new();
+    for texts in &prepared {
+        let mut base = Baseline { logp: Vec::new(), targets: Vec::new() };
+        for range in chunks(texts) {
+            let mut rows = Vec::new();
+            score(backend, texts, range, &[], spec.site, n, |i, row| rows.push((i, log_softmax(row)))).await?;
+            base.logp.extend(rows.into_iter().map(|r| r.1));
+        }
+        for t in texts {
+            base.targets.extend_from_slice(&t.tokens[n.max(1)..]);
+        }
+        baselines.push(base);
+        if tick(&mut done) == Flow::Stop {
+            return Ok(Vec::new());
+        }
+    }
+    let loss_of = |logp: &[Vec<f32>], targets: &[u32]| -> f64 {
+        logp.iter().zip(targets).map(|(r, &t)| -(r[t as usize] as f64)).sum::<f64>() / targets.len() as f64
+    };
+
+    let mut out = Vec::new();
+    for &layer in &spec.layers {
+        let base_vectors = steer::steering_vectors(backend, tok, &at_layer(layer), spec.bos, spec.site).await?;
+        if tick(&mut done) == Flow::Stop {
+            return Ok(out);
+        }
+        for &k in &spec.coeffs {
+            let vectors: Vec<LayerVector> = base_vectors
+                .iter()
+                .map(|v| LayerVector {
+                    rows: v.rows.iter().map(|x| x * k).collect(),
+                    last: v.last.iter().map(|x| x * k).collect(),
+                    ..v.clone()
+                })
+                .collect();
+            for (si, texts) in prepared.iter().enumerate() {
+                let base = &baselines[si];
+                let (mut loss, mut kl, mut count) = (0.0f64, 0.0f64, 0usize);
+                for range in chunks(texts) {
+                    score(backend, texts, range, &vectors, spec.site, n, |_, row| {
+                        let lp = log_softmax(row);
+                        let bl = &base.logp[count];
+                        loss -= lp[base.targets[count] as usize] as f64;
+                        kl += lp.iter().zip(bl).map(|(&s, &u)| libm::exp(s as f64) * (s as f64 - u as f64)).sum::<f64>();
+                        count += 1;
+                    })
+                    .await?;
+                }
+                let loss_steered = loss / count as f64;
+                let loss_unsteered = loss_of(&base.logp, &base.targets);
+                out.push(SweepRow {
+                    set: spec.sets[si].name.clone(),
+                    layer,
+                    coeff: k,
+                    ppl_ratio: libm::exp(loss_steered - loss_unsteered),
+                    kl: (kl / count as f64).max(0.0),
+                    loss_steered,
+                    loss_unsteered,
+                    tokens: count,
+                    texts: texts.len(),
+                });
+                if tick(&mut done) == Flow::Stop {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One header line, then a line per row.
+pub fn to_csv(rows: &[SweepRow]) -> String {
+    let mut s = String::from("set,layer,coeff,ppl_ratio,kl,loss_steered,loss_unsteered,tokens,texts\n");
+    for r in rows {
+        let set = if r.set.contains([',', '"', '\n']) { format!("\"{}\"", r.set.replace('"', "\"\"")) } else { r.set.clone() };
+        s.push_str(&format!(
+            "{set},{},{},{:.6},{:.6},{:.6},{:.6},{},{}\n",
+            r.layer, r.coeff, r.ppl_ratio, r.kl, r.loss_steered, r.loss_unsteered, r.tokens, r.texts
+        ));
+    }
+    s
+}
