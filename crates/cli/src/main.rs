@@ -90,8 +90,14 @@ enum PositionsArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum SiteArg {
+    /// The residual stream before block L (ActAdd's choice).
+    #[value(name = "resid_pre", alias = "resid-pre")]
     ResidPre,
+    /// The attention sublayer's output of block L, before it joins the residual stream.
+    #[value(name = "attn_out", alias = "attn-out")]
     AttnOut,
+    /// The MLP sublayer's output of block L, before it joins the residual stream.
+    #[value(name = "mlp_out", alias = "mlp-out")]
     MlpOut,
 }
 
@@ -141,7 +147,7 @@ struct GenerateArgs {
     /// last = the last position of every step.
     #[arg(long, value_enum, default_value = "front")]
     positions: PositionsArg,
-    #[arg(long, value_enum, default_value = "resid-pre")]
+    #[arg(long, value_enum, default_value = "resid_pre")]
     site: SiteArg,
     #[arg(long)]
     json: bool,
@@ -158,7 +164,7 @@ struct VocabArgs {
     /// Apply the final LayerNorm before unembedding (logit lens).
     #[arg(long = "ln-f")]
     ln_f: bool,
-    #[arg(long, value_enum, default_value = "resid-pre")]
+    #[arg(long, value_enum, default_value = "resid_pre")]
     site: SiteArg,
     #[arg(long)]
     json: bool,
@@ -179,10 +185,12 @@ struct SweepArgs {
     /// Coefficient multipliers, comma-separated (default: 1).
     #[arg(long, allow_hyphen_values = true)]
     coeffs: Option<String>,
-    #[arg(long, value_enum, default_value = "resid-pre")]
+    #[arg(long, value_enum, default_value = "resid_pre")]
     site: SiteArg,
+    /// Print CSV: one header line, then a row per (set, layer, coefficient).
     #[arg(long, conflicts_with = "json")]
     csv: bool,
+    /// Print the rows as one JSON list.
     #[arg(long)]
     json: bool,
 }
