@@ -8,9 +8,10 @@
 //! - Steering is ActAdd (`front`): the [n, C] tensor at positions 0..n of each text. Both
 //!   metrics count only predictions of tokens at positions ≥ n (the injected positions are
 //!   masked out), pooled over the texts of a set. Texts with no position past n are skipped.
-//! - The unsteered pass runs once per set; vectors once per layer (they scale linearly with the
-//!   coefficient); each (layer, coefficient) is one batched step per chunk of texts, on the same
-//!   engine buffers.
+//! - The unsteered pass runs once; vectors once per layer (they scale linearly with the
+//!   coefficient); every (coefficient, set, text) of a layer is batched together, each text in
+//!   its own cache slot with its coefficient's injection, so a layer costs one capture step and
+//!   ⌈rows / 128⌉ scoring steps, on the same engine buffers.
 
 use serde::{Deserialize, Serialize};
 
@@ -60,9 +61,11 @@ pub struct SweepRow {
 /// Rows per forward step: bounds the logits read back at once.
 const MAX_ROWS_PER_STEP: usize = 128;
 
-/// A text prepared for scoring.
-struct Scored {
-    tokens: Vec<u32>,
+/// One text to score in a batched step: its tokens, and which scaled vectors steer it (none
+/// for the unsteered baseline).
+struct Job<'a> {
+    tokens: &'a [u32],
+    steer: Option<usize>,
 }
 
 /// Per-set log-probabilities of the unsteered model at the counted rows, and their targets.
@@ -78,59 +81,71 @@ fn log_softmax(row: &[f32]) -> Vec<f32> {
     row.iter().map(|&x| (x as f64 - lse) as f32).collect()
 }
 
-/// Chunks of texts whose rows fit one step.
-fn chunks(texts: &[Scored]) -> Vec<std::ops::Range<usize>> {
+/// Consecutive jobs whose rows fit one step.
+fn chunks(jobs: &[Job]) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut rows) = (0, 0);
-    for (i, t) in texts.iter().enumerate() {
-        if rows > 0 && rows + t.tokens.len() > MAX_ROWS_PER_STEP {
+    for (i, j) in jobs.iter().enumerate() {
+        if rows > 0 && rows + j.tokens.len() > MAX_ROWS_PER_STEP {
             out.push(start..i);
             start = i;
             rows = 0;
         }
-        rows += t.tokens.len();
+        rows += j.tokens.len();
     }
-    if start < texts.len() {
-        out.push(start..texts.len());
+    if start < jobs.len() {
+        out.push(start..jobs.len());
     }
     out
 }
 
-/// Runs texts (a chunk) with optional steering, calling `per_row(text index, position, logits row)`
-/// for every counted prediction (positions n-1..T-1 predicting tokens n..T).
+/// Runs a chunk of jobs as one batched step (each job its own cache slot, each steered job
+/// with its own coefficient's vectors at positions 0..n), calling `per_row(job index, logits
+/// row)` for every counted prediction: positions n-1..T-1, predicting tokens n..T.
 async fn score<B: Backend>(
     backend: &mut B,
-    texts: &[Scored],
+    jobs: &[Job<'_>],
     range: std::ops::Range<usize>,
-    vectors: &[LayerVector],
+    scaled: &[Vec<LayerVector>],
     site: Site,
     n: usize,
     mut per_row: impl FnMut(usize, &[f32]),
 ) -> Result<()> {
     let v = backend.config().vocab_size;
-    let chunk = &texts[range.clone()];
-    let max_len = chunk.iter().map(|t| t.tokens.len()).max().unwrap_or(1);
+    let chunk = &jobs[range.clone()];
+    let max_len = chunk.iter().map(|j| j.tokens.len()).max().unwrap_or(1);
     backend.reset(chunk.len(), max_len)?;
-    let spans: Vec<RowSpan> = chunk.iter().map(|t| RowSpan { start: 0, len: t.tokens.len(), steered: true }).collect();
+    let mut injections = Vec::new();
+    for (k, vectors) in scaled.iter().enumerate() {
+        let spans: Vec<RowSpan> =
+            chunk.iter().map(|j| RowSpan { start: 0, len: j.tokens.len(), steered: j.steer == Some(k) }).collect();
+        if spans.iter().any(|s| s.steered) {
+            injections.extend(steer::injections(vectors, site, Positions::Front, &spans));
+        }
+    }
     let req = StepRequest {
-        seqs: chunk.iter().enumerate().map(|(slot, t)| SeqStep { slot, tokens: t.tokens.clone() }).collect(),
-        injections: steer::injections(vectors, site, Positions::Front, &spans),
+        seqs: chunk.iter().enumerate().map(|(slot, j)| SeqStep { slot, tokens: j.tokens.to_vec() }).collect(),
+        injections,
         capture: None,
         logits: LogitRows::All,
     };
     let logits = backend.step(&req).await?.logits; // (R, V)
     let mut row = 0;
-    for (k, t) in chunk.iter().enumerate() {
+    for (i, j) in chunk.iter().enumerate() {
         let first = n.max(1) - 1;
-        for p in first..t.tokens.len() - 1 {
-            per_row(range.start + k, &logits[(row + p) * v..(row + p + 1) * v]);
+        for p in first..j.tokens.len() - 1 {
+            per_row(range.start + i, &logits[(row + p) * v..(row + p + 1) * v]);
         }
-        row += t.tokens.len();
+        row += j.tokens.len();
     }
     Ok(())
 }
 
 /// Runs a sweep, calling `progress(done, total)` after each step.
+///
+/// Steps: one batched unsteered pass over every set's texts; then per layer one capture step
+/// for the vectors, and batched steps holding every (coefficient, set, text) of that layer
+/// (each text in its own slot, with its coefficient's injection), up to 128 rows a step.
 pub async fn sweep<B: Backend>(
     backend: &mut B,
     tok: &Gpt2Tokenizer,
@@ -155,7 +170,8 @@ pub async fn sweep<B: Backend>(
     let groups = steer::padded_terms(tok, &at_layer(0), spec.bos)?;
     let n = groups.first().map(|g| g.1[0].1.len()).unwrap_or(0);
 
-    let mut prepared = Vec::new();
+    // Each set's texts long enough to have a prediction past position n.
+    let mut prepared: Vec<Vec<Vec<u32>>> = Vec::new();
     for set in &spec.sets {
         let mut texts = Vec::new();
         for t in &set.texts {
@@ -169,7 +185,7 @@ pub async fn sweep<B: Backend>(
                 )));
             }
             if tokens.len() > n.max(1) {
-                texts.push(Scored { tokens });
+                texts.push(tokens);
             }
         }
         if texts.is_empty() {
@@ -180,31 +196,38 @@ pub async fn sweep<B: Backend>(
         }
         prepared.push(texts);
     }
-    let total = spec.sets.len() * (1 + spec.layers.len() * spec.coeffs.len()) + spec.layers.len();
+    // (set, text) of every text, in set order.
+    let texts: Vec<(usize, &[u32])> =
+        prepared.iter().enumerate().flat_map(|(si, ts)| ts.iter().map(move |t| (si, t.as_slice()))).collect();
+    let steered_jobs: Vec<(usize, usize, &[u32])> = (0..spec.coeffs.len())
+        .flat_map(|k| texts.iter().map(move |&(si, t)| (k, si, t)))
+        .collect();
+    let base_jobs: Vec<Job> = texts.iter().map(|&(_, tokens)| Job { tokens, steer: None }).collect();
+    let jobs: Vec<Job> = steered_jobs.iter().map(|&(k, _, tokens)| Job { tokens, steer: Some(k) }).collect();
+    let (base_chunks, chunks_per_layer) = (chunks(&base_jobs), chunks(&jobs));
+    let total = base_chunks.len() + spec.layers.len() * (1 + chunks_per_layer.len());
     let mut done = 0;
     let mut tick = |done: &mut usize| {
         *done += 1;
         progress(*done, total)
     };
 
-    let mut baselines = Vec::new();
-    for texts in &prepared {
-        let mut base = Baseline { logp: Vec::new(), targets: Vec::new() };
-        for range in chunks(texts) {
-            let mut rows = Vec::new();
-            score(backend, texts, range, &[], spec.site, n, |i, row| rows.push((i, log_softmax(row)))).await?;
-            base.logp.extend(rows.into_iter().map(|r| r.1));
+    let mut baselines: Vec<Baseline> = prepared
+        .iter()
+        .map(|ts| Baseline { logp: Vec::new(), targets: ts.iter().flat_map(|t| t[n.max(1)..].iter().copied()).collect() })
+        .collect();
+    for range in base_chunks {
+        let mut rows = Vec::new();
+        score(backend, &base_jobs, range, &[], spec.site, n, |i, row| rows.push((texts[i].0, log_softmax(row)))).await?;
+        for (si, lp) in rows {
+            baselines[si].logp.push(lp);
         }
-        for t in texts {
-            base.targets.extend_from_slice(&t.tokens[n.max(1)..]);
-        }
-        baselines.push(base);
         if tick(&mut done) == Flow::Stop {
             return Ok(Vec::new());
         }
     }
-    let loss_of = |logp: &[Vec<f32>], targets: &[u32]| -> f64 {
-        logp.iter().zip(targets).map(|(r, &t)| -(r[t as usize] as f64)).sum::<f64>() / targets.len() as f64
+    let loss_of = |b: &Baseline| -> f64 {
+        b.logp.iter().zip(&b.targets).map(|(r, &t)| -(r[t as usize] as f64)).sum::<f64>() / b.targets.len() as f64
     };
 
     let mut out = Vec::new();
@@ -213,44 +236,57 @@ pub async fn sweep<B: Backend>(
         if tick(&mut done) == Flow::Stop {
             return Ok(out);
         }
-        for &k in &spec.coeffs {
-            let vectors: Vec<LayerVector> = base_vectors
-                .iter()
-                .map(|v| LayerVector {
-                    rows: v.rows.iter().map(|x| x * k).collect(),
-                    last: v.last.iter().map(|x| x * k).collect(),
-                    ..v.clone()
-                })
-                .collect();
-            for (si, texts) in prepared.iter().enumerate() {
-                let base = &baselines[si];
-                let (mut loss, mut kl, mut count) = (0.0f64, 0.0f64, 0usize);
-                for range in chunks(texts) {
-                    score(backend, texts, range, &vectors, spec.site, n, |_, row| {
-                        let lp = log_softmax(row);
-                        let bl = &base.logp[count];
-                        loss -= lp[base.targets[count] as usize] as f64;
-                        kl += lp.iter().zip(bl).map(|(&s, &u)| libm::exp(s as f64) * (s as f64 - u as f64)).sum::<f64>();
-                        count += 1;
+        let scaled: Vec<Vec<LayerVector>> = spec
+            .coeffs
+            .iter()
+            .map(|&k| {
+                base_vectors
+                    .iter()
+                    .map(|v| LayerVector {
+                        rows: v.rows.iter().map(|x| x * k).collect(),
+                        last: v.last.iter().map(|x| x * k).collect(),
+                        ..v.clone()
                     })
-                    .await?;
-                }
-                let loss_steered = loss / count as f64;
-                let loss_unsteered = loss_of(&base.logp, &base.targets);
+                    .collect()
+            })
+            .collect();
+        // Per (coefficient, set): summed loss and KL, and the next baseline row to compare with.
+        let sets = spec.sets.len();
+        let mut loss = vec![0.0f64; spec.coeffs.len() * sets];
+        let mut kl = vec![0.0f64; spec.coeffs.len() * sets];
+        let mut count = vec![0usize; spec.coeffs.len() * sets];
+        for range in chunks_per_layer.clone() {
+            score(backend, &jobs, range, &scaled, spec.site, n, |i, row| {
+                let (k, si, _) = steered_jobs[i];
+                let cell = k * sets + si;
+                let base = &baselines[si];
+                let lp = log_softmax(row);
+                let bl = &base.logp[count[cell]];
+                loss[cell] -= lp[base.targets[count[cell]] as usize] as f64;
+                kl[cell] += lp.iter().zip(bl).map(|(&s, &u)| libm::exp(s as f64) * (s as f64 - u as f64)).sum::<f64>();
+                count[cell] += 1;
+            })
+            .await?;
+            if tick(&mut done) == Flow::Stop {
+                return Ok(out);
+            }
+        }
+        for (k, &coeff) in spec.coeffs.iter().enumerate() {
+            for (si, set) in spec.sets.iter().enumerate() {
+                let cell = k * sets + si;
+                let loss_steered = loss[cell] / count[cell] as f64;
+                let loss_unsteered = loss_of(&baselines[si]);
                 out.push(SweepRow {
-                    set: spec.sets[si].name.clone(),
+                    set: set.name.clone(),
                     layer,
-                    coeff: k,
+                    coeff,
                     ppl_ratio: libm::exp(loss_steered - loss_unsteered),
-                    kl: (kl / count as f64).max(0.0),
+                    kl: (kl[cell] / count[cell] as f64).max(0.0),
                     loss_steered,
                     loss_unsteered,
-                    tokens: count,
-                    texts: texts.len(),
+                    tokens: count[cell],
+                    texts: prepared[si].len(),
                 });
-                if tick(&mut done) == Flow::Stop {
-                    return Ok(out);
-                }
             }
         }
     }
