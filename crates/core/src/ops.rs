@@ -4,6 +4,10 @@
 //! Dimension key: R rows (tokens of every sequence in a step, flattened), C channels,
 //! K/N a matmul's input/output width, V vocab, S cache slots, TM cache length per slot,
 //! NH heads, HD head size (C / NH).
+//!
+//! `exp` and `tanh` come from `libm`, not the platform, and sums run in a fixed order, so the
+//! reference is bit-identical natively and in wasm (the page's CPU engine): same recipe and
+//! seed, same tokens in the CLI and the page.
 
 use crate::config::LAYER_NORM_EPS;
 
@@ -50,7 +54,7 @@ pub fn gelu(x: &mut [f32]) {
     const S: f32 = 0.797_884_6; // sqrt(2 / pi)
     for v in x.iter_mut() {
         let u = *v;
-        *v = 0.5 * u * (1.0 + (S * (u + 0.044715 * u * u * u)).tanh());
+        *v = 0.5 * u * (1.0 + libm::tanhf(S * (u + 0.044715 * u * u * u)));
     }
 }
 
@@ -113,7 +117,7 @@ pub fn attention(out: &mut [f32], qkv: &[f32], k_cache: &[f32], v_cache: &[f32],
             }
             let mut sum = 0.0;
             for s in &mut scores[..len] {
-                *s = (*s - max).exp();
+                *s = libm::expf(*s - max);
                 sum += *s;
             }
             let o = &mut out[r * c + h * hd..r * c + (h + 1) * hd];
