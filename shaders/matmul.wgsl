@@ -1,113 +1,263 @@
-// Twin of `ops::matmul` (and `ops::gelu` fused on request):
-//     out[R, N] = inp[R, K] · weight[K, N] + bias[N]        (GPT-2's Conv1D layout, [in, out])
+// Twins of `ops::matmul` (with `ops::gelu` fused on request) and `ops::logits`:
+//     matmul: out[R, N] = inp[R, K] · weight[K, N] + bias[N]  (GPT-2's Conv1D layout, [in, out])
+//     logits: out[R, V] = inp[rows, C] · wte[V, C]ᵀ            (the tied LM head)
+// Both are one product over f16 weights stored [K, N]: rows of N8 = ceil(N / 8) `vec4<u32>`
+// words, eight f16 columns a word, zero-padded past N (`kernels::pack_f16_rows`); the engine
+// stores wte transposed, [C, V], in that layout (`kernels::pack_wte_chunk`).
 //
-// Weights are f16 in rows of N8 = ceil(N / 8) `vec4<u32>` words (eight f16 columns a word,
-// zero-padded past N; see `kernels::pack_matmul_weight`). An invocation owns eight adjacent
-// output columns and reads one 16-byte word per input channel: on CPU-backed WebGPU every
-// storage load has a high fixed cost, so a load must bring as many weights as it can, and
-// neighbouring invocations still read neighbouring words (coalesced on GPUs).
-// Accumulation is f32. A workgroup computes TILE_ROWS rows × 8·WG columns: the rows' inputs are
-// staged in workgroup memory KT channels at a time and every weight word loaded is used
-// TILE_ROWS times. Decode steps (R ≤ a few) use a short tile, prompt passes a tall one.
+// Register tiles, no workgroup memory and no barriers. An invocation owns TILE_WORDS words of
+// eight adjacent columns (words j and j + WG) for TILE_ROWS rows, and per input channel k loads
+// each of its weight words once and uses it for every row of the tile. Neighbouring invocations
+// read neighbouring words. Why this shape, on CPU-backed WebGPU (see BENCHMARKS.md):
+// - a storage load whose address differs between invocations is the expensive operation
+//   (lavapipe loops over the SIMD lanes for each loaded component, SwiftShader gathers), so a
+//   load brings eight weights and each weight serves TILE_ROWS rows; `inp[...]` is the same
+//   address for the whole workgroup and costs little;
+// - accumulators are named variables, not an array: a loop over an array of accumulators is
+//   not unrolled by these compilers, which then keep the array in memory (2-4× slower);
+// - barriers are expensive on SwiftShader (each runs the workgroup's lanes as coroutines).
+// Decode steps (R ≤ a few rows) use a one-row, one-word tile, so N / 8 invocations share the
+// work; prompt passes use 16 rows × 2 words. Accumulation is f32.
 
 struct Params {
     rows: u32,
     k: u32,
     n: u32,
-    /// bit 0: add bias; bit 1: apply GELU (tanh form) to the result.
-    flags: u32,
+    /// matmul: bit 0 adds the bias, bit 1 applies GELU (tanh form).
+    /// logits: where this wte chunk's columns start in `out`.
+    flags_or_vocab_start: u32,
+    /// logits: the row stride of `out` (the full vocabulary); unused by matmul.
+    out_stride: u32,
 }
 
 const WG: u32 = 64u;
-const KT: u32 = 64u;
-const MAX_TILE_ROWS: u32 = 8u;
+const MAX_TILE_ROWS: u32 = 16u;
 const FLAG_BIAS: u32 = 1u;
 const FLAG_GELU: u32 = 2u;
 
-/// Rows per workgroup, 1..=MAX_TILE_ROWS.
+/// Rows per tile: 1, 2, 4, 8 or 16.
 override TILE_ROWS: u32 = 1u;
+/// Column words per invocation: 1 or 2.
+override TILE_WORDS: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(1) @binding(0) var<storage, read_write> out: array<f32>;   // [R, N]
-@group(1) @binding(1) var<storage, read> inp: array<f32>;         // [R, K]
-@group(1) @binding(2) var<storage, read> weight: array<vec4<u32>>; // [K, N8], 8 f16 a word
+@group(1) @binding(0) var<storage, read_write> out: array<f32>;   // [R, N]  (logits: [*, V])
+@group(1) @binding(1) var<storage, read> inp: array<f32>;         // [R, K]  (logits: [*, C])
+@group(1) @binding(2) var<storage, read> weight: array<vec4<u32>>; // [K, N8] (logits: a wte chunk [C, L8])
+// matmul
 @group(1) @binding(3) var<storage, read> bias: array<f32>;        // [N]
+// logits
+@group(1) @binding(3) var<storage, read> row_index: array<u32>;   // [R] rows of `inp` to use
 
-var<workgroup> a_tile: array<f32, MAX_TILE_ROWS * KT>;            // [TILE_ROWS, KT]
+/// Sixteen columns of one row: word 0 in lo0/hi0, word 1 (TILE_WORDS = 2) in lo1/hi1.
+struct Cols {
+    lo0: vec4<f32>,
+    hi0: vec4<f32>,
+    lo1: vec4<f32>,
+    hi1: vec4<f32>,
+}
+
+fn madd(acc: Cols, a: f32, w: Cols) -> Cols {
+    var o = acc;
+    o.lo0 += a * w.lo0;
+    o.hi0 += a * w.hi0;
+    if (TILE_WORDS > 1u) {
+        o.lo1 += a * w.lo1;
+        o.hi1 += a * w.hi1;
+    }
+    return o;
+}
+
+fn unpack8(q: vec4<u32>) -> array<vec4<f32>, 2> {
+    return array(vec4(unpack2x16float(q.x), unpack2x16float(q.y)), vec4(unpack2x16float(q.z), unpack2x16float(q.w)));
+}
+
+/// The tile's product: row rr of the result is inp[base[rr] .. base[rr] + K] · weight[:, words
+/// j0 and j0 + WG]. Words past N8 are clamped to the last one (their columns are discarded).
+fn product(base: array<u32, MAX_TILE_ROWS>, j0: u32, n8: u32) -> array<Cols, MAX_TILE_ROWS> {
+    let w0 = min(j0, n8 - 1u);
+    let w1 = min(j0 + WG, n8 - 1u);
+    var t0 = Cols();
+    var t1 = Cols();
+    var t2 = Cols();
+    var t3 = Cols();
+    var t4 = Cols();
+    var t5 = Cols();
+    var t6 = Cols();
+    var t7 = Cols();
+    var t8 = Cols();
+    var t9 = Cols();
+    var t10 = Cols();
+    var t11 = Cols();
+    var t12 = Cols();
+    var t13 = Cols();
+    var t14 = Cols();
+    var t15 = Cols();
+    for (var k = 0u; k < p.k; k++) {
+        var w: Cols;
+        let q0 = unpack8(weight[k * n8 + w0]);
+        w.lo0 = q0[0];
+        w.hi0 = q0[1];
+        if (TILE_WORDS > 1u) {
+            let q1 = unpack8(weight[k * n8 + w1]);
+            w.lo1 = q1[0];
+            w.hi1 = q1[1];
+        }
+        t0 = madd(t0, inp[base[0] + k], w);
+        if (TILE_ROWS > 1u) {
+            t1 = madd(t1, inp[base[1] + k], w);
+        }
+        if (TILE_ROWS > 2u) {
+            t2 = madd(t2, inp[base[2] + k], w);
+            t3 = madd(t3, inp[base[3] + k], w);
+        }
+        if (TILE_ROWS > 4u) {
+            t4 = madd(t4, inp[base[4] + k], w);
+            t5 = madd(t5, inp[base[5] + k], w);
+            t6 = madd(t6, inp[base[6] + k], w);
+            t7 = madd(t7, inp[base[7] + k], w);
+        }
+        if (TILE_ROWS > 8u) {
+            t8 = madd(t8, inp[base[8] + k], w);
+            t9 = madd(t9, inp[base[9] + k], w);
+            t10 = madd(t10, inp[base[10] + k], w);
+            t11 = madd(t11, inp[base[11] + k], w);
+            t12 = madd(t12, inp[base[12] + k], w);
+            t13 = madd(t13, inp[base[13] + k], w);
+            t14 = madd(t14, inp[base[14] + k], w);
+            t15 = madd(t15, inp[base[15] + k], w);
+        }
+    }
+    return array(t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15);
+}
 
 // GPT-2's gelu_new. The cube is written as products: pow(x, 3) is undefined for x < 0 in WGSL
 // and SwiftShader returns garbage for it. tanh's argument is clamped because some
 // implementations compute tanh from exp and overflow to NaN; tanh(±10) is ±1 in f32 anyway.
-fn gelu(x: vec4<f32>) -> vec4<f32> {
+fn gelu(x: f32) -> f32 {
     let s = 0.7978846; // sqrt(2 / pi)
-    let u = clamp(s * (x + 0.044715 * x * x * x), vec4(-10.0), vec4(10.0));
+    let u = clamp(s * (x + 0.044715 * x * x * x), -10.0, 10.0);
     return 0.5 * x * (1.0 + tanh(u));
 }
 
-fn finish(v: vec4<f32>, col: u32) -> vec4<f32> {
-    var o = v;
-    if ((p.flags & FLAG_BIAS) != 0u) {
-        for (var i = 0u; i < 4u; i++) {
-            if (col + i < p.n) {
-                o[i] += bias[col + i];
+/// Row r of a matmul tile: bias and GELU as the flags ask, columns past N dropped.
+fn matmul_row(r: u32, j0: u32, c: Cols) {
+    matmul_word(r, j0, c.lo0, c.hi0);
+    if (TILE_WORDS > 1u) {
+        matmul_word(r, j0 + WG, c.lo1, c.hi1);
+    }
+}
+
+fn matmul_word(r: u32, j: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (r >= p.rows) {
+        return;
+    }
+    let flags = p.flags_or_vocab_start;
+    for (var i = 0u; i < 8u; i++) {
+        let col = 8u * j + i;
+        if (col < p.n) {
+            var o = select(hi[i - 4u], lo[i], i < 4u);
+            if ((flags & FLAG_BIAS) != 0u) {
+                o += bias[col];
             }
+            if ((flags & FLAG_GELU) != 0u) {
+                o = gelu(o);
+            }
+            out[r * p.n + col] = o;
         }
     }
-    if ((p.flags & FLAG_GELU) != 0u) {
-        o = gelu(o);
-    }
-    return o;
 }
 
 @compute @workgroup_size(WG)
 fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n8 = (p.n + 7u) / 8u;
-    let j = wg.x * WG + lid; // columns 8j .. 8j + 8
+    let j0 = wg.x * WG * TILE_WORDS + lid;
     let r0 = wg.y * TILE_ROWS;
-    var acc: array<vec4<f32>, 2u * MAX_TILE_ROWS>; // row rr: columns 8j.. in [2rr], 8j+4.. in [2rr+1]
-    for (var k0 = 0u; k0 < p.k; k0 += KT) {
-        for (var e = lid; e < TILE_ROWS * KT; e += WG) {
-            let r = r0 + e / KT;
-            let k = k0 + e % KT;
-            var a = 0.0;
-            if (r < p.rows && k < p.k) {
-                a = inp[r * p.k + k];
-            }
-            a_tile[e] = a;
-        }
-        workgroupBarrier();
-        if (j < n8) {
-            let k_len = min(KT, p.k - k0);
-            for (var kk = 0u; kk < k_len; kk++) {
-                let q = weight[(k0 + kk) * n8 + j];
-                let w_lo = vec4(unpack2x16float(q.x), unpack2x16float(q.y));
-                let w_hi = vec4(unpack2x16float(q.z), unpack2x16float(q.w));
-                for (var rr = 0u; rr < TILE_ROWS; rr++) {
-                    let a = a_tile[rr * KT + kk];
-                    acc[2u * rr] += a * w_lo;
-                    acc[2u * rr + 1u] += a * w_hi;
-                }
-            }
-        }
-        workgroupBarrier();
+    var base: array<u32, MAX_TILE_ROWS>; // where each row starts in `inp`; rows past R repeat the last
+    for (var rr = 0u; rr < MAX_TILE_ROWS; rr++) {
+        base[rr] = min(r0 + rr, p.rows - 1u) * p.k;
     }
-    if (j >= n8) {
+    let t = product(base, j0, n8);
+    // Constant indices only: a loop over the tile's rows here would put the whole tile in memory.
+    matmul_row(r0, j0, t[0]);
+    if (TILE_ROWS > 1u) {
+        matmul_row(r0 + 1u, j0, t[1]);
+    }
+    if (TILE_ROWS > 2u) {
+        matmul_row(r0 + 2u, j0, t[2]);
+        matmul_row(r0 + 3u, j0, t[3]);
+    }
+    if (TILE_ROWS > 4u) {
+        matmul_row(r0 + 4u, j0, t[4]);
+        matmul_row(r0 + 5u, j0, t[5]);
+        matmul_row(r0 + 6u, j0, t[6]);
+        matmul_row(r0 + 7u, j0, t[7]);
+    }
+    if (TILE_ROWS > 8u) {
+        matmul_row(r0 + 8u, j0, t[8]);
+        matmul_row(r0 + 9u, j0, t[9]);
+        matmul_row(r0 + 10u, j0, t[10]);
+        matmul_row(r0 + 11u, j0, t[11]);
+        matmul_row(r0 + 12u, j0, t[12]);
+        matmul_row(r0 + 13u, j0, t[13]);
+        matmul_row(r0 + 14u, j0, t[14]);
+        matmul_row(r0 + 15u, j0, t[15]);
+    }
+}
+
+/// Row r of a logits tile, written at its vocabulary columns of `out`.
+fn logits_row(r: u32, j0: u32, c: Cols) {
+    logits_word(r, j0, c.lo0, c.hi0);
+    if (TILE_WORDS > 1u) {
+        logits_word(r, j0 + WG, c.lo1, c.hi1);
+    }
+}
+
+fn logits_word(r: u32, j: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (r >= p.rows) {
         return;
     }
-    let col = 8u * j;
-    for (var rr = 0u; rr < TILE_ROWS; rr++) {
-        let r = r0 + rr;
-        if (r < p.rows) {
-            let lo = finish(acc[2u * rr], col);
-            let hi = finish(acc[2u * rr + 1u], col + 4u);
-            for (var i = 0u; i < 4u; i++) {
-                if (col + i < p.n) {
-                    out[r * p.n + col + i] = lo[i];
-                }
-                if (col + 4u + i < p.n) {
-                    out[r * p.n + col + 4u + i] = hi[i];
-                }
-            }
+    for (var i = 0u; i < 8u; i++) {
+        let col = 8u * j + i;
+        if (col < p.n) {
+            out[r * p.out_stride + p.flags_or_vocab_start + col] = select(hi[i - 4u], lo[i], i < 4u);
         }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn logits(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let n8 = (p.n + 7u) / 8u;
+    let j0 = wg.x * WG * TILE_WORDS + lid;
+    let r0 = wg.y * TILE_ROWS;
+    var base: array<u32, MAX_TILE_ROWS>;
+    for (var rr = 0u; rr < MAX_TILE_ROWS; rr++) {
+        base[rr] = row_index[min(r0 + rr, p.rows - 1u)] * p.k;
+    }
+    let t = product(base, j0, n8);
+    // Constant indices only: a loop over the tile's rows here would put the whole tile in memory.
+    logits_row(r0, j0, t[0]);
+    if (TILE_ROWS > 1u) {
+        logits_row(r0 + 1u, j0, t[1]);
+    }
+    if (TILE_ROWS > 2u) {
+        logits_row(r0 + 2u, j0, t[2]);
+        logits_row(r0 + 3u, j0, t[3]);
+    }
+    if (TILE_ROWS > 4u) {
+        logits_row(r0 + 4u, j0, t[4]);
+        logits_row(r0 + 5u, j0, t[5]);
+        logits_row(r0 + 6u, j0, t[6]);
+        logits_row(r0 + 7u, j0, t[7]);
+    }
+    if (TILE_ROWS > 8u) {
+        logits_row(r0 + 8u, j0, t[8]);
+        logits_row(r0 + 9u, j0, t[9]);
+        logits_row(r0 + 10u, j0, t[10]);
+        logits_row(r0 + 11u, j0, t[11]);
+        logits_row(r0 + 12u, j0, t[12]);
+        logits_row(r0 + 13u, j0, t[13]);
+        logits_row(r0 + 14u, j0, t[14]);
+        logits_row(r0 + 15u, j0, t[15]);
     }
 }

@@ -15,24 +15,24 @@ pub const LAYERNORM_WGSL: &str = include_str!("../../../shaders/layernorm.wgsl")
 pub const MATMUL_WGSL: &str = include_str!("../../../shaders/matmul.wgsl");
 pub const ATTENTION_WGSL: &str = include_str!("../../../shaders/attention.wgsl");
 pub const RESIDUAL_WGSL: &str = include_str!("../../../shaders/residual.wgsl");
-pub const LOGITS_WGSL: &str = include_str!("../../../shaders/logits.wgsl");
 
 /// Every shader file by name, for validation.
-pub const SHADERS: [(&str, &str); 6] = [
+pub const SHADERS: [(&str, &str); 5] = [
     ("embed.wgsl", EMBED_WGSL),
     ("layernorm.wgsl", LAYERNORM_WGSL),
     ("matmul.wgsl", MATMUL_WGSL),
     ("attention.wgsl", ATTENTION_WGSL),
     ("residual.wgsl", RESIDUAL_WGSL),
-    ("logits.wgsl", LOGITS_WGSL),
 ];
 
 /// Invocations per workgroup along x in every kernel (the shaders' `WG`).
 const WG: u32 = 64;
 /// Bytes reserved per dispatch in the params arena; every params struct fits.
 const PARAMS_SLOT: u64 = 256;
-/// Row tiles the matmul and logits kernels are specialised for (`TILE_ROWS`).
-const TILE_ROWS: [u32; 4] = [1, 2, 4, 8];
+/// Register tiles the matmul and logits kernels are specialised for, (`TILE_ROWS`,
+/// `TILE_WORDS`): one-word tiles keep a decode step's few rows spread over N / 8 invocations;
+/// prompt passes take 16 rows × 16 columns per invocation (see matmul.wgsl).
+const TILES: [(u32, u32); 5] = [(1, 1), (2, 1), (4, 1), (8, 1), (16, 2)];
 /// The attention kernel's largest head size (`MAX_HD` in attention.wgsl).
 pub const MAX_HEAD_DIM: usize = 256;
 
@@ -54,7 +54,7 @@ pub struct LayernormParams {
     pub c: u32,
 }
 
-/// Mirrors `Params` in matmul.wgsl.
+/// Mirrors `Params` in matmul.wgsl for its `matmul` entry point (`out_stride` unused, zero).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub struct MatmulParams {
@@ -93,14 +93,15 @@ pub struct ResidualParams {
     pub map_offset: u32,
 }
 
-/// Mirrors `Params` in logits.wgsl.
+/// Mirrors `Params` in matmul.wgsl for its `logits` entry point: (rows, k, n,
+/// flags_or_vocab_start, out_stride) = (rows, c, vocab_len, vocab_start, v).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub struct LogitsParams {
     pub rows: u32,
     pub c: u32,
-    pub vocab_start: u32,
     pub vocab_len: u32,
+    pub vocab_start: u32,
     /// Row stride of the output: the full vocabulary.
     pub v: u32,
 }
@@ -110,7 +111,7 @@ pub struct EmbedBuffers<'a> {
     pub out: &'a wgpu::Buffer,
     pub tokens: &'a wgpu::Buffer,
     pub positions: &'a wgpu::Buffer,
-    /// One vocab chunk of wte, see [`pack_f16_rows`].
+    /// One vocab chunk of wte, see [`pack_wte_chunk`].
     pub wte: &'a wgpu::Buffer,
     /// [P, C] f16, unpadded.
     pub wpe: &'a wgpu::Buffer,
@@ -141,6 +142,19 @@ pub fn pack_f16_rows(w: &[f32], k: usize, n: usize) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Vocabulary rows `[len, C]` of wte in the kernels' layout: transposed to `[C, len]` and packed
+/// by [`pack_f16_rows`], so the tied LM head is the same product as a Conv1D weight `[in, out]`
+/// (matmul.wgsl) and a decode step's logits read wte lane-consecutively.
+pub fn pack_wte_chunk(rows: &[f32], len: usize, c: usize) -> Vec<u8> {
+    let mut t = vec![0.0; len * c];
+    for (v, row) in rows.chunks_exact(c).enumerate() {
+        for (ch, x) in row.iter().enumerate() {
+            t[ch * len + v] = *x;
+        }
+    }
+    pack_f16_rows(&t, c, len)
 }
 
 /// Buffers of `matmul(out, inp, weight, bias)`; a bias buffer is bound even when unused.
@@ -188,7 +202,7 @@ pub struct LogitsBuffers<'a> {
     pub out: &'a wgpu::Buffer,
     pub inp: &'a wgpu::Buffer,
     pub row_index: &'a wgpu::Buffer,
-    /// One vocab chunk of wte, see [`pack_f16_rows`].
+    /// One vocab chunk of wte, see [`pack_wte_chunk`].
     pub wte: &'a wgpu::Buffer,
 }
 
@@ -203,7 +217,7 @@ pub struct Kernels {
     params_layout: wgpu::BindGroupLayout,
     embed: Kernel,
     layernorm: Kernel,
-    /// By index into [`TILE_ROWS`].
+    /// By index into [`TILES`].
     matmul: Vec<Kernel>,
     logits: Vec<Kernel>,
     kv_write: Kernel,
@@ -213,9 +227,15 @@ pub struct Kernels {
     params_align: u64,
 }
 
-/// Tallest row tile not taller than needed: a decode row uses a 1-row tile, a prompt an 8-row one.
+/// The shortest tile that holds every row (a decode row gets a one-row tile), else the tallest.
 fn tile_index(rows: u32) -> usize {
-    TILE_ROWS.iter().position(|&t| t >= rows).unwrap_or(TILE_ROWS.len() - 1)
+    TILES.iter().position(|&(t, _)| t >= rows).unwrap_or(TILES.len() - 1)
+}
+
+/// Workgroups of a matmul-shaped dispatch: `words` column words of `rows` rows.
+fn tile_groups(t: usize, words: u32, rows: u32) -> [u32; 3] {
+    let (tile_rows, tile_words) = TILES[t];
+    [div_ceil(words, WG * tile_words), div_ceil(rows, tile_rows), 1]
 }
 
 fn div_ceil(a: u32, b: u32) -> u32 {
@@ -248,7 +268,6 @@ impl Kernels {
         let matmul_m = module("matmul.wgsl", MATMUL_WGSL);
         let attention_m = module("attention.wgsl", ATTENTION_WGSL);
         let residual_m = module("residual.wgsl", RESIDUAL_WGSL);
-        let logits_m = module("logits.wgsl", LOGITS_WGSL);
 
         // `read_only` per storage binding, in binding order.
         let kernel = |m: &wgpu::ShaderModule, entry: &str, storage: &[bool], constants: &[(&str, f64)]| {
@@ -284,14 +303,17 @@ impl Kernels {
         };
         let (w, r) = (false, true);
         let tiled = |m: &wgpu::ShaderModule, entry: &str| -> Vec<Kernel> {
-            TILE_ROWS.iter().map(|&t| kernel(m, entry, &[w, r, r, r], &[("TILE_ROWS", t as f64)])).collect()
+            TILES
+                .iter()
+                .map(|&(rows, words)| kernel(m, entry, &[w, r, r, r], &[("TILE_ROWS", rows as f64), ("TILE_WORDS", words as f64)]))
+                .collect()
         };
         let params_align = (device.limits().min_uniform_buffer_offset_alignment as u64).max(PARAMS_SLOT);
         Ok(Self {
             embed: kernel(&embed_m, "embed", &[w, r, r, r, r], &[]),
             layernorm: kernel(&layernorm_m, "layernorm", &[w, r, r, r], &[]),
             matmul: tiled(&matmul_m, "matmul"),
-            logits: tiled(&logits_m, "logits"),
+            logits: tiled(&matmul_m, "logits"),
             kv_write: kernel(&attention_m, "kv_write", &[w, w, r, r], &[]),
             attention: kernel(&attention_m, "attention", &[w, r, r, r, r], &[]),
             residual_add: kernel(&residual_m, "residual_add", &[w, r], &[]),
@@ -333,7 +355,8 @@ impl Kernels {
         Self::bind(device, &self.add_rows, "add_rows", &[b.x, b.table, b.row_map])
     }
     pub fn bind_logits(&self, device: &wgpu::Device, b: &LogitsBuffers) -> wgpu::BindGroup {
-        Self::bind(device, &self.logits[0], "logits", &[b.out, b.inp, b.row_index, b.wte])
+        // The weight sits at the same binding as in `matmul`, which shares its code.
+        Self::bind(device, &self.logits[0], "logits", &[b.out, b.inp, b.wte, b.row_index])
     }
 
     pub fn embed(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &EmbedParams) {
@@ -344,7 +367,7 @@ impl Kernels {
     }
     pub fn matmul(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &MatmulParams) {
         let t = tile_index(p.rows);
-        let groups = [div_ceil(p.n.div_ceil(8), WG), div_ceil(p.rows, TILE_ROWS[t]), 1];
+        let groups = tile_groups(t, p.n.div_ceil(8), p.rows);
         rec.dispatch(&self.matmul[t].pipeline, group, bytemuck::bytes_of(p), groups);
     }
     pub fn kv_write(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &AttentionParams) {
@@ -361,7 +384,7 @@ impl Kernels {
     }
     pub fn logits(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &LogitsParams) {
         let t = tile_index(p.rows);
-        let groups = [div_ceil(p.vocab_len, WG), div_ceil(p.rows, TILE_ROWS[t]), 1];
+        let groups = tile_groups(t, p.vocab_len.div_ceil(8), p.rows);
         rec.dispatch(&self.logits[t].pipeline, group, bytemuck::bytes_of(p), groups);
     }
 }

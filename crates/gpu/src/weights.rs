@@ -1,10 +1,11 @@
 //! GPT-2's weights on the GPU, uploaded tensor by tensor as the safetensors stream arrives
 //! ([`GpuWeightsSink`] is a [`TensorSink`]), so no whole file is ever held in memory.
 //!
-//! Matrices (wte, wpe, the Conv1D weights) are stored as f16, two per u32 in file order: along
-//! N for Conv1D `[in, out]` weights, along C for wte `[V, C]`; rows of both are padded to whole
-//! 16-byte words (a no-op for GPT-2's widths) because the kernels read eight f16 per load. F32 and BF16 files are rounded to
-//! f16 on upload. LayerNorm parameters and biases stay f32. wte is split by vocab rows into
+//! Matrices (wte, wpe, the Conv1D weights) are stored as f16, two per u32: Conv1D `[in, out]`
+//! weights in file order, rows padded to whole 16-byte words (a no-op for GPT-2's widths)
+//! because the kernels read eight f16 per load; wte transposed to `[C, V]` in that same layout,
+//! so the LM head is the matmul kernel's product (see `kernels::pack_wte_chunk`). F32 and BF16
+//! files are rounded to f16 on upload. LayerNorm parameters and biases stay f32. wte is split by vocab rows into
 //! chunks that each fit one storage binding (gpt2-xl's is 161 MB in f16; WebGPU's default
 //! binding limit is 128 MiB).
 
@@ -17,6 +18,9 @@ use tiller_core::{Gpt2Config, Result, TillerError};
 
 use crate::errors::{ErrorLog, Scopes};
 use crate::kernels::f16_row_words;
+
+/// wte rows converted per block while transposing into a chunk.
+const WTE_BLOCK: usize = 256;
 
 /// Vocab rows `vocab_start..vocab_start + vocab_len` of wte.
 pub struct WteChunk {
@@ -148,6 +152,48 @@ impl GpuWeightsSink {
         Ok(buffer)
     }
 
+    /// A buffer holding wte rows `rows` (each of `c` elements) transposed: `[c, rows.len()]`
+    /// as f16, each row padded with zeros to whole 16-byte words.
+    fn upload_wte_chunk(&mut self, label: &str, t: &TensorView<'_>, rows: Range<usize>, c: usize) -> Result<wgpu::Buffer> {
+        let row_bytes = f16_row_words(rows.len()) * 4;
+        let size = (c * row_bytes) as u64;
+        if size > max_binding(&self.device) {
+            return Err(self.too_big(label, size));
+        }
+        let buffer = self.mapped_buffer(label, size);
+        {
+            let mut view = buffer
+                .get_mapped_range_mut(..)
+                .map_err(|e| TillerError::Gpu(format!("uploading `{label}` failed: {e}")))?;
+            let es = t.dtype.size();
+            // A block of vocab rows at a time: convert [n, c] to f16, then write each channel's
+            // n values contiguously into its row of the chunk.
+            let mut block: Vec<[u8; 2]> = Vec::with_capacity(WTE_BLOCK * c);
+            let mut column: Vec<u8> = Vec::with_capacity(WTE_BLOCK * 2);
+            for v0 in (0..rows.len()).step_by(WTE_BLOCK) {
+                let n = WTE_BLOCK.min(rows.len() - v0);
+                let src = &t.bytes[(rows.start + v0) * c * es..(rows.start + v0 + n) * c * es];
+                block.clear();
+                block.extend(src.chunks_exact(es).map(|e| {
+                    let x = match t.dtype {
+                        Dtype::F32 => f32::from_le_bytes([e[0], e[1], e[2], e[3]]),
+                        Dtype::F16 => f16::from_le_bytes([e[0], e[1]]).to_f32(),
+                        Dtype::BF16 => bf16::from_le_bytes([e[0], e[1]]).to_f32(),
+                    };
+                    f16::from_f32(x).to_le_bytes()
+                }));
+                for ch in 0..c {
+                    column.clear();
+                    column.extend(block[ch..].iter().step_by(c).flatten());
+                    view.slice(ch * row_bytes + v0 * 2..ch * row_bytes + (v0 + n) * 2).copy_from_slice(&column);
+                }
+            }
+        }
+        buffer.unmap();
+        self.bytes += size;
+        Ok(buffer)
+    }
+
     fn upload_f32(&mut self, label: &str, t: &TensorView<'_>) -> Result<wgpu::Buffer> {
         let data = t.to_f32();
         let size = (data.len() * 4) as u64;
@@ -215,7 +261,8 @@ impl GpuWeightsSink {
 impl TensorSink for GpuWeightsSink {
     fn begin(&mut self, cfg: &Gpt2Config, _header: &SafetensorsHeader) -> Result<()> {
         let c = cfg.n_embd as u64;
-        if (cfg.vocab_size as u64) > u32::MAX as u64 / 2 || f16_row_words(c as usize) as u64 * 4 > max_binding(&self.device) {
+        // The smallest wte chunk is eight vocab rows: one 16-byte word per channel.
+        if (cfg.vocab_size as u64) > u32::MAX as u64 / 2 || c * 16 > max_binding(&self.device) {
             return Err(TillerError::Gpu(format!("this model's shapes ({cfg:?}) do not fit the GPU's limits; try a smaller model")));
         }
         self.config = Some(*cfg);
@@ -225,15 +272,15 @@ impl TensorSink for GpuWeightsSink {
     fn tensor(&mut self, t: TensorView<'_>) -> Result<()> {
         let cfg = self.config.ok_or_else(|| TillerError::Gpu("weights arrived before the header".into()))?;
         if t.name == "wte.weight" {
-            // Split by vocab rows into chunks that each fit one binding.
+            // Split by vocab rows into chunks that each fit one binding, in multiples of eight
+            // rows (one 16-byte word per channel).
             let c = cfg.n_embd;
-            let row_bytes = f16_row_words(c) * 4;
-            let rows_per_chunk = (max_binding(&self.device) / row_bytes as u64) as usize;
+            let rows_per_chunk = (max_binding(&self.device) / (c as u64 * 16)) as usize * 8;
             let mut start = 0;
             while start < cfg.vocab_size {
                 let len = rows_per_chunk.min(cfg.vocab_size - start);
                 let label = format!("wte.weight[{start}..{}]", start + len);
-                let buffer = self.upload_f16(&label, &t, start..start + len, c, row_bytes)?;
+                let buffer = self.upload_wte_chunk(&label, &t, start..start + len, c)?;
                 self.wte.push(WteChunk { buffer, vocab_start: start as u32, vocab_len: len as u32 });
                 start += len;
             }

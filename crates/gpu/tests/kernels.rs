@@ -8,7 +8,7 @@ mod common;
 use common::{assert_close, gpu, round_f16, Harness, Rng};
 use tiller_core::ops::{self, RowMeta};
 use tiller_gpu::kernels::{
-    pack_f16_rows,
+    pack_f16_rows, pack_wte_chunk,
     AddRowsBuffers, AttentionBuffers, AttentionParams, EmbedBuffers, EmbedParams, KvWriteBuffers, LayernormBuffers, LayernormParams,
     LogitsBuffers, LogitsParams, MatmulBuffers, MatmulParams, ResidualBuffers, ResidualParams,
 };
@@ -36,7 +36,7 @@ fn embed_matches_reference_across_wte_chunks() {
         let (tok_b, pos_b, wpe_b) = (h.u32s(&tokens), h.u32s(&positions), h.f16s(&wpe));
         let mut rec = h.recorder();
         for (start, len) in [(0, split), (split, v - split)] {
-            let chunk = h.bytes(&pack_f16_rows(&wte[start * c..(start + len) * c], len, c));
+            let chunk = h.bytes(&pack_wte_chunk(&wte[start * c..(start + len) * c], len, c));
             let g = h.kernels.bind_embed(
                 &h.gpu.device,
                 &EmbedBuffers { out: &out, tokens: &tok_b, positions: &pos_b, wte: &chunk, wpe: &wpe_b },
@@ -265,7 +265,7 @@ fn logits_match_reference_across_wte_chunks_and_row_picks() {
         let mut rec = h.recorder();
         let split = 517;
         for (start, len) in [(0, split), (split, v - split)] {
-            let chunk = h.bytes(&pack_f16_rows(&wte[start * c..(start + len) * c], len, c));
+            let chunk = h.bytes(&pack_wte_chunk(&wte[start * c..(start + len) * c], len, c));
             let g = h.kernels.bind_logits(&h.gpu.device, &LogitsBuffers { out: &out, inp: &ib, row_index: &pb, wte: &chunk });
             let p = LogitsParams { rows: t as u32, c: c as u32, vocab_start: start as u32, vocab_len: len as u32, v: v as u32 };
             h.kernels.logits(&mut rec, &g, &p);
