@@ -30,7 +30,9 @@ struct Params {
     out_stride: u32,
 }
 
-const WG: u32 = 64u;
+/// Invocations per workgroup: the engine uses 16 for matmul (GPT-2's narrow layers, N = C, then
+/// still give a 2-core adapter a dozen workgroups to share) and 64 for logits (N = V).
+override WG: u32 = 64u;
 const MAX_TILE_ROWS: u32 = 16u;
 const FLAG_BIAS: u32 = 1u;
 const FLAG_GELU: u32 = 2u;

@@ -1,11 +1,13 @@
 //! GpuEngine benchmark on random weights of a released GPT-2's shapes (`cargo xtask bench`).
 //!
 //!     cargo run --release -p tiller-gpu --example bench -- [--model gpt2] [--layers N]
-//!         [--prompt 64] [--decode 16] [--markdown BENCHMARKS.md]
+//!         [--prompt 64] [--decode 16] [--profile] [--markdown BENCHMARKS.md]
 //!
 //! Measures the prompt pass (tokens/s), decode at batch 1 and 6 (ms per step), the matmul
 //! kernel's GFLOP/s at prompt and decode shapes, and the adapter's peak FMA rate with a
 //! micro-kernel in the same run, so the matmul can be reported as a fraction of it.
+//! `--profile` adds where a prompt pass and a decode step spend their time, by kernel (each
+//! dispatch submitted and waited for on its own, see `tiller_gpu::kernels::profile`).
 //! `--layers` keeps the true widths and vocabulary but runs fewer blocks (gpt2-xl is 3.1 GB of
 //! f16 weights); per-token figures then scale with the layer count.
 
@@ -25,11 +27,12 @@ struct Args {
     layers: Option<usize>,
     prompt: usize,
     decode: usize,
+    profile: bool,
     markdown: Option<String>,
 }
 
 fn parse_args() -> BoxResult<Args> {
-    let mut a = Args { model: "gpt2".into(), layers: None, prompt: 64, decode: 16, markdown: None };
+    let mut a = Args { model: "gpt2".into(), layers: None, prompt: 64, decode: 16, profile: false, markdown: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -39,8 +42,9 @@ fn parse_args() -> BoxResult<Args> {
             "--prompt" => a.prompt = value()?.parse()?,
             "--decode" => a.decode = value()?.parse()?,
             "--markdown" => a.markdown = Some(value()?),
+            "--profile" => a.profile = true,
             "-h" | "--help" => {
-                println!("bench [--model gpt2|distilgpt2|gpt2-medium|gpt2-large|gpt2-xl] [--layers N] [--prompt 64] [--decode 16] [--markdown FILE]");
+                println!("bench [--model gpt2|distilgpt2|gpt2-medium|gpt2-large|gpt2-xl] [--layers N] [--prompt 64] [--decode 16] [--profile] [--markdown FILE]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}").into()),
@@ -247,6 +251,24 @@ fn main() -> BoxResult<()> {
     block_on(engine.step(&StepRequest { seqs, injections: vec![], capture: None, logits: LogitRows::Last }))?;
     let t_decode6 = decode(&mut engine, 6)?;
 
+    // Per-kernel shares of a prompt pass and of a batch-1 decode step.
+    let mut profile_rows = Vec::new();
+    if args.profile {
+        use tiller_gpu::kernels::profile;
+        engine.reset(1, max_len)?;
+        profile::take();
+        profile::enable(true);
+        block_on(engine.step(&prompt_req))?;
+        profile_rows.push((format!("profile: prompt pass, {} tokens", args.prompt), profile::take(), 1));
+        let steps = 4;
+        for i in 0..steps {
+            let req = StepRequest { seqs: vec![SeqStep { slot: 0, tokens: vec![i as u32 + 1] }], injections: vec![], capture: None, logits: LogitRows::Last };
+            block_on(engine.step(&req))?;
+        }
+        profile_rows.push(("profile: decode step, batch 1".to_string(), profile::take(), steps));
+        profile::enable(false);
+    }
+
     let layers_note = if cfg.n_layer < full_layers { format!(" ({} of {full_layers} layers)", cfg.n_layer) } else { String::new() };
     report.row("model", format!("{} shapes{layers_note}, random f16 weights ({:.0} MB)", args.model, engine.weight_bytes() as f64 / 1e6));
     report.row(&format!("prompt pass, {} tokens", args.prompt), format!("{:.0} ms = {:.1} tokens/s", t_prompt * 1e3, args.prompt as f64 / t_prompt));
@@ -270,6 +292,14 @@ fn main() -> BoxResult<()> {
         &format!("matmul 1×{c}·{c}×{f} (decode c_fc)"),
         format!("{:.2} ms = {decode_gbs:.1} GB/s of f16 weights, {:.1} GFLOP/s", t_decode_mm * 1e3, 2.0 * c as f64 * f as f64 / t_decode_mm / 1e9),
     );
+    for (what, totals, steps) in profile_rows {
+        let all: f64 = totals.iter().map(|t| t.2).sum();
+        let parts: Vec<String> = totals
+            .iter()
+            .map(|(name, n, secs)| format!("{name} {:.1} ms ({:.0}%, {} dispatches)", secs * 1e3 / steps as f64, 100.0 * secs / all, n / steps))
+            .collect();
+        report.row(&what, format!("{:.1} ms in all: {}", all * 1e3 / steps as f64, parts.join(", ")));
+    }
     if cfg.n_layer < full_layers {
         let scale = full_layers as f64 / cfg.n_layer as f64;
         let est = t_blocks + (t_blocks - t_embed_only) * (scale - 1.0) + (t_decode1 - t_blocks);

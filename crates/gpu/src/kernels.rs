@@ -33,6 +33,12 @@ const PARAMS_SLOT: u64 = 256;
 /// `TILE_WORDS`): one-word tiles keep a decode step's few rows spread over N / 8 invocations;
 /// prompt passes take 16 rows × 16 columns per invocation (see matmul.wgsl).
 const TILES: [(u32, u32); 5] = [(1, 1), (2, 1), (4, 1), (8, 1), (16, 2)];
+/// Workgroup sizes (`WG` in matmul.wgsl): small groups for the Conv1D weights, whose N (768 for
+/// c_proj) would otherwise make two or three workgroups for a 2-core adapter to share unevenly
+/// (16 was as fast or faster than 32 and 64 at every GPT-2 shape on lavapipe); 64 for the LM
+/// head, whose 50257 columns make plenty, and where SwiftShader preferred 64.
+const MATMUL_WG: u32 = 16;
+const LOGITS_WG: u32 = 64;
 /// The attention kernel's largest head size (`MAX_HD` in attention.wgsl).
 pub const MAX_HEAD_DIM: usize = 256;
 
@@ -210,6 +216,8 @@ pub struct LogitsBuffers<'a> {
 struct Kernel {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
+    /// The entry point, for [`profile`].
+    name: &'static str,
 }
 
 /// Every pipeline, built once per device.
@@ -233,9 +241,9 @@ fn tile_index(rows: u32) -> usize {
 }
 
 /// Workgroups of a matmul-shaped dispatch: `words` column words of `rows` rows.
-fn tile_groups(t: usize, words: u32, rows: u32) -> [u32; 3] {
+fn tile_groups(t: usize, wg: u32, words: u32, rows: u32) -> [u32; 3] {
     let (tile_rows, tile_words) = TILES[t];
-    [div_ceil(words, WG * tile_words), div_ceil(rows, tile_rows), 1]
+    [div_ceil(words, wg * tile_words), div_ceil(rows, tile_rows), 1]
 }
 
 fn div_ceil(a: u32, b: u32) -> u32 {
@@ -270,7 +278,7 @@ impl Kernels {
         let residual_m = module("residual.wgsl", RESIDUAL_WGSL);
 
         // `read_only` per storage binding, in binding order.
-        let kernel = |m: &wgpu::ShaderModule, entry: &str, storage: &[bool], constants: &[(&str, f64)]| {
+        let kernel = |m: &wgpu::ShaderModule, entry: &'static str, storage: &[bool], constants: &[(&str, f64)]| {
             let entries: Vec<wgpu::BindGroupLayoutEntry> = storage
                 .iter()
                 .enumerate()
@@ -299,21 +307,24 @@ impl Kernels {
                 compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
                 cache: None,
             });
-            Kernel { pipeline, layout }
+            Kernel { pipeline, layout, name: entry }
         };
         let (w, r) = (false, true);
-        let tiled = |m: &wgpu::ShaderModule, entry: &str| -> Vec<Kernel> {
+        let tiled = |m: &wgpu::ShaderModule, entry: &'static str, wg: u32| -> Vec<Kernel> {
             TILES
                 .iter()
-                .map(|&(rows, words)| kernel(m, entry, &[w, r, r, r], &[("TILE_ROWS", rows as f64), ("TILE_WORDS", words as f64)]))
+                .map(|&(rows, words)| {
+                    let constants = [("TILE_ROWS", rows as f64), ("TILE_WORDS", words as f64), ("WG", wg as f64)];
+                    kernel(m, entry, &[w, r, r, r], &constants)
+                })
                 .collect()
         };
         let params_align = (device.limits().min_uniform_buffer_offset_alignment as u64).max(PARAMS_SLOT);
         Ok(Self {
             embed: kernel(&embed_m, "embed", &[w, r, r, r, r], &[]),
             layernorm: kernel(&layernorm_m, "layernorm", &[w, r, r, r], &[]),
-            matmul: tiled(&matmul_m, "matmul"),
-            logits: tiled(&matmul_m, "logits"),
+            matmul: tiled(&matmul_m, "matmul", MATMUL_WG),
+            logits: tiled(&matmul_m, "logits", LOGITS_WG),
             kv_write: kernel(&attention_m, "kv_write", &[w, w, r, r], &[]),
             attention: kernel(&attention_m, "attention", &[w, r, r, r, r], &[]),
             residual_add: kernel(&residual_m, "residual_add", &[w, r], &[]),
@@ -360,32 +371,32 @@ impl Kernels {
     }
 
     pub fn embed(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &EmbedParams) {
-        rec.dispatch(&self.embed.pipeline, group, bytemuck::bytes_of(p), [div_ceil(p.c / 2, WG), p.rows, 1]);
+        rec.dispatch(&self.embed, group, bytemuck::bytes_of(p), [div_ceil(p.c / 2, WG), p.rows, 1]);
     }
     pub fn layernorm(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &LayernormParams) {
-        rec.dispatch(&self.layernorm.pipeline, group, bytemuck::bytes_of(p), [p.rows, 1, 1]);
+        rec.dispatch(&self.layernorm, group, bytemuck::bytes_of(p), [p.rows, 1, 1]);
     }
     pub fn matmul(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &MatmulParams) {
         let t = tile_index(p.rows);
-        let groups = tile_groups(t, p.n.div_ceil(8), p.rows);
-        rec.dispatch(&self.matmul[t].pipeline, group, bytemuck::bytes_of(p), groups);
+        let groups = tile_groups(t, MATMUL_WG, p.n.div_ceil(8), p.rows);
+        rec.dispatch(&self.matmul[t], group, bytemuck::bytes_of(p), groups);
     }
     pub fn kv_write(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &AttentionParams) {
-        rec.dispatch(&self.kv_write.pipeline, group, bytemuck::bytes_of(p), [div_ceil(p.c, WG), p.rows, 1]);
+        rec.dispatch(&self.kv_write, group, bytemuck::bytes_of(p), [div_ceil(p.c, WG), p.rows, 1]);
     }
     pub fn attention(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &AttentionParams) {
-        rec.dispatch(&self.attention.pipeline, group, bytemuck::bytes_of(p), [p.n_head, p.rows, 1]);
+        rec.dispatch(&self.attention, group, bytemuck::bytes_of(p), [p.n_head, p.rows, 1]);
     }
     pub fn residual_add(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &ResidualParams) {
-        rec.dispatch(&self.residual_add.pipeline, group, bytemuck::bytes_of(p), [div_ceil(p.c, WG), p.rows, 1]);
+        rec.dispatch(&self.residual_add, group, bytemuck::bytes_of(p), [div_ceil(p.c, WG), p.rows, 1]);
     }
     pub fn add_rows(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &ResidualParams) {
-        rec.dispatch(&self.add_rows.pipeline, group, bytemuck::bytes_of(p), [div_ceil(p.c, WG), p.rows, 1]);
+        rec.dispatch(&self.add_rows, group, bytemuck::bytes_of(p), [div_ceil(p.c, WG), p.rows, 1]);
     }
     pub fn logits(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &LogitsParams) {
         let t = tile_index(p.rows);
-        let groups = tile_groups(t, p.vocab_len.div_ceil(8), p.rows);
-        rec.dispatch(&self.logits[t].pipeline, group, bytemuck::bytes_of(p), groups);
+        let groups = tile_groups(t, LOGITS_WG, p.vocab_len.div_ceil(8), p.rows);
+        rec.dispatch(&self.logits[t], group, bytemuck::bytes_of(p), groups);
     }
 }
 
@@ -432,7 +443,7 @@ impl ParamsArena {
 }
 
 enum Command {
-    Dispatch { pipeline: wgpu::ComputePipeline, group: wgpu::BindGroup, params_offset: u32, workgroups: [u32; 3] },
+    Dispatch { name: &'static str, pipeline: wgpu::ComputePipeline, group: wgpu::BindGroup, params_offset: u32, workgroups: [u32; 3] },
     Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, size: u64 },
 }
 
@@ -449,7 +460,7 @@ impl Recorder {
         Self { commands: Vec::new(), params: Vec::new(), align: kernels.params_align }
     }
 
-    fn dispatch(&mut self, pipeline: &wgpu::ComputePipeline, group: &wgpu::BindGroup, params: &[u8], workgroups: [u32; 3]) {
+    fn dispatch(&mut self, kernel: &Kernel, group: &wgpu::BindGroup, params: &[u8], workgroups: [u32; 3]) {
         if workgroups.contains(&0) {
             return;
         }
@@ -457,7 +468,8 @@ impl Recorder {
         self.params.extend_from_slice(params);
         self.params.resize(offset + self.align as usize, 0);
         self.commands.push(Command::Dispatch {
-            pipeline: pipeline.clone(),
+            name: kernel.name,
+            pipeline: kernel.pipeline.clone(),
             group: group.clone(),
             params_offset: offset as u32,
             workgroups,
@@ -481,11 +493,15 @@ impl Recorder {
         if !self.params.is_empty() {
             queue.write_buffer(&arena.buffer, 0, &self.params);
         }
+        #[cfg(not(target_arch = "wasm32"))]
+        if profile::enabled() {
+            return profile::submit_each(&self.commands, device, queue, arena);
+        }
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tiller step") });
         let mut pass: Option<wgpu::ComputePass<'static>> = None;
         for cmd in &self.commands {
             match cmd {
-                Command::Dispatch { pipeline, group, params_offset, workgroups } => {
+                Command::Dispatch { pipeline, group, params_offset, workgroups, .. } => {
                     let p = pass.get_or_insert_with(|| {
                         encoder
                             .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("tiller forward"), timestamp_writes: None })
@@ -504,6 +520,67 @@ impl Recorder {
         }
         drop(pass);
         queue.submit([encoder.finish()]);
+    }
+}
+
+/// Per-kernel timing for the benchmark (native only): while enabled, every recorded dispatch is
+/// submitted on its own and waited for, and its wall-clock time is added to its entry point's
+/// total. Steps get slower (one submit and wait per dispatch); the shares are what it is for.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod profile {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use super::{Command, ParamsArena};
+
+    static ENABLED: AtomicBool = AtomicBool::new(false);
+    /// (entry point, dispatches, seconds)
+    static TOTALS: Mutex<Vec<(&'static str, usize, f64)>> = Mutex::new(Vec::new());
+
+    pub fn enable(on: bool) {
+        ENABLED.store(on, Ordering::Relaxed);
+    }
+
+    pub fn enabled() -> bool {
+        ENABLED.load(Ordering::Relaxed)
+    }
+
+    /// The totals since the last call, in first-seen order; clears them.
+    pub fn take() -> Vec<(&'static str, usize, f64)> {
+        std::mem::take(&mut *TOTALS.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(super) fn submit_each(commands: &[Command], device: &wgpu::Device, queue: &wgpu::Queue, arena: &ParamsArena) {
+        for cmd in commands {
+            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tiller profile") });
+            let name = match cmd {
+                Command::Dispatch { name, pipeline, group, params_offset, workgroups } => {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(name), timestamp_writes: None });
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, &arena.group, &[*params_offset]);
+                    pass.set_bind_group(1, group, &[]);
+                    pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+                    *name
+                }
+                Command::Copy { src, src_offset, dst, size } => {
+                    encoder.copy_buffer_to_buffer(src, *src_offset, dst, 0, *size);
+                    "copy"
+                }
+            };
+            let t = Instant::now();
+            queue.submit([encoder.finish()]);
+            let _ = device.poll(wgpu::PollType::wait_indefinitely());
+            let secs = t.elapsed().as_secs_f64();
+            let mut totals = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
+            match totals.iter_mut().find(|(n, ..)| *n == name) {
+                Some(entry) => {
+                    entry.1 += 1;
+                    entry.2 += secs;
+                }
+                None => totals.push((name, 1, secs)),
+            }
+        }
     }
 }
 
