@@ -40,14 +40,22 @@ fn kv_write(@builtin(global_invocation_id) gid: vec3<u32>) {
     v_cache[dst] = qkv_w[src + 2u * p.c + i];
 }
 
-// ---- attention: one workgroup per (head, row); keys are visited in tiles of WG with an
-// online (running-max) softmax, so the cache length has no bound from workgroup memory and
-// exp never sees a positive argument.
+// ---- attention: one workgroup per (head, row). Keys are visited in tiles of up to KT: every
+// invocation scores keys lid, lid + WG, … of the tile into workgroup memory; after one barrier
+// each invocation reads the tile's scores (the same address for the whole workgroup, cheap on
+// CPU adapters), and accumulates its channels of the value rows with an online (running-max)
+// softmax, so exp never sees a positive argument and the cache length is unbounded. A row of
+// up to KT keys (every GPT-2 context) takes one barrier: barriers are costly on CPU-backed
+// adapters (lavapipe and SwiftShader switch between the workgroup's SIMD groups at each).
 
 const WG: u32 = 64u;
-/// Head sizes up to MAX_HD (GPT-2 uses 64); an invocation owns channels lid, lid + WG, ….
-const MAX_HD: u32 = 256u;
-const DIMS_PER_THREAD: u32 = MAX_HD / WG;
+/// Keys per tile: 8 KB of scores in workgroup memory.
+const KT: u32 = 2048u;
+/// Head sizes up to MAX_HD (GPT-2 uses 64); an invocation owns channels lid, lid + WG, lid + 2WG
+/// and lid + 3WG as the components of a vec4 accumulator (not an array: the CPU adapters' compilers
+/// keep a dynamically indexed array in memory). Invocations past the head size repeat its last
+/// channel and store nothing.
+const MAX_HD: u32 = 4u * WG;
 
 @group(1) @binding(0) var<storage, read_write> out: array<f32>;      // [R, C]
 @group(1) @binding(1) var<storage, read> qkv: array<f32>;            // [R, 3C]
@@ -55,8 +63,7 @@ const DIMS_PER_THREAD: u32 = MAX_HD / WG;
 @group(1) @binding(3) var<storage, read> v_cache_r: array<f32>;      // [S, TM, C]
 @group(1) @binding(4) var<storage, read> rows: array<RowMeta>;       // [R]
 
-var<workgroup> q_s: array<f32, MAX_HD>;
-var<workgroup> weights_s: array<f32, WG>;
+var<workgroup> scores_s: array<f32, KT>;
 
 @compute @workgroup_size(WG)
 fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -70,57 +77,57 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     let m = rows[r];
     let len = m.pos + 1u;
     let base = m.slot * p.tm * p.c + h * hd;
-    for (var d = lid; d < hd; d += WG) {
-        q_s[d] = qkv[r * 3u * p.c + h * hd + d];
-    }
-    workgroupBarrier();
+    let q = r * 3u * p.c + h * hd;
 
     var run_max = -3.0e38; // below any score; exp(run_max - finite) is 0
     var run_sum = 0.0;
-    var acc: array<f32, DIMS_PER_THREAD>;
-    for (var t0 = 0u; t0 < len; t0 += WG) {
-        let n = min(WG, len - t0);
-        var s = -3.0e38;
-        if (lid < n) {
-            let k_row = base + (t0 + lid) * p.c;
-            var dot = 0.0;
-            for (var d = 0u; d < hd; d++) {
-                dot += q_s[d] * k_cache_r[k_row + d];
-            }
-            s = dot * scale;
+    var acc = vec4(0.0);
+    for (var t0 = 0u; t0 < len; t0 += KT) {
+        let n = min(KT, len - t0);
+        if (t0 > 0u) {
+            workgroupBarrier(); // everyone is done with the previous tile's scores (uniform)
         }
-        weights_s[lid] = s;
+        for (var t = lid; t < n; t += WG) {
+            let k_row = base + (t0 + t) * p.c;
+            var score = 0.0;
+            var d = 0u;
+            // Four channels a step, as vec4 products (fewer, wider operations), then the rest.
+            for (; d + 4u <= hd; d += 4u) {
+                let qd = vec4(qkv[q + d], qkv[q + d + 1u], qkv[q + d + 2u], qkv[q + d + 3u]);
+                let kd = vec4(k_cache_r[k_row + d], k_cache_r[k_row + d + 1u], k_cache_r[k_row + d + 2u], k_cache_r[k_row + d + 3u]);
+                score += dot(qd, kd);
+            }
+            for (; d < hd; d++) {
+                score += qkv[q + d] * k_cache_r[k_row + d];
+            }
+            scores_s[t] = score * scale;
+        }
         workgroupBarrier();
-        var tile_max = weights_s[0];
+        var tile_max = scores_s[0];
         for (var t = 1u; t < n; t++) {
-            tile_max = max(tile_max, weights_s[t]);
+            tile_max = max(tile_max, scores_s[t]);
         }
         let new_max = max(run_max, tile_max);
-        workgroupBarrier(); // everyone has read the scores before they become weights
-        if (lid < n) {
-            weights_s[lid] = exp(s - new_max);
-        }
-        workgroupBarrier();
         let correction = exp(run_max - new_max);
         run_sum *= correction;
-        for (var i = 0u; i < DIMS_PER_THREAD; i++) {
-            acc[i] *= correction;
-        }
+        acc *= correction;
+        let ch = min(vec4(lid) + vec4(0u, 1u, 2u, 3u) * WG, vec4(hd - 1u));
         for (var t = 0u; t < n; t++) {
-            let w = weights_s[t];
+            let w = exp(scores_s[t] - new_max);
             run_sum += w;
             let v_row = base + (t0 + t) * p.c;
-            for (var i = 0u; i < DIMS_PER_THREAD; i++) {
-                let d = lid + i * WG;
-                if (d < hd) {
-                    acc[i] += w * v_cache_r[v_row + d];
+            acc.x += w * v_cache_r[v_row + ch.x];
+            if (hd > WG) { // uniform
+                acc.y += w * v_cache_r[v_row + ch.y];
+                if (hd > 2u * WG) {
+                    acc.z += w * v_cache_r[v_row + ch.z];
+                    acc.w += w * v_cache_r[v_row + ch.w];
                 }
             }
         }
         run_max = new_max;
-        workgroupBarrier(); // weights_s is overwritten by the next tile
     }
-    for (var i = 0u; i < DIMS_PER_THREAD; i++) {
+    for (var i = 0u; i < 4u; i++) {
         let d = lid + i * WG;
         if (d < hd) {
             out[r * p.c + h * hd + d] = acc[i] / run_sum;

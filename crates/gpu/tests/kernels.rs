@@ -197,8 +197,10 @@ fn attention_matches_reference_for_prompts_and_decode() {
         AttentionCase { c: 64, n_head: 4, slots: 3, tm: 80, seqs: vec![(2, 40, 1)] },
         // Head size 16: a 7-token prompt and a decode row in another slot.
         AttentionCase { c: 64, n_head: 4, slots: 3, tm: 80, seqs: vec![(0, 0, 7), (1, 12, 1)] },
-        // Head size 64: a 65-token prompt crosses the 64-key tile.
+        // Head size 64: a 65-token prompt (more keys than invocations).
         AttentionCase { c: 768, n_head: 12, slots: 2, tm: 70, seqs: vec![(1, 0, 65)] },
+        // Rows past the 2048-key tile of workgroup memory: the online softmax across tiles.
+        AttentionCase { c: 64, n_head: 4, slots: 1, tm: 4100, seqs: vec![(0, 2040, 3), (0, 3000, 1), (0, 4000, 1)] },
         // Head size 64 with C = 1600 (25 heads): batch of different lengths.
         AttentionCase { c: 1600, n_head: 25, slots: 3, tm: 130, seqs: vec![(0, 0, 3), (2, 60, 7), (1, 129, 1)] },
         // Head size 20 (C = 80, 4 heads): continuation of a prompt.
