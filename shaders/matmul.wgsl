@@ -16,8 +16,10 @@
 // - accumulators are named variables, not an array: a loop over an array of accumulators is
 //   not unrolled by these compilers, which then keep the array in memory (2-4× slower);
 // - barriers are expensive on SwiftShader (each runs the workgroup's lanes as coroutines).
+// - K_STEP input channels per loop step update each accumulator once per step.
 // Decode steps (R ≤ a few rows) use a one-row, one-word tile, so N / 8 invocations share the
-// work; prompt passes use 16 rows × 2 words. Accumulation is f32.
+// work; prompt passes use 16 rows × 2 words. Accumulation is f32. The tiles, K steps and
+// workgroup sizes are chosen in `kernels.rs` from measurements on lavapipe and SwiftShader.
 
 struct Params {
     rows: u32,
@@ -41,6 +43,9 @@ const FLAG_GELU: u32 = 2u;
 override TILE_ROWS: u32 = 1u;
 /// Column words per invocation: 1 or 2.
 override TILE_WORDS: u32 = 1u;
+/// Input channels per step of the K loop: 1, 2 or 4. More channels per step load and store a
+/// (spilled) accumulator less often but keep more weights live.
+override K_STEP: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(1) @binding(0) var<storage, read_write> out: array<f32>;   // [R, N]  (logits: [*, V])
@@ -59,15 +64,47 @@ struct Cols {
     hi1: vec4<f32>,
 }
 
-fn madd(acc: Cols, a: f32, w: Cols) -> Cols {
+/// acc + a.x·w[0] + a.y·w[1] + a.z·w[2] + a.w·w[3], for the first K_STEP of the four input
+/// channels (the others are zero), so a spilled accumulator is loaded and stored once per step.
+fn madd4(acc: Cols, a: vec4<f32>, w: array<Cols, 4>) -> Cols {
     var o = acc;
-    o.lo0 += a * w.lo0;
-    o.hi0 += a * w.hi0;
+    o.lo0 += a.x * w[0].lo0 + a.y * w[1].lo0 + a.z * w[2].lo0 + a.w * w[3].lo0;
+    o.hi0 += a.x * w[0].hi0 + a.y * w[1].hi0 + a.z * w[2].hi0 + a.w * w[3].hi0;
     if (TILE_WORDS > 1u) {
-        o.lo1 += a * w.lo1;
-        o.hi1 += a * w.hi1;
+        o.lo1 += a.x * w[0].lo1 + a.y * w[1].lo1 + a.z * w[2].lo1 + a.w * w[3].lo1;
+        o.hi1 += a.x * w[0].hi1 + a.y * w[1].hi1 + a.z * w[2].hi1 + a.w * w[3].hi1;
     }
     return o;
+}
+
+/// Input channels k .. k + K_STEP of the row starting at `base`; channels past K or past the
+/// step read as zero.
+fn inp4(base: u32, k: u32) -> vec4<f32> {
+    let last = base + p.k - 1u;
+    var a = vec4(inp[base + k], 0.0, 0.0, 0.0);
+    if (K_STEP > 1u) {
+        a.y = inp[min(base + k + 1u, last)];
+    }
+    if (K_STEP > 2u) {
+        a.z = inp[min(base + k + 2u, last)];
+        a.w = inp[min(base + k + 3u, last)];
+    }
+    return select(vec4(0.0), a, vec4(k) + vec4(0u, 1u, 2u, 3u) < vec4(p.k));
+}
+
+/// The weights of input channel k (clamped to the last) for the invocation's column words.
+fn cols(k: u32, w0: u32, w1: u32, n8: u32) -> Cols {
+    let row = min(k, p.k - 1u) * n8;
+    var w: Cols;
+    let q0 = unpack8(weight[row + w0]);
+    w.lo0 = q0[0];
+    w.hi0 = q0[1];
+    if (TILE_WORDS > 1u) {
+        let q1 = unpack8(weight[row + w1]);
+        w.lo1 = q1[0];
+        w.hi1 = q1[1];
+    }
+    return w;
 }
 
 fn unpack8(q: vec4<u32>) -> array<vec4<f32>, 2> {
@@ -95,39 +132,38 @@ fn product(base: array<u32, MAX_TILE_ROWS>, j0: u32, n8: u32) -> array<Cols, MAX
     var t13 = Cols();
     var t14 = Cols();
     var t15 = Cols();
-    for (var k = 0u; k < p.k; k++) {
-        var w: Cols;
-        let q0 = unpack8(weight[k * n8 + w0]);
-        w.lo0 = q0[0];
-        w.hi0 = q0[1];
-        if (TILE_WORDS > 1u) {
-            let q1 = unpack8(weight[k * n8 + w1]);
-            w.lo1 = q1[0];
-            w.hi1 = q1[1];
+    for (var k = 0u; k < p.k; k += K_STEP) {
+        var w = array(cols(k, w0, w1, n8), Cols(), Cols(), Cols());
+        if (K_STEP > 1u) {
+            w[1] = cols(k + 1u, w0, w1, n8);
         }
-        t0 = madd(t0, inp[base[0] + k], w);
+        if (K_STEP > 2u) {
+            w[2] = cols(k + 2u, w0, w1, n8);
+            w[3] = cols(k + 3u, w0, w1, n8);
+        }
+        t0 = madd4(t0, inp4(base[0], k), w);
         if (TILE_ROWS > 1u) {
-            t1 = madd(t1, inp[base[1] + k], w);
+            t1 = madd4(t1, inp4(base[1], k), w);
         }
         if (TILE_ROWS > 2u) {
-            t2 = madd(t2, inp[base[2] + k], w);
-            t3 = madd(t3, inp[base[3] + k], w);
+            t2 = madd4(t2, inp4(base[2], k), w);
+            t3 = madd4(t3, inp4(base[3], k), w);
         }
         if (TILE_ROWS > 4u) {
-            t4 = madd(t4, inp[base[4] + k], w);
-            t5 = madd(t5, inp[base[5] + k], w);
-            t6 = madd(t6, inp[base[6] + k], w);
-            t7 = madd(t7, inp[base[7] + k], w);
+            t4 = madd4(t4, inp4(base[4], k), w);
+            t5 = madd4(t5, inp4(base[5], k), w);
+            t6 = madd4(t6, inp4(base[6], k), w);
+            t7 = madd4(t7, inp4(base[7], k), w);
         }
         if (TILE_ROWS > 8u) {
-            t8 = madd(t8, inp[base[8] + k], w);
-            t9 = madd(t9, inp[base[9] + k], w);
-            t10 = madd(t10, inp[base[10] + k], w);
-            t11 = madd(t11, inp[base[11] + k], w);
-            t12 = madd(t12, inp[base[12] + k], w);
-            t13 = madd(t13, inp[base[13] + k], w);
-            t14 = madd(t14, inp[base[14] + k], w);
-            t15 = madd(t15, inp[base[15] + k], w);
+            t8 = madd4(t8, inp4(base[8], k), w);
+            t9 = madd4(t9, inp4(base[9], k), w);
+            t10 = madd4(t10, inp4(base[10], k), w);
+            t11 = madd4(t11, inp4(base[11], k), w);
+            t12 = madd4(t12, inp4(base[12], k), w);
+            t13 = madd4(t13, inp4(base[13], k), w);
+            t14 = madd4(t14, inp4(base[14], k), w);
+            t15 = madd4(t15, inp4(base[15], k), w);
         }
     }
     return array(t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15);

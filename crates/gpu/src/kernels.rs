@@ -33,6 +33,11 @@ const PARAMS_SLOT: u64 = 256;
 /// `TILE_WORDS`): one-word tiles keep a decode step's few rows spread over N / 8 invocations;
 /// prompt passes take 16 rows × 16 columns per invocation (see matmul.wgsl).
 const TILES: [(u32, u32); 5] = [(1, 1), (2, 1), (4, 1), (8, 1), (16, 2)];
+/// `K_STEP` per tile, for (matmul, logits). Measured on lavapipe and SwiftShader (BENCHMARKS.md):
+/// four channels a step sped up decode-shaped matmuls on both (10-25%); the LM head was
+/// 20% slower with four on lavapipe and 20% faster on SwiftShader, two is even on one and
+/// better on the other; the 16×2 prompt tile lost 40% on SwiftShader with 2 or 4 (gaining 10% on lavapipe), so it steps one channel at a time.
+const K_STEPS: [(u32, u32); 5] = [(4, 2), (4, 2), (4, 2), (4, 2), (1, 1)];
 /// Workgroup sizes (`WG` in matmul.wgsl): small groups for the Conv1D weights, whose N (768 for
 /// c_proj) would otherwise make two or three workgroups for a 2-core adapter to share unevenly
 /// (16 was as fast or faster than 32 and 64 at every GPT-2 shape on lavapipe); 64 for the LM
@@ -313,8 +318,11 @@ impl Kernels {
         let tiled = |m: &wgpu::ShaderModule, entry: &'static str, wg: u32| -> Vec<Kernel> {
             TILES
                 .iter()
-                .map(|&(rows, words)| {
-                    let constants = [("TILE_ROWS", rows as f64), ("TILE_WORDS", words as f64), ("WG", wg as f64)];
+                .zip(K_STEPS)
+                .map(|(&(rows, words), (matmul_step, logits_step))| {
+                    let k_step = if entry == "logits" { logits_step } else { matmul_step };
+                    let constants =
+                        [("TILE_ROWS", rows as f64), ("TILE_WORDS", words as f64), ("WG", wg as f64), ("K_STEP", k_step as f64)];
                     kernel(m, entry, &[w, r, r, r], &constants)
                 })
                 .collect()
