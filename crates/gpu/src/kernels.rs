@@ -45,7 +45,7 @@ const K_STEPS: [(u32, u32); 5] = [(4, 2), (4, 2), (4, 2), (4, 2), (1, 1)];
 const MATMUL_WG: u32 = 16;
 const LOGITS_WG: u32 = 64;
 /// The attention kernel's largest head size (`MAX_HD` in attention.wgsl).
-pub const MAX_HEAD_DIM: usize = 256;
+pub const MAX_HEAD_DIM: usize = 64;
 
 /// Mirrors `Params` in embed.wgsl.
 #[repr(C)]
