@@ -48,18 +48,18 @@ fn kv_write(@builtin(global_invocation_id) gid: vec3<u32>) {
 // up to KT keys (every GPT-2 context) takes one barrier: barriers are costly on CPU-backed
 // adapters (lavapipe and SwiftShader switch between the workgroup's SIMD groups at each).
 
-/// 16 invocations: two SIMD groups on lavapipe, four on SwiftShader. Each barrier switches
+/// 8 invocations: one SIMD group on lavapipe, two on SwiftShader. Each barrier switches
 /// between a workgroup's SIMD groups, and with 64 invocations the two barriers per row were
 /// half of the kernel's time on lavapipe (prompt pass: 252 ms with 64, 170 ms with 32, 118 ms
-/// with 16).
-const WG: u32 = 16u;
+/// with 16, 110 ms with 8; SwiftShader: 354, -, 138 and 106 ms).
+const WG: u32 = 8u;
 /// Keys per tile: 8 KB of scores in workgroup memory.
 const KT: u32 = 2048u;
-/// Head sizes up to MAX_HD (every GPT-2 uses 64); an invocation owns channels lid, lid + WG, lid + 2WG
-/// and lid + 3WG as the components of a vec4 accumulator (not an array: the CPU adapters' compilers
-/// keep a dynamically indexed array in memory). Invocations past the head size repeat its last
-/// channel and store nothing.
-const MAX_HD: u32 = 4u * WG;
+/// Head sizes up to MAX_HD (every GPT-2 uses 64); an invocation owns channels lid + i·WG,
+/// i = 0..8, as the components of two vec4 accumulators (not an array: the CPU adapters'
+/// compilers keep a dynamically indexed array in memory). Invocations past the head size repeat
+/// its last channel and store nothing.
+const MAX_HD: u32 = 8u * WG;
 
 @group(1) @binding(0) var<storage, read_write> out: array<f32>;      // [R, C]
 @group(1) @binding(1) var<storage, read> qkv: array<f32>;            // [R, 3C]
@@ -85,7 +85,8 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 
     var run_max = -3.0e38; // below any score; exp(run_max - finite) is 0
     var run_sum = 0.0;
-    var acc = vec4(0.0);
+    var acc_lo = vec4(0.0); // channels lid + i·WG, i = 0..4
+    var acc_hi = vec4(0.0); // i = 4..8
     for (var t0 = 0u; t0 < len; t0 += KT) {
         let n = min(KT, len - t0);
         if (t0 > 0u) {
@@ -114,27 +115,32 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         let new_max = max(run_max, tile_max);
         let correction = exp(run_max - new_max);
         run_sum *= correction;
-        acc *= correction;
-        let ch = min(vec4(lid) + vec4(0u, 1u, 2u, 3u) * WG, vec4(hd - 1u));
+        acc_lo *= correction;
+        acc_hi *= correction;
+        let ch_lo = min(vec4(lid) + vec4(0u, 1u, 2u, 3u) * WG, vec4(hd - 1u));
+        let ch_hi = min(vec4(lid) + vec4(4u, 5u, 6u, 7u) * WG, vec4(hd - 1u));
         for (var t = 0u; t < n; t++) {
             let w = exp(scores_s[t] - new_max);
             run_sum += w;
             let v_row = base + (t0 + t) * p.c;
-            acc.x += w * v_cache_r[v_row + ch.x];
+            acc_lo.x += w * v_cache_r[v_row + ch_lo.x];
             if (hd > WG) { // uniform
-                acc.y += w * v_cache_r[v_row + ch.y];
-                if (hd > 2u * WG) {
-                    acc.z += w * v_cache_r[v_row + ch.z];
-                    acc.w += w * v_cache_r[v_row + ch.w];
-                }
+                acc_lo.y += w * v_cache_r[v_row + ch_lo.y];
+            }
+            if (hd > 2u * WG) {
+                acc_lo.z += w * v_cache_r[v_row + ch_lo.z];
+                acc_lo.w += w * v_cache_r[v_row + ch_lo.w];
+            }
+            if (hd > 4u * WG) {
+                acc_hi += w * vec4(v_cache_r[v_row + ch_hi.x], v_cache_r[v_row + ch_hi.y], v_cache_r[v_row + ch_hi.z], v_cache_r[v_row + ch_hi.w]);
             }
         }
         run_max = new_max;
     }
-    for (var i = 0u; i < 4u; i++) {
+    for (var i = 0u; i < 8u; i++) {
         let d = lid + i * WG;
         if (d < hd) {
-            out[r * p.c + h * hd + d] = acc[i] / run_sum;
+            out[r * p.c + h * hd + d] = select(acc_hi[i % 4u], acc_lo[i % 4u], i < 4u) / run_sum;
         }
     }
 }
