@@ -451,7 +451,15 @@ impl ParamsArena {
 }
 
 enum Command {
-    Dispatch { name: &'static str, pipeline: wgpu::ComputePipeline, group: wgpu::BindGroup, params_offset: u32, workgroups: [u32; 3] },
+    Dispatch {
+        /// For [`profile`], which is native only.
+        #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+        name: &'static str,
+        pipeline: wgpu::ComputePipeline,
+        group: wgpu::BindGroup,
+        params_offset: u32,
+        workgroups: [u32; 3],
+    },
     Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, size: u64 },
 }
 
