@@ -168,24 +168,25 @@ impl GpuWeightsSink {
             let es = t.dtype.size();
             // A block of vocab rows at a time: convert [n, c] to f16, then write each channel's
             // n values contiguously into its row of the chunk.
-            let mut block: Vec<[u8; 2]> = Vec::with_capacity(WTE_BLOCK * c);
-            let mut column: Vec<u8> = Vec::with_capacity(WTE_BLOCK * 2);
+            let mut block = vec![0u16; WTE_BLOCK * c]; // [n, c] f16 bits
+            let mut column = vec![0u8; WTE_BLOCK * 2];
             for v0 in (0..rows.len()).step_by(WTE_BLOCK) {
                 let n = WTE_BLOCK.min(rows.len() - v0);
                 let src = &t.bytes[(rows.start + v0) * c * es..(rows.start + v0 + n) * c * es];
-                block.clear();
-                block.extend(src.chunks_exact(es).map(|e| {
-                    let x = match t.dtype {
-                        Dtype::F32 => f32::from_le_bytes([e[0], e[1], e[2], e[3]]),
-                        Dtype::F16 => f16::from_le_bytes([e[0], e[1]]).to_f32(),
-                        Dtype::BF16 => bf16::from_le_bytes([e[0], e[1]]).to_f32(),
+                let block = &mut block[..n * c];
+                for (d, e) in block.iter_mut().zip(src.chunks_exact(es)) {
+                    *d = match t.dtype {
+                        Dtype::F16 => u16::from_le_bytes([e[0], e[1]]),
+                        Dtype::F32 => f16::from_f32(f32::from_le_bytes([e[0], e[1], e[2], e[3]])).to_bits(),
+                        Dtype::BF16 => f16::from_f32(bf16::from_le_bytes([e[0], e[1]]).to_f32()).to_bits(),
                     };
-                    f16::from_f32(x).to_le_bytes()
-                }));
+                }
+                let column = &mut column[..n * 2];
                 for ch in 0..c {
-                    column.clear();
-                    column.extend(block[ch..].iter().step_by(c).flatten());
-                    view.slice(ch * row_bytes + v0 * 2..ch * row_bytes + (v0 + n) * 2).copy_from_slice(&column);
+                    for (v, d) in column.chunks_exact_mut(2).enumerate() {
+                        d.copy_from_slice(&block[v * c + ch].to_le_bytes());
+                    }
+                    view.slice(ch * row_bytes + v0 * 2..ch * row_bytes + (v0 + n) * 2).copy_from_slice(column);
                 }
             }
         }
