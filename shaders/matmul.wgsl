@@ -14,8 +14,8 @@
 //   load brings eight weights and each weight serves TILE_ROWS rows; `inp[...]` is the same
 //   address for the whole workgroup and costs little;
 // - accumulators are named variables, not an array: a loop over an array of accumulators is
-//   not unrolled by these compilers, which then keep the array in memory (2-4× slower);
-// - barriers are expensive on SwiftShader (each runs the workgroup's lanes as coroutines).
+//   not unrolled by these compilers, which then keep the array in memory (2.5-4× slower);
+// - barriers are expensive on both (each switches between the workgroup's SIMD groups);
 // - K_STEP input channels per loop step update each accumulator once per step.
 // Decode steps (R ≤ a few rows) use a one-row, one-word tile, so N / 8 invocations share the
 // work; prompt passes use 16 rows × 2 words. Accumulation is f32. The tiles, K steps and
