@@ -194,7 +194,7 @@ fn matmul_word(r: u32, j: u32, lo: vec4<f32>, hi: vec4<f32>) {
     for (var i = 0u; i < 8u; i++) {
         let col = 8u * j + i;
         if (col < p.n) {
-            var o = select(hi[i - 4u], lo[i], i < 4u);
+            var o = select(hi[i % 4u], lo[i % 4u], i < 4u);
             if ((flags & FLAG_BIAS) != 0u) {
                 o += bias[col];
             }
@@ -258,7 +258,7 @@ fn logits_word(r: u32, j: u32, lo: vec4<f32>, hi: vec4<f32>) {
     for (var i = 0u; i < 8u; i++) {
         let col = 8u * j + i;
         if (col < p.n) {
-            out[r * p.out_stride + p.flags_or_vocab_start + col] = select(hi[i - 4u], lo[i], i < 4u);
+            out[r * p.out_stride + p.flags_or_vocab_start + col] = select(hi[i % 4u], lo[i % 4u], i < 4u);
         }
     }
 }
