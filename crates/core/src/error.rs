@@ -6,7 +6,7 @@ pub type Result<T, E = TillerError> = std::result::Result<T, E>;
 
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum TillerError {
-    #[error("model.safetensors is malformed: {0}")]
+    #[error("model.safetensors is malformed: {0} (download it again, or check that it is a GPT-2 checkpoint in safetensors format)")]
     Safetensors(String),
 
     #[error("tensor `{tensor}` has shape {got:?}, but this GPT-2 needs {expected:?}")]
