@@ -4,6 +4,20 @@
 //! steered completions side by side), `vocab` (decoded vocabulary of a steering tensor) and
 //! `sweep` (perplexity ratio and KL over layers and coefficients).
 
+/// `print!` to stdout, but a closed pipe (`tiller … | head`) ends the program quietly
+/// instead of panicking; any other write error is reported on one line.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` through [`out!`].
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($arg:tt)*) => { out!("{}\n", format_args!($($arg)*)) };
+}
+
 mod engine;
 mod output;
 
@@ -195,6 +209,17 @@ struct SweepArgs {
     json: bool,
 }
 
+fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -234,7 +259,7 @@ fn run_logits(a: LogitsArgs) -> Result<()> {
         .collect();
     if a.json {
         let obj = serde_json::json!({ "tokens": prompt, "top": top, "device": engine.describe() });
-        println!("{obj}");
+        outln!("{obj}");
     } else {
         output::print_logits(&engine.describe(), &prompt, &top);
     }
@@ -276,7 +301,7 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
             "recipe": recipe,
             "device": engine.describe(),
         });
-        println!("{obj}");
+        outln!("{obj}");
     } else {
         output::print_generation(&engine.describe(), &recipe, &gen);
     }
@@ -293,7 +318,7 @@ fn run_vocab(a: VocabArgs) -> Result<()> {
     recipe.validate(engine.config())?;
     let vocab = block_on(tiller_core::vocab::decode_vocab(&mut engine, &tok, &terms, a.steer.bos, a.site.into(), a.top, a.ln_f))?;
     if a.json {
-        println!("{}", serde_json::to_string(&vocab)?);
+        outln!("{}", serde_json::to_string(&vocab)?);
     } else {
         output::print_vocab(&vocab, a.ln_f);
     }
@@ -343,9 +368,9 @@ fn run_sweep(a: SweepArgs) -> Result<()> {
     let spec = SweepSpec { terms, bos: a.steer.bos, site: a.site.into(), layers, coeffs, sets };
     let rows = block_on(sweep::sweep(&mut engine, &tok, &spec, |_, _| Flow::Continue))?;
     if a.json {
-        println!("{}", serde_json::to_string(&rows)?);
+        outln!("{}", serde_json::to_string(&rows)?);
     } else if a.csv {
-        print!("{}", sweep::to_csv(&rows));
+        out!("{}", sweep::to_csv(&rows));
     } else {
         output::print_sweep(&rows);
     }

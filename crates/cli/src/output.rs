@@ -19,11 +19,11 @@ fn show(token: &str) -> String {
 }
 
 pub fn print_logits(device: &str, prompt: &[u32], top: &[TopLogit]) {
-    println!("prompt tokens ({}): {:?}", prompt.len(), prompt);
-    println!("engine: {device}");
-    println!("{:>4}  {:>6}  {:>10}  token", "rank", "id", "logit");
+    outln!("prompt tokens ({}): {:?}", prompt.len(), prompt);
+    outln!("engine: {device}");
+    outln!("{:>4}  {:>6}  {:>10}  token", "rank", "id", "logit");
     for (i, t) in top.iter().enumerate() {
-        println!("{:>4}  {:>6}  {:>10.4}  {}", i + 1, t.id, t.logit, show(&t.token));
+        outln!("{:>4}  {:>6}  {:>10.4}  {}", i + 1, t.id, t.logit, show(&t.token));
     }
 }
 
@@ -53,10 +53,10 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 pub fn print_generation(device: &str, recipe: &Recipe, gen: &Generation) {
     let width = 48;
     let terms: Vec<String> = recipe.terms.iter().map(|t| format!("{:+} × {:?} @ layer {}", t.coeff, t.text, t.layer)).collect();
-    println!("prompt: {:?}{}", recipe.prompt, if recipe.bos { " (with BOS)" } else { "" });
-    println!("steering: {}", if terms.is_empty() { "none".to_string() } else { terms.join(", ") });
+    outln!("prompt: {:?}{}", recipe.prompt, if recipe.bos { " (with BOS)" } else { "" });
+    outln!("steering: {}", if terms.is_empty() { "none".to_string() } else { terms.join(", ") });
     let s = &recipe.sampling;
-    println!(
+    outln!(
         "positions: {}, site: {}, seed: {}, {}",
         recipe.positions.as_str(),
         recipe.site.as_str(),
@@ -67,16 +67,16 @@ pub fn print_generation(device: &str, recipe: &Recipe, gen: &Generation) {
             format!("temperature {}, top-p {}, top-k {}, freq penalty {}, rep penalty {}", s.temperature, s.top_p, s.top_k, s.freq_penalty, s.rep_penalty)
         }
     );
-    println!("engine: {device}\n");
+    outln!("engine: {device}\n");
     let rule = "─".repeat(width);
-    println!("{:<width$} │ {}", "UNSTEERED", "STEERED");
+    outln!("{:<width$} │ {}", "UNSTEERED", "STEERED");
     for (i, (u, st)) in gen.unsteered.iter().zip(&gen.steered).enumerate() {
-        println!("{rule}─┼─{rule}  ({})", i + 1);
+        outln!("{rule}─┼─{rule}  ({})", i + 1);
         let (a, b) = (wrap(&u.text, width), wrap(&st.text, width));
         for k in 0..a.len().max(b.len()) {
             let l = a.get(k).map(String::as_str).unwrap_or("");
             let r = b.get(k).map(String::as_str).unwrap_or("");
-            println!("{l:<width$} │ {r}");
+            outln!("{l:<width$} │ {r}");
         }
     }
 }
@@ -86,27 +86,27 @@ fn entries_line(e: &[VocabEntry]) -> String {
 }
 
 pub fn print_vocab(vocab: &[LayerVocab], ln_f: bool) {
-    println!(
+    outln!(
         "Decoded vocabulary (v · wteᵀ{}): a heuristic view of each steering vector, not a decoding.",
         if ln_f { " after ln_f" } else { "" }
     );
     for lv in vocab {
-        println!("\nlayer {} ({} positions)", lv.layer, lv.positions.len());
+        outln!("\nlayer {} ({} positions)", lv.layer, lv.positions.len());
         for (p, top) in lv.positions.iter().enumerate() {
             let labels: Vec<String> = lv.term_tokens.iter().map(|t| show(t.get(p).map(String::as_str).unwrap_or(""))).collect();
-            println!("  pos {p} [{}]", labels.join(" / "));
-            println!("    top:    {}", entries_line(top));
-            println!("    bottom: {}", entries_line(&lv.positions_bottom[p]));
+            outln!("  pos {p} [{}]", labels.join(" / "));
+            outln!("    top:    {}", entries_line(top));
+            outln!("    bottom: {}", entries_line(&lv.positions_bottom[p]));
         }
-        println!("  sum over positions");
-        println!("    top:    {}", entries_line(&lv.sum));
-        println!("    bottom: {}", entries_line(&lv.bottom));
+        outln!("  sum over positions");
+        outln!("    top:    {}", entries_line(&lv.sum));
+        outln!("    bottom: {}", entries_line(&lv.bottom));
     }
 }
 
 pub fn print_sweep(rows: &[SweepRow]) {
-    println!("{:<16} {:>5} {:>8} {:>10} {:>10} {:>7}", "set", "layer", "coeff", "ppl ratio", "KL", "tokens");
+    outln!("{:<16} {:>5} {:>8} {:>10} {:>10} {:>7}", "set", "layer", "coeff", "ppl ratio", "KL", "tokens");
     for r in rows {
-        println!("{:<16} {:>5} {:>8} {:>10.4} {:>10.5} {:>7}", r.set, r.layer, r.coeff, r.ppl_ratio, r.kl, r.tokens);
+        outln!("{:<16} {:>5} {:>8} {:>10.4} {:>10.5} {:>7}", r.set, r.layer, r.coeff, r.ppl_ratio, r.kl, r.tokens);
     }
 }

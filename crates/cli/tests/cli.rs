@@ -465,3 +465,21 @@ fn usage_errors_are_one_line() {
     assert!(line.contains("--layers 0..4") && line.contains("< 4"), "{line}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `tiller … | head` closes the pipe early: the program ends quietly, without a panic.
+#[test]
+fn a_closed_stdout_pipe_is_not_a_panic() {
+    use std::io::Read;
+    for fmt in ["--json", "--ln-f"] {
+        let a = strs(&["vocab", "--model", &model_dir("tiny-gpt2"), "--device", "cpu", "--top", "50000", "--add", "0:1:Love", fmt]);
+        let mut child = command(&a).spawn().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 16];
+        stdout.read_exact(&mut first).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{fmt}: {err}");
+        assert!(out.status.success(), "{fmt}: {:?} {err}", out.status);
+    }
+}
