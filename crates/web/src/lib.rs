@@ -3,14 +3,16 @@
 //!
 //! The two are separate wasm binaries built by trunk from this one crate; they talk through
 //! [`protocol`] (serde JSON over `postMessage`). The page owns the UI state and share links
-//! ([`share`], [`form`], [`presets`]); the worker owns the model, the tokenizer and the
+//! ([`share`], [`form`], [`presets`], [`sweep`], [`chart`]); the worker owns the model, the tokenizer and the
 //! browser cache of model files. Nothing here computes GPT-2: that is `tiller-core` (and the
 //! GPU engine, `tiller-gpu`).
 
 pub mod app;
+pub mod chart;
 pub mod fmt;
 pub mod form;
 pub mod presets;
 pub mod protocol;
 pub mod share;
+pub mod sweep;
 pub mod worker;

@@ -8,6 +8,7 @@
 //! as views that derive both, so the page can read them back.
 
 use serde::{Deserialize, Serialize};
+use tiller_core::sweep::{SweepRow, SweepSpec};
 use tiller_core::{Gpt2Config, Recipe, Site, Term};
 
 /// The five released GPT-2 checkpoints the picker offers, with their Hub repo ids and the
@@ -157,8 +158,10 @@ pub enum ToWorker {
     Analyze { id: u64, prompt: String, terms: Vec<String>, bos: bool },
     /// Generates n unsteered and n steered completions, streaming [`FromWorker::RunStep`].
     Run { run_id: u64, recipe: Recipe },
-    /// Stops the run in progress after its current step.
+    /// Stops the run or sweep in progress after its current step.
     Stop,
+    /// A layer × coefficient sweep, streaming [`FromWorker::SweepProgress`].
+    Sweep { run_id: u64, spec: SweepSpec },
     /// The decoded vocabulary of the steering tensors of these terms.
     Vocab { id: u64, terms: Vec<Term>, bos: bool, site: Site, k: usize, ln_f: bool },
     /// Reports the cache's size.
@@ -305,6 +308,12 @@ pub enum FromWorker {
     RunDone { run_id: u64, generation: GenerationView, stopped: bool },
     RunFailed { run_id: u64, error: UserError },
     Vocab { id: u64, layers: Vec<LayerVocabView> },
+    /// After each step of a sweep: `done` of `total` steps, and the rows finished since the
+    /// last message (a layer's rows arrive together, when its last step is done).
+    SweepProgress { run_id: u64, done: usize, total: usize, rows: Vec<SweepRow> },
+    /// The sweep finished, or stopped early (the rows sent so far are its result).
+    SweepDone { run_id: u64, stopped: bool },
+    SweepFailed { run_id: u64, error: UserError },
     VocabFailed { id: u64, error: UserError },
     CacheInfo { bytes: u64, files: usize },
     /// The engine broke (device lost, panic): the model must be loaded again.
@@ -360,5 +369,19 @@ mod tests {
         let f = FromWorker::Progress { file: MODEL_FILE.into(), loaded: 5, total: Some(10), from_cache: false };
         let back: FromWorker = serde_json::from_str(&f.to_json()).unwrap();
         assert_eq!(back, f);
+        let spec = SweepSpec {
+            terms: vec![Term { layer: 0, coeff: 1.0, text: " weddings".into() }],
+            bos: false,
+            site: Site::ResidPre,
+            layers: vec![0, 1],
+            coeffs: vec![0.0, 4.0],
+            sets: crate::sweep::default_sets(),
+        };
+        let m = ToWorker::Sweep { run_id: 4, spec };
+        assert!(m.to_json().contains(r#""type":"sweep""#));
+        assert_eq!(serde_json::from_str::<ToWorker>(&m.to_json()).unwrap(), m);
+        let f = FromWorker::SweepProgress { run_id: 4, done: 1, total: 6, rows: Vec::new() };
+        assert!(f.to_json().contains(r#""type":"sweep_progress""#));
+        assert_eq!(serde_json::from_str::<FromWorker>(&f.to_json()).unwrap(), f);
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tiller_core::Recipe;
 
 use crate::protocol::ModelSource;
+use crate::sweep::SweepSettings;
 
 /// The prefix of version 1 links (after the `#`).
 pub const V1_PREFIX: &str = "v1.";
@@ -24,6 +25,10 @@ pub struct ShareState {
     /// The decoded vocabulary's `ln_f` toggle.
     #[serde(default)]
     pub vocab_ln_f: bool,
+    /// The sweep panel's settings; absent when they are the defaults (and in links made
+    /// before the panel existed, which still open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepSettings>,
 }
 
 /// The fragment (without `#`) for a state.
@@ -74,6 +79,7 @@ mod tests {
                 ..Recipe::default()
             },
             vocab_ln_f: true,
+            sweep: None,
         }
     }
 
@@ -84,6 +90,20 @@ mod tests {
         assert!(link.starts_with("v1."));
         assert!(link.len() < 400, "{} chars", link.len());
         assert_eq!(decode(&format!("#{link}")), Ok(Some(s)));
+    }
+
+    #[test]
+    fn sweep_settings_travel_and_old_links_still_open() {
+        let mut s = state();
+        s.sweep = Some(SweepSettings { layers: Some((1, 2)), coeffs: vec![0.0, 3.0], ..SweepSettings::default() });
+        let link = encode(&s);
+        assert_eq!(decode(&link), Ok(Some(s)));
+        // A v1 link from before the sweep panel: the JSON has no `sweep` field.
+        let old = br#"{"model":{"default":"gpt2"},"recipe":{"prompt":"Hi"},"vocab_ln_f":false}"#;
+        let link = format!("v1.{}", URL_SAFE_NO_PAD.encode(miniz_oxide::deflate::compress_to_vec(old, 9)));
+        let back = decode(&link).unwrap().unwrap();
+        assert_eq!(back.sweep, None);
+        assert_eq!(back.recipe.prompt, "Hi");
     }
 
     #[test]

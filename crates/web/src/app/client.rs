@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
 
-use super::{Banner, Ctx, LoadedModel, ModelState, Progress, RunRecord, RunState, SizeInfo, VocabState};
+use super::{Banner, Ctx, LoadedModel, ModelState, Progress, RunRecord, RunState, SizeInfo, SweepRun, VocabState};
 use crate::form::TokenCounts;
 use crate::protocol::{default_size, envelope, ErrorKind, FromWorker, GenerationView, ModelSource, ToWorker};
 
@@ -47,6 +47,7 @@ pub fn start(ctx: Ctx) {
         if ctx.run_state.get_untracked() == RunState::Running {
             ctx.run_state.set(RunState::Error);
         }
+        fail_sweep(ctx, "the engine worker stopped: load the model again and rerun the sweep");
         ctx.show_error(
             ErrorKind::Internal,
             format!("the engine worker stopped ({message}). It was restarted: load the model again; if this happens again, reload the page."),
@@ -102,6 +103,7 @@ pub fn load(ctx: Ctx, source: ModelSource) {
         send(ctx, &ToWorker::Stop, &[]);
         ctx.run_state.set(RunState::Idle);
     }
+    // A sweep stops by itself when the engine goes (its `sweep_done` says "stopped").
     ctx.error.set(None);
     ctx.loaded.set(None);
     ctx.counts.set(None);
@@ -172,6 +174,9 @@ pub fn run(ctx: Ctx) -> Result<(), Vec<String>> {
     let Some(loaded) = ctx.loaded.get_untracked() else {
         return Err(vec!["load a model first (left, top)".into()]);
     };
+    if untrack(|| ctx.sweeping()) {
+        return Err(vec!["a sweep is running: wait for it or stop it first".into()]);
+    }
     let recipe = ctx.form.with_untracked(|f| f.to_recipe(Some(&loaded.config)))?;
     let run_id = ctx.fresh_id();
     ctx.error.set(None);
@@ -204,7 +209,7 @@ pub fn request_vocab(ctx: Ctx) {
 
 /// Asks for the decoded vocabulary of a recipe's steering terms (the editor's, without a run).
 pub fn decode_vocab(ctx: Ctx, recipe: &tiller_core::Recipe) {
-    if ctx.model_state.get_untracked() != ModelState::Ready || ctx.run_state.get_untracked() == RunState::Running {
+    if ctx.model_state.get_untracked() != ModelState::Ready || untrack(|| ctx.busy()) {
         return;
     }
     ctx.vocab_recipe.set_value(Some(recipe.clone()));
@@ -220,6 +225,52 @@ pub fn decode_vocab(ctx: Ctx, recipe: &tiller_core::Recipe) {
         ln_f: ctx.vocab_ln_f.get_untracked(),
     };
     send(ctx, &msg, &[]);
+}
+
+/// Starts a sweep of the editor's terms with the sweep panel's settings; returns the
+/// problems instead when it cannot run.
+pub fn run_sweep(ctx: Ctx) -> Result<(), Vec<String>> {
+    let Some(loaded) = ctx.loaded.get_untracked() else {
+        return Err(vec!["load a model first (left, top)".into()]);
+    };
+    if untrack(|| ctx.busy()) {
+        return Err(vec!["the engine is busy with a run or a sweep: wait for it or stop it first".into()]);
+    }
+    let depth = loaded.config.n_layer;
+    let spec = ctx.form.with_untracked(|editor| ctx.sweep_form.with_untracked(|f| f.to_spec(editor, depth)))?;
+    let run_id = ctx.fresh_id();
+    ctx.sweep.set(Some(SweepRun {
+        id: run_id,
+        source: loaded.source,
+        spec: spec.clone(),
+        state: RunState::Running,
+        done: 0,
+        total: 0,
+        rows: Vec::new(),
+        stopped: false,
+        error: None,
+    }));
+    send(ctx, &ToWorker::Sweep { run_id, spec }, &[]);
+    Ok(())
+}
+
+/// Marks a running sweep as failed.
+fn fail_sweep(ctx: Ctx, message: &str) {
+    update_sweep(ctx, None, |s| {
+        if s.state == RunState::Running {
+            s.state = RunState::Error;
+            s.error = Some(message.to_string());
+        }
+    });
+}
+
+/// Updates the current sweep (only if it is `run_id`, when given).
+fn update_sweep(ctx: Ctx, run_id: Option<u64>, f: impl FnOnce(&mut SweepRun)) {
+    ctx.sweep.update(|s| {
+        if let Some(s) = s.as_mut().filter(|s| run_id.is_none_or(|id| s.id == id)) {
+            f(s);
+        }
+    });
 }
 
 fn shown_recipe(ctx: Ctx) -> Option<tiller_core::Recipe> {
@@ -309,6 +360,29 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
             }
             ctx.error.set(Some(Banner::from(error)));
         }
+        FromWorker::SweepProgress { run_id, done, total, rows } => update_sweep(ctx, Some(run_id), |s| {
+            s.done = done;
+            s.total = total;
+            s.rows.extend(rows);
+        }),
+        FromWorker::SweepDone { run_id, stopped } => update_sweep(ctx, Some(run_id), |s| {
+            s.state = RunState::Done;
+            s.stopped = stopped;
+        }),
+        FromWorker::SweepFailed { run_id, error } => {
+            update_sweep(ctx, Some(run_id), |s| {
+                s.state = RunState::Error;
+                s.error = Some(error.message.clone());
+            });
+            // The panel shows the message; a lost device also needs the banner's action.
+            if matches!(error.kind, ErrorKind::DeviceLost | ErrorKind::OutOfMemory) {
+                if error.kind == ErrorKind::DeviceLost {
+                    ctx.model_state.set(ModelState::Error);
+                    ctx.loaded.set(None);
+                }
+                ctx.error.set(Some(Banner::from(error)));
+            }
+        }
         FromWorker::Vocab { id, layers } => {
             if ctx.last_vocab_id.get_value() == id {
                 ctx.vocab.set(VocabState::Ready(layers));
@@ -326,6 +400,7 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
             if ctx.run_state.get_untracked() == RunState::Running {
                 ctx.run_state.set(RunState::Error);
             }
+            fail_sweep(ctx, &error.message);
             ctx.error.set(Some(Banner::from(error)));
             // After a panic the worker's wasm instance cannot be trusted: start a fresh one.
             restart(ctx);

@@ -71,7 +71,7 @@ pub fn RecipeEditor() -> impl IntoView {
         Some(warnings(&recipe, &counts, cfg.n_positions))
     };
     let running = move || ctx.run_state.get() == RunState::Running;
-    let can_run = move || ctx.model_state.get() == ModelState::Ready && !running();
+    let can_run = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy();
     let on_run = move |_| {
         validation.set(Vec::new());
         if let Err(errors) = client::run(ctx) {

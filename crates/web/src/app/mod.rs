@@ -3,19 +3,23 @@
 //! panel is a small component reading and writing that state.
 //!
 //! Layout: left, the model ([`model`]) and the steering recipe ([`editor`]); right, the
-//! results ([`results`]), the decoded vocabulary ([`vocab`]) and the share link ([`sharing`]).
+//! results ([`results`]), the layer × coefficient sweep ([`sweep`]), the decoded vocabulary
+//! ([`vocab`]) and the share link ([`sharing`]).
 
 pub mod client;
 pub mod editor;
 pub mod model;
 pub mod results;
 pub mod sharing;
+pub mod sweep;
 pub mod vocab;
 
 use leptos::prelude::*;
 use tiller_core::{Gpt2Config, Recipe};
 
 use crate::form::{Form, TokenCounts};
+use crate::sweep::SweepForm;
+use tiller_core::sweep::{SweepRow, SweepSpec};
 use crate::protocol::{EngineChoice, ErrorKind, GenerationView, LayerVocabView, ModelSource, UserError, DEFAULT_HUB};
 
 /// What the model panel shows about the size of the chosen model.
@@ -105,6 +109,21 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+/// The latest sweep: its spec, the rows so far, and how far it got.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepRun {
+    pub id: u64,
+    pub source: ModelSource,
+    pub spec: SweepSpec,
+    pub state: RunState,
+    /// Steps done of `total` (0 of 0 until the worker's first report).
+    pub done: usize,
+    pub total: usize,
+    pub rows: Vec<SweepRow>,
+    pub stopped: bool,
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum VocabState {
     Empty,
@@ -163,6 +182,12 @@ pub struct Ctx {
     pub vocab_ln_f: RwSignal<bool>,
     /// The recipe whose vector the panel decoded when it was not a run's (the Decode button).
     pub vocab_recipe: StoredValue<Option<Recipe>>,
+    /// The sweep panel as typed, and the depth its "every layer" range was set for.
+    pub sweep_form: RwSignal<SweepForm>,
+    pub sweep_depth: StoredValue<usize>,
+    /// Whether the sweep panel is unfolded (a link with sweep settings unfolds it).
+    pub sweep_open: RwSignal<bool>,
+    pub sweep: RwSignal<Option<SweepRun>>,
     /// Latest request ids; answers to older requests are dropped.
     pub last_size_id: StoredValue<u64>,
     pub last_analysis_id: StoredValue<u64>,
@@ -201,6 +226,10 @@ impl Ctx {
             vocab: RwSignal::new(VocabState::Empty),
             vocab_ln_f: RwSignal::new(false),
             vocab_recipe: StoredValue::new(None),
+            sweep_form: RwSignal::new(SweepForm::new(DEFAULT_DEPTH)),
+            sweep_depth: StoredValue::new(DEFAULT_DEPTH),
+            sweep_open: RwSignal::new(false),
+            sweep: RwSignal::new(None),
             last_size_id: StoredValue::new(0),
             last_analysis_id: StoredValue::new(0),
             last_vocab_id: StoredValue::new(0),
@@ -252,10 +281,29 @@ impl Ctx {
         }
     }
 
+    /// Whether a sweep is running.
+    pub fn sweeping(&self) -> bool {
+        self.sweep.with(|s| s.as_ref().is_some_and(|s| s.state == RunState::Running))
+    }
+
+    /// Whether the engine is busy with a run or a sweep (it does one thing at a time).
+    pub fn busy(&self) -> bool {
+        self.run_state.get() == RunState::Running || self.sweeping()
+    }
+
+    /// Sets the sweep panel (share links), its "every layer" range for the current depth.
+    pub fn set_sweep_form(&self, form: SweepForm) {
+        self.sweep_depth.set_value(self.depth());
+        self.sweep_form.set(form);
+    }
+
     pub fn show_error(&self, kind: ErrorKind, message: impl Into<String>) {
         self.error.set(Some(Banner { kind, message: message.into() }));
     }
 }
+
+/// The depth of the model the picker starts on (gpt2).
+const DEFAULT_DEPTH: usize = 12;
 
 /// `?hub=URL` in the page's address replaces the Hugging Face Hub (tests, mirrors).
 fn hub_from_query() -> String {
@@ -319,6 +367,7 @@ pub fn App() -> impl IntoView {
             </section>
             <section class="right">
                 <results::Results/>
+                <sweep::SweepPanel/>
                 <vocab::VocabPanel/>
                 <sharing::SharePanel/>
                 <results::History/>

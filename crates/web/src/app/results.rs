@@ -74,7 +74,7 @@ pub fn Results() -> impl IntoView {
         .into_any()
     };
     let running = move || ctx.run_state.get() == RunState::Running;
-    let can_run = move || ctx.model_state.get() == super::ModelState::Ready && !running();
+    let can_run = move || ctx.model_state.get() == super::ModelState::Ready && !ctx.busy();
     view! {
         <div class="card results">
             <div class="card-head">
@@ -106,9 +106,14 @@ pub fn History() -> impl IntoView {
                 let rerun_recipe = recipe.clone();
                 let link = {
                     let base = super::sharing::page_url();
-                    format!("{base}#{}", share::encode(&ShareState { model: source.clone(), recipe: recipe.clone(), vocab_ln_f: ctx.vocab_ln_f.get_untracked() }))
+                    format!("{base}#{}", share::encode(&ShareState {
+                        model: source.clone(),
+                        recipe: recipe.clone(),
+                        vocab_ln_f: ctx.vocab_ln_f.get_untracked(),
+                        sweep: untrack(|| super::sharing::sweep_settings(ctx)).unwrap_or(None),
+                    }))
                 };
-                let running = ctx.run_state.get() == RunState::Running;
+                let running = ctx.busy();
                 view! {
                     <li class:current=shown_id == Some(id) data-testid="history-entry">
                         <span class="h-label">{format!("#{} · {} · \"{}\" · {} · {}", r.number, source.label(), recipe.prompt, terms_summary(&recipe), if r.stopped { "stopped" } else { r.state.as_str() })}</span>

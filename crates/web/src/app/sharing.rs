@@ -9,6 +9,7 @@ use super::Ctx;
 use crate::form::Form;
 use crate::protocol::{ErrorKind, ModelSource};
 use crate::share::{self, ShareState};
+use crate::sweep::SweepForm;
 
 /// The page's address without its fragment.
 pub fn page_url() -> String {
@@ -25,6 +26,10 @@ pub fn restore_from_fragment(ctx: Ctx) {
             ctx.preset.set(String::new());
             ctx.vocab_ln_f.set(state.vocab_ln_f);
             ctx.set_source(&state.model);
+            if let Some(sweep) = &state.sweep {
+                ctx.set_sweep_form(SweepForm::from_settings(sweep, ctx.depth()));
+                ctx.sweep_open.set(true);
+            }
             if state.model.is_default() {
                 ctx.autoload.set_value(Some(state.model));
             } else {
@@ -39,10 +44,22 @@ pub fn restore_from_fragment(ctx: Ctx) {
     }
 }
 
-/// The link for the editor's recipe and the picker's model.
+/// The sweep panel's settings for a link: `None` when they are the defaults; an error when
+/// they do not parse (the link then leaves them out, and the panel says so).
+pub fn sweep_settings(ctx: Ctx) -> Result<Option<crate::sweep::SweepSettings>, Vec<String>> {
+    let depth = ctx.depth();
+    ctx.sweep_form.with(|f| f.to_settings(depth))
+}
+
+/// The link for the editor's recipe, the picker's model and the sweep panel.
 fn current_link(ctx: Ctx) -> Result<String, String> {
     let recipe = ctx.form.with(|f| f.to_recipe(ctx.config().as_ref())).map_err(|e| e.join(" "))?;
-    let state = ShareState { model: ctx.chosen_source(), recipe, vocab_ln_f: ctx.vocab_ln_f.get() };
+    let state = ShareState {
+        model: ctx.chosen_source(),
+        recipe,
+        vocab_ln_f: ctx.vocab_ln_f.get(),
+        sweep: sweep_settings(ctx).unwrap_or(None),
+    };
     Ok(format!("{}#{}", page_url(), share::encode(&state)))
 }
 
@@ -63,7 +80,7 @@ pub fn SharePanel() -> impl IntoView {
     view! {
         <div class="card share">
             <h2>"Share"</h2>
-            <p class="note">"The link holds the model source and the whole recipe (sampling and seed included): opening it restores everything, and on the same GPU reproduces the same completions."</p>
+            <p class="note">"The link holds the model source, the whole recipe (sampling and seed included) and the sweep panel's settings: opening it restores everything, and on the same GPU reproduces the same completions."</p>
             <div class="row">
                 <input type="text" readonly data-testid="share-link" class="share-link"
                     prop:value=move || link.get().unwrap_or_default()
@@ -71,6 +88,7 @@ pub fn SharePanel() -> impl IntoView {
                 <button data-testid="share-copy" disabled=move || link.with(|l| l.is_err()) on:click=copy>"Copy link"</button>
             </div>
             {move || link.get().err().map(|e| view! { <p class="note">{format!("Fix the recipe to get a link: {e}")}</p> })}
+            {move || sweep_settings(ctx).is_err().then(|| view! { <p class="note warn">"The sweep panel's settings have a problem (see the panel), so the link leaves them out."</p> })}
             {move || copied.get().map(|m| view! { <p class="note" data-testid="share-copied">{m}</p> })}
         </div>
     }

@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 
 use super::client;
-use super::{Ctx, ModelState, RunState, VocabState};
+use super::{Ctx, ModelState, VocabState};
 use crate::protocol::{LayerVocabView, VocabEntryView};
 
 /// Shows a token so spaces and newlines are visible.
@@ -100,7 +100,7 @@ pub fn VocabPanel() -> impl IntoView {
                 "apply ln_f first"
             </label>
             <button class="small" data-testid="vocab-decode" title="Decode the editor's current terms without running"
-                disabled=move || ctx.model_state.get() != ModelState::Ready || ctx.run_state.get() == RunState::Running
+                disabled=move || ctx.model_state.get() != ModelState::Ready || ctx.busy()
                 on:click=move |_| {
                     let cfg = ctx.config();
                     match ctx.form.with_untracked(|f| f.to_recipe(cfg.as_ref())) {

@@ -1,8 +1,8 @@
 //! The engine worker: everything slow happens here, off the page's thread. It downloads (or
 //! reads from the cache or from local files) the model, streams `model.safetensors` through
 //! [`StreamLoader`] into the engine, and runs generation and decoded vocabulary, posting
-//! [`FromWorker`] messages back. Between generation steps it yields to its event loop so a
-//! Stop message can arrive.
+//! [`FromWorker`] messages back, and layer × coefficient sweeps. Between steps it yields to
+//! its event loop so a Stop message can arrive.
 
 pub mod engine;
 pub mod net;
@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use js_sys::Reflect;
 use tiller_core::generate::{self, Flow};
+use tiller_core::sweep::SweepSpec;
 use tiller_core::weights::{StreamLoader, TensorSink};
 use tiller_core::{Gpt2Config, Gpt2Tokenizer, Recipe, Site, Term};
 use wasm_bindgen::prelude::*;
@@ -134,6 +135,7 @@ async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
         ToWorker::Analyze { id, prompt, terms, bos } => analyze(id, &prompt, &terms, bos),
         ToWorker::Run { run_id, recipe } => run(run_id, recipe).await,
         ToWorker::Stop => state().stop.set(true),
+        ToWorker::Sweep { run_id, spec } => sweep(run_id, spec).await,
         ToWorker::Vocab { id, terms, bos, site, k, ln_f } => vocab(id, &terms, bos, site, k, ln_f).await,
         ToWorker::CacheInfo => cache_info().await,
         ToWorker::CacheClear => {
@@ -432,5 +434,69 @@ async fn vocab(id: u64, terms: &[Term], bos: bool, site: Site, k: usize, ln_f: b
     match result {
         Ok(layers) => post(&FromWorker::Vocab { id, layers: layers.iter().map(LayerVocabView::from).collect() }),
         Err(e) => post(&FromWorker::VocabFailed { id, error: user_error(&e) }),
+    }
+}
+
+/// Runs a sweep one layer at a time, so each layer's rows reach the page (and its chart) as
+/// soon as they exist: `tiller_core::sweep::sweep` hands rows back only when it returns. The
+/// price is the unsteered pass, repeated once per layer (one step in `1 + coefficients`).
+async fn sweep(run_id: u64, spec: SweepSpec) {
+    let (mut engine, tok, epoch) = match take_engine() {
+        Ok(x) => x,
+        Err(error) => return post(&FromWorker::SweepFailed { run_id, error }),
+    };
+    let st = state();
+    st.stop.set(false);
+    let mut stopped = false;
+    let mut done_before = 0;
+    let mut result = Ok(());
+    for (i, &layer) in spec.layers.iter().enumerate() {
+        let one = SweepSpec { layers: vec![layer], ..spec.clone() };
+        let mut steps = 0;
+        let rows = with_backend!(&mut engine, |b| {
+            tiller_core::sweep::sweep(&mut Yielding(b), &tok, &one, |done, total| {
+                // Every layer takes the same number of steps.
+                steps = total;
+                post(&FromWorker::SweepProgress {
+                    run_id,
+                    done: done_before + done,
+                    total: total * spec.layers.len(),
+                    rows: Vec::new(),
+                });
+                if st.stop.get() {
+                    stopped = true;
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            })
+            .await
+        });
+        done_before += steps;
+        match rows {
+            Ok(rows) if stopped => {
+                // A layer stopped midway returns nothing; one stopped after its last step is whole.
+                if !rows.is_empty() {
+                    post(&FromWorker::SweepProgress { run_id, done: done_before, total: steps * spec.layers.len(), rows });
+                }
+                break;
+            }
+            Ok(rows) => {
+                post(&FromWorker::SweepProgress { run_id, done: done_before, total: steps * spec.layers.len(), rows });
+                if st.stop.get() && i + 1 < spec.layers.len() {
+                    stopped = true;
+                    break;
+                }
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    put_back(engine, epoch);
+    match result {
+        Ok(()) => post(&FromWorker::SweepDone { run_id, stopped }),
+        Err(e) => post(&FromWorker::SweepFailed { run_id, error: user_error(&e) }),
     }
 }

@@ -1,0 +1,341 @@
+//! The geometry of a small line chart (scales, "nice" ticks, labels) and the sweep's chart
+//! laid out in it, kept apart from the view so it can be tested without a browser. The sweep
+//! panel draws it as inline SVG.
+
+use tiller_core::sweep::{SweepRow, SweepSpec};
+
+use crate::sweep::{Metric, XAxis};
+
+/// The chart's size in SVG user units (it scales to the panel's width).
+pub const WIDTH: f64 = 680.0;
+pub const HEIGHT: f64 = 340.0;
+
+/// Space around the plot area: ticks and labels on the left and bottom, the legend on top.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Margins {
+    pub left: f64,
+    pub right: f64,
+    pub top: f64,
+    pub bottom: f64,
+}
+
+pub const MARGINS: Margins = Margins { left: 64.0, right: 20.0, top: 44.0, bottom: 48.0 };
+
+/// Line colours, one per series (distinguishable, and readable on white).
+pub const PALETTE: [&str; 8] = ["#2f5fd0", "#d9622b", "#2e9e5b", "#b03fa8", "#b8901a", "#1a9ab0", "#7a5a3a", "#e0457b"];
+
+/// A linear map from data values to SVG coordinates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scale {
+    pub domain: (f64, f64),
+    pub range: (f64, f64),
+}
+
+impl Scale {
+    pub fn map(&self, v: f64) -> f64 {
+        let (d0, d1) = self.domain;
+        let (r0, r1) = self.range;
+        if d1 == d0 {
+            return (r0 + r1) / 2.0;
+        }
+        r0 + (v - d0) / (d1 - d0) * (r1 - r0)
+    }
+}
+
+/// A step of 1, 2 or 5 × 10^k giving about `target` intervals over `span`.
+pub fn nice_step(span: f64, target: usize) -> f64 {
+    let raw = span / target.max(1) as f64;
+    if !(raw.is_finite() && raw > 0.0) {
+        return 1.0;
+    }
+    let mag = 10f64.powf(raw.log10().floor());
+    let nice = match raw / mag {
+        r if r < 1.5 => 1.0,
+        r if r < 3.0 => 2.0,
+        r if r < 7.0 => 5.0,
+        _ => 10.0,
+    };
+    nice * mag
+}
+
+/// Decimals that tell ticks `step` apart (0.05 → 2, 0.5 → 1, 2 → 0).
+pub fn decimals(step: f64) -> usize {
+    if !(step.is_finite() && step > 0.0) {
+        return 0;
+    }
+    (-step.log10().floor()).max(0.0) as usize
+}
+
+/// The vertical axis: a domain that starts and ends on ticks and contains every value and
+/// `include` (the reference line), and the ticks.
+pub fn value_axis(values: &[f64], include: Option<f64>, target: usize) -> (Scale, Vec<f64>, usize) {
+    let finite = values.iter().copied().chain(include).filter(|v| v.is_finite());
+    let (mut lo, mut hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if !lo.is_finite() {
+        (lo, hi) = (0.0, 1.0);
+    }
+    if hi - lo < 1e-9 {
+        // One value (e.g. only coefficient 0, ratio 1 everywhere): a small band around it.
+        let pad = (hi.abs() * 0.05).max(0.01);
+        lo -= pad;
+        hi += pad;
+    }
+    let step = nice_step(hi - lo, target);
+    // The tolerance keeps a value that is on a tick (up to rounding) from adding a tick.
+    let (d0, d1) = ((lo / step + 1e-9).floor() * step, (hi / step - 1e-9).ceil() * step);
+    let n = ((d1 - d0) / step).round() as usize;
+    let ticks = (0..=n).map(|i| d0 + i as f64 * step).collect();
+    let scale = Scale { domain: (d0, d1), range: (HEIGHT - MARGINS.bottom, MARGINS.top) };
+    (scale, ticks, decimals(step))
+}
+
+/// The horizontal axis over the given x values (layers or coefficients), with a little room
+/// on both sides so the end points do not sit on the axes.
+pub fn position_axis(xs: &[f64]) -> Scale {
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if !lo.is_finite() { (0.0, 1.0) } else if hi - lo < 1e-9 { (lo - 1.0, hi + 1.0) } else { (lo, hi) };
+    let pad = (hi - lo) * 0.04;
+    Scale { domain: (lo - pad, hi + pad), range: (MARGINS.left, WIDTH - MARGINS.right) }
+}
+
+/// Which of the sorted x values get a tick label: every one that is at least `gap` SVG units
+/// from the previous labelled one (so labels never overlap).
+pub fn spaced_ticks(xs: &[f64], scale: &Scale, gap: f64) -> Vec<f64> {
+    let mut sorted: Vec<f64> = xs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.dedup();
+    let mut out: Vec<f64> = Vec::new();
+    for x in sorted {
+        if out.last().is_none_or(|&p| scale.map(x) - scale.map(p) >= gap) {
+            out.push(x);
+        }
+    }
+    out
+}
+
+/// A value as the tooltip and labels show it: 4 significant digits, no exponent for the
+/// ranges a sweep gives.
+pub fn value_text(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let digits = (3 - v.abs().log10().floor() as i32).clamp(0, 8) as usize;
+    format!("{v:.digits$}")
+}
+
+/// An SVG path through the points, in order.
+pub fn polyline(points: &[(f64, f64)]) -> String {
+    points
+        .iter()
+        .enumerate()
+        .map(|(i, (x, y))| format!("{}{x:.1},{y:.1}", if i == 0 { "M" } else { " L" }))
+        .collect()
+}
+
+/// One point of the sweep chart, in SVG units, with the values the tooltip shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartPoint {
+    pub set: String,
+    pub color: &'static str,
+    pub layer: usize,
+    pub coeff: f32,
+    /// The plotted metric's value.
+    pub value: f64,
+    pub ppl_ratio: f64,
+    pub kl: f64,
+    pub x: f64,
+    pub y: f64,
+}
+
+/// One evaluation set's line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartSeries {
+    pub name: String,
+    pub color: &'static str,
+    pub path: String,
+    pub points: Vec<ChartPoint>,
+}
+
+/// The sweep's chart, laid out: what the view draws.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepChart {
+    pub title: String,
+    pub x_label: &'static str,
+    pub y_label: &'static str,
+    pub series: Vec<ChartSeries>,
+    /// (x in SVG units, label).
+    pub x_ticks: Vec<(f64, String)>,
+    /// (y in SVG units, label).
+    pub y_ticks: Vec<(f64, String)>,
+    /// The "no change" line: y in SVG units and its label.
+    pub reference: (f64, &'static str),
+}
+
+impl SweepChart {
+    pub fn point_count(&self) -> usize {
+        self.series.iter().map(|s| s.points.len()).sum()
+    }
+}
+
+/// The coefficient (x = layer) or layer (x = coefficient) the chart shows when the user has
+/// not picked one: the strongest coefficient, or the first layer with results.
+pub fn default_pick(spec: &SweepSpec, rows: &[SweepRow], x: XAxis) -> Option<f64> {
+    match x {
+        XAxis::Layer => spec.coeffs.iter().copied().reduce(|a, b| if b.abs() >= a.abs() { b } else { a }).map(f64::from),
+        XAxis::Coeff => spec.layers.iter().find(|&&l| rows.iter().any(|r| r.layer == l)).or(spec.layers.first()).map(|&l| l as f64),
+    }
+}
+
+/// Lays out the chart of a sweep's rows: one line per evaluation set, x the layer (at the
+/// coefficient `pick`) or the coefficient (at the layer `pick`), y the metric.
+pub fn sweep_chart(spec: &SweepSpec, rows: &[SweepRow], x: XAxis, metric: Metric, pick: f64) -> SweepChart {
+    let (xs, x_label, gap): (Vec<f64>, _, _) = match x {
+        XAxis::Layer => (spec.layers.iter().map(|&l| l as f64).collect(), "injection layer", 22.0),
+        XAxis::Coeff => (spec.coeffs.iter().map(|&c| c as f64).collect(), "coefficient multiplier (× the terms' coefficients)", 28.0),
+    };
+    let on_line = |r: &SweepRow| match x {
+        XAxis::Layer => r.coeff as f64 == pick,
+        XAxis::Coeff => r.layer as f64 == pick,
+    };
+    let x_of = |r: &SweepRow| match x {
+        XAxis::Layer => r.layer as f64,
+        XAxis::Coeff => r.coeff as f64,
+    };
+    let shown: Vec<&SweepRow> = rows.iter().filter(|r| on_line(r) && metric.of(r).is_finite()).collect();
+    let values: Vec<f64> = shown.iter().map(|r| metric.of(r)).collect();
+    let no_change = match metric {
+        Metric::PplRatio => 1.0,
+        Metric::Kl => 0.0,
+    };
+    let (y_scale, y_ticks, dec) = value_axis(&values, Some(no_change), 5);
+    let x_scale = position_axis(&xs);
+    let series = spec
+        .sets
+        .iter()
+        .enumerate()
+        .map(|(i, set)| {
+            let color = PALETTE[i % PALETTE.len()];
+            let mut points: Vec<ChartPoint> = shown
+                .iter()
+                .filter(|r| r.set == set.name)
+                .map(|r| ChartPoint {
+                    set: r.set.clone(),
+                    color,
+                    layer: r.layer,
+                    coeff: r.coeff,
+                    value: metric.of(r),
+                    ppl_ratio: r.ppl_ratio,
+                    kl: r.kl,
+                    x: x_scale.map(x_of(r)),
+                    y: y_scale.map(metric.of(r)),
+                })
+                .collect();
+            points.sort_by(|a, b| a.x.total_cmp(&b.x));
+            let path = polyline(&points.iter().map(|p| (p.x, p.y)).collect::<Vec<_>>());
+            ChartSeries { name: set.name.clone(), color, path, points }
+        })
+        .collect();
+    let what = match metric {
+        Metric::PplRatio => "Perplexity ratio",
+        Metric::Kl => "KL divergence",
+    };
+    let title = match x {
+        XAxis::Layer => format!("{what} by injection layer, coefficient × {}", pick as f32),
+        XAxis::Coeff => format!("{what} by coefficient, layer {pick}"),
+    };
+    SweepChart {
+        title,
+        x_label,
+        y_label: metric.label(),
+        series,
+        x_ticks: spaced_ticks(&xs, &x_scale, gap).into_iter().map(|v| (x_scale.map(v), format!("{}", v as f32))).collect(),
+        y_ticks: y_ticks.into_iter().map(|v| (y_scale.map(v), format!("{v:.dec$}"))).collect(),
+        reference: (y_scale.map(no_change), if metric == Metric::PplRatio { "1 = no change" } else { "0 = no change" }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tiller_core::sweep::EvalSet;
+    use tiller_core::{Site, Term};
+
+    fn row(set: &str, layer: usize, coeff: f32, ppl_ratio: f64) -> SweepRow {
+        SweepRow { set: set.into(), layer, coeff, ppl_ratio, kl: (ppl_ratio - 1.0).abs(), loss_steered: 0.0, loss_unsteered: 0.0, tokens: 5, texts: 1 }
+    }
+
+    #[test]
+    fn sweep_chart_has_a_line_per_set_at_the_picked_coefficient() {
+        let spec = SweepSpec {
+            terms: vec![Term { layer: 0, coeff: 1.0, text: "a".into() }],
+            bos: false,
+            site: Site::ResidPre,
+            layers: vec![0, 1, 2, 3],
+            coeffs: vec![0.0, 4.0],
+            sets: vec![EvalSet { name: "related".into(), texts: vec![] }, EvalSet { name: "unrelated".into(), texts: vec![] }],
+        };
+        // Two layers done so far.
+        let rows: Vec<SweepRow> = [0, 1]
+            .iter()
+            .flat_map(|&l| [row("related", l, 0.0, 1.0), row("unrelated", l, 0.0, 1.0), row("related", l, 4.0, 1.3), row("unrelated", l, 4.0, 1.1)])
+            .collect();
+        assert_eq!(default_pick(&spec, &rows, XAxis::Layer), Some(4.0));
+        assert_eq!(default_pick(&spec, &rows, XAxis::Coeff), Some(0.0));
+        let c = sweep_chart(&spec, &rows, XAxis::Layer, Metric::PplRatio, 4.0);
+        assert_eq!(c.series.len(), 2);
+        assert_eq!(c.point_count(), 4);
+        assert_eq!(c.x_ticks.len(), 4, "every layer of the range is on the axis before its rows arrive");
+        assert!(c.series[0].points.iter().all(|p| p.coeff == 4.0 && p.value == 1.3));
+        assert!(c.series[0].points[0].x < c.series[0].points[1].x);
+        assert_ne!(c.series[0].color, c.series[1].color);
+        // The "no change" line is inside the plot, below the points (larger y is lower).
+        assert!(c.reference.0 > c.series[0].points[0].y && c.reference.0 <= HEIGHT - MARGINS.bottom);
+        let at_zero = sweep_chart(&spec, &rows, XAxis::Layer, Metric::PplRatio, 0.0);
+        assert!(at_zero.series.iter().flat_map(|s| &s.points).all(|p| p.value == 1.0));
+        let by_coeff = sweep_chart(&spec, &rows, XAxis::Coeff, Metric::Kl, 1.0);
+        assert_eq!(by_coeff.point_count(), 4);
+        assert_eq!(by_coeff.title, "KL divergence by coefficient, layer 1");
+    }
+
+    #[test]
+    fn nice_steps_and_decimals() {
+        assert_eq!(nice_step(1.0, 5), 0.2);
+        assert_eq!(nice_step(0.013, 5), 0.002);
+        assert_eq!(nice_step(70.0, 5), 10.0);
+        assert_eq!(decimals(0.05), 2);
+        assert_eq!(decimals(2.0), 0);
+    }
+
+    #[test]
+    fn value_axis_holds_the_values_and_the_reference() {
+        let (scale, ticks, _) = value_axis(&[1.02, 1.13], Some(1.0), 5);
+        assert!(scale.domain.0 <= 1.0 && scale.domain.1 >= 1.13, "{scale:?}");
+        assert_eq!(ticks.first().copied(), Some(scale.domain.0));
+        assert!((ticks.last().unwrap() - scale.domain.1).abs() < 1e-9);
+        assert!(ticks.len() >= 3 && ticks.len() <= 12, "{ticks:?}");
+        // The top of the domain is at the top of the plot.
+        assert_eq!(scale.map(scale.domain.1), MARGINS.top);
+        // KL is never negative: the axis starts at 0, the "no change" line.
+        let (scale, ticks, _) = value_axis(&[5.7, 0.0], Some(0.0), 5);
+        assert_eq!(scale.domain.0, 0.0);
+        assert_eq!(ticks.first().copied(), Some(0.0));
+        let (scale, _, _) = value_axis(&[0.3, 0.7], None, 4);
+        assert!((scale.domain.0 - 0.3).abs() < 1e-9 && (scale.domain.1 - 0.7).abs() < 1e-9, "{scale:?}");
+        // Every value equal: still a band with ticks, the value inside it.
+        let (scale, ticks, _) = value_axis(&[1.0, 1.0], Some(1.0), 5);
+        assert!(scale.domain.0 < 1.0 && scale.domain.1 > 1.0 && ticks.len() >= 2);
+    }
+
+    #[test]
+    fn labels_do_not_overlap() {
+        let xs = [0.0, 0.1, 1.0, 2.0, 4.0, 8.0];
+        let scale = position_axis(&xs);
+        let t = spaced_ticks(&xs, &scale, 28.0);
+        assert_eq!(t, vec![0.0, 1.0, 2.0, 4.0, 8.0]);
+        assert_eq!(value_text(1.0), "1.000");
+        assert_eq!(value_text(0.012345), "0.01235");
+        assert_eq!(value_text(123.456), "123.5");
+        assert_eq!(polyline(&[(1.0, 2.0), (3.0, 4.0)]), "M1.0,2.0 L3.0,4.0");
+    }
+}
