@@ -19,6 +19,7 @@ import {
   errorText, confirmDownloadIfAsked, pickHubRepo, loadModel, setRecipe, readRecipe, readTerms,
   readCompletions, readShareLink, screenshot, startRecording, takeRecording, parseSize,
   waitForSizeText, startProgressRecording, takeProgress, readVocab, MODEL_SELECT_VALUES, setTerms, click,
+  reveal, setSweep, readSweep, readSweepPoints, OUT_DIR,
 } from './lib/contract.mjs';
 
 const MODEL = 'model.safetensors';
@@ -73,6 +74,8 @@ async function openPage(session, fragment = '') {
 
 /** Loads the tiny Hub model in `p` unless it is ready already. */
 async function ensureModel(p, repo = REPOS.tiny) {
+  // Run alone (--test-name-pattern), a test may find the main page not opened yet.
+  if (p.url() === 'about:blank') await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
   const state = await attr(p, 'model-status', 'data-state').catch(() => null);
   const repoNow = (await tid(p, 'model-repo').count()) ? await getValue(p, 'model-repo').catch(() => null) : null;
   if (state === 'ready' && repoNow === repo) return;
@@ -855,4 +858,191 @@ e2e('21-layer-bounded-by-depth', async (t) => {
   t.diagnostic(`message: ${JSON.stringify(line)}; Run enabled: ${enabled}; run-status after clicking Run: ${JSON.stringify(states)}`);
   assert.ok(line, 'no message that layer 7 is out of range for a 4-layer model');
   assert.ok(!states.includes('running') && !states.includes('done'), `a term at layer 7 of a 4-layer model ran (${states.join(' → ')})`);
+});
+
+/** Short evaluation sets: the tiny model scores them in a few steps on SwiftShader. */
+const SWEEP_SETS = [
+  { name: 'related', texts: ['The bride and groom danced at the wedding.', 'We planned the wedding for June.'] },
+  { name: 'unrelated', texts: ['The train leaves the station at seven.', 'He fixed the kitchen tap today.'] },
+];
+const SWEEP_TIMEOUT = 180_000;
+
+/** Clicks sweep-run and waits for sweep-progress data-state done; returns the points. */
+async function runSweepAndWait(p) {
+  await click(p, 'sweep-run');
+  await expectPresent(p, 'sweep-progress', 10_000, 'after clicking sweep-run');
+  await waitForState(p, 'sweep-progress', 'done', SWEEP_TIMEOUT, { failOn: ['error'] }).catch(async (e) => {
+    const errs = await tid(p, 'sweep-error').allTextContents().catch(() => []);
+    throw new Error(`${e.message}; sweep-error: ${JSON.stringify(errs)}`);
+  });
+  return readSweepPoints(p);
+}
+
+/** Errors shown in the sweep panel. */
+const sweepErrors = async (p) => (await tid(p, 'sweep-error').allTextContents()).map((x) => x.trim());
+
+e2e('22-sweep-chart-csv', async (t) => {
+  // A layer × coefficient sweep of Love − Hate on the 4-layer tiny model: 2 sets × 4 layers ×
+  // coefficients {0, 4}. The chart draws one line per set; coefficient 0 is the unsteered
+  // model, so its perplexity ratio is exactly 1 and its KL exactly 0.
+  await ensureModel(page);
+  await setRecipe(page, RECIPE);
+  await reveal(tid(page, 'sweep-panel').first());
+  const defaults = await readSweep(page);
+  t.diagnostic(`defaults: ${JSON.stringify(defaults)}`);
+  assert.equal(defaults.from, '0', 'the default layer range does not start at 0');
+  assert.equal(defaults.to, '3', 'the default layer range is not every layer of the 4-layer model (0 to 3)');
+  assert.ok(defaults.sets.length >= 2 && defaults.sets.every((s) => s.name && s.texts.length), 'no default evaluation sets');
+  assert.ok(defaults.sets.some((s) => s.texts.some((x) => /wedding/i.test(x))), 'no default set of wedding texts');
+
+  await setSweep(page, { sets: SWEEP_SETS, from: 0, to: 3, coeffs: '0, 4', x: 'layer', metric: 'ppl_ratio' });
+  assert.deepEqual(await sweepErrors(page), [], 'valid sweep settings show an error');
+  const t0 = Date.now();
+  let points = await runSweepAndWait(page);
+  t.diagnostic(`sweep took ${Date.now() - t0} ms`);
+  const total = await attr(page, 'sweep-progress', 'data-total');
+  assert.equal(await attr(page, 'sweep-progress', 'data-done'), total, 'the progress bar does not end at 100 %');
+
+  // x = layer, at the strongest coefficient (4) by default: 2 sets × 4 layers.
+  assert.equal(await attr(page, 'sweep-chart', 'data-points'), '8', 'sweep-chart data-points is not 2 sets × 4 layers');
+  assert.equal(points.length, 8);
+  assert.deepEqual([...new Set(points.map((p) => p.set))], ['related', 'unrelated']);
+  assert.deepEqual([...new Set(points.map((p) => p.layer))].sort(), [0, 1, 2, 3]);
+  assert.ok(points.every((p) => p.coeff === 4 && Number.isFinite(p.value) && p.value > 0), `bad points: ${JSON.stringify(points)}`);
+  assert.ok(points.some((p) => p.value !== 1), 'coefficient 4 changed no perplexity at all');
+
+  // At coefficient 0 every ratio is exactly 1.
+  await setValue(page, 'sweep-pick', '0');
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="sweep-point"]')].every((e) => e.getAttribute('data-coeff') === '0'));
+  points = await readSweepPoints(page);
+  assert.equal(points.length, 8);
+  assert.deepEqual(points.map((p) => p.raw), Array(8).fill('1'), `ratios at coefficient 0: ${JSON.stringify(points)}`);
+
+  // x = coefficient, at one layer: 2 sets × 2 coefficients, the ones at 0 exactly 1.
+  await setValue(page, 'sweep-x', 'coeff');
+  await page.waitForFunction(() => document.querySelector('[data-testid="sweep-chart"]')?.getAttribute('data-points') === '4');
+  points = await readSweepPoints(page);
+  assert.deepEqual(points.filter((p) => p.coeff === 0).map((p) => p.raw), ['1', '1']);
+  // KL instead: exactly 0 at coefficient 0, positive at 4.
+  await setValue(page, 'sweep-metric', 'kl');
+  await page.waitForFunction(() => /KL/.test(document.querySelector('[data-testid="sweep-chart"]')?.textContent || ''));
+  points = await readSweepPoints(page);
+  assert.deepEqual(points.filter((p) => p.coeff === 0).map((p) => p.raw), ['0', '0'], `KL at coefficient 0: ${JSON.stringify(points)}`);
+  assert.ok(points.filter((p) => p.coeff === 4).every((p) => p.value > 0), `KL at coefficient 4: ${JSON.stringify(points)}`);
+  await setValue(page, 'sweep-metric', 'ppl_ratio');
+  await setValue(page, 'sweep-x', 'layer');
+  await setValue(page, 'sweep-pick', '4');
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="sweep-point"]')].every((e) => e.getAttribute('data-coeff') === '4'));
+
+  // Hovering a point shows its values.
+  await tid(page, 'sweep-chart').first().scrollIntoViewIfNeeded();
+  const pt = tid(page, 'sweep-point').nth(5);
+  const want = await pt.evaluate((e) => ({ set: e.getAttribute('data-set'), layer: e.getAttribute('data-layer'), value: Number(e.getAttribute('data-value')) }));
+  await pt.hover();
+  const tip = tid(page, 'sweep-tooltip').first();
+  await tip.waitFor({ state: 'visible', timeout: 5_000 }).catch(() => { throw new Error('hovering a sweep-point shows no sweep-tooltip'); });
+  const tipText = await tip.textContent();
+  t.diagnostic(`tooltip: ${tipText}`);
+  assert.ok(tipText.includes(want.set) && tipText.includes(`layer ${want.layer}`), `tooltip ${JSON.stringify(tipText)} does not name ${JSON.stringify(want)}`);
+  const shown = Number(/perplexity ratio ([\d.]+)/.exec(tipText)?.[1]);
+  assert.ok(Math.abs(shown - want.value) <= 5e-4 * want.value, `tooltip ratio ${shown} is not the point's ${want.value}`);
+  // The chart with the tooltip as a student sees it (already in view: no scroll moves the
+  // mouse off the point), then the whole panel.
+  fs.mkdirSync(OUT_DIR, { recursive: true });
+  const chartShot = path.join(OUT_DIR, '22-sweep-chart.png');
+  await tid(page, 'sweep-chart').first().screenshot({ path: chartShot });
+  t.diagnostic(`screenshot: ${chartShot}`);
+  await page.mouse.move(0, 0);
+  const panelShot = path.join(OUT_DIR, '22-sweep-panel.png');
+  await tid(page, 'sweep-panel').first().screenshot({ path: panelShot });
+  t.diagnostic(`screenshot: ${panelShot}`);
+
+  // CSV: the header of tiller_core::sweep::to_csv and a row per (set, layer, coefficient).
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout: 10_000 }), click(page, 'sweep-csv')]);
+  const csv = fs.readFileSync(await download.path(), 'utf8');
+  t.diagnostic(`CSV ${download.suggestedFilename()}:\n${csv.split('\n').slice(0, 4).join('\n')}`);
+  assert.match(download.suggestedFilename(), /\.csv$/);
+  const lines = csv.trim().split('\n');
+  assert.match(lines[0], /^set,layer,coeff,ppl_ratio,kl,/, `CSV header: ${lines[0]}`);
+  assert.equal(lines.length - 1, 2 * 4 * 2, 'CSV rows are not 2 sets × 4 layers × 2 coefficients');
+  const zero = lines.slice(1).map((l) => l.split(',')).filter((c) => c[2] === '0');
+  assert.equal(zero.length, 8);
+  assert.ok(zero.every((c) => c[3] === '1.000000' && c[4] === '0.000000'), `CSV rows at coefficient 0: ${JSON.stringify(zero)}`);
+});
+
+e2e('22b-sweep-bad-input-and-stop', async (t) => {
+  // Bad settings get a sentence each and keep what was typed; Stop ends a long sweep early.
+  await ensureModel(page);
+  await setRecipe(page, RECIPE);
+  await setSweep(page, { sets: SWEEP_SETS, from: 0, to: 3, coeffs: '0, 4' });
+  const cases = [
+    [{ coeffs: '0, 2, x' }, /`x`.*not a number/, () => getValue(page, 'sweep-coeffs'), '0, 2, x'],
+    [{ to: 7 }, /layer 7 is out of range.*0\.\.3/, () => getValue(page, 'sweep-layer-to'), '7'],
+    [{ sets: [{ name: 'related', texts: [] }] }, /`related` has no texts/, () => getValue(page, 'sweep-set-name'), 'related'],
+  ];
+  for (const [settings, re, read, kept] of cases) {
+    await setSweep(page, settings);
+    let errs = [];
+    for (let i = 0; i < 20 && !errs.some((e) => re.test(e)); i++) { await page.waitForTimeout(100); errs = await sweepErrors(page); }
+    t.diagnostic(`${JSON.stringify(settings)} → ${JSON.stringify(errs)}`);
+    assert.ok(errs.some((e) => re.test(e)), `no sweep-error matching ${re} for ${JSON.stringify(settings)} (got ${JSON.stringify(errs)})`);
+    assert.equal(await read(), kept, 'the panel did not keep what was typed');
+    // Run sweep refuses: no sweep starts.
+    const before = await attr(page, 'sweep-progress', 'data-total').catch(() => null);
+    await click(page, 'sweep-run');
+    await page.waitForTimeout(500);
+    assert.notEqual(await attr(page, 'sweep-progress', 'data-state').catch(() => null), 'running', 'a sweep started with bad settings');
+    assert.equal(await attr(page, 'sweep-progress', 'data-total').catch(() => null), before);
+    await setSweep(page, { sets: SWEEP_SETS, from: 0, to: 3, coeffs: '0, 4' });
+  }
+  assert.deepEqual(await sweepErrors(page), []);
+
+  // A long sweep (many coefficients), stopped after its first steps.
+  await setSweep(page, { coeffs: Array.from({ length: 24 }, (_, i) => i / 2).join(',') });
+  await click(page, 'sweep-run');
+  await page.waitForFunction(() => Number(document.querySelector('[data-testid="sweep-progress"]')?.getAttribute('data-done')) >= 1, null, { timeout: 60_000 });
+  await click(page, 'sweep-stop');
+  await waitForState(page, 'sweep-progress', 'done', 60_000, { failOn: ['error'] });
+  const done = Number(await attr(page, 'sweep-progress', 'data-done'));
+  const total = Number(await attr(page, 'sweep-progress', 'data-total'));
+  const body = await tid(page, 'sweep-panel').first().innerText();
+  t.diagnostic(`stopped at step ${done} of ${total}`);
+  assert.ok(done < total, `the sweep ran to its end (${done} of ${total}) despite Stop`);
+  assert.match(body, /stopped/i, 'the panel does not say the sweep was stopped');
+  // The engine is free again: a generation run works.
+  await setRecipe(page, { maxTokens: 3, n: 1 });
+  await runAndWait(page, 1);
+  await setRecipe(page, RECIPE);
+});
+
+e2e('22c-sweep-share-link', async (t, ctx) => {
+  // The sweep settings travel in the share link and come back in a fresh browser.
+  await ensureModel(page);
+  await setRecipe(page, RECIPE);
+  const mine = {
+    sets: [{ name: 'weddings', texts: ['A wedding in June.', 'The bride smiled.'] }, { name: 'other', texts: ['Rain fell on the roof.'] }],
+    from: 1, to: 3, coeffs: '0,3', x: 'coeff', metric: 'kl',
+  };
+  await setSweep(page, mine);
+  assert.deepEqual(await sweepErrors(page), []);
+  const want = await readSweep(page);
+  let link = '';
+  for (let i = 0; i < 50 && !link.includes('#'); i++) { link = await readShareLink(page); await page.waitForTimeout(100); }
+  t.diagnostic(`share link (${link.length} chars): ${link}`);
+  const u = new URL(link, servers.site.url);
+  const s = await newSession();
+  const { p, probs } = await openPage(s, u.hash);
+  ctx.shot = p;
+  await expectPresent(p, 'sweep-panel', 30_000);
+  assert.equal(await tid(p, 'sweep-panel').first().evaluate((d) => d.open), true, 'a link with sweep settings does not unfold the sweep panel');
+  const restored = await readSweep(p);
+  t.diagnostic(`restored: ${JSON.stringify(restored)}`);
+  assert.deepEqual(restored, want, 'the link did not restore the sweep settings');
+  // Load (after the confirmation) and sweep with the restored settings: 2 sets × 2 coefficients at one layer.
+  await tid(p, 'confirm-download').first().click();
+  await waitForState(p, 'model-status', 'ready', LOAD_TIMEOUT, { failOn: ['error'] });
+  const points = await runSweepAndWait(p);
+  assert.equal(points.length, 4, `points: ${JSON.stringify(points)}`);
+  assert.deepEqual(points.filter((q) => q.coeff === 0).map((q) => q.raw), ['0', '0'], 'KL at coefficient 0 is not exactly 0');
+  assert.deepEqual(probs.pageErrors, [], `uncaught errors: ${probs.pageErrors.join('\n')}`);
 });

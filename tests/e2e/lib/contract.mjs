@@ -18,6 +18,11 @@ export const TESTIDS = [
   'greedy', 'n', 'max-tokens', 'seed', 'run', 'stop', 'run-status',
   'warning', 'vocab-panel', 'vocab-ln-f', 'vocab-entry', 'preset-select',
   'share-copy', 'share-link', 'confirm-download',
+  // The sweep panel (issue 6).
+  'sweep-panel', 'sweep-set', 'sweep-set-name', 'sweep-set-texts', 'sweep-set-remove', 'sweep-set-add',
+  'sweep-layer-from', 'sweep-layer-to', 'sweep-coeffs', 'sweep-x', 'sweep-pick', 'sweep-metric',
+  'sweep-run', 'sweep-stop', 'sweep-progress', 'sweep-chart', 'sweep-point', 'sweep-tooltip',
+  'sweep-csv', 'sweep-error',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];
@@ -392,5 +397,75 @@ export async function readVocab(page) {
     id: e.getAttribute('data-id'),
     score: e.getAttribute('data-score'),
     text: e.textContent.trim(),
+  })));
+}
+
+/**
+ * Replaces the sweep panel's evaluation sets with `sets` = [{name, texts: [..]}] through
+ * sweep-set-remove / sweep-set-add (opening the panel first).
+ */
+export async function setSweepSets(page, sets) {
+  await reveal(tid(page, 'sweep-panel').first());
+  for (let guard = 0; guard < 20; guard++) {
+    const n = await tid(page, 'sweep-set').count();
+    if (n === 0) break;
+    await tid(tid(page, 'sweep-set').first(), 'sweep-set-remove').first().click();
+    await page.waitForFunction(
+      ([s, k]) => document.querySelectorAll(s).length < k,
+      [sel('sweep-set'), n], { timeout: 5_000 },
+    ).catch(() => { throw new Error(`sweep-set-remove did not remove a sweep-set (still ${n})`); });
+  }
+  for (const [i, set] of sets.entries()) {
+    await tid(page, 'sweep-set-add').first().click();
+    await page.waitForFunction(
+      ([s, k]) => document.querySelectorAll(s).length > k,
+      [sel('sweep-set'), i], { timeout: 5_000 },
+    ).catch(() => { throw new Error(`sweep-set-add did not add a sweep-set (have ${i})`); });
+    const row = tid(page, 'sweep-set').nth(i);
+    await setValue(row, 'sweep-set-name', set.name);
+    await setValue(row, 'sweep-set-texts', set.texts.join('\n'));
+  }
+}
+
+/** Fills the sweep panel: { sets, from, to, coeffs, x, metric }; only the fields present. */
+export async function setSweep(page, w) {
+  await reveal(tid(page, 'sweep-panel').first());
+  if (w.sets) await setSweepSets(page, w.sets);
+  const fields = { from: 'sweep-layer-from', to: 'sweep-layer-to', coeffs: 'sweep-coeffs', x: 'sweep-x', metric: 'sweep-metric' };
+  for (const [k, id] of Object.entries(fields)) {
+    if (w[k] !== undefined) await setValue(page, id, w[k]);
+  }
+}
+
+/** Reads the sweep panel's settings back: { sets: [{name, texts}], from, to, coeffs, x, metric }. */
+export async function readSweep(page) {
+  const rows = tid(page, 'sweep-set');
+  const sets = [];
+  for (let i = 0; i < (await rows.count()); i++) {
+    const row = rows.nth(i);
+    const texts = await getValue(row, tid(row, 'sweep-set-texts').first());
+    sets.push({
+      name: await getValue(row, tid(row, 'sweep-set-name').first()),
+      texts: texts.split('\n').map((x) => x.trim()).filter(Boolean),
+    });
+  }
+  return {
+    sets,
+    from: await getValue(page, 'sweep-layer-from'),
+    to: await getValue(page, 'sweep-layer-to'),
+    coeffs: await getValue(page, 'sweep-coeffs'),
+    x: await getValue(page, 'sweep-x'),
+    metric: await getValue(page, 'sweep-metric'),
+  };
+}
+
+/** The chart's points: [{set, layer, coeff, value}] (numbers parsed), in document order. */
+export async function readSweepPoints(page) {
+  return tid(page, 'sweep-point').evaluateAll((els) => els.map((e) => ({
+    set: e.getAttribute('data-set'),
+    layer: Number(e.getAttribute('data-layer')),
+    coeff: Number(e.getAttribute('data-coeff')),
+    value: Number(e.getAttribute('data-value')),
+    raw: e.getAttribute('data-value'),
   })));
 }
