@@ -76,7 +76,7 @@ pub fn stream_file(path: &Path, config_json: Option<&[u8]>, sink: &mut dyn Tenso
         }
         loader.feed(&buf[..n], sink).with_context(|| format!("{}", path.display()))?;
     }
-    Ok(loader.finish().with_context(|| format!("{}", path.display()))?)
+    loader.finish().with_context(|| format!("{}", path.display()))
 }
 
 /// Reads a Hugging Face model folder.

@@ -99,6 +99,7 @@ pub fn kv_write(k_cache: &mut [f32], v_cache: &mut [f32], qkv: &[f32], rows: &[R
 
 /// Causal attention of each row's query over its slot's cache positions 0..=pos.
 /// out[R, C]: head h occupies channels h*HD..(h+1)*HD. Softmax subtracts the max first.
+#[allow(clippy::too_many_arguments)] // the kernel's operands, named as in the WGSL
 pub fn attention(out: &mut [f32], qkv: &[f32], k_cache: &[f32], v_cache: &[f32], rows: &[RowMeta], c: usize, nh: usize, tm: usize) {
     let hd = c / nh;
     let scale = 1.0 / (hd as f32).sqrt();

@@ -37,8 +37,11 @@ pub fn encode_with_bos(tok: &Gpt2Tokenizer, text: &str, bos: bool) -> Result<Vec
     Ok(ids)
 }
 
+/// One term of a layer group: (coefficient, padded tokens, tokens before padding).
+pub type PaddedTerm = (f32, Vec<u32>, usize);
+
 /// Terms grouped by layer (ascending), each group with its padded tokens.
-pub fn padded_terms(tok: &Gpt2Tokenizer, terms: &[Term], bos: bool) -> Result<Vec<(usize, Vec<(f32, Vec<u32>, usize)>)>> {
+pub fn padded_terms(tok: &Gpt2Tokenizer, terms: &[Term], bos: bool) -> Result<Vec<(usize, Vec<PaddedTerm>)>> {
     let mut layers: Vec<usize> = terms.iter().map(|t| t.layer).collect();
     layers.sort_unstable();
     layers.dedup();

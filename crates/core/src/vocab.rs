@@ -60,9 +60,9 @@ pub async fn decode_vocab<B: Backend>(
         // Rows: each position, then the sum over positions.
         let mut rows = lv.rows.clone();
         let mut sum = vec![0.0f32; c];
-        for p in 0..lv.n {
-            for i in 0..c {
-                sum[i] += lv.rows[p * c + i];
+        for row in lv.rows.chunks_exact(c) {
+            for (s, x) in sum.iter_mut().zip(row) {
+                *s += x;
             }
         }
         rows.extend_from_slice(&sum);
