@@ -74,9 +74,19 @@ pub fn stream_file(path: &Path, config_json: Option<&[u8]>, sink: &mut dyn Tenso
         if n == 0 {
             break;
         }
-        loader.feed(&buf[..n], sink).with_context(|| format!("{}", path.display()))?;
+        loader.feed(&buf[..n], sink).map_err(|e| located(e, path))?;
     }
-    loader.finish().with_context(|| format!("{}", path.display()))
+    loader.finish().map_err(|e| located(e, path))
+}
+
+/// A loading error, prefixed with the file it is about: config.json (next to the weights) for
+/// a configuration problem, else model.safetensors.
+fn located(e: tiller_core::TillerError, weights: &Path) -> anyhow::Error {
+    let file = match e {
+        tiller_core::TillerError::Config(_) => weights.with_file_name("config.json"),
+        _ => weights.to_path_buf(),
+    };
+    anyhow::Error::new(e).context(file.display().to_string())
 }
 
 /// Reads a Hugging Face model folder.
@@ -108,7 +118,7 @@ pub fn open_model(dir: &Path, device: Option<Device>) -> Result<(Engine, Gpt2Tok
 
 fn open_cpu(weights: &Path, config_json: Option<&[u8]>) -> Result<CpuModel> {
     let bytes = std::fs::read(weights).with_context(|| format!("reading {}", weights.display()))?;
-    let w = Gpt2Weights::from_bytes(&bytes, config_json).with_context(|| format!("{}", weights.display()))?;
+    let w = Gpt2Weights::from_bytes(&bytes, config_json).map_err(|e| located(e, weights))?;
     Ok(CpuModel::new(w))
 }
 

@@ -436,6 +436,23 @@ fn damaged_model_files_fail_with_one_line() {
 }
 
 #[test]
+fn bad_config_json_is_named() {
+    let src = fixtures_dir().join("tiny-gpt2");
+    for (case, body, problem) in [("config-garbage", "not json", "config.json is invalid"), ("config-llama", "{\"model_type\": \"llama\"}", "model_type is `llama`")] {
+        let dir = scratch(case);
+        for f in ["tokenizer.json", "model.safetensors"] {
+            std::fs::copy(src.join(f), dir.join(f)).unwrap();
+        }
+        std::fs::write(dir.join("config.json"), body).unwrap();
+        let out = run(&strs(&["logits", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--device", "cpu"]));
+        let line = one_line_error(case, &out);
+        assert!(line.starts_with(&format!("error: {}: ", dir.join("config.json").display())), "{case}: names config.json: {line}");
+        assert!(line.contains(problem), "{case}: {line}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
 fn usage_errors_are_one_line() {
     let model = model_dir("tiny-gpt2");
     let missing = std::env::temp_dir().join(format!("tiller-no-such-model-{}", std::process::id()));

@@ -393,8 +393,16 @@ impl StreamLoader {
         let cfg = match &self.config_json {
             Some(json) => Gpt2Config::from_json(json, inferred.as_ref().ok())?,
             None => {
+                // Without config.json the configuration is the tensors' shapes: a problem with
+                // it is a problem with model.safetensors, not with a config.json there is none of.
                 let c = inferred?;
-                c.validate()?;
+                if c.n_layer == 0 {
+                    return Err(TillerError::MissingTensor("h.0.ln_1.weight".into()));
+                }
+                c.validate().map_err(|e| match e {
+                    TillerError::Config(m) => TillerError::Safetensors(format!("its tensor shapes do not make a usable GPT-2: {m}")),
+                    e => e,
+                })?;
                 c
             }
         };

@@ -320,3 +320,32 @@ fn streaming_in_random_chunks_equals_one_buffer() {
         }
     }
 }
+
+#[test]
+fn without_config_json_shape_problems_are_about_the_weights() {
+    // Embeddings but no transformer blocks: not "config.json is invalid" (there is none).
+    let (mut header, data) = split(&file(Dtype::F32, ""));
+    header.retain(|k, _| !k.starts_with("h."));
+    let e = err("no blocks", &join(&header, &data));
+    assert_eq!(e, TillerError::MissingTensor("h.0.ln_1.weight".into()));
+    // An odd width inferred from wte: a malformed-weights error, not a config.json one.
+    let odd = Gpt2Config { n_embd: 7, n_inner: 28, ..CFG };
+    let t: Vec<_> = required_tensors(&odd)
+        .into_iter()
+        .map(|(n, s)| {
+            let bytes = vec![0u8; s.iter().product::<usize>() * 4];
+            (n, Dtype::F32, s, bytes)
+        })
+        .collect();
+    let e = err("odd width", &write_safetensors(&t));
+    assert!(matches!(e, TillerError::Safetensors(_)), "{e:?}");
+    assert!(!e.to_string().contains("config.json is invalid") && e.to_string().contains("must be even"), "{e}");
+    // With a config.json, its own problems are reported as such.
+    let e = Gpt2Weights::from_bytes(&file(Dtype::F32, ""), Some(b"{\"model_type\": \"llama\"}")).unwrap_err();
+    assert!(matches!(e, TillerError::Config(_)) && e.to_string().contains("model_type is `llama`"), "{e}");
+    let e = Gpt2Weights::from_bytes(&file(Dtype::F32, ""), Some(b"not json")).unwrap_err();
+    assert!(matches!(e, TillerError::Config(_)), "{e:?}");
+    // config.json fields the file lacks come from the shapes.
+    let w = Gpt2Weights::from_bytes(&file(Dtype::F32, ""), Some(b"{\"n_head\": 2}")).unwrap();
+    assert_eq!(w.config, Gpt2Config { n_head: 2, ..CFG });
+}
