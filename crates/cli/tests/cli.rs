@@ -60,12 +60,22 @@ fn stdout_json(what: &str, args: &[String], out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// The GPU probe: tiny-gpt2's logits of the golden prompt "a" (no BOS), which
+/// `logits_gpu_match_golden_and_library` also checks.
+fn probe_args() -> Vec<String> {
+    logits_args(&model_dir("tiny-gpt2"), "a", false, &[], "gpu")
+}
+
+fn probe() -> &'static Output {
+    static OUT: OnceLock<Output> = OnceLock::new();
+    OUT.get_or_init(|| run(&probe_args()))
+}
+
 /// Whether the GPU engine can run here; prints why not when it cannot.
 fn gpu_available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
-        let model = fixtures_dir().join("tiny-gpt2");
-        let out = run(&strs(&["logits", "--model", model.to_str().unwrap(), "--prompt", "a", "--top", "1", "--json", "--device", "gpu"]));
+        let out = probe();
         if out.status.success() {
             return true;
         }
@@ -202,6 +212,10 @@ fn logits_gpu_match_golden_and_library() {
     if !gpu_available() {
         return;
     }
+    let f = load_fixture("tiny-gpt2");
+    let p = f.golden.prompts.iter().find(|p| p.prompt == "a" && !p.bos).expect("golden prompt \"a\"");
+    let v = stdout_json("gpu probe", &probe_args(), probe());
+    check_top("tiny-gpt2 gpu \"a\"", &top_of("gpu probe", &v, &p.tokens), &p.positions.last().unwrap().top, 3e-2).unwrap();
     logits_case("gpu");
 }
 
@@ -373,6 +387,18 @@ fn sweep_csv_and_json() {
 
     let a = base("--json");
     let v = stdout_json("sweep --json", &a, &run(&a));
+    if gpu_available() {
+        // The GPU engine gives the same table.
+        let g: Vec<String> = a.iter().map(|s| if s == "cpu" { "gpu".to_string() } else { s.clone() }).collect();
+        let gv = stdout_json("sweep --json on gpu", &g, &run_all(std::slice::from_ref(&g))[0]);
+        for (c, g) in v.as_array().unwrap().iter().zip(gv.as_array().unwrap()) {
+            assert_eq!((&c["set"], &c["layer"], &c["coeff"], &c["tokens"]), (&g["set"], &g["layer"], &g["coeff"], &g["tokens"]));
+            for k in ["ppl_ratio", "kl", "loss_steered", "loss_unsteered"] {
+                let (x, y) = (c[k].as_f64().unwrap(), g[k].as_f64().unwrap());
+                assert!((x - y).abs() <= 2e-3 * x.abs().max(0.1), "sweep {k} cpu {x} vs gpu {y}: {c}");
+            }
+        }
+    }
     let rows = v.as_array().unwrap();
     assert_eq!(rows.len(), 16);
     for r in rows {
