@@ -110,7 +110,8 @@ pub fn History() -> impl IntoView {
                         model: source.clone(),
                         recipe: recipe.clone(),
                         vocab_ln_f: ctx.vocab_ln_f.get_untracked(),
-                        sweep: untrack(|| super::sharing::sweep_settings(ctx)).unwrap_or(None),
+                        // A run's link is its recipe; the sweep panel is not part of a run.
+                        sweep: None,
                     }))
                 };
                 let running = ctx.busy();

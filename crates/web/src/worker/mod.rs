@@ -445,6 +445,10 @@ async fn sweep(run_id: u64, spec: SweepSpec) {
         Ok(x) => x,
         Err(error) => return post(&FromWorker::SweepFailed { run_id, error }),
     };
+    if let Err(error) = sweep_fits(&spec, &tok, engine_vocab(&engine)) {
+        put_back(engine, epoch);
+        return post(&FromWorker::SweepFailed { run_id, error });
+    }
     let st = state();
     st.stop.set(false);
     let mut stopped = false;
@@ -499,4 +503,36 @@ async fn sweep(run_id: u64, spec: SweepSpec) {
         Ok(()) => post(&FromWorker::SweepDone { run_id, stopped }),
         Err(e) => post(&FromWorker::SweepFailed { run_id, error: user_error(&e) }),
     }
+}
+
+fn engine_vocab(engine: &Engine) -> usize {
+    with_backend!(engine, |b| tiller_core::Backend::config(b).vocab_size)
+}
+
+/// The most wasm memory a sweep's unsteered predictions may take.
+const SWEEP_MEMORY_BUDGET: usize = 768 << 20;
+
+/// `tiller_core::sweep` keeps the unsteered model's log-probabilities for every counted
+/// prediction (V floats each, 200 kB for GPT-2) while it scores a layer: refuse, with a
+/// sentence, sets that would not fit in this tab's memory instead of letting wasm run out.
+fn sweep_fits(spec: &SweepSpec, tok: &Gpt2Tokenizer, vocab: usize) -> Result<(), UserError> {
+    let mut predictions = 0usize;
+    for set in &spec.sets {
+        for text in &set.texts {
+            let n = tiller_core::steer::encode_with_bos(tok, text, spec.bos).map(|t| t.len()).unwrap_or(0);
+            predictions += n.saturating_sub(1);
+        }
+    }
+    let bytes = predictions * vocab * 4;
+    if bytes > SWEEP_MEMORY_BUDGET {
+        return Err(UserError::new(
+            ErrorKind::Recipe,
+            format!(
+                "the evaluation texts hold about {predictions} tokens to score; the sweep keeps the unsteered model's prediction for each ({} in all), more than this tab can hold ({}): use fewer or shorter texts",
+                crate::fmt::bytes(bytes as u64),
+                crate::fmt::bytes(SWEEP_MEMORY_BUDGET as u64)
+            ),
+        ));
+    }
+    Ok(())
 }
