@@ -148,11 +148,17 @@ pub struct ChartPoint {
     pub y: f64,
 }
 
-/// One evaluation set's line.
+/// Line styles (SVG `stroke-dasharray`), one per coefficient (x = layer) or layer (x =
+/// coefficient) when the chart shows every one of them: the colour stays the set's.
+pub const DASHES: [&str; 6] = ["", "8 4", "2 4", "12 4 2 4", "1 8", "16 6"];
+
+/// One line: an evaluation set's, or (every value shown) one set at one coefficient or layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChartSeries {
     pub name: String,
     pub color: &'static str,
+    /// `stroke-dasharray` ("" = solid).
+    pub dash: &'static str,
     pub path: String,
     pub points: Vec<ChartPoint>,
 }
@@ -170,6 +176,9 @@ pub struct SweepChart {
     pub y_ticks: Vec<(f64, String)>,
     /// The "no change" line: y in SVG units and its label.
     pub reference: (f64, &'static str),
+    /// When every coefficient (x = layer) or layer (x = coefficient) is drawn: what each line
+    /// style means, e.g. ("", "× 0"), ("8 4", "× 2"). Empty when one value is picked.
+    pub styles: Vec<(&'static str, String)>,
 }
 
 impl SweepChart {
@@ -188,16 +197,20 @@ pub fn default_pick(spec: &SweepSpec, rows: &[SweepRow], x: XAxis) -> Option<f64
 }
 
 /// Lays out the chart of a sweep's rows: one line per evaluation set, x the layer (at the
-/// coefficient `pick`) or the coefficient (at the layer `pick`), y the metric.
-pub fn sweep_chart(spec: &SweepSpec, rows: &[SweepRow], x: XAxis, metric: Metric, pick: f64) -> SweepChart {
+/// coefficient `pick`) or the coefficient (at the layer `pick`), y the metric. With `pick`
+/// `None`, every coefficient (or layer) is drawn: one line per (set, value), the set's colour
+/// and the value's line style.
+pub fn sweep_chart(spec: &SweepSpec, rows: &[SweepRow], x: XAxis, metric: Metric, pick: Option<f64>) -> SweepChart {
     let (xs, x_label, gap): (Vec<f64>, _, _) = match x {
         XAxis::Layer => (spec.layers.iter().map(|&l| l as f64).collect(), "injection layer", 22.0),
         XAxis::Coeff => (spec.coeffs.iter().map(|&c| c as f64).collect(), "coefficient multiplier (× the terms' coefficients)", 28.0),
     };
-    let on_line = |r: &SweepRow| match x {
-        XAxis::Layer => r.coeff as f64 == pick,
-        XAxis::Coeff => r.layer as f64 == pick,
+    // The other dimension's value of a row: its coefficient (x = layer) or its layer.
+    let other = |r: &SweepRow| match x {
+        XAxis::Layer => r.coeff as f64,
+        XAxis::Coeff => r.layer as f64,
     };
+    let on_line = |r: &SweepRow| pick.is_none_or(|p| other(r) == p);
     let x_of = |r: &SweepRow| match x {
         XAxis::Layer => r.layer as f64,
         XAxis::Coeff => r.coeff as f64,
@@ -210,15 +223,27 @@ pub fn sweep_chart(spec: &SweepSpec, rows: &[SweepRow], x: XAxis, metric: Metric
     };
     let (y_scale, y_ticks, dec) = value_axis(&values, Some(no_change), 5);
     let x_scale = position_axis(&xs);
+    // The lines: (set index, other-dimension value or None for the picked one).
+    let others: Vec<Option<f64>> = match (pick, x) {
+        (Some(_), _) => vec![None],
+        (None, XAxis::Layer) => spec.coeffs.iter().map(|&c| Some(c as f64)).collect(),
+        (None, XAxis::Coeff) => spec.layers.iter().map(|&l| Some(l as f64)).collect(),
+    };
+    let style_name = |v: f64| match x {
+        XAxis::Layer => format!("× {}", v as f32),
+        XAxis::Coeff => format!("layer {v}"),
+    };
     let series = spec
         .sets
         .iter()
         .enumerate()
-        .map(|(i, set)| {
+        .flat_map(|(i, set)| others.iter().enumerate().map(move |(j, o)| (i, set, j, *o)))
+        .map(|(i, set, j, o)| {
             let color = PALETTE[i % PALETTE.len()];
+            let dash = if o.is_some() { DASHES[j % DASHES.len()] } else { "" };
             let mut points: Vec<ChartPoint> = shown
                 .iter()
-                .filter(|r| r.set == set.name)
+                .filter(|r| r.set == set.name && o.is_none_or(|v| other(r) == v))
                 .map(|r| ChartPoint {
                     set: r.set.clone(),
                     color,
@@ -233,16 +258,23 @@ pub fn sweep_chart(spec: &SweepSpec, rows: &[SweepRow], x: XAxis, metric: Metric
                 .collect();
             points.sort_by(|a, b| a.x.total_cmp(&b.x));
             let path = polyline(&points.iter().map(|p| (p.x, p.y)).collect::<Vec<_>>());
-            ChartSeries { name: set.name.clone(), color, path, points }
+            let name = match o {
+                Some(v) => format!("{} {}", set.name, style_name(v)),
+                None => set.name.clone(),
+            };
+            ChartSeries { name, color, dash, path, points }
         })
         .collect();
+    let styles = others.iter().enumerate().filter_map(|(j, o)| o.map(|v| (DASHES[j % DASHES.len()], style_name(v)))).collect();
     let what = match metric {
         Metric::PplRatio => "Perplexity ratio",
         Metric::Kl => "KL divergence",
     };
-    let title = match x {
-        XAxis::Layer => format!("{what} by injection layer, coefficient × {}", pick as f32),
-        XAxis::Coeff => format!("{what} by coefficient, layer {pick}"),
+    let title = match (x, pick) {
+        (XAxis::Layer, Some(p)) => format!("{what} by injection layer, coefficient × {}", p as f32),
+        (XAxis::Coeff, Some(p)) => format!("{what} by coefficient, layer {p}"),
+        (XAxis::Layer, None) => format!("{what} by injection layer: colour = set, line style = coefficient"),
+        (XAxis::Coeff, None) => format!("{what} by coefficient: colour = set, line style = layer"),
     };
     SweepChart {
         title,
@@ -252,6 +284,7 @@ pub fn sweep_chart(spec: &SweepSpec, rows: &[SweepRow], x: XAxis, metric: Metric
         x_ticks: spaced_ticks(&xs, &x_scale, gap).into_iter().map(|v| (x_scale.map(v), format!("{}", v as f32))).collect(),
         y_ticks: y_ticks.into_iter().map(|v| (y_scale.map(v), format!("{v:.dec$}"))).collect(),
         reference: (y_scale.map(no_change), if metric == Metric::PplRatio { "1 = no change" } else { "0 = no change" }),
+        styles,
     }
 }
 
@@ -282,7 +315,7 @@ mod tests {
             .collect();
         assert_eq!(default_pick(&spec, &rows, XAxis::Layer), Some(4.0));
         assert_eq!(default_pick(&spec, &rows, XAxis::Coeff), Some(0.0));
-        let c = sweep_chart(&spec, &rows, XAxis::Layer, Metric::PplRatio, 4.0);
+        let c = sweep_chart(&spec, &rows, XAxis::Layer, Metric::PplRatio, Some(4.0));
         assert_eq!(c.series.len(), 2);
         assert_eq!(c.point_count(), 4);
         assert_eq!(c.x_ticks.len(), 4, "every layer of the range is on the axis before its rows arrive");
@@ -291,11 +324,24 @@ mod tests {
         assert_ne!(c.series[0].color, c.series[1].color);
         // The "no change" line is inside the plot, below the points (larger y is lower).
         assert!(c.reference.0 > c.series[0].points[0].y && c.reference.0 <= HEIGHT - MARGINS.bottom);
-        let at_zero = sweep_chart(&spec, &rows, XAxis::Layer, Metric::PplRatio, 0.0);
+        let at_zero = sweep_chart(&spec, &rows, XAxis::Layer, Metric::PplRatio, Some(0.0));
         assert!(at_zero.series.iter().flat_map(|s| &s.points).all(|p| p.value == 1.0));
-        let by_coeff = sweep_chart(&spec, &rows, XAxis::Coeff, Metric::Kl, 1.0);
+        let by_coeff = sweep_chart(&spec, &rows, XAxis::Coeff, Metric::Kl, Some(1.0));
         assert_eq!(by_coeff.point_count(), 4);
         assert_eq!(by_coeff.title, "KL divergence by coefficient, layer 1");
+        assert!(by_coeff.styles.is_empty());
+        // Every coefficient: a line per (set, coefficient), the set's colour, the coefficient's style.
+        let all = sweep_chart(&spec, &rows, XAxis::Layer, Metric::PplRatio, None);
+        assert_eq!(all.point_count(), 8);
+        assert_eq!(all.series.len(), 4);
+        assert_eq!(all.series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["related × 0", "related × 4", "unrelated × 0", "unrelated × 4"]);
+        assert_eq!(all.series[0].color, all.series[1].color);
+        assert_ne!(all.series[0].dash, all.series[1].dash);
+        assert_eq!(all.styles, vec![(DASHES[0], "× 0".to_string()), (DASHES[1], "× 4".to_string())]);
+        assert!(all.series[1].points.iter().all(|p| p.coeff == 4.0));
+        let all_layers = sweep_chart(&spec, &rows, XAxis::Coeff, Metric::Kl, None);
+        assert_eq!(all_layers.series.len(), 8, "2 sets × 4 layers, two of them without rows yet");
+        assert_eq!(all_layers.point_count(), 8);
     }
 
     #[test]

@@ -265,8 +265,9 @@ fn SweepProgressBar() -> impl IntoView {
 #[component]
 fn SweepResults() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    // The picked coefficient (x = layer) or layer (x = coefficient), for one sweep and axis.
-    let pick = RwSignal::new(None::<(u64, XAxis, f64)>);
+    // The picked coefficient (x = layer) or layer (x = coefficient), for one sweep and axis;
+    // `None`: every one of them, a line per (set, value).
+    let pick = RwSignal::new(None::<(u64, XAxis, Option<f64>)>);
     let x = move || ctx.sweep_form.with(|f| f.x);
     let metric = move || ctx.sweep_form.with(|f| f.metric);
     let current_pick = move || {
@@ -275,12 +276,15 @@ fn SweepResults() -> impl IntoView {
             let s = s.as_ref()?;
             match pick.get() {
                 Some((id, a, v)) if id == s.id && a == axis => Some(v),
-                _ => chart::default_pick(&s.spec, &s.rows, axis),
+                _ => Some(chart::default_pick(&s.spec, &s.rows, axis)),
             }
         })
     };
     let data = Memo::new(move |_| {
         let (axis, metric, p) = (x(), metric(), current_pick()?);
+        if p.is_none() && ctx.sweep.with(|s| s.as_ref().is_some_and(|s| s.spec.coeffs.is_empty() || s.spec.layers.is_empty())) {
+            return None;
+        }
         ctx.sweep.with(|s| {
             let s = s.as_ref().filter(|s| !s.rows.is_empty())?;
             Some(chart::sweep_chart(&s.spec, &s.rows, axis, metric, p))
@@ -290,10 +294,18 @@ fn SweepResults() -> impl IntoView {
         let axis = x();
         ctx.sweep.with(|s| {
             let s = s.as_ref()?;
-            Some(match axis {
-                XAxis::Layer => s.spec.coeffs.iter().map(|&c| (c as f64, format!("× {c}"))).collect::<Vec<_>>(),
-                XAxis::Coeff => s.spec.layers.iter().map(|&l| (l as f64, format!("layer {l}"))).collect(),
-            })
+            let mut options = match axis {
+                XAxis::Layer => s.spec.coeffs.iter().map(|&c| (Some(c as f64), format!("× {c}"))).collect::<Vec<_>>(),
+                XAxis::Coeff => s.spec.layers.iter().map(|&l| (Some(l as f64), format!("layer {l}"))).collect(),
+            };
+            if options.len() > 1 {
+                let all = match axis {
+                    XAxis::Layer => "every coefficient (a line each)",
+                    XAxis::Coeff => "every layer (a line each)",
+                };
+                options.push((None, all.to_string()));
+            }
+            Some(options)
         })
     };
     let has_rows = move || ctx.sweep.with(|s| s.as_ref().is_some_and(|s| !s.rows.is_empty()));
@@ -319,7 +331,13 @@ fn SweepResults() -> impl IntoView {
             </label>
             <label>{move || if x() == XAxis::Layer { "at coefficient " } else { "at layer " }}
                 <select data-testid="sweep-pick" disabled=move || pick_options().is_none() on:change=move |ev| {
-                    let Ok(v) = event_target_value(&ev).parse::<f64>() else { return };
+                    let value = event_target_value(&ev);
+                    let v = if value == "all" {
+                        None
+                    } else {
+                        let Ok(v) = value.parse::<f64>() else { return };
+                        Some(v)
+                    };
                     if let Some(id) = ctx.sweep.with_untracked(|s| s.as_ref().map(|s| s.id)) {
                         pick.set(Some((id, x(), v)));
                     }
@@ -327,7 +345,8 @@ fn SweepResults() -> impl IntoView {
                     {move || {
                         let chosen = current_pick();
                         pick_options().unwrap_or_default().into_iter().map(|(v, label)| {
-                            view! { <option value=v.to_string() prop:selected=chosen == Some(v)>{label}</option> }
+                            let value = v.map_or_else(|| "all".to_string(), |v| v.to_string());
+                            view! { <option value=value prop:selected=chosen == Some(v)>{label}</option> }
                         }).collect_view()
                     }}
                 </select>
@@ -367,22 +386,67 @@ fn ChartView(
     let points: Vec<ChartPoint> = chart.series.iter().flat_map(|s| s.points.iter().cloned()).collect();
     let n = points.len();
     let tip_points = StoredValue::new(points.clone());
+    // The legend: a colour per set, then (every value drawn) a line style per value, in grey;
+    // the styles go under the chart instead when they do not fit on the line.
+    let mut sets: Vec<(String, &'static str)> = Vec::new();
+    for s in &chart.series {
+        // A line named "related × 2" belongs to the set "related".
+        let name = chart.styles.iter().find_map(|(_, v)| s.name.strip_suffix(&format!(" {v}"))).unwrap_or(&s.name).to_string();
+        if !sets.iter().any(|(n, _)| *n == name) {
+            sets.push((name, s.color));
+        }
+    }
+    let item_width = |label: &str| 34.0 + 7.2 * label.chars().count() as f64;
+    let sets_width: f64 = sets.iter().map(|(n, _)| item_width(n)).sum();
+    let styles_width: f64 = 16.0 + chart.styles.iter().map(|(_, l)| item_width(l) + 8.0).sum::<f64>();
+    let styles_in_svg = sets_width + styles_width <= right - left;
     let mut legend_x = left;
-    let legend = chart
-        .series
+    let mut legend = sets
         .iter()
-        .map(|s| {
+        .map(|(name, color)| {
             let x = legend_x;
-            legend_x += 34.0 + 7.2 * s.name.chars().count() as f64;
+            legend_x += item_width(name);
             view! {
                 <g class="legend-item">
-                    <line x1=x y1="34" x2=x + 18.0 y2="34" stroke=s.color stroke-width="2.5"/>
-                    <circle cx=x + 9.0 cy="34" r="3.5" fill=s.color/>
-                    <text class="legend-text" x=x + 24.0 y="38">{s.name.clone()}</text>
+                    <line x1=x y1="34" x2=x + 18.0 y2="34" stroke=*color stroke-width="2.5"/>
+                    <circle cx=x + 9.0 cy="34" r="3.5" fill=*color/>
+                    <text class="legend-text" x=x + 24.0 y="38">{name.clone()}</text>
                 </g>
             }
+            .into_any()
         })
-        .collect_view();
+        .collect::<Vec<_>>();
+    if styles_in_svg {
+        legend_x += 16.0;
+        for (dash, label) in &chart.styles {
+            let x = legend_x;
+            legend_x += item_width(label) + 8.0;
+            legend.push(
+                view! {
+                    <g class="legend-item legend-style">
+                        <line x1=x y1="34" x2=x + 26.0 y2="34" stroke="#59606d" stroke-width="2.2" stroke-dasharray=*dash/>
+                        <text class="legend-text" x=x + 31.0 y="38">{label.clone()}</text>
+                    </g>
+                }
+                .into_any(),
+            );
+        }
+    }
+    let style_key = (!styles_in_svg && !chart.styles.is_empty()).then(|| {
+        let items = chart
+            .styles
+            .iter()
+            .map(|(dash, label)| {
+                view! {
+                    <span class="style-key-item">
+                        <svg width="30" height="10" viewBox="0 0 30 10"><line x1="2" y1="5" x2="28" y2="5" stroke="#59606d" stroke-width="2.2" stroke-dasharray=*dash/></svg>
+                        {label.clone()}
+                    </span>
+                }
+            })
+            .collect_view();
+        view! { <p class="note style-key">"Line styles: " {items}</p> }
+    });
     let y_ticks = chart
         .y_ticks
         .iter()
@@ -410,7 +474,7 @@ fn ChartView(
     let lines = chart
         .series
         .iter()
-        .map(|s| view! { <path class="line" d=s.path.clone() stroke=s.color fill="none"/> })
+        .map(|s| view! { <path class="line" d=s.path.clone() stroke=s.color stroke-dasharray=s.dash fill="none"><title>{s.name.clone()}</title></path> })
         .collect_view();
     let dots = points
         .into_iter()
@@ -462,6 +526,7 @@ fn ChartView(
             {dots}
             {tooltip}
         </svg>
+        {style_key}
     }
 }
 
