@@ -150,7 +150,8 @@ pub struct ChartPoint {
 
 /// Line styles (SVG `stroke-dasharray`), one per coefficient (x = layer) or layer (x =
 /// coefficient) when the chart shows every one of them: the colour stays the set's.
-pub const DASHES: [&str; 6] = ["", "8 4", "2 4", "12 4 2 4", "1 8", "16 6"];
+/// The first two (solid, dotted) do not look like the dashed "no change" line.
+pub const DASHES: [&str; 6] = ["", "1 5", "10 4 1 4", "14 5", "1 5 6 5", "4 3"];
 
 /// One line: an evaluation set's, or (every value shown) one set at one coefficient or layer.
 #[derive(Debug, Clone, PartialEq)]

@@ -382,6 +382,11 @@ fn ChartView(
     chart: SweepChart,
 ) -> impl IntoView {
     let hover = RwSignal::new(None::<usize>);
+    // The "no change" label sits between the last two x ticks, where no point is drawn.
+    let ref_label_x = match chart.x_ticks.as_slice() {
+        [.., (a, _), (b, _)] => (a + b) / 2.0,
+        _ => (MARGINS.left + WIDTH - MARGINS.right) / 2.0,
+    };
     let (left, right, top, bottom) = (MARGINS.left, WIDTH - MARGINS.right, MARGINS.top, HEIGHT - MARGINS.bottom);
     let points: Vec<ChartPoint> = chart.series.iter().flat_map(|s| s.points.iter().cloned()).collect();
     let n = points.len();
@@ -519,7 +524,7 @@ fn ChartView(
             <line class="axis" x1=left x2=left y1=top y2=bottom/>
             <line class="axis" x1=left x2=right y1=bottom y2=bottom/>
             <line class="reference" x1=left x2=right y1=chart.reference.0 y2=chart.reference.0/>
-            <text class="ref-label" x=right - 4.0 y=chart.reference.0 - 5.0 text-anchor="end">{chart.reference.1}</text>
+            <text class="ref-label" x=ref_label_x y=chart.reference.0 - 5.0 text-anchor="middle">{chart.reference.1}</text>
             <text class="axis-label" x=(left + right) / 2.0 y=HEIGHT - 8.0 text-anchor="middle">{chart.x_label}</text>
             <text class="axis-label" transform=format!("translate(16 {}) rotate(-90)", (top + bottom) / 2.0) text-anchor="middle">{chart.y_label}</text>
             {lines}
