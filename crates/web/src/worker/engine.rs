@@ -167,8 +167,13 @@ pub fn parameter_count(cfg: &Gpt2Config) -> u64 {
 /// Lets the worker's event loop run (a zero-delay timeout), so messages such as Stop are
 /// delivered between steps even when the engine itself never awaits anything.
 pub async fn yield_now() {
+    sleep_ms(0).await;
+}
+
+/// Waits `ms` milliseconds without blocking the worker's event loop.
+pub async fn sleep_ms(ms: i32) {
     let promise = js_sys::Promise::new(&mut |resolve, _reject| {
-        let _ = super::scope().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+        let _ = super::scope().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
     });
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }

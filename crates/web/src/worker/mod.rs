@@ -19,7 +19,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::{AbortController, DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::protocol::{
-    envelope, EngineChoice, ErrorKind, FromWorker, GenerationView, LayerVocabView, ModelSource, ToWorker, UserError,
+    envelope, EngineChoice, ErrorKind, FromWorker, GenerationView, LayerVocabView, ModelSource, RunTiming, ToWorker, UserError,
     CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE,
 };
 use engine::{request_gpu, user_error, with_backend, Builder, CpuSink, Engine, Yielding};
@@ -49,6 +49,8 @@ struct State {
     tokenizer: RefCell<Option<Rc<Gpt2Tokenizer>>>,
     /// Bumped by every load: a run that finishes after a new load must not put back its engine.
     epoch: Cell<u64>,
+    /// Jobs holding an engine right now (taken, not yet put back).
+    holders: Cell<usize>,
     stop: Cell<bool>,
     loading: RefCell<Option<LoadHandle>>,
 }
@@ -372,13 +374,21 @@ fn analyze(id: u64, prompt: &str, terms: &[String], bos: bool) {
     post(&FromWorker::Analysis { id, prompt_tokens: count(prompt), term_tokens: terms.iter().map(|t| count(t)).collect() });
 }
 
-/// Takes the engine and tokenizer for a job, or says why not.
-fn take_engine() -> Result<(Engine, Rc<Gpt2Tokenizer>, u64), UserError> {
+/// Takes the engine and tokenizer for a job, or says why not. While another job holds the
+/// engine (a run, a sweep, or the vocabulary the page asks for when a run ends) this waits
+/// for it instead of refusing, so a Run pressed just after a run finished is not lost.
+async fn take_engine() -> Result<(Engine, Rc<Gpt2Tokenizer>, u64), UserError> {
     let st = state();
+    while st.engine.borrow().is_none() && st.holders.get() > 0 {
+        engine::sleep_ms(5).await;
+    }
     let tok = st.tokenizer.borrow().clone();
     let engine = st.engine.borrow_mut().take();
     match (engine, tok) {
-        (Some(e), Some(t)) => Ok((e, t, st.epoch.get())),
+        (Some(e), Some(t)) => {
+            st.holders.set(st.holders.get() + 1);
+            Ok((e, t, st.epoch.get()))
+        }
         (Some(e), None) => {
             *st.engine.borrow_mut() = Some(e);
             Err(UserError::new(ErrorKind::Internal, "the tokenizer is missing: load the model again"))
@@ -389,23 +399,35 @@ fn take_engine() -> Result<(Engine, Rc<Gpt2Tokenizer>, u64), UserError> {
 
 fn put_back(engine: Engine, epoch: u64) {
     let st = state();
+    st.holders.set(st.holders.get().saturating_sub(1));
     if st.epoch.get() == epoch {
         *st.engine.borrow_mut() = Some(engine);
     }
 }
 
 async fn run(run_id: u64, recipe: Recipe) {
-    let (mut engine, tok, epoch) = match take_engine() {
+    let (mut engine, tok, epoch) = match take_engine().await {
         Ok(x) => x,
         Err(error) => return post(&FromWorker::RunFailed { run_id, error }),
     };
     let st = state();
     st.stop.set(false);
     let mut stopped = false;
+    let start = js_sys::Date::now();
+    let mut last = start;
+    let mut timing = RunTiming::default();
     let result = with_backend!(&mut engine, |b| {
         let mut yielding = Yielding(b);
         generate::generate(&mut yielding, &tok, &recipe, |g| {
-            post(&FromWorker::RunStep { run_id, generation: GenerationView::from(g) });
+            let now = js_sys::Date::now();
+            if timing.steps == 0 {
+                timing.first_ms = now - start;
+            } else {
+                timing.rest_ms += now - last;
+            }
+            last = now;
+            timing.steps += 1;
+            post(&FromWorker::RunStep { run_id, generation: GenerationView::from(g), timing });
             if st.stop.get() {
                 stopped = true;
                 Flow::Stop
@@ -417,13 +439,13 @@ async fn run(run_id: u64, recipe: Recipe) {
     });
     put_back(engine, epoch);
     match result {
-        Ok(g) => post(&FromWorker::RunDone { run_id, generation: GenerationView::from(&g), stopped }),
+        Ok(g) => post(&FromWorker::RunDone { run_id, generation: GenerationView::from(&g), stopped, timing }),
         Err(e) => post(&FromWorker::RunFailed { run_id, error: user_error(&e) }),
     }
 }
 
 async fn vocab(id: u64, terms: &[Term], bos: bool, site: Site, k: usize, ln_f: bool) {
-    let (mut engine, tok, epoch) = match take_engine() {
+    let (mut engine, tok, epoch) = match take_engine().await {
         Ok(x) => x,
         Err(error) => return post(&FromWorker::VocabFailed { id, error }),
     };
@@ -441,7 +463,7 @@ async fn vocab(id: u64, terms: &[Term], bos: bool, site: Site, k: usize, ln_f: b
 /// soon as they exist: `tiller_core::sweep::sweep` hands rows back only when it returns. The
 /// price is the unsteered pass, repeated once per layer (one step in `1 + coefficients`).
 async fn sweep(run_id: u64, spec: SweepSpec) {
-    let (mut engine, tok, epoch) = match take_engine() {
+    let (mut engine, tok, epoch) = match take_engine().await {
         Ok(x) => x,
         Err(error) => return post(&FromWorker::SweepFailed { run_id, error }),
     };
