@@ -262,6 +262,12 @@ e2e('03-run-recipe-streams-and-differs', async (t) => {
   assert.ok(rec.some((r) => r.state === 'running'), 'run-status never showed "running"');
   assert.notDeepEqual(res.steered, res.unsteered, 'steered and unsteered completions are identical');
   assert.notEqual(res.steered[0], res.unsteered[0], 'steered-0 equals unsteered-0');
+  // The worker's timing of the run: one step per token, a positive time per step.
+  const steps = Number(await attr(page, 'run-timing', 'data-steps'));
+  const stepMs = Number(await attr(page, 'run-timing', 'data-step-ms'));
+  t.diagnostic(`run-timing: ${await text(tid(page, 'run-timing').first())}`);
+  assert.equal(steps, RECIPE.maxTokens, 'run-timing data-steps is not one step per generated token');
+  assert.ok(stepMs > 0 && Number.isFinite(stepMs), `run-timing data-step-ms is ${stepMs}`);
   shared.firstRun = res;
   shared.recipeState = await readRecipe(page);
 });

@@ -231,6 +231,25 @@ pub struct CompletionView {
     pub done: bool,
 }
 
+/// How long a run's steps took, measured in the worker (wall clock, milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunTiming {
+    /// From the start of the run to its first tokens: the steering vectors, the prompt pass
+    /// and the first sampling.
+    pub first_ms: f64,
+    /// Steps done, the first included (one token for every sequence still going).
+    pub steps: usize,
+    /// The steps after the first, together: decode, readback and sampling.
+    pub rest_ms: f64,
+}
+
+impl RunTiming {
+    /// Mean wall-clock time of a step after the first, if there was one.
+    pub fn ms_per_step(&self) -> Option<f64> {
+        (self.steps > 1).then(|| self.rest_ms / (self.steps - 1) as f64)
+    }
+}
+
 /// A run's completions so far.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenerationView {
@@ -304,8 +323,8 @@ pub enum FromWorker {
     Loaded { config: Gpt2Config, engine: String, from_cache: bool, bytes: u64, note: Option<String>, wasm_memory: u64 },
     LoadFailed { error: UserError },
     Analysis { id: u64, prompt_tokens: usize, term_tokens: Vec<usize> },
-    RunStep { run_id: u64, generation: GenerationView },
-    RunDone { run_id: u64, generation: GenerationView, stopped: bool },
+    RunStep { run_id: u64, generation: GenerationView, timing: RunTiming },
+    RunDone { run_id: u64, generation: GenerationView, stopped: bool, timing: RunTiming },
     RunFailed { run_id: u64, error: UserError },
     Vocab { id: u64, layers: Vec<LayerVocabView> },
     /// After each step of a sweep: `done` of `total` steps, and the rows finished since the
@@ -383,5 +402,14 @@ mod tests {
         let f = FromWorker::SweepProgress { run_id: 4, done: 1, total: 6, rows: Vec::new() };
         assert!(f.to_json().contains(r#""type":"sweep_progress""#));
         assert_eq!(serde_json::from_str::<FromWorker>(&f.to_json()).unwrap(), f);
+        let timing = RunTiming { first_ms: 400.0, steps: 3, rest_ms: 200.0 };
+        let f = FromWorker::RunDone { run_id: 5, generation: GenerationView::default(), stopped: false, timing };
+        assert_eq!(serde_json::from_str::<FromWorker>(&f.to_json()).unwrap(), f);
+    }
+
+    #[test]
+    fn ms_per_step_leaves_out_the_first_step() {
+        assert_eq!(RunTiming { first_ms: 900.0, steps: 1, rest_ms: 0.0 }.ms_per_step(), None);
+        assert_eq!(RunTiming { first_ms: 900.0, steps: 5, rest_ms: 400.0 }.ms_per_step(), Some(100.0));
     }
 }

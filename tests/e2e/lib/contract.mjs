@@ -15,7 +15,7 @@ export const TESTIDS = [
   'prompt', 'term-row', 'term-text', 'term-layer', 'term-coeff', 'term-remove', 'term-add',
   'pair-a', 'pair-b', 'pair-layer', 'pair-coeff', 'pair-add',
   'bos', 'positions', 'site', 'temperature', 'top-p', 'top-k', 'freq-penalty', 'rep-penalty',
-  'greedy', 'n', 'max-tokens', 'seed', 'run', 'stop', 'run-status',
+  'greedy', 'n', 'max-tokens', 'seed', 'run', 'stop', 'run-status', 'run-timing',
   'warning', 'vocab-panel', 'vocab-ln-f', 'vocab-entry', 'preset-select',
   'share-copy', 'share-link', 'confirm-download',
   // The sweep panel (issue 6).

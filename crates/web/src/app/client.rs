@@ -7,7 +7,7 @@ use web_sys::{MessageEvent, Worker};
 
 use super::{Banner, Ctx, LoadedModel, ModelState, Progress, RunRecord, RunState, SizeInfo, SweepRun, VocabState};
 use crate::form::TokenCounts;
-use crate::protocol::{default_size, envelope, ErrorKind, FromWorker, GenerationView, ModelSource, ToWorker};
+use crate::protocol::{default_size, envelope, ErrorKind, FromWorker, GenerationView, ModelSource, RunTiming, ToWorker};
 
 /// The worker script trunk writes next to the page (`data-type="worker"` + loader shim).
 const WORKER_URL: &str = "./tiller-worker_loader.js";
@@ -191,6 +191,7 @@ pub fn run(ctx: Ctx) -> Result<(), Vec<String>> {
             state: RunState::Running,
             stopped: false,
             error: None,
+            timing: RunTiming::default(),
         })
     });
     ctx.shown_run.set(Some(run_id));
@@ -338,10 +339,14 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                 ctx.counts.set(Some(TokenCounts { prompt: prompt_tokens, terms: term_tokens }));
             }
         }
-        FromWorker::RunStep { run_id, generation } => update_run(ctx, run_id, |r| r.generation = generation),
-        FromWorker::RunDone { run_id, generation, stopped } => {
+        FromWorker::RunStep { run_id, generation, timing } => update_run(ctx, run_id, |r| {
+            r.generation = generation;
+            r.timing = timing;
+        }),
+        FromWorker::RunDone { run_id, generation, stopped, timing } => {
             update_run(ctx, run_id, |r| {
                 r.generation = generation;
+                r.timing = timing;
                 r.state = RunState::Done;
                 r.stopped = stopped;
             });

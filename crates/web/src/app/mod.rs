@@ -20,7 +20,7 @@ use tiller_core::{Gpt2Config, Recipe};
 use crate::form::{Form, TokenCounts};
 use crate::sweep::SweepForm;
 use tiller_core::sweep::{SweepRow, SweepSpec};
-use crate::protocol::{EngineChoice, ErrorKind, GenerationView, LayerVocabView, ModelSource, UserError, DEFAULT_HUB};
+use crate::protocol::{EngineChoice, ErrorKind, GenerationView, LayerVocabView, ModelSource, RunTiming, UserError, DEFAULT_HUB};
 
 /// What the model panel shows about the size of the chosen model.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +107,8 @@ pub struct RunRecord {
     pub state: RunState,
     pub stopped: bool,
     pub error: Option<String>,
+    /// How long its steps took, as the worker measured them.
+    pub timing: RunTiming,
 }
 
 /// The latest sweep: its spec, the rows so far, and how far it got.

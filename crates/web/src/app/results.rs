@@ -6,6 +6,7 @@ use leptos::prelude::*;
 use super::client;
 use super::{Ctx, RunRecord, RunState};
 use crate::form::Form;
+use crate::protocol::RunTiming;
 use crate::share::{self, ShareState};
 
 fn shown(ctx: Ctx) -> Option<RunRecord> {
@@ -21,6 +22,18 @@ pub fn terms_summary(recipe: &tiller_core::Recipe) -> String {
         .map(|t| format!("{}{} × \"{}\" @{}", if t.coeff >= 0.0 { "+" } else { "−" }, t.coeff.abs(), t.text, t.layer))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// How fast the run went: "first tokens after 0.42 s, then 95 ms per step (6 sequences a step)".
+pub fn timing_summary(t: &RunTiming, sequences: usize) -> String {
+    if t.steps == 0 {
+        return String::new();
+    }
+    let first = format!("first tokens after {:.2} s", t.first_ms / 1000.0);
+    match t.ms_per_step() {
+        Some(ms) => format!("{first}, then {ms:.0} ms per step ({sequences} sequences a step)"),
+        None => first,
+    }
 }
 
 /// The shown run, side by side.
@@ -63,10 +76,15 @@ pub fn Results() -> impl IntoView {
             RunState::Error => format!("failed: {}", run.error.clone().unwrap_or_default()),
             RunState::Idle => String::new(),
         };
+        let timing = run.timing;
         view! {
             <p class="run-meta">
                 {format!("Run #{} on {} · {} · seed {} · ", run.number, run.source.label(), terms_summary(&run.recipe), run.recipe.seed)}
                 <span class="run-state">{status}</span>
+            </p>
+            <p class="run-timing" data-testid="run-timing" data-steps=timing.steps data-first-ms=timing.first_ms
+                data-step-ms=timing.ms_per_step().unwrap_or(0.0)>
+                {timing_summary(&timing, 2 * n)}
             </p>
             <div class="columns-head"><h3>"Unsteered"</h3><h3>"Steered"</h3></div>
             {rows}
