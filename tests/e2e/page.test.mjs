@@ -272,6 +272,22 @@ e2e('03-run-recipe-streams-and-differs', async (t) => {
   shared.recipeState = await readRecipe(page);
 });
 
+// Regression: a Run that reaches the worker while another job holds the engine (here the
+// vocabulary, asked for in the same task, so the run always arrives second) used to fail
+// with "no model is ready"; it must wait its turn and finish.
+e2e('03b-run-while-the-engine-is-busy', async (t) => {
+  await ensureModel(page);
+  await setRecipe(page, { ...RECIPE, n: 1, maxTokens: 4 });
+  await page.evaluate(() => {
+    document.querySelector('[data-testid="vocab-decode"]').click();
+    document.querySelector('[data-testid="run"]').click();
+  });
+  await waitForState(page, 'run-status', 'done', RUN_TIMEOUT, { failOn: ['error'] });
+  const res = await readCompletions(page, 1);
+  t.diagnostic(`completions: ${JSON.stringify(res)}`);
+  assert.ok(res.steered[0] && res.unsteered[0], 'the run that waited for the engine produced no completions');
+});
+
 e2e('04-vocab-panel', async (t) => {
   await ensureModel(page);
   await expectPresent(page, 'vocab-panel', 30_000, 'with a model loaded and a recipe set');
