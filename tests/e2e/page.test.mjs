@@ -278,14 +278,19 @@ e2e('03-run-recipe-streams-and-differs', async (t) => {
 e2e('03b-run-while-the-engine-is-busy', async (t) => {
   await ensureModel(page);
   await setRecipe(page, { ...RECIPE, n: 1, maxTokens: 4 });
-  await page.evaluate(() => {
-    document.querySelector('[data-testid="vocab-decode"]').click();
-    document.querySelector('[data-testid="run"]').click();
-  });
-  await waitForState(page, 'run-status', 'done', RUN_TIMEOUT, { failOn: ['error'] });
-  const res = await readCompletions(page, 1);
-  t.diagnostic(`completions: ${JSON.stringify(res)}`);
-  assert.ok(res.steered[0] && res.unsteered[0], 'the run that waited for the engine produced no completions');
+  try {
+    await page.evaluate(() => {
+      document.querySelector('[data-testid="vocab-decode"]').click();
+      document.querySelector('[data-testid="run"]').click();
+    });
+    await waitForState(page, 'run-status', 'done', RUN_TIMEOUT, { failOn: ['error'] });
+    const res = await readCompletions(page, 1);
+    t.diagnostic(`completions: ${JSON.stringify(res)}`);
+    assert.ok(res.steered[0] && res.unsteered[0], 'the run that waited for the engine produced no completions');
+  } finally {
+    // Later tests (05's share link) start from the editor as 03 left it.
+    await setRecipe(page, RECIPE);
+  }
 });
 
 e2e('04-vocab-panel', async (t) => {
