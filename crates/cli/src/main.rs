@@ -30,12 +30,12 @@ use tiller_core::generate::{generate, Flow};
 use tiller_core::sample::top_k_indices;
 use tiller_core::steer::{self, RowSpan};
 use tiller_core::sweep::{self, EvalSet, SweepSpec};
-use tiller_core::{Backend, LogitRows, Positions, Recipe, Sampling, SeqStep, Site, StepRequest, Term};
+use tiller_core::{Backend, LogitRows, Positions, Recipe, Sampling, SeqStep, Site, StepRequest, Term, Tokenizer};
 
 use engine::{open_model, Device};
 
 #[derive(Parser)]
-#[command(name = "tiller", version, about = "Activation steering (ActAdd) on GPT-2 models, from the command line")]
+#[command(name = "tiller", version, about = "Activation steering (ActAdd) on GPT-2, Llama, Qwen2 and GPT-NeoX models, from the command line")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,7 +55,9 @@ enum Command {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// A Hugging Face model folder: model.safetensors, tokenizer.json, optional config.json.
+    /// A Hugging Face model folder: model.safetensors (or the shards of
+    /// model.safetensors.index.json), tokenizer.json, config.json (optional for GPT-2),
+    /// optional tokenizer_config.json (its chat template).
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
     /// Engine: `gpu` (the default when a GPU adapter exists) or the `cpu` reference.
@@ -68,23 +70,51 @@ struct SteerArgs {
     /// A steering term LAYER:COEFF:TEXT (repeatable), e.g. `--add 6:5:Love --add 6:-5:Hate`.
     #[arg(long = "add", value_name = "L:C:TEXT", allow_hyphen_values = true)]
     add: Vec<String>,
-    /// Prefix prompt and steering texts with <|endoftext|> (token 50256).
-    #[arg(long)]
+    /// Prefix prompt and steering texts with the tokenizer's BOS (GPT-2: <|endoftext|>, 50256;
+    /// Llama 3: <|begin_of_text|>). Default: what the tokenizer's own post-processor does.
+    #[arg(long, conflicts_with = "no_bos")]
     bos: bool,
+    /// No BOS, even where the tokenizer adds one by default.
+    #[arg(long = "no-bos")]
+    no_bos: bool,
 }
 
 impl SteerArgs {
     fn terms(&self) -> Result<Vec<Term>> {
         self.add.iter().map(|s| Term::parse(s).map_err(Into::into)).collect()
     }
+
+    /// BOS on or off: as asked, else the tokenizer's default.
+    fn bos(&self, tok: &Tokenizer) -> bool {
+        if self.bos {
+            true
+        } else if self.no_bos {
+            false
+        } else {
+            tok.bos_by_default()
+        }
+    }
+}
+
+#[derive(Args)]
+struct PromptArgs {
+    #[arg(long)]
+    prompt: String,
+    /// Render the prompt as the user message of the model's chat template (tokenizer_config.json),
+    /// with the generation prompt added, as Hugging Face's apply_chat_template does.
+    #[arg(long)]
+    chat: bool,
+    /// A system message before the prompt (with --chat).
+    #[arg(long, value_name = "TEXT", requires = "chat")]
+    system: Option<String>,
 }
 
 #[derive(Args)]
 struct LogitsArgs {
     #[command(flatten)]
     model: ModelArgs,
-    #[arg(long)]
-    prompt: String,
+    #[command(flatten)]
+    prompt: PromptArgs,
     #[command(flatten)]
     steer: SteerArgs,
     /// How many of the largest logits to print.
@@ -129,8 +159,8 @@ impl From<SiteArg> for Site {
 struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
-    #[arg(long)]
-    prompt: String,
+    #[command(flatten)]
+    prompt: PromptArgs,
     #[command(flatten)]
     steer: SteerArgs,
     /// Number of comparisons (each an unsteered and a steered completion).
@@ -147,14 +177,16 @@ struct GenerateArgs {
     /// 0 turns top-k off.
     #[arg(long = "top-k", default_value_t = 0)]
     top_k: usize,
-    #[arg(long = "freq-penalty", default_value_t = 1.0, allow_hyphen_values = true)]
-    freq_penalty: f32,
+    /// Default 1 (the ActAdd post's), or 0 with --greedy.
+    #[arg(long = "freq-penalty", allow_hyphen_values = true)]
+    freq_penalty: Option<f32>,
     #[arg(long = "rep-penalty", default_value_t = 1.0)]
     rep_penalty: f32,
-    /// Argmax instead of sampling (penalties still apply).
+    /// Plain argmax instead of sampling, as Hugging Face's greedy decoding (no frequency
+    /// penalty unless --freq-penalty is given).
     #[arg(long)]
     greedy: bool,
-    /// Stop a completion at <|endoftext|>.
+    /// Stop a completion at the tokenizer's end-of-sequence token (<|endoftext|> for GPT-2).
     #[arg(long = "stop-at-eot")]
     stop_at_eot: bool,
     /// front = ActAdd (prompt positions 0..n, once); all = every position (CAA-style);
@@ -239,10 +271,20 @@ fn run_logits(a: LogitsArgs) -> Result<()> {
     let terms = a.steer.terms()?;
     let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
     let cfg = *engine.config();
-    let recipe = Recipe { prompt: a.prompt.clone(), terms: terms.clone(), bos: a.steer.bos, max_new_tokens: 0, n: 1, ..Recipe::default() };
+    let bos = a.steer.bos(&tok);
+    let recipe = Recipe {
+        prompt: a.prompt.prompt.clone(),
+        chat: a.prompt.chat,
+        system: a.prompt.system.clone().unwrap_or_default(),
+        terms: terms.clone(),
+        bos,
+        max_new_tokens: 0,
+        n: 1,
+        ..Recipe::default()
+    };
     recipe.validate(&cfg)?;
     let prompt = steer::prompt_tokens(&tok, &recipe, cfg.n_positions)?;
-    let vectors = block_on(steer::steering_vectors(&mut engine, &tok, &terms, a.steer.bos, Site::ResidPre))?;
+    let vectors = block_on(steer::steering_vectors(&mut engine, &tok, &terms, bos, Site::ResidPre))?;
     steer::check_fits(&vectors, prompt.len(), Positions::Front)?;
     engine.reset(1, prompt.len())?;
     let spans = [RowSpan { start: 0, len: prompt.len(), steered: true }];
@@ -258,7 +300,10 @@ fn run_logits(a: LogitsArgs) -> Result<()> {
         .map(|i| output::TopLogit { id: i as u32, token: tok.token_text(i as u32), logit: logits[i] })
         .collect();
     if a.json {
-        let obj = serde_json::json!({ "tokens": prompt, "top": top, "device": engine.describe() });
+        let mut obj = serde_json::json!({ "tokens": prompt, "top": top, "device": engine.describe() });
+        if recipe.chat {
+            obj["text"] = steer::prompt_text(&tok, &recipe)?.into();
+        }
         outln!("{obj}");
     } else {
         output::print_logits(&engine.describe(), &prompt, &top);
@@ -267,10 +312,13 @@ fn run_logits(a: LogitsArgs) -> Result<()> {
 }
 
 fn run_generate(a: GenerateArgs) -> Result<()> {
+    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
     let recipe = Recipe {
-        prompt: a.prompt.clone(),
+        prompt: a.prompt.prompt.clone(),
+        chat: a.prompt.chat,
+        system: a.prompt.system.clone().unwrap_or_default(),
         terms: a.steer.terms()?,
-        bos: a.steer.bos,
+        bos: a.steer.bos(&tok),
         positions: match a.positions {
             PositionsArg::Front => Positions::Front,
             PositionsArg::All => Positions::All,
@@ -281,7 +329,7 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
             temperature: a.temperature,
             top_k: a.top_k,
             top_p: a.top_p,
-            freq_penalty: a.freq_penalty,
+            freq_penalty: a.freq_penalty.unwrap_or(if a.greedy { 0.0 } else { 1.0 }),
             rep_penalty: a.rep_penalty,
             greedy: a.greedy,
         },
@@ -290,7 +338,6 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
         max_new_tokens: a.max_tokens,
         stop_at_eot: a.stop_at_eot,
     };
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
     recipe.validate(engine.config())?;
     let gen = block_on(generate(&mut engine, &tok, &recipe, |_| Flow::Continue))?;
     if a.json {
@@ -300,6 +347,7 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
             "steered": gen.steered.iter().map(|c| serde_json::json!({"text": c.text, "tokens": c.tokens})).collect::<Vec<_>>(),
             "recipe": recipe,
             "device": engine.describe(),
+            "prompt_text": steer::prompt_text(&tok, &recipe)?,
         });
         outln!("{obj}");
     } else {
@@ -314,9 +362,10 @@ fn run_vocab(a: VocabArgs) -> Result<()> {
         bail!("give at least one steering term with --add L:C:TEXT");
     }
     let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
-    let recipe = Recipe { terms: terms.clone(), bos: a.steer.bos, max_new_tokens: 0, n: 1, ..Recipe::default() };
+    let bos = a.steer.bos(&tok);
+    let recipe = Recipe { terms: terms.clone(), bos, max_new_tokens: 0, n: 1, ..Recipe::default() };
     recipe.validate(engine.config())?;
-    let vocab = block_on(tiller_core::vocab::decode_vocab(&mut engine, &tok, &terms, a.steer.bos, a.site.into(), a.top, a.ln_f))?;
+    let vocab = block_on(tiller_core::vocab::decode_vocab(&mut engine, &tok, &terms, bos, a.site.into(), a.top, a.ln_f))?;
     if a.json {
         outln!("{}", serde_json::to_string(&vocab)?);
     } else {
@@ -365,7 +414,7 @@ fn run_sweep(a: SweepArgs) -> Result<()> {
             .collect::<Result<_>>()?,
         None => vec![1.0],
     };
-    let spec = SweepSpec { terms, bos: a.steer.bos, site: a.site.into(), layers, coeffs, sets };
+    let spec = SweepSpec { terms, bos: a.steer.bos(&tok), site: a.site.into(), layers, coeffs, sets };
     let rows = block_on(sweep::sweep(&mut engine, &tok, &spec, |_, _| Flow::Continue))?;
     if a.json {
         outln!("{}", serde_json::to_string(&rows)?);

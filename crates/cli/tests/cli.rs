@@ -10,7 +10,7 @@ use serde_json::Value;
 use tiller_core::golden::{check_close, check_top, fixtures_dir, load_fixture, Fixture, SteeredGolden, TopEntry, MODELS};
 use tiller_core::sample::top_k_indices;
 use tiller_core::steer::{self, RowSpan};
-use tiller_core::{Backend, CpuModel, Gpt2Tokenizer, Gpt2Weights, LogitRows, Positions, SeqStep, Site, StepRequest, Term};
+use tiller_core::{Backend, CpuModel, Tokenizer, LogitRows, Positions, SeqStep, Site, StepRequest, Term};
 
 /// A scratch folder unique to this test process and `name`.
 fn scratch(name: &str) -> PathBuf {
@@ -101,9 +101,18 @@ fn terms_of(s: &SteeredGolden) -> Vec<Term> {
     s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone() }).collect()
 }
 
-fn cpu_model(f: &Fixture) -> (CpuModel, Gpt2Tokenizer) {
-    let w = Gpt2Weights::from_bytes(&f.safetensors, f.config_json.as_deref()).expect("fixture loads");
-    (CpuModel::new(w), Gpt2Tokenizer::from_bytes(&f.tokenizer_json).expect("tokenizer loads"))
+fn cpu_model(f: &Fixture) -> (CpuModel, Tokenizer) {
+    f.cpu_model()
+}
+
+/// The fixtures a device runs: every family on both.
+fn models_for(_device: &str) -> &'static [&'static str] {
+    &MODELS
+}
+
+/// `--bos` or `--no-bos`: the goldens say which, whatever the tokenizer's default.
+fn bos_arg(bos: bool) -> String {
+    if bos { "--bos" } else { "--no-bos" }.to_string()
 }
 
 /// The (id, logit) list of a `logits --json` answer, after checking its prompt tokens.
@@ -119,7 +128,7 @@ fn top_of(what: &str, v: &Value, tokens: &[u32]) -> Vec<(u32, f32)> {
 
 /// The steered last-position top-20 from the CPU reference library, after checking that its
 /// steering vectors are the golden ones.
-fn library_steered_top(m: &mut CpuModel, tok: &Gpt2Tokenizer, s: &SteeredGolden, what: &str) -> Vec<TopEntry> {
+fn library_steered_top(m: &mut CpuModel, tok: &Tokenizer, s: &SteeredGolden, what: &str) -> Vec<TopEntry> {
     let terms = terms_of(s);
     let vectors = block_on(steer::steering_vectors(m, tok, &terms, s.bos, Site::ResidPre)).unwrap();
     assert_eq!(vectors.len(), s.vectors.len(), "{what}: layers with vectors");
@@ -156,9 +165,7 @@ fn check_cpu_top(what: &str, got: &[(u32, f32)], want: &[TopEntry]) {
 
 fn logits_args(model: &str, prompt: &str, bos: bool, terms: &[Term], device: &str) -> Vec<String> {
     let mut a = strs(&["logits", "--model", model, "--prompt", prompt, "--json", "--top", "20", "--device", device]);
-    if bos {
-        a.push("--bos".into());
-    }
+    a.push(bos_arg(bos));
     a.extend(term_args(terms));
     a
 }
@@ -168,7 +175,7 @@ type LogitsCase = (String, Vec<String>, Vec<u32>, Vec<Vec<TopEntry>>);
 
 fn logits_case(device: &str) {
     let tol = if device == "cpu" { 1e-3 } else { 3e-2 };
-    for name in MODELS {
+    for &name in models_for(device) {
         let f = load_fixture(name);
         let model = model_dir(name);
         let (mut m, tok) = cpu_model(&f);
@@ -179,7 +186,7 @@ fn logits_case(device: &str) {
             let want = p.positions.last().unwrap().top.clone();
             cases.push((format!("{name} {device} {:?} bos={}", p.prompt, p.bos), logits_args(&model, &p.prompt, p.bos, &[], device), p.tokens.clone(), vec![want]));
         }
-        for s in f.golden.steered.iter().filter(|s| !gpu || two_layers(s)) {
+        for s in f.golden.steered.iter().filter(|s| s.site == "resid_pre" && (!gpu || two_layers(s))) {
             let what = format!("{name} {device} steered {:?} bos={}", s.prompt, s.bos);
             let lib = library_steered_top(&mut m, &tok, s, &what);
             let golden = s.positions.last().unwrap().top.clone();
@@ -225,15 +232,14 @@ fn generate_args(model: &str, s: &SteeredGolden, device: &str, json: bool) -> Ve
     if json {
         a.push("--json".into());
     }
-    if s.bos {
-        a.push("--bos".into());
-    }
+    a.push(bos_arg(s.bos));
+    a.extend(["--site".to_string(), s.site.clone()]);
     a.extend(term_args(&terms_of(s)));
     a
 }
 
 fn generate_case(device: &str) {
-    for name in MODELS {
+    for &name in models_for(device) {
         let f = load_fixture(name);
         let model = model_dir(name);
         let cases: Vec<&SteeredGolden> = f.golden.steered.iter().filter(|s| device == "cpu" || (two_layers(s) && s.bos)).collect();
@@ -283,7 +289,7 @@ fn generate_text_output_is_side_by_side() {
     assert!(text.contains("prompt: \"I hate you because\""), "{text}");
     assert!(text.contains("greedy"), "{text}");
     // The continuation texts appear in the body.
-    let tok = Gpt2Tokenizer::from_bytes(&f.tokenizer_json).unwrap();
+    let tok = Tokenizer::from_bytes(&f.tokenizer_json).unwrap();
     let first_word = tok.decode(&s.greedy_unsteered[..1]).unwrap();
     assert!(text.contains(first_word.trim()), "unsteered text {first_word:?} missing:\n{text}");
 }
@@ -295,14 +301,13 @@ fn vocab_json_is_v_dot_wte() {
         let (m, _) = cpu_model(&f);
         let cfg = *m.config();
         let (c, vsz) = (cfg.n_embd, cfg.vocab_size);
-        let wte = m.weights().get("wte.weight");
+        let wte = m.weights().get(if cfg.tied_head { "wte.weight" } else { "lm_head.weight" });
         let scores = |v: &[f32]| -> Vec<f32> { (0..vsz).map(|t| (0..c).map(|i| v[i] * wte[t * c + i]).sum()).collect() };
         for s in &f.golden.steered {
             let what = format!("{name} vocab {:?}", s.terms);
             let mut a = strs(&["vocab", "--model", &model_dir(name), "--json", "--top", "10", "--device", "cpu"]);
-            if s.bos {
-                a.push("--bos".into());
-            }
+            a.push(bos_arg(s.bos));
+            a.extend(["--site".to_string(), s.site.clone()]);
             a.extend(term_args(&terms_of(s)));
             let v = stdout_json(&what, &a, &run(&a));
             let layers = v.as_array().unwrap();

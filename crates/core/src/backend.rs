@@ -7,8 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Gpt2Config;
-use crate::error::Result;
+use crate::arch::ModelSpec;
+use crate::error::{Result, TillerError};
+use crate::ops::RowMeta;
 
 /// Where in a block a vector is added or read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -94,19 +95,106 @@ pub struct StepOutput {
     pub captured: Vec<f32>,
 }
 
-/// A GPT-2 forward engine with per-slot KV caches.
+/// A step checked against the caches, ready to run: every rule about what a step may ask for
+/// lives here, once, so both engines accept and refuse exactly the same steps and a refused
+/// step changes nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepPlan {
+    /// Each row's (slot, position).
+    pub rows: Vec<RowMeta>,
+    /// Rows whose logits are returned, in output order.
+    pub logit_rows: Vec<u32>,
+    /// The (layer, site) after which the step ends: a capture-only step stops at its capture.
+    /// The caches are then only good for `reset` and the slots' lengths do not advance.
+    pub stop_after: Option<(usize, Site)>,
+}
+
+impl StepPlan {
+    /// Checks `req` against slots of `lens` tokens (each at most `max_len`) of a model `spec`.
+    pub fn new(req: &StepRequest, lens: &[usize], max_len: usize, spec: &ModelSpec) -> Result<Self> {
+        let mut rows = Vec::with_capacity(req.rows());
+        let mut seen = vec![false; lens.len()];
+        for s in &req.seqs {
+            let start = *lens.get(s.slot).ok_or_else(|| {
+                TillerError::input(format!("cache slot {} does not exist ({} prepared)", s.slot, lens.len()))
+            })?;
+            if std::mem::replace(&mut seen[s.slot], true) {
+                return Err(TillerError::input(format!("cache slot {} appears twice in one step", s.slot)));
+            }
+            if s.tokens.is_empty() && req.logits == LogitRows::Last {
+                return Err(TillerError::input(format!("sequence {} in the step has no tokens", s.slot)));
+            }
+            let end = start + s.tokens.len();
+            if end > max_len || end > spec.n_positions {
+                return Err(TillerError::input(format!(
+                    "sequence {} would reach {end} tokens, past the {} this run prepared (the model's context is {})",
+                    s.slot,
+                    max_len.min(spec.n_positions),
+                    spec.n_positions
+                )));
+            }
+            if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= spec.vocab_size) {
+                return Err(TillerError::input(format!("token id {t} is outside the vocabulary of {}", spec.vocab_size)));
+            }
+            rows.extend((start..end).map(|p| RowMeta { slot: s.slot as u32, pos: p as u32 }));
+        }
+        let c = spec.n_embd;
+        for inj in &req.injections {
+            if inj.layer >= spec.n_layer {
+                return Err(TillerError::input(format!(
+                    "an injection at layer {} but the model has layers 0..{}",
+                    inj.layer,
+                    spec.n_layer - 1
+                )));
+            }
+            if inj.row_map.len() != rows.len() || inj.table.len() % c != 0 {
+                return Err(TillerError::input("injection table or row map does not match the step".to_string()));
+            }
+            let k = (inj.table.len() / c) as u32;
+            if inj.row_map.iter().any(|&m| m != u32::MAX && m >= k) {
+                return Err(TillerError::input("injection row map points past its table".to_string()));
+            }
+        }
+        if let Some((layer, site)) = req.capture {
+            if layer >= spec.n_layer {
+                return Err(TillerError::input(format!(
+                    "a capture at layer {layer} ({}) but the model has layers 0..{}",
+                    site.as_str(),
+                    spec.n_layer - 1
+                )));
+            }
+        }
+        let logit_rows = match req.logits {
+            LogitRows::None => Vec::new(),
+            LogitRows::All => (0..rows.len() as u32).collect(),
+            LogitRows::Last => req
+                .seqs
+                .iter()
+                .scan(0u32, |end, s| {
+                    *end += s.tokens.len() as u32;
+                    Some(*end - 1)
+                })
+                .collect(),
+        };
+        let stop_after = if req.logits == LogitRows::None { req.capture } else { None };
+        Ok(Self { rows, logit_rows, stop_after })
+    }
+}
+
+/// A forward engine with per-slot KV caches.
 #[allow(async_fn_in_trait)] // engines are used on one thread (wasm, or a native block_on)
 pub trait Backend {
-    fn config(&self) -> &Gpt2Config;
+    /// The model this engine runs.
+    fn config(&self) -> &ModelSpec;
     /// A short human description ("cpu reference", or the GPU adapter).
     fn describe(&self) -> String;
     /// Empties all caches and prepares `slots` of them, each `max_len` positions long.
     fn reset(&mut self, slots: usize, max_len: usize) -> Result<()>;
     /// Tokens held in a slot's cache.
     fn slot_len(&self, slot: usize) -> usize;
-    /// Runs one forward step. With `LogitRows::None` and a capture, an engine may stop after
-    /// the captured layer; the caches are then only good for `reset`.
+    /// Runs one forward step, as [`StepPlan`] checks it. With `LogitRows::None` and a capture,
+    /// the step stops after the captured site; the caches are then only good for `reset`.
     async fn step(&mut self, req: &StepRequest) -> Result<StepOutput>;
-    /// `rows[K, C] · wteᵀ` → [K, V], after `ln_f` when `apply_ln_f` (logit lens).
+    /// `rows[K, C]` through the head → [K, V], after the final norm when `apply_ln_f` (logit lens).
     async fn unembed(&mut self, rows: &[f32], apply_ln_f: bool) -> Result<Vec<f32>>;
 }

@@ -8,12 +8,11 @@
 use serde::Serialize;
 
 use crate::backend::{Backend, LogitRows, SeqStep, StepRequest};
-use crate::config::EOT_TOKEN;
 use crate::error::Result;
 use crate::recipe::Recipe;
 use crate::sample::Sampler;
 use crate::steer::{self, LayerVector, RowSpan};
-use crate::tokenizer::Gpt2Tokenizer;
+use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Completion {
@@ -42,7 +41,7 @@ pub enum Flow {
 /// Generates, calling `on_step` with the completions so far after every step.
 pub async fn generate<B: Backend>(
     backend: &mut B,
-    tok: &Gpt2Tokenizer,
+    tok: &Tokenizer,
     recipe: &Recipe,
     mut on_step: impl FnMut(&Generation) -> Flow,
 ) -> Result<Generation> {
@@ -57,7 +56,7 @@ pub async fn generate<B: Backend>(
 /// Generation with steering vectors already computed (a re-run, or a sweep).
 pub async fn generate_with_vectors<B: Backend>(
     backend: &mut B,
-    tok: &Gpt2Tokenizer,
+    tok: &Tokenizer,
     recipe: &Recipe,
     prompt: &[u32],
     vectors: &[LayerVector],
@@ -91,13 +90,13 @@ pub async fn generate_with_vectors<B: Backend>(
             logits: LogitRows::Last,
         };
         let logits = backend.step(&req).await?.logits; // (active, V)
-        let v = cfg_vocab(backend);
+        let v = backend.config().vocab_size;
         step += 1;
         let mut next = Vec::with_capacity(active.len());
         for (k, (slot, _)) in active.iter().enumerate() {
             let token = samplers[*slot].sample(&logits[k * v..(k + 1) * v]);
             let completion = if *slot < n { &mut gen.unsteered[*slot] } else { &mut gen.steered[*slot - n] };
-            let stop = recipe.stop_at_eot && token == EOT_TOKEN;
+            let stop = recipe.stop_at_eot && tok.eos_ids().contains(&token);
             if !stop {
                 completion.tokens.push(token);
                 completion.text = tok.decode(&completion.tokens)?;
@@ -114,8 +113,4 @@ pub async fn generate_with_vectors<B: Backend>(
         }
     }
     Ok(gen)
-}
-
-fn cfg_vocab<B: Backend>(b: &B) -> usize {
-    b.config().vocab_size
 }

@@ -1,5 +1,6 @@
 //! Test support shared by the crates' tests: the golden fixtures dumped from Hugging Face
-//! (`tests/fixtures/make_golden.py`) and a tolerance check that reports the worst element.
+//! (`tests/fixtures/make_golden.py` for GPT-2, `make_family_golden.py` for the other
+//! families) and a tolerance check that reports the worst element.
 
 use std::path::PathBuf;
 
@@ -10,8 +11,13 @@ pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
-/// The golden models.
-pub const MODELS: [&str; 2] = ["tiny-gpt2", "tiny-gpt2-f32"];
+/// The golden GPT-2s.
+pub const GPT2_MODELS: [&str; 2] = ["tiny-gpt2", "tiny-gpt2-f32"];
+
+/// Every golden model: the GPT-2s, then one of each other family (GQA with llama3 rope
+/// scaling and a chat template; q/k/v biases, an untied head and a sharded bf16 checkpoint;
+/// partial rotary, a parallel residual, erf-GELU and a padded vocabulary).
+pub const MODELS: [&str; 5] = ["tiny-gpt2", "tiny-gpt2-f32", "tiny-llama", "tiny-qwen2", "tiny-neox"];
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct TopEntry {
@@ -51,8 +57,15 @@ pub struct VectorGolden {
     pub rows: Vec<Vec<f32>>,
 }
 
+fn resid_pre() -> String {
+    "resid_pre".to_string()
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct SteeredGolden {
+    /// Where the vectors are captured and added (`resid_pre`, `attn_out`, `mlp_out`).
+    #[serde(default = "resid_pre")]
+    pub site: String,
     pub prompt: String,
     pub bos: bool,
     pub tokens: Vec<u32>,
@@ -64,8 +77,24 @@ pub struct SteeredGolden {
     pub greedy_unsteered: Vec<u32>,
 }
 
+/// A prompt rendered through the model's chat template by `apply_chat_template(...,
+/// add_generation_prompt=True)`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatGolden {
+    pub system: Option<String>,
+    pub prompt: String,
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub greedy: Vec<u32>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Golden {
+    /// The token prepended when BOS is on, and ActAdd's padding token.
+    pub bos_id: Option<u32>,
+    pub pad_id: Option<u32>,
+    #[serde(default)]
+    pub chat: Vec<ChatGolden>,
     pub probe_ids: Vec<u32>,
     pub prompts: Vec<PromptGolden>,
     pub steered: Vec<SteeredGolden>,
@@ -74,9 +103,14 @@ pub struct Golden {
 /// A golden model's files.
 pub struct Fixture {
     pub dir: PathBuf,
+    /// `model.safetensors` (empty for a sharded fixture).
     pub safetensors: Vec<u8>,
+    /// The shards of `model.safetensors.index.json`, in order.
+    pub shards: Vec<Vec<u8>>,
+    pub index_json: Option<Vec<u8>>,
     pub config_json: Option<Vec<u8>>,
     pub tokenizer_json: Vec<u8>,
+    pub tokenizer_config_json: Option<Vec<u8>>,
     pub golden: Golden,
 }
 
@@ -84,12 +118,60 @@ pub fn load_fixture(name: &str) -> Fixture {
     let dir = fixtures_dir().join(name);
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("reading {}/{f}: {e}", dir.display()));
     let golden: Golden = serde_json::from_slice(&read("golden.json")).expect("golden.json parses");
+    let index_json = std::fs::read(dir.join("model.safetensors.index.json")).ok();
+    let (safetensors, shards) = match &index_json {
+        None => (read("model.safetensors"), Vec::new()),
+        Some(index) => {
+            let names = crate::weights::shard_files(index).expect("the fixture's index parses");
+            (Vec::new(), names.iter().map(|n| read(n)).collect())
+        }
+    };
     Fixture {
-        safetensors: read("model.safetensors"),
+        safetensors,
+        shards,
+        index_json,
         config_json: std::fs::read(dir.join("config.json")).ok(),
         tokenizer_json: read("tokenizer.json"),
+        tokenizer_config_json: std::fs::read(dir.join("tokenizer_config.json")).ok(),
         golden,
         dir,
+    }
+}
+
+impl Fixture {
+    /// Streams the fixture's weights (one file or its shards) into a sink.
+    pub fn load_into(&self, sink: &mut dyn crate::weights::TensorSink) -> crate::Result<crate::ModelSpec> {
+        match &self.index_json {
+            None => crate::weights::load_from_bytes(&self.safetensors, self.config_json.as_deref(), sink),
+            Some(index) => {
+                let config = self.config_json.as_deref().expect("a sharded fixture has config.json");
+                let (mut loader, _) = crate::weights::StreamLoader::sharded(config, index)?;
+                for shard in &self.shards {
+                    loader.start_file(Some(shard.len() as u64))?;
+                    loader.feed(shard, sink)?;
+                    loader.end_file()?;
+                }
+                loader.finish()
+            }
+        }
+    }
+
+    /// The fixture's weights in f32.
+    pub fn cpu_weights(&self) -> crate::CpuWeights {
+        let mut sink = crate::weights::F32Sink::default();
+        self.load_into(&mut sink).expect("the fixture loads");
+        sink.into_weights().expect("the fixture has every tensor")
+    }
+
+    /// The fixture on the CPU reference, with its tokenizer.
+    pub fn cpu_model(&self) -> (crate::CpuModel, crate::Tokenizer) {
+        let w = self.cpu_weights();
+        let tok = self.tokenizer(w.spec());
+        (crate::CpuModel::new(w), tok)
+    }
+
+    pub fn tokenizer(&self, spec: &crate::ModelSpec) -> crate::Tokenizer {
+        crate::Tokenizer::from_files(&self.tokenizer_json, self.tokenizer_config_json.as_deref(), Some(spec)).expect("tokenizer loads")
     }
 }
 

@@ -1,13 +1,14 @@
-//! Tiller's core: everything about GPT-2 and activation steering that needs neither a GPU nor
-//! a browser. It owns the model configuration, safetensors loading (one streaming path for
-//! native and web), the tokenizer, the CPU reference forward pass (the oracle for the GPU
+//! Tiller's core: everything about the models and activation steering that needs neither a GPU
+//! nor a browser. It owns the model description ([`arch`]: spec from config.json, each family's
+//! weight map and block program), safetensors loading (one streaming path for native and web),
+//! the tokenizer and chat templates, the CPU reference forward pass (the oracle for the GPU
 //! kernels), ActAdd recipes and steering vectors, the seeded sampler, generation, decoded
 //! vocabulary and sweeps, all written against the [`backend::Backend`] trait.
 //!
 //! It must not depend on wgpu, web-sys or any I/O beyond bytes handed to it.
 
+pub mod arch;
 pub mod backend;
-pub mod config;
 pub mod error;
 pub mod generate;
 #[doc(hidden)]
@@ -22,10 +23,10 @@ pub mod tokenizer;
 pub mod vocab;
 pub mod weights;
 
-pub use backend::{Backend, Injection, LogitRows, SeqStep, Site, StepOutput, StepRequest};
-pub use config::Gpt2Config;
+pub use arch::{Family, ModelSpec};
+pub use backend::{Backend, Injection, LogitRows, SeqStep, Site, StepOutput, StepPlan, StepRequest};
 pub use error::{Result, TillerError};
 pub use model::CpuModel;
 pub use recipe::{Positions, Recipe, Sampling, Term};
-pub use tokenizer::Gpt2Tokenizer;
-pub use weights::Gpt2Weights;
+pub use tokenizer::Tokenizer;
+pub use weights::CpuWeights;

@@ -1,17 +1,28 @@
-//! GPT-2 on the CPU in f32: the reference every other engine is checked against. It reads like
-//! the math: `x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))`, with a KV cache and the ActAdd hook.
+//! The CPU reference in f32: the oracle every other engine is checked against. It runs the
+//! family's block program (`arch::program`) eagerly, op by op, over per-slot KV caches; for
+//! GPT-2 that reads like the maths, `x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))`, with the
+//! hooks where steering adds and captures read.
 //!
-//! Dimension key: R rows in the step, C channels, F MLP width (4C), V vocab, L layers.
+//! Dimension key: R rows in the step, C channels, V vocab, L layers; slot widths in
+//! `arch::program::Slot::width`.
 
-use crate::backend::{Backend, Injection, LogitRows, Site, StepOutput, StepRequest};
-use crate::config::Gpt2Config;
+use std::collections::HashMap;
+
+use crate::arch::program::{self, Op, Slot};
+use crate::arch::{Activation, ModelSpec, NormKind};
+use crate::backend::{Backend, Injection, Site, StepOutput, StepPlan, StepRequest};
 use crate::error::{Result, TillerError};
-use crate::ops::{self, RowMeta};
-use crate::weights::Gpt2Weights;
+use crate::ops::{self, AttnDims};
+use crate::weights::CpuWeights;
 
 pub struct CpuModel {
-    w: Gpt2Weights,
-    /// Per layer, [S, TM, C].
+    w: CpuWeights,
+    /// The block's ops.
+    block: Vec<Op>,
+    /// Rotary tables [P', D/2] for the positions prepared by `reset` (empty without rotary).
+    rope_cos: Vec<f32>,
+    rope_sin: Vec<f32>,
+    /// Per layer, [S, TM, KV].
     k_cache: Vec<Vec<f32>>,
     v_cache: Vec<Vec<f32>>,
     lens: Vec<usize>,
@@ -19,60 +30,39 @@ pub struct CpuModel {
 }
 
 impl CpuModel {
-    pub fn new(w: Gpt2Weights) -> Self {
-        Self { w, k_cache: Vec::new(), v_cache: Vec::new(), lens: Vec::new(), max_len: 0 }
+    pub fn new(w: CpuWeights) -> Self {
+        let block = program::block(w.spec());
+        Self { w, block, rope_cos: Vec::new(), rope_sin: Vec::new(), k_cache: Vec::new(), v_cache: Vec::new(), lens: Vec::new(), max_len: 0 }
     }
 
-    pub fn weights(&self) -> &Gpt2Weights {
+    pub fn weights(&self) -> &CpuWeights {
         &self.w
     }
 
-    fn inject(x: &mut [f32], injections: &[Injection], layer: usize, site: Site, c: usize) {
-        for inj in injections.iter().filter(|i| i.layer == layer && i.site == site) {
-            ops::add_rows(x, &inj.table, &inj.row_map, c);
+    fn dims(&self) -> AttnDims {
+        let s = self.w.spec();
+        AttnDims { n_head: s.n_head, n_kv_head: s.n_kv_head, head_dim: s.head_dim, tm: self.max_len }
+    }
+
+    fn norm(&self, out: &mut [f32], inp: &[f32], prefix: &str) {
+        let s = self.w.spec();
+        let weight = self.w.get(&format!("{prefix}.weight"));
+        match s.norm.kind {
+            NormKind::LayerNorm => ops::layernorm(out, inp, weight, self.w.get(&format!("{prefix}.bias")), s.n_embd, s.norm.eps),
+            NormKind::RmsNorm => ops::rmsnorm(out, inp, weight, s.n_embd, s.norm.eps),
         }
     }
 }
 
-/// Checks a step against the caches and returns each row's (slot, position).
-pub fn plan_rows(req: &StepRequest, lens: &[usize], max_len: usize, cfg: &Gpt2Config) -> Result<Vec<RowMeta>> {
-    let mut rows = Vec::with_capacity(req.rows());
-    for s in &req.seqs {
-        let start = *lens.get(s.slot).ok_or_else(|| {
-            TillerError::input(format!("cache slot {} does not exist ({} prepared)", s.slot, lens.len()))
-        })?;
-        let end = start + s.tokens.len();
-        if end > max_len || end > cfg.n_positions {
-            return Err(TillerError::input(format!(
-                "sequence {} would reach {end} tokens, past the {} this run prepared (the model's context is {})",
-                s.slot,
-                max_len.min(cfg.n_positions),
-                cfg.n_positions
-            )));
-        }
-        if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(TillerError::input(format!("token id {t} is outside the vocabulary of {}", cfg.vocab_size)));
-        }
-        rows.extend((start..end).map(|p| RowMeta { slot: s.slot as u32, pos: p as u32 }));
+fn inject(x: &mut [f32], injections: &[Injection], layer: usize, site: Site, c: usize) {
+    for inj in injections.iter().filter(|i| i.layer == layer && i.site == site) {
+        ops::add_rows(x, &inj.table, &inj.row_map, c);
     }
-    for inj in &req.injections {
-        if inj.layer >= cfg.n_layer {
-            return Err(TillerError::input(format!("injection at layer {} but the model has {}", inj.layer, cfg.n_layer)));
-        }
-        if inj.row_map.len() != rows.len() || inj.table.len() % cfg.n_embd != 0 {
-            return Err(TillerError::input("injection table or row map does not match the step".to_string()));
-        }
-        let k = (inj.table.len() / cfg.n_embd) as u32;
-        if inj.row_map.iter().any(|&m| m != u32::MAX && m >= k) {
-            return Err(TillerError::input("injection row map points past its table".to_string()));
-        }
-    }
-    Ok(rows)
 }
 
 impl Backend for CpuModel {
-    fn config(&self) -> &Gpt2Config {
-        &self.w.config
+    fn config(&self) -> &ModelSpec {
+        self.w.spec()
     }
 
     fn describe(&self) -> String {
@@ -80,13 +70,19 @@ impl Backend for CpuModel {
     }
 
     fn reset(&mut self, slots: usize, max_len: usize) -> Result<()> {
-        let cfg = self.w.config;
-        let max_len = max_len.min(cfg.n_positions);
-        let size = slots * max_len * cfg.n_embd;
-        self.k_cache = vec![vec![0.0; size]; cfg.n_layer];
-        self.v_cache = vec![vec![0.0; size]; cfg.n_layer];
+        let spec = *self.w.spec();
+        let max_len = max_len.min(spec.n_positions);
+        let size = slots
+            .checked_mul(max_len)
+            .and_then(|n| n.checked_mul(spec.kv_width()))
+            .ok_or_else(|| TillerError::input("the KV cache size overflows"))?;
+        self.k_cache = vec![vec![0.0; size]; spec.n_layer];
+        self.v_cache = vec![vec![0.0; size]; spec.n_layer];
         self.lens = vec![0; slots];
         self.max_len = max_len;
+        if let Some(rope) = spec.rope() {
+            (self.rope_cos, self.rope_sin) = rope.tables(max_len);
+        }
         Ok(())
     }
 
@@ -95,98 +91,124 @@ impl Backend for CpuModel {
     }
 
     async fn step(&mut self, req: &StepRequest) -> Result<StepOutput> {
-        let cfg = self.w.config;
-        let (c, f, v, nh, tm) = (cfg.n_embd, cfg.n_inner, cfg.vocab_size, cfg.n_head, self.max_len);
-        let rows = plan_rows(req, &self.lens, self.max_len, &cfg)?;
-        let r = rows.len();
+        let spec = *self.w.spec();
+        let plan = StepPlan::new(req, &self.lens, self.max_len, &spec)?;
+        let (c, r) = (spec.n_embd, plan.rows.len());
         let tokens: Vec<u32> = req.seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
-        let positions: Vec<u32> = rows.iter().map(|m| m.pos).collect();
-        let w = &self.w;
+        let positions: Vec<u32> = plan.rows.iter().map(|m| m.pos).collect();
+        let dims = self.dims();
         let mut out = StepOutput::default();
 
-        let mut x = vec![0.0f32; r * c]; // (R, C) residual stream
-        ops::embed(&mut x, &tokens, &positions, w.get("wte.weight"), w.get("wpe.weight"), c);
-        let mut ln = vec![0.0f32; r * c]; // (R, C)
-        let mut qkv = vec![0.0f32; r * 3 * c]; // (R, 3C)
-        let mut att = vec![0.0f32; r * c]; // (R, C)
-        let mut sub = vec![0.0f32; r * c]; // (R, C) a sublayer's output
-        let mut fc = vec![0.0f32; r * f]; // (R, F)
-        let capture = |layer: usize, site: Site, act: &[f32], out: &mut StepOutput| {
-            if req.capture == Some((layer, site)) {
-                out.captured = act.to_vec();
+        // [R, width] per slot the program uses
+        let mut acts: HashMap<Slot, Vec<f32>> =
+            Slot::ALL.iter().filter(|s| s.used(&spec)).map(|&s| (s, vec![0.0f32; r * s.width(&spec)])).collect();
+        let wpe = (spec.pos == crate::arch::PosEncoding::Learned).then(|| self.w.get("wpe.weight"));
+        ops::embed(slot_mut(&mut acts, Slot::X), &tokens, &positions, self.w.get("wte.weight"), wpe, c);
+        let block = self.block.clone();
+        for l in 0..spec.n_layer {
+            for op in &block {
+                match *op {
+                    Op::Hook(site) => {
+                        let x = slot_mut(&mut acts, program::site_slot(site));
+                        inject(x, &req.injections, l, site, c);
+                        if req.capture == Some((l, site)) {
+                            out.captured = x.clone();
+                        }
+                        if plan.stop_after == Some((l, site)) {
+                            return Ok(out);
+                        }
+                    }
+                    Op::Norm { src, dst, param } => {
+                        let inp = take(&mut acts, src);
+                        let prefix = format!("h.{l}.{}", param.name());
+                        self.norm(slot_mut(&mut acts, dst), &inp, &prefix);
+                        acts.insert(src, inp);
+                    }
+                    Op::Linear { src, dst, param, gelu } => {
+                        let inp = take(&mut acts, src);
+                        let name = param.name();
+                        let (k, n) = (src.width(&spec), dst.width(&spec));
+                        let o = slot_mut(&mut acts, dst);
+                        ops::matmul(o, &inp, self.w.layer(l, &format!("{name}.weight")), Some(self.w.layer(l, &format!("{name}.bias"))), k, n);
+                        if gelu {
+                            match spec.act {
+                                Activation::GeluErf => ops::gelu_erf(o),
+                                _ => ops::gelu(o),
+                            }
+                        }
+                        acts.insert(src, inp);
+                    }
+                    Op::Rope => {
+                        let d = spec.rope().map_or(0, |r| r.rotary_dim);
+                        ops::rope(slot_mut(&mut acts, Slot::Qkv), &plan.rows, &self.rope_cos, &self.rope_sin, d, dims);
+                    }
+                    Op::KvWrite => {
+                        let qkv = slot_mut(&mut acts, Slot::Qkv);
+                        ops::kv_write(&mut self.k_cache[l], &mut self.v_cache[l], qkv, &plan.rows, dims);
+                    }
+                    Op::Attention => {
+                        let qkv = take(&mut acts, Slot::Qkv);
+                        ops::attention(slot_mut(&mut acts, Slot::Z), &qkv, &self.k_cache[l], &self.v_cache[l], &plan.rows, dims);
+                        acts.insert(Slot::Qkv, qkv);
+                    }
+                    Op::SwiGlu => {
+                        let gate = take(&mut acts, Slot::Gate);
+                        ops::swiglu(slot_mut(&mut acts, Slot::Fc), &gate);
+                        acts.insert(Slot::Gate, gate);
+                    }
+                    Op::Add { dst, src } => {
+                        let y = take(&mut acts, src);
+                        ops::residual_add(slot_mut(&mut acts, dst), &y);
+                        acts.insert(src, y);
+                    }
+                }
             }
-        };
-        for l in 0..cfg.n_layer {
-            Self::inject(&mut x, &req.injections, l, Site::ResidPre, c);
-            capture(l, Site::ResidPre, &x, &mut out);
-            if req.logits == LogitRows::None && req.capture == Some((l, Site::ResidPre)) {
-                return Ok(out);
-            }
-            // x = x + attn(ln_1(x))
-            ops::layernorm(&mut ln, &x, w.layer(l, "ln_1.weight"), w.layer(l, "ln_1.bias"), c);
-            ops::matmul(&mut qkv, &ln, w.layer(l, "attn.c_attn.weight"), Some(w.layer(l, "attn.c_attn.bias")), c, 3 * c);
-            ops::kv_write(&mut self.k_cache[l], &mut self.v_cache[l], &qkv, &rows, c, tm);
-            ops::attention(&mut att, &qkv, &self.k_cache[l], &self.v_cache[l], &rows, c, nh, tm);
-            ops::matmul(&mut sub, &att, w.layer(l, "attn.c_proj.weight"), Some(w.layer(l, "attn.c_proj.bias")), c, c);
-            Self::inject(&mut sub, &req.injections, l, Site::AttnOut, c);
-            capture(l, Site::AttnOut, &sub, &mut out);
-            ops::residual_add(&mut x, &sub);
-            // x = x + mlp(ln_2(x))
-            ops::layernorm(&mut ln, &x, w.layer(l, "ln_2.weight"), w.layer(l, "ln_2.bias"), c);
-            ops::matmul(&mut fc, &ln, w.layer(l, "mlp.c_fc.weight"), Some(w.layer(l, "mlp.c_fc.bias")), c, f);
-            ops::gelu(&mut fc);
-            ops::matmul(&mut sub, &fc, w.layer(l, "mlp.c_proj.weight"), Some(w.layer(l, "mlp.c_proj.bias")), f, c);
-            Self::inject(&mut sub, &req.injections, l, Site::MlpOut, c);
-            capture(l, Site::MlpOut, &sub, &mut out);
-            ops::residual_add(&mut x, &sub);
         }
         for s in &req.seqs {
             self.lens[s.slot] += s.tokens.len();
         }
-        let picked: Vec<f32> = match req.logits {
-            LogitRows::None => return Ok(out),
-            LogitRows::All => x,
-            LogitRows::Last => {
-                let mut end = 0;
-                let mut last = Vec::with_capacity(req.seqs.len() * c);
-                for s in &req.seqs {
-                    end += s.tokens.len();
-                    if s.tokens.is_empty() {
-                        return Err(TillerError::input("a sequence in the step has no tokens".to_string()));
-                    }
-                    last.extend_from_slice(&x[(end - 1) * c..end * c]);
-                }
-                last
-            }
-        };
-        out.logits = self.unembed_rows(&picked, true, v);
+        if plan.logit_rows.is_empty() {
+            return Ok(out);
+        }
+        let x = take(&mut acts, Slot::X);
+        let picked: Vec<f32> = plan.logit_rows.iter().flat_map(|&i| x[i as usize * c..(i as usize + 1) * c].iter().copied()).collect();
+        out.logits = self.unembed_rows(&picked, true);
         Ok(out)
     }
 
     async fn unembed(&mut self, rows: &[f32], apply_ln_f: bool) -> Result<Vec<f32>> {
-        let cfg = self.w.config;
-        if rows.len() % cfg.n_embd != 0 {
+        if rows.len() % self.w.spec().n_embd != 0 {
             return Err(TillerError::input("vectors to unembed must be a multiple of n_embd long".to_string()));
         }
-        Ok(self.unembed_rows(rows, apply_ln_f, cfg.vocab_size))
+        Ok(self.unembed_rows(rows, apply_ln_f))
     }
 }
 
+fn slot_mut(acts: &mut HashMap<Slot, Vec<f32>>, s: Slot) -> &mut Vec<f32> {
+    acts.entry(s).or_default()
+}
+
+fn take(acts: &mut HashMap<Slot, Vec<f32>>, s: Slot) -> Vec<f32> {
+    acts.remove(&s).unwrap_or_default()
+}
+
 impl CpuModel {
-    fn unembed_rows(&self, rows: &[f32], apply_ln_f: bool, v: usize) -> Vec<f32> {
-        let c = self.w.config.n_embd;
+    fn unembed_rows(&self, rows: &[f32], apply_ln_f: bool) -> Vec<f32> {
+        let spec = self.w.spec();
+        let (c, v) = (spec.n_embd, spec.vocab_size);
         let k = rows.len() / c;
         let normed;
         let h = if apply_ln_f {
             let mut buf = vec![0.0f32; rows.len()];
-            ops::layernorm(&mut buf, rows, self.w.get("ln_f.weight"), self.w.get("ln_f.bias"), c);
+            self.norm(&mut buf, rows, "ln_f");
             normed = buf;
             &normed
         } else {
             rows
         };
+        let head = if spec.tied_head { self.w.get("wte.weight") } else { self.w.get("lm_head.weight") };
         let mut logits = vec![0.0f32; k * v]; // (K, V)
-        ops::logits(&mut logits, h, self.w.get("wte.weight"), c, v);
+        ops::logits(&mut logits, h, head, c, v);
         logits
     }
 }

@@ -3,32 +3,43 @@
 //!
 //! Dimension key: R rows (tokens of every sequence in a step, flattened), C channels,
 //! K/N a matmul's input/output width, V vocab, S cache slots, TM cache length per slot,
-//! NH heads, HD head size (C / NH).
+//! NH query heads, NKV key/value heads, HD head size, QKV = (NH + 2·NKV)·HD a fused qkv row,
+//! KV = NKV·HD a cache row, D rotary channels per head.
 //!
 //! `exp` and `tanh` come from `libm`, not the platform, and sums run in a fixed order, so the
 //! reference is bit-identical natively and in wasm (the page's CPU engine): same recipe and
 //! seed, same tokens in the CLI and the page.
 
-use crate::config::LAYER_NORM_EPS;
-
-/// out[r, :] = wte[tokens[r], :] + wpe[positions[r], :]
-pub fn embed(out: &mut [f32], tokens: &[u32], positions: &[u32], wte: &[f32], wpe: &[f32], c: usize) {
+/// out[r, :] = wte[tokens[r], :] + wpe[positions[r], :] (wpe only for learned positions)
+pub fn embed(out: &mut [f32], tokens: &[u32], positions: &[u32], wte: &[f32], wpe: Option<&[f32]>, c: usize) {
     for (r, (&tok, &pos)) in tokens.iter().zip(positions).enumerate() {
         let (t, p) = (tok as usize * c, pos as usize * c);
         for i in 0..c {
-            out[r * c + i] = wte[t + i] + wpe[p + i];
+            out[r * c + i] = wte[t + i] + wpe.map_or(0.0, |w| w[p + i]);
         }
     }
 }
 
-/// out[r, :] = (inp[r, :] - mean) / sqrt(var + 1e-5) * weight + bias, per row of width C.
-pub fn layernorm(out: &mut [f32], inp: &[f32], weight: &[f32], bias: &[f32], c: usize) {
+/// out[r, :] = (inp[r, :] - mean) / sqrt(var + eps) * weight + bias, per row of width C.
+pub fn layernorm(out: &mut [f32], inp: &[f32], weight: &[f32], bias: &[f32], c: usize, eps: f32) {
     for (o, x) in out.chunks_exact_mut(c).zip(inp.chunks_exact(c)) {
         let mean = x.iter().sum::<f32>() / c as f32;
         let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
-        let rstd = 1.0 / (var + LAYER_NORM_EPS).sqrt();
+        let rstd = 1.0 / (var + eps).sqrt();
         for i in 0..c {
             o[i] = (x[i] - mean) * rstd * weight[i] + bias[i];
+        }
+    }
+}
+
+/// out[r, :] = inp[r, :] / sqrt(mean(inp[r, :]²) + eps) * weight, per row of width C (Llama's
+/// `LlamaRMSNorm`: no mean subtracted, no bias).
+pub fn rmsnorm(out: &mut [f32], inp: &[f32], weight: &[f32], c: usize, eps: f32) {
+    for (o, x) in out.chunks_exact_mut(c).zip(inp.chunks_exact(c)) {
+        let ms = x.iter().map(|v| v * v).sum::<f32>() / c as f32;
+        let rstd = 1.0 / (ms + eps).sqrt();
+        for i in 0..c {
+            o[i] = x[i] * rstd * weight[i];
         }
     }
 }
@@ -55,6 +66,65 @@ pub fn gelu(x: &mut [f32]) {
     for v in x.iter_mut() {
         let u = *v;
         *v = 0.5 * u * (1.0 + libm::tanhf(S * (u + 0.044715 * u * u * u)));
+    }
+}
+
+/// PyTorch's exact GELU: 0.5 x (1 + erf(x / sqrt 2)), in place (GPT-NeoX's `gelu`).
+pub fn gelu_erf(x: &mut [f32]) {
+    const R: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    for v in x.iter_mut() {
+        let u = *v;
+        *v = 0.5 * u * (1.0 + libm::erff(u * R));
+    }
+}
+
+/// SwiGLU's product: up[i] = silu(gate[i]) · up[i], silu(g) = g / (1 + exp(−g)).
+pub fn swiglu(up: &mut [f32], gate: &[f32]) {
+    for (u, &g) in up.iter_mut().zip(gate) {
+        *u *= g / (1.0 + libm::expf(-g));
+    }
+}
+
+/// The attention's shapes: NH query heads and NKV key/value heads of HD channels, caches of TM
+/// positions per slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnDims {
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub tm: usize,
+}
+
+impl AttnDims {
+    /// A fused qkv row: q | k | v.
+    pub fn qkv_width(&self) -> usize {
+        (self.n_head + 2 * self.n_kv_head) * self.head_dim
+    }
+    /// A cache row.
+    pub fn kv_width(&self) -> usize {
+        self.n_kv_head * self.head_dim
+    }
+}
+
+/// Rotary embedding of the q and k heads of qkv[R, QKV], in place, at each row's position:
+/// in each head, channel i < D/2 pairs with i + D/2 (Hugging Face's `rotate_half`),
+///     (a, b) → (a cos − b sin, b cos + a sin),  angle = pos · inv_freq[i];
+/// channels D.. of a head pass unchanged (GPT-NeoX's partial rotary). cos, sin: [P, D/2].
+pub fn rope(qkv: &mut [f32], rows: &[RowMeta], cos: &[f32], sin: &[f32], d: usize, dims: AttnDims) {
+    let (hd, half) = (dims.head_dim, d / 2);
+    let heads = dims.n_head + dims.n_kv_head; // q heads then k heads, contiguous
+    let width = dims.qkv_width();
+    for (r, m) in rows.iter().enumerate() {
+        let t = m.pos as usize * half;
+        for h in 0..heads {
+            let v = &mut qkv[r * width + h * hd..r * width + h * hd + d];
+            for i in 0..half {
+                let (a, b) = (v[i], v[i + half]);
+                let (c, s) = (cos[t + i], sin[t + i]);
+                v[i] = a * c - b * s;
+                v[i + half] = b * c + a * s;
+            }
+        }
     }
 }
 
@@ -86,32 +156,35 @@ pub struct RowMeta {
     pub pos: u32,
 }
 
-/// Writes the keys and values of qkv[R, 3C] into the caches k_cache, v_cache [S, TM, C] at
+/// Writes the keys and values of qkv[R, QKV] into the caches k_cache, v_cache [S, TM, KV] at
 /// (slot, pos) of each row.
-pub fn kv_write(k_cache: &mut [f32], v_cache: &mut [f32], qkv: &[f32], rows: &[RowMeta], c: usize, tm: usize) {
+pub fn kv_write(k_cache: &mut [f32], v_cache: &mut [f32], qkv: &[f32], rows: &[RowMeta], dims: AttnDims) {
+    let (kv, q, width) = (dims.kv_width(), dims.n_head * dims.head_dim, dims.qkv_width());
     for (r, m) in rows.iter().enumerate() {
-        let dst = (m.slot as usize * tm + m.pos as usize) * c;
-        let src = r * 3 * c;
-        k_cache[dst..dst + c].copy_from_slice(&qkv[src + c..src + 2 * c]);
-        v_cache[dst..dst + c].copy_from_slice(&qkv[src + 2 * c..src + 3 * c]);
+        let dst = (m.slot as usize * dims.tm + m.pos as usize) * kv;
+        let src = r * width + q;
+        k_cache[dst..dst + kv].copy_from_slice(&qkv[src..src + kv]);
+        v_cache[dst..dst + kv].copy_from_slice(&qkv[src + kv..src + 2 * kv]);
     }
 }
 
-/// Causal attention of each row's query over its slot's cache positions 0..=pos.
-/// out[R, C]: head h occupies channels h*HD..(h+1)*HD. Softmax subtracts the max first.
-#[allow(clippy::too_many_arguments)] // the kernel's operands, named as in the WGSL
-pub fn attention(out: &mut [f32], qkv: &[f32], k_cache: &[f32], v_cache: &[f32], rows: &[RowMeta], c: usize, nh: usize, tm: usize) {
-    let hd = c / nh;
+/// Causal attention of each row's queries over its slot's cache positions 0..=pos.
+/// out[R, NH·HD]: head h occupies channels h·HD..(h+1)·HD and reads key/value head
+/// h / (NH / NKV) (grouped-query attention). Scale 1/sqrt(HD); softmax subtracts the max first.
+pub fn attention(out: &mut [f32], qkv: &[f32], k_cache: &[f32], v_cache: &[f32], rows: &[RowMeta], dims: AttnDims) {
+    let (hd, nh) = (dims.head_dim, dims.n_head);
+    let (kv, width, group) = (dims.kv_width(), dims.qkv_width(), dims.n_head / dims.n_kv_head);
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut scores = vec![0.0f32; tm];
+    let mut scores = vec![0.0f32; dims.tm];
     for (r, m) in rows.iter().enumerate() {
-        let base = m.slot as usize * tm * c;
+        let base = m.slot as usize * dims.tm * kv;
         let len = m.pos as usize + 1;
         for h in 0..nh {
-            let q = &qkv[r * 3 * c + h * hd..r * 3 * c + (h + 1) * hd];
+            let q = &qkv[r * width + h * hd..r * width + (h + 1) * hd];
+            let kh = (h / group) * hd;
             let mut max = f32::NEG_INFINITY;
             for t in 0..len {
-                let k = &k_cache[base + t * c + h * hd..base + t * c + (h + 1) * hd];
+                let k = &k_cache[base + t * kv + kh..base + t * kv + kh + hd];
                 let s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
                 scores[t] = s;
                 max = max.max(s);
@@ -121,11 +194,11 @@ pub fn attention(out: &mut [f32], qkv: &[f32], k_cache: &[f32], v_cache: &[f32],
                 *s = libm::expf(*s - max);
                 sum += *s;
             }
-            let o = &mut out[r * c + h * hd..r * c + (h + 1) * hd];
+            let o = &mut out[r * nh * hd + h * hd..r * nh * hd + (h + 1) * hd];
             o.fill(0.0);
             for t in 0..len {
                 let w = scores[t] / sum;
-                let v = &v_cache[base + t * c + h * hd..base + t * c + (h + 1) * hd];
+                let v = &v_cache[base + t * kv + kh..base + t * kv + kh + hd];
                 for i in 0..hd {
                     o[i] += w * v[i];
                 }
@@ -134,7 +207,7 @@ pub fn attention(out: &mut [f32], qkv: &[f32], k_cache: &[f32], v_cache: &[f32],
     }
 }
 
-/// out[R, V] = inp[R, C] · wte[V, C]ᵀ (the tied LM head).
+/// out[R, V] = inp[R, C] · wte[V, C]ᵀ (the LM head: the tied embedding, or `lm_head`).
 pub fn logits(out: &mut [f32], inp: &[f32], wte: &[f32], c: usize, v: usize) {
     for (o, x) in out.chunks_exact_mut(v).zip(inp.chunks_exact(c)) {
         for j in 0..v {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Site;
-use crate::config::Gpt2Config;
+use crate::arch::ModelSpec;
 use crate::error::{Result, TillerError};
 
 /// One ActAdd term: add `coeff` × (activations of `text`) before block `layer`.
@@ -101,7 +101,13 @@ pub const MAX_COMPARISONS: usize = 16;
 pub struct Recipe {
     pub prompt: String,
     pub terms: Vec<Term>,
+    /// Prepend the tokenizer's BOS to the prompt and the steering texts (the CLI's default is
+    /// what the tokenizer's own post-processor does: on for Llama 3, off for GPT-2).
     pub bos: bool,
+    /// Render the prompt as the user message of the model's chat template (with the generation
+    /// prompt), after `system` when it is not empty. The template writes its own BOS.
+    pub chat: bool,
+    pub system: String,
     pub positions: Positions,
     pub site: Site,
     pub sampling: Sampling,
@@ -118,6 +124,8 @@ impl Default for Recipe {
             prompt: String::new(),
             terms: Vec::new(),
             bos: false,
+            chat: false,
+            system: String::new(),
             positions: Positions::Front,
             site: Site::ResidPre,
             sampling: Sampling::default(),
@@ -131,7 +139,7 @@ impl Default for Recipe {
 
 impl Recipe {
     /// Checks the settings that do not need the tokenizer against a model's shapes.
-    pub fn validate(&self, cfg: &Gpt2Config) -> Result<()> {
+    pub fn validate(&self, cfg: &ModelSpec) -> Result<()> {
         let bad = |m: String| Err(TillerError::recipe(m));
         for t in &self.terms {
             if t.layer >= cfg.n_layer {

@@ -1,7 +1,8 @@
 //! ActAdd steering vectors and where they go (SPEC.md, "ActAdd").
 //!
 //! 1. Each term's text is tokenized (BOS-prefixed when on); terms that share a layer are
-//!    right-padded with the space token 220 to that layer's longest term.
+//!    right-padded to that layer's longest term with the token the tokenizer gives a single
+//!    space (220 for GPT-2 and Llama 3), as the authors' `tokens_right` padding does.
 //! 2. The padded texts run through the unsteered model; the activation at the recipe's site of
 //!    their layer is captured, scaled by the coefficient and summed per layer: a [n, C] tensor.
 //! 3. During generation that tensor is added at positions 0..n of the prompt (mode `front`).
@@ -9,10 +10,9 @@
 //!    coefficient × the activation at the term's own last (unpadded) token.
 
 use crate::backend::{Backend, Injection, LogitRows, SeqStep, Site, StepRequest};
-use crate::config::{EOT_TOKEN, SPACE_TOKEN};
 use crate::error::{Result, TillerError};
 use crate::recipe::{Positions, Recipe, Term};
-use crate::tokenizer::Gpt2Tokenizer;
+use crate::tokenizer::Tokenizer;
 
 /// The steering tensor of one layer.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,8 +31,8 @@ pub struct LayerVector {
 }
 
 /// Tokenizes a text as the recipe does (BOS first when on).
-pub fn encode_with_bos(tok: &Gpt2Tokenizer, text: &str, bos: bool) -> Result<Vec<u32>> {
-    let mut ids = if bos { vec![EOT_TOKEN] } else { Vec::new() };
+pub fn encode_with_bos(tok: &Tokenizer, text: &str, bos: bool) -> Result<Vec<u32>> {
+    let mut ids = if bos { vec![tok.bos_id()?] } else { Vec::new() };
     ids.extend(tok.encode(text)?);
     Ok(ids)
 }
@@ -41,7 +41,7 @@ pub fn encode_with_bos(tok: &Gpt2Tokenizer, text: &str, bos: bool) -> Result<Vec
 pub type PaddedTerm = (f32, Vec<u32>, usize);
 
 /// Terms grouped by layer (ascending), each group with its padded tokens.
-pub fn padded_terms(tok: &Gpt2Tokenizer, terms: &[Term], bos: bool) -> Result<Vec<(usize, Vec<PaddedTerm>)>> {
+pub fn padded_terms(tok: &Tokenizer, terms: &[Term], bos: bool) -> Result<Vec<(usize, Vec<PaddedTerm>)>> {
     let mut layers: Vec<usize> = terms.iter().map(|t| t.layer).collect();
     layers.sort_unstable();
     layers.dedup();
@@ -61,7 +61,7 @@ pub fn padded_terms(tok: &Gpt2Tokenizer, terms: &[Term], bos: bool) -> Result<Ve
             )));
         }
         for g in &mut group {
-            g.1.resize(n, SPACE_TOKEN);
+            g.1.resize(n, tok.pad_id());
         }
         out.push((layer, group));
     }
@@ -69,7 +69,7 @@ pub fn padded_terms(tok: &Gpt2Tokenizer, terms: &[Term], bos: bool) -> Result<Ve
 }
 
 /// Runs each layer's padded terms (as one batch per layer) and builds the steering tensors.
-pub async fn steering_vectors<B: Backend>(backend: &mut B, tok: &Gpt2Tokenizer, terms: &[Term], bos: bool, site: Site) -> Result<Vec<LayerVector>> {
+pub async fn steering_vectors<B: Backend>(backend: &mut B, tok: &Tokenizer, terms: &[Term], bos: bool, site: Site) -> Result<Vec<LayerVector>> {
     let c = backend.config().n_embd;
     let mut out = Vec::new();
     for (layer, group) in padded_terms(tok, terms, bos)? {
@@ -167,9 +167,21 @@ pub fn injections(vectors: &[LayerVector], site: Site, positions: Positions, spa
     out
 }
 
-/// Prompt tokens of a recipe (BOS first when on), checked against the context.
-pub fn prompt_tokens(tok: &Gpt2Tokenizer, recipe: &Recipe, n_positions: usize) -> Result<Vec<u32>> {
-    let ids = encode_with_bos(tok, &recipe.prompt, recipe.bos)?;
+/// The prompt as the model reads it: the chat template rendered around it when chat is on
+/// (the template writes its own BOS), else the raw text.
+pub fn prompt_text(tok: &Tokenizer, recipe: &Recipe) -> Result<String> {
+    if recipe.chat {
+        let system = Some(recipe.system.as_str()).filter(|s| !s.is_empty());
+        tok.render_chat(system, &recipe.prompt)
+    } else {
+        Ok(recipe.prompt.clone())
+    }
+}
+
+/// Prompt tokens of a recipe (BOS first when on; the rendered chat template when chat is on),
+/// checked against the context.
+pub fn prompt_tokens(tok: &Tokenizer, recipe: &Recipe, n_positions: usize) -> Result<Vec<u32>> {
+    let ids = if recipe.chat { tok.encode(&prompt_text(tok, recipe)?)? } else { encode_with_bos(tok, &recipe.prompt, recipe.bos)? };
     if ids.is_empty() {
         return Err(TillerError::recipe("the prompt is empty: type a prompt or turn BOS on".to_string()));
     }

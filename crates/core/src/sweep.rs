@@ -20,7 +20,7 @@ use crate::error::{Result, TillerError};
 use crate::generate::Flow;
 use crate::recipe::{Positions, Term};
 use crate::steer::{self, LayerVector, RowSpan};
-use crate::tokenizer::Gpt2Tokenizer;
+use crate::tokenizer::Tokenizer;
 
 /// A named set of evaluation texts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,7 +148,7 @@ async fn score<B: Backend>(
 /// (each text in its own slot, with its coefficient's injection), up to 128 rows a step.
 pub async fn sweep<B: Backend>(
     backend: &mut B,
-    tok: &Gpt2Tokenizer,
+    tok: &Tokenizer,
     spec: &SweepSpec,
     mut progress: impl FnMut(usize, usize) -> Flow,
 ) -> Result<Vec<SweepRow>> {

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::recipe::Term;
 use crate::sample::top_k_indices;
 use crate::steer;
-use crate::tokenizer::Gpt2Tokenizer;
+use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VocabEntry {
@@ -33,7 +33,7 @@ pub struct LayerVocab {
     pub term_tokens: Vec<Vec<String>>,
 }
 
-fn entries(tok: &Gpt2Tokenizer, scores: &[f32], k: usize, bottom: bool) -> Vec<VocabEntry> {
+fn entries(tok: &Tokenizer, scores: &[f32], k: usize, bottom: bool) -> Vec<VocabEntry> {
     let picked = if bottom {
         let neg: Vec<f32> = scores.iter().map(|s| -s).collect();
         top_k_indices(&neg, k)
@@ -46,7 +46,7 @@ fn entries(tok: &Gpt2Tokenizer, scores: &[f32], k: usize, bottom: bool) -> Vec<V
 /// The decoded vocabulary of every layer that has terms.
 pub async fn decode_vocab<B: Backend>(
     backend: &mut B,
-    tok: &Gpt2Tokenizer,
+    tok: &Tokenizer,
     terms: &[Term],
     bos: bool,
     site: Site,

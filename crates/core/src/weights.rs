@@ -1,16 +1,20 @@
-//! Reading Hugging Face `model.safetensors` for GPT-2, from bytes, in one streaming path that
-//! native code and the browser share.
+//! Reading Hugging Face safetensors checkpoints (one `model.safetensors`, or the shards of a
+//! `model.safetensors.index.json`), from bytes, in one streaming path that native code and the
+//! browser share.
 //!
-//! The header is parsed and every tensor GPT-2 needs is shape-checked before any weight is
-//! read, so a foreign or truncated file fails fast. Tensors are then handed to a
+//! The header is parsed and every tensor the model needs (`arch::weights::file_tensors`) is
+//! shape-checked before any weight is read, so a foreign or truncated file fails fast. Tensors
+//! are then mapped to Tiller's names and layouts (`arch::weights::Mapper`) and handed to a
 //! [`TensorSink`] one at a time, in file order; the loader never holds more than one tensor,
 //! which is what lets gpt2-xl stream from the network to GPU buffers inside wasm32.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use half::{bf16, f16};
 
-use crate::config::Gpt2Config;
+pub use crate::arch::weights::TensorSink;
+use crate::arch::weights::{file_tensors, FileTensor, Mapper};
+use crate::arch::{config as arch_config, ModelSpec};
 use crate::error::{Result, TillerError};
 
 /// safetensors' own upper bound on the JSON header.
@@ -135,6 +139,12 @@ impl SafetensorsHeader {
             let canonical = name.strip_prefix("transformer.").unwrap_or(name).to_string();
             tensors.push(TensorInfo { name: name.clone(), canonical, dtype, dtype_name, shape, start, end });
         }
+        let mut names = HashSet::new();
+        for t in &tensors {
+            if !names.insert(t.canonical.as_str()) {
+                return Err(bad(format!("two tensors are named `{}` (with and without the `transformer.` prefix)", t.canonical)));
+            }
+        }
         tensors.sort_by_key(|t| (t.start, t.end));
         for pair in tensors.windows(2) {
             if pair[1].start < pair[0].end {
@@ -148,31 +158,37 @@ impl SafetensorsHeader {
         self.tensors.iter().find(|t| t.canonical == canonical)
     }
 
-    /// Shapes read off the tensors; n_head is not visible in any shape, so it comes from the
-    /// released checkpoint with that width, or C/64.
-    pub fn infer_config(&self) -> Result<Gpt2Config> {
-        let wte = self.get("wte.weight").ok_or_else(|| TillerError::MissingTensor("wte.weight".into()))?;
+    /// A GPT-2's shapes read off the tensors, for a checkpoint without config.json; n_head is
+    /// not visible in any shape, so it comes from the released checkpoint with that width, or
+    /// C/64.
+    pub fn infer_gpt2(&self) -> Result<ModelSpec> {
+        let Some(wte) = self.get("wte.weight") else {
+            for (name, family) in [("model.embed_tokens.weight", "Llama/Qwen2"), ("gpt_neox.embed_in.weight", "GPT-NeoX")] {
+                if self.get(name).is_some() {
+                    return Err(TillerError::Config(format!(
+                        "config.json is missing: this looks like a {family} checkpoint, whose shapes only its config.json gives; put it beside the weights"
+                    )));
+                }
+            }
+            return Err(TillerError::MissingTensor("wte.weight".into()));
+        };
         let wpe = self.get("wpe.weight").ok_or_else(|| TillerError::MissingTensor("wpe.weight".into()))?;
         if wte.shape.len() != 2 || wpe.shape.len() != 2 {
             return Err(TillerError::Safetensors("wte.weight and wpe.weight must be 2-D".into()));
         }
         let (vocab_size, n_embd) = (wte.shape[0], wte.shape[1]);
-        let n_layer = (0..)
-            .take_while(|i| self.get(&format!("h.{i}.ln_1.weight")).is_some())
-            .count();
+        let n_layer = (0..).take_while(|i| self.get(&format!("h.{i}.ln_1.weight")).is_some()).count();
         let n_head = match n_embd {
             768 => 12,
             1024 => 16,
             1280 => 20,
             1600 => 25,
-            c if c % 64 == 0 => c / 64,
+            c if c % 64 == 0 && c > 0 => c / 64,
             _ => 1,
         };
-        let n_inner = self
-            .get("h.0.mlp.c_fc.weight")
-            .and_then(|t| t.shape.get(1).copied())
-            .unwrap_or(4 * n_embd);
-        Ok(Gpt2Config { n_layer, n_embd, n_head, n_positions: wpe.shape[0], vocab_size, n_inner })
+        let mut spec = ModelSpec::gpt2(n_layer, n_embd, n_head, wpe.shape[0], vocab_size);
+        spec.n_inner = self.get("h.0.mlp.c_fc.weight").and_then(|t| t.shape.get(1).copied()).unwrap_or(4 * n_embd);
+        Ok(spec)
     }
 }
 
@@ -184,32 +200,6 @@ fn dtype_size_any(name: &str) -> u64 {
         "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => 1,
         _ => 0,
     }
-}
-
-/// Every tensor a GPT-2 needs, by canonical name, with its shape.
-pub fn required_tensors(cfg: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
-    let (c, v, p, f) = (cfg.n_embd, cfg.vocab_size, cfg.n_positions, cfg.n_inner);
-    let mut out = vec![("wte.weight".to_string(), vec![v, c]), ("wpe.weight".to_string(), vec![p, c])];
-    for l in 0..cfg.n_layer {
-        let h = |s: &str| format!("h.{l}.{s}");
-        out.extend([
-            (h("ln_1.weight"), vec![c]),
-            (h("ln_1.bias"), vec![c]),
-            (h("attn.c_attn.weight"), vec![c, 3 * c]),
-            (h("attn.c_attn.bias"), vec![3 * c]),
-            (h("attn.c_proj.weight"), vec![c, c]),
-            (h("attn.c_proj.bias"), vec![c]),
-            (h("ln_2.weight"), vec![c]),
-            (h("ln_2.bias"), vec![c]),
-            (h("mlp.c_fc.weight"), vec![c, f]),
-            (h("mlp.c_fc.bias"), vec![f]),
-            (h("mlp.c_proj.weight"), vec![f, c]),
-            (h("mlp.c_proj.bias"), vec![c]),
-        ]);
-    }
-    out.push(("ln_f.weight".to_string(), vec![c]));
-    out.push(("ln_f.bias".to_string(), vec![c]));
-    out
 }
 
 /// A tensor's raw little-endian bytes, as stored.
@@ -233,23 +223,6 @@ impl TensorView<'_> {
             Dtype::BF16 => self.bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         }
     }
-
-    /// IEEE half bits, rounding to nearest from F32 and BF16.
-    pub fn to_f16_bits(&self) -> Vec<u16> {
-        match self.dtype {
-            Dtype::F16 => self.bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect(),
-            _ => self.to_f32().into_iter().map(|x| f16::from_f32(x).to_bits()).collect(),
-        }
-    }
-}
-
-/// Receives a GPT-2's tensors from [`StreamLoader`].
-pub trait TensorSink {
-    /// Called once, after the header is parsed and every needed tensor is shape-checked, before
-    /// any tensor data.
-    fn begin(&mut self, cfg: &Gpt2Config, header: &SafetensorsHeader) -> Result<()>;
-    /// Called once per needed tensor (canonical name), in file order.
-    fn tensor(&mut self, t: TensorView<'_>) -> Result<()>;
 }
 
 enum Phase {
@@ -260,16 +233,25 @@ enum Phase {
     Done,
 }
 
-/// Turns a stream of byte chunks of `model.safetensors` into GPT-2 tensors.
+/// Turns a stream of byte chunks of a checkpoint into Tiller's tensors. One file: `new`, then
+/// `feed` every chunk, then `finish`. Shards: `sharded`, then per shard `start_file`, `feed`
+/// its chunks and `end_file`, then `finish`.
 pub struct StreamLoader {
     config_json: Option<Vec<u8>>,
     file_len: Option<u64>,
     phase: Phase,
     buf: Vec<u8>,
     header: Option<SafetensorsHeader>,
-    /// Indices into `header.tensors` of the tensors to deliver, in file order.
-    wanted: Vec<usize>,
-    config: Option<Gpt2Config>,
+    /// This file's tensors to deliver, in file order: (index into `header.tensors`, index into `needed`).
+    wanted: Vec<(usize, usize)>,
+    spec: Option<ModelSpec>,
+    /// What the model needs from the checkpoint.
+    needed: Vec<FileTensor>,
+    /// Names delivered so far (all files).
+    delivered: HashSet<String>,
+    mapper: Option<Mapper>,
+    /// Shard files expected (sharded loads); None for one file.
+    shards: Option<Vec<String>>,
     received: u64,
 }
 
@@ -284,17 +266,47 @@ impl StreamLoader {
             buf: Vec::new(),
             header: None,
             wanted: Vec::new(),
-            config: None,
+            spec: None,
+            needed: Vec::new(),
+            delivered: HashSet::new(),
+            mapper: None,
+            shards: None,
             received: 0,
         }
     }
 
-    pub fn config(&self) -> Option<&Gpt2Config> {
-        self.config.as_ref()
+    /// A loader for a sharded checkpoint: `index_json` is `model.safetensors.index.json`. The
+    /// configuration must come from config.json. Returns the loader and the shard file names in
+    /// the order to feed them.
+    pub fn sharded(config_json: &[u8], index_json: &[u8]) -> Result<(Self, Vec<String>)> {
+        let shards = shard_files(index_json)?;
+        let mut loader = Self::new(Some(config_json), None);
+        loader.shards = Some(shards.clone());
+        Ok((loader, shards))
     }
 
-    pub fn header(&self) -> Option<&SafetensorsHeader> {
-        self.header.as_ref()
+    /// Starts the next shard (of a loader made by [`StreamLoader::sharded`]).
+    pub fn start_file(&mut self, file_len: Option<u64>) -> Result<()> {
+        if !matches!(self.phase, Phase::Header | Phase::Done) || !self.buf.is_empty() {
+            return Err(TillerError::Safetensors("a shard was started before the previous one ended".into()));
+        }
+        self.file_len = file_len;
+        self.phase = Phase::Header;
+        self.header = None;
+        self.wanted.clear();
+        Ok(())
+    }
+
+    /// Ends a shard: errors if it ended before every tensor it holds arrived.
+    pub fn end_file(&mut self) -> Result<()> {
+        match self.phase {
+            Phase::Done => Ok(()),
+            _ => Err(self.truncated()),
+        }
+    }
+
+    pub fn spec(&self) -> Option<&ModelSpec> {
+        self.spec.as_ref()
     }
 
     pub fn bytes_received(&self) -> u64 {
@@ -335,14 +347,13 @@ impl StreamLoader {
                 }
                 Phase::Body { pos, next } => {
                     let header = self.header.as_ref().expect("header is set before the body phase");
-                    let Some(&idx) = self.wanted.get(next) else {
+                    let Some(&(idx, _)) = self.wanted.get(next) else {
                         self.phase = Phase::Done;
                         self.buf = Vec::new();
                         return Ok(());
                     };
                     let info = &header.tensors[idx];
                     // Drop bytes before the tensor we need next (ignored buffers, padding).
-                    let buffered_end = pos + self.buf.len() as u64;
                     if info.start > pos {
                         let skip = (info.start - pos).min(self.buf.len() as u64) as usize;
                         self.buf.drain(..skip);
@@ -362,9 +373,9 @@ impl StreamLoader {
                     if self.buf.is_empty() && chunk.len() >= need {
                         // Zero-copy: the whole tensor is inside this chunk.
                         let (tensor_bytes, rest) = chunk.split_at(need);
-                        deliver(info, tensor_bytes, sink)?;
+                        self.deliver(next, tensor_bytes, sink)?;
                         chunk = rest;
-                        self.phase = Phase::Body { pos: info.end, next: next + 1 };
+                        self.phase = Phase::Body { pos: info_end(&self.header, idx), next: next + 1 };
                         continue;
                     }
                     let missing = need.saturating_sub(self.buf.len());
@@ -374,24 +385,38 @@ impl StreamLoader {
                     }
                     self.buf.extend_from_slice(&chunk[..take]);
                     chunk = &chunk[take..];
-                    let _ = buffered_end;
                     if self.buf.len() < need {
                         return Ok(());
                     }
                     let rest = self.buf.split_off(need);
-                    deliver(info, &self.buf, sink)?;
-                    self.buf = rest;
-                    self.phase = Phase::Body { pos: info.end, next: next + 1 };
+                    let bytes = std::mem::replace(&mut self.buf, rest);
+                    self.deliver(next, &bytes, sink)?;
+                    self.phase = Phase::Body { pos: info_end(&self.header, idx), next: next + 1 };
                 }
                 Phase::Done => return Ok(()),
             }
         }
     }
 
-    fn start_body(&mut self, header: SafetensorsHeader, sink: &mut dyn TensorSink) -> Result<()> {
-        let inferred = header.infer_config();
-        let cfg = match &self.config_json {
-            Some(json) => Gpt2Config::from_json(json, inferred.as_ref().ok())?,
+    fn deliver(&mut self, next: usize, bytes: &[u8], sink: &mut dyn TensorSink) -> Result<()> {
+        let (Some(header), Some(mapper)) = (&self.header, &mut self.mapper) else {
+            return Err(TillerError::Safetensors("internal: a tensor arrived before the header".into()));
+        };
+        let (idx, need) = self.wanted[next];
+        let info = &header.tensors[idx];
+        let dtype = info.dtype.expect("dtype checked in start_body");
+        let view = TensorView { name: &info.canonical, shape: &info.shape, dtype, bytes };
+        mapper.tensor(&self.needed[need], view, sink)?;
+        self.delivered.insert(self.needed[need].name.clone());
+        Ok(())
+    }
+
+    /// The model's spec, from config.json (the authority) or, for a GPT-2 without one, from
+    /// the first file's tensor shapes.
+    fn resolve_spec(&self, header: &SafetensorsHeader) -> Result<ModelSpec> {
+        let inferred = header.infer_gpt2();
+        match &self.config_json {
+            Some(json) => arch_config::from_json(json, inferred.as_ref().ok()),
             None => {
                 // Without config.json the configuration is the tensors' shapes: a problem with
                 // it is a problem with model.safetensors, not with a config.json there is none of.
@@ -399,82 +424,136 @@ impl StreamLoader {
                 if c.n_layer == 0 {
                     return Err(TillerError::MissingTensor("h.0.ln_1.weight".into()));
                 }
-                c.validate().map_err(|e| match e {
+                arch_config::validate(&c).map_err(|e| match e {
                     TillerError::Config(m) => TillerError::Safetensors(format!("its tensor shapes do not make a usable GPT-2: {m}")),
                     e => e,
                 })?;
-                c
+                Ok(c)
             }
-        };
+        }
+    }
+
+    fn start_body(&mut self, header: SafetensorsHeader, sink: &mut dyn TensorSink) -> Result<()> {
+        if self.spec.is_none() {
+            let spec = self.resolve_spec(&header)?;
+            self.needed = file_tensors(&spec);
+            let mut mapper = Mapper::new(spec);
+            mapper.begin(sink)?;
+            self.mapper = Some(mapper);
+            self.spec = Some(spec);
+        }
+        let index: HashMap<&str, usize> = header.tensors.iter().enumerate().map(|(i, t)| (t.canonical.as_str(), i)).collect();
         let mut wanted = Vec::new();
-        let index: HashMap<&str, usize> =
-            header.tensors.iter().enumerate().map(|(i, t)| (t.canonical.as_str(), i)).collect();
-        for (name, shape) in required_tensors(&cfg) {
-            let &i = index.get(name.as_str()).ok_or_else(|| TillerError::MissingTensor(name.clone()))?;
+        for (n, need) in self.needed.iter().enumerate() {
+            let Some(&i) = index.get(need.name.as_str()) else {
+                if self.shards.is_none() {
+                    return Err(TillerError::MissingTensor(need.name.clone()));
+                }
+                continue;
+            };
             let t = &header.tensors[i];
+            if self.delivered.contains(&need.name) {
+                return Err(TillerError::Safetensors(format!("tensor `{}` appears in two shards", t.name)));
+            }
             if t.dtype.is_none() {
                 return Err(TillerError::UnsupportedDtype { tensor: t.name.clone(), dtype: t.dtype_name.clone() });
             }
-            if t.shape != shape {
-                return Err(TillerError::ShapeMismatch { tensor: t.name.clone(), expected: shape, got: t.shape.clone() });
+            if t.shape != need.shape {
+                return Err(TillerError::ShapeMismatch { tensor: t.name.clone(), expected: need.shape.clone(), got: t.shape.clone() });
             }
-            wanted.push(i);
+            wanted.push((i, n));
         }
-        wanted.sort_by_key(|&i| header.tensors[i].start);
-        sink.begin(&cfg, &header)?;
+        wanted.sort_by_key(|&(i, _)| header.tensors[i].start);
         self.wanted = wanted;
-        self.config = Some(cfg);
         self.header = Some(header);
         Ok(())
     }
 
-    /// Call after the last chunk: errors if the file ended before every tensor arrived.
-    pub fn finish(&self) -> Result<Gpt2Config> {
-        match (&self.phase, &self.header, &self.config) {
-            (Phase::Done, _, Some(cfg)) => Ok(*cfg),
-            (Phase::Header, _, _) => Err(TillerError::Safetensors(format!(
+    fn truncated(&self) -> TillerError {
+        match (&self.phase, &self.header) {
+            (Phase::Header, _) => TillerError::Safetensors(format!(
                 "the file ended after {} bytes, inside its header: it is truncated or not safetensors",
                 self.received
-            ))),
-            (Phase::Body { next, .. }, Some(h), _) => {
-                let name = self.wanted.get(*next).map(|&i| h.tensors[i].name.as_str()).unwrap_or("?");
-                Err(TillerError::Safetensors(format!(
+            )),
+            (Phase::Body { next, .. }, Some(h)) => {
+                let name = self.wanted.get(*next).map(|&(i, _)| h.tensors[i].name.as_str()).unwrap_or("?");
+                TillerError::Safetensors(format!(
                     "the file ended after {} bytes, inside tensor `{name}`: it is truncated (download it again)",
                     self.received
-                )))
+                ))
             }
-            _ => Err(TillerError::Safetensors("the file ended early".into())),
+            _ => TillerError::Safetensors("the file ended early".into()),
         }
+    }
+
+    /// Call after the last chunk (of the last shard): errors if a tensor never arrived.
+    pub fn finish(&self) -> Result<ModelSpec> {
+        if !matches!(self.phase, Phase::Done) {
+            return Err(self.truncated());
+        }
+        let spec = self.spec.ok_or_else(|| TillerError::Safetensors("the file ended early".into()))?;
+        if let Some(missing) = self.needed.iter().find(|t| !self.delivered.contains(&t.name)) {
+            return Err(TillerError::MissingTensor(missing.name.clone()));
+        }
+        Ok(spec)
     }
 }
 
-fn deliver(info: &TensorInfo, bytes: &[u8], sink: &mut dyn TensorSink) -> Result<()> {
-    let dtype = info.dtype.expect("dtype checked in start_body");
-    sink.tensor(TensorView { name: &info.canonical, shape: &info.shape, dtype, bytes })
+fn info_end(header: &Option<SafetensorsHeader>, idx: usize) -> u64 {
+    header.as_ref().map_or(0, |h| h.tensors[idx].end)
+}
+
+/// The shard files of `model.safetensors.index.json`, in first-mention order.
+pub fn shard_files(index_json: &[u8]) -> Result<Vec<String>> {
+    let bad = |m: String| TillerError::Safetensors(format!("model.safetensors.index.json: {m}"));
+    let value: serde_json::Value = serde_json::from_slice(index_json).map_err(|e| bad(format!("it is not valid JSON ({e})")))?;
+    let map = value.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| bad("it has no `weight_map` object".into()))?;
+    let mut files: Vec<String> = Vec::new();
+    for (name, file) in map {
+        let file = file.as_str().ok_or_else(|| bad(format!("the file of `{name}` is not a string")))?;
+        if file.is_empty() || file.contains('/') || file.contains('\\') || file.starts_with('.') || !file.ends_with(".safetensors") {
+            return Err(bad(format!("`{file}` is not a shard file name (like model-00001-of-00002.safetensors)")));
+        }
+        if !files.iter().any(|f| f == file) {
+            files.push(file.to_string());
+        }
+    }
+    if files.is_empty() {
+        return Err(bad("its weight_map is empty".into()));
+    }
+    if files.len() > 1000 {
+        return Err(bad(format!("it names {} shards; at most 1000 are accepted", files.len())));
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// Loads a whole file held in memory through the streaming path.
-pub fn load_from_bytes(bytes: &[u8], config_json: Option<&[u8]>, sink: &mut dyn TensorSink) -> Result<Gpt2Config> {
+pub fn load_from_bytes(bytes: &[u8], config_json: Option<&[u8]>, sink: &mut dyn TensorSink) -> Result<ModelSpec> {
     let mut loader = StreamLoader::new(config_json, Some(bytes.len() as u64));
     loader.feed(bytes, sink)?;
     loader.finish()
 }
 
-/// GPT-2 weights in f32 for the CPU reference, by canonical name.
+/// A model's weights in f32 for the CPU reference, by Tiller's names (`arch::weights`).
 #[derive(Debug, Clone)]
-pub struct Gpt2Weights {
-    pub config: Gpt2Config,
-    pub tensors: HashMap<String, Vec<f32>>,
+pub struct CpuWeights {
+    spec: ModelSpec,
+    tensors: HashMap<String, Vec<f32>>,
 }
 
-impl Gpt2Weights {
+impl CpuWeights {
     pub fn from_bytes(safetensors: &[u8], config_json: Option<&[u8]>) -> Result<Self> {
         let mut sink = F32Sink::default();
-        let config = load_from_bytes(safetensors, config_json, &mut sink)?;
-        Ok(Self { config, tensors: sink.tensors })
+        load_from_bytes(safetensors, config_json, &mut sink)?;
+        sink.into_weights()
     }
 
-    /// A tensor by canonical name; every required tensor is present after loading.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// A tensor by Tiller's name; every tensor the spec needs is present (checked when built).
     pub fn get(&self, name: &str) -> &[f32] {
         self.tensors.get(name).map(Vec::as_slice).unwrap_or_else(|| panic!("tensor {name} was checked at load"))
     }
@@ -482,15 +561,56 @@ impl Gpt2Weights {
     pub fn layer(&self, l: usize, name: &str) -> &[f32] {
         self.get(&format!("h.{l}.{name}"))
     }
+
+    /// Every tensor, by Tiller's name.
+    pub fn tensors(&self) -> &HashMap<String, Vec<f32>> {
+        &self.tensors
+    }
 }
 
+/// Keeps every tensor as f32 (the CPU reference's store), optionally refusing a model larger
+/// than a budget of elements.
 #[derive(Default)]
-struct F32Sink {
+pub struct F32Sink {
+    spec: Option<ModelSpec>,
     tensors: HashMap<String, Vec<f32>>,
+    /// Most elements to keep (None: no limit).
+    pub max_elements: Option<u64>,
+}
+
+impl F32Sink {
+    /// A sink that refuses models of more than `max` parameters.
+    pub fn with_limit(max: u64) -> Self {
+        Self { max_elements: Some(max), ..Self::default() }
+    }
+
+    /// Checks that every tensor the spec needs arrived with its shape.
+    pub fn into_weights(self) -> Result<CpuWeights> {
+        let spec = self.spec.ok_or_else(|| TillerError::Safetensors("no weights were loaded".into()))?;
+        for (name, shape) in crate::arch::weights::engine_tensors(&spec) {
+            match self.tensors.get(&name) {
+                Some(t) if t.len() == shape.iter().product::<usize>() => {}
+                Some(t) => return Err(TillerError::ShapeMismatch { tensor: name, expected: shape, got: vec![t.len()] }),
+                None => return Err(TillerError::MissingTensor(name)),
+            }
+        }
+        Ok(CpuWeights { spec, tensors: self.tensors })
+    }
 }
 
 impl TensorSink for F32Sink {
-    fn begin(&mut self, _cfg: &Gpt2Config, _header: &SafetensorsHeader) -> Result<()> {
+    fn begin(&mut self, spec: &ModelSpec) -> Result<()> {
+        if let Some(max) = self.max_elements {
+            let n = spec.parameter_count();
+            if n > max {
+                return Err(TillerError::input(format!(
+                    "this model has {:.0} million parameters; the CPU engine here takes at most {:.0} million (use WebGPU, or a smaller model)",
+                    n as f64 / 1e6,
+                    max as f64 / 1e6
+                )));
+            }
+        }
+        self.spec = Some(*spec);
         Ok(())
     }
     fn tensor(&mut self, t: TensorView<'_>) -> Result<()> {

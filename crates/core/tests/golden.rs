@@ -1,17 +1,21 @@
-//! The CPU reference against the golden values dumped from Hugging Face transformers.
+//! The CPU reference against the golden values dumped from Hugging Face transformers, for
+//! every family (GPT-2, Llama, Qwen2, GPT-NeoX).
 
 use pollster::block_on;
 use tiller_core::generate::{generate, Flow};
-use tiller_core::golden::{check_close, check_top, load_fixture, Fixture, PositionGolden, MODELS};
+use tiller_core::golden::{check_close, check_top, load_fixture, Fixture, PositionGolden, SteeredGolden, MODELS};
 use tiller_core::sample::top_k_indices;
 use tiller_core::steer::{self, RowSpan};
-use tiller_core::{Backend, CpuModel, Gpt2Tokenizer, Gpt2Weights, LogitRows, Positions, Recipe, Sampling, SeqStep, Site, StepRequest, Term};
+use tiller_core::{Backend, CpuModel, LogitRows, Positions, Recipe, Sampling, SeqStep, Site, StepRequest, Term, Tokenizer};
 
 const ATOL: f32 = 1e-4;
 
-fn model(f: &Fixture) -> (CpuModel, Gpt2Tokenizer) {
-    let w = Gpt2Weights::from_bytes(&f.safetensors, f.config_json.as_deref()).expect("fixture loads");
-    (CpuModel::new(w), Gpt2Tokenizer::from_bytes(&f.tokenizer_json).expect("tokenizer loads"))
+fn model(f: &Fixture) -> (CpuModel, Tokenizer) {
+    f.cpu_model()
+}
+
+fn site(s: &SteeredGolden) -> Site {
+    Site::parse(&s.site).expect("a known site")
 }
 
 fn check_positions(what: &str, logits: &[f32], v: usize, golden: &[PositionGolden], probe_ids: &[u32]) {
@@ -84,24 +88,27 @@ fn residual_stream_before_each_block_matches_hidden_states() {
     }
 }
 
-/// Prompt then one token at a time through the KV cache equals the full pass.
+/// Prompt then one token at a time through the KV cache equals the full pass (rotary
+/// positions included).
 #[test]
 fn kv_cache_decode_matches_full_pass() {
-    let f = load_fixture("tiny-gpt2");
-    let (mut m, _) = model(&f);
-    let v = m.config().vocab_size;
-    let tokens = &f.golden.prompts[3].tokens; // "I went up to my friend and said", BOS
-    let full = full_logits(&mut m, tokens, vec![]);
-    m.reset(1, tokens.len()).unwrap();
-    let split = 3;
-    let step = |m: &mut CpuModel, t: &[u32]| {
-        let req = StepRequest { seqs: vec![SeqStep { slot: 0, tokens: t.to_vec() }], injections: vec![], capture: None, logits: LogitRows::Last };
-        block_on(m.step(&req)).unwrap().logits
-    };
-    step(&mut m, &tokens[..split]);
-    for (i, &t) in tokens.iter().enumerate().skip(split) {
-        let got = step(&mut m, &[t]);
-        check_close(&format!("decode pos {i}"), &got, &full[i * v..(i + 1) * v], 1e-4, 1e-5).unwrap();
+    for name in MODELS {
+        let f = load_fixture(name);
+        let (mut m, _) = model(&f);
+        let v = m.config().vocab_size;
+        let tokens = &f.golden.prompts[3].tokens; // "I went up to my friend and said", BOS
+        let full = full_logits(&mut m, tokens, vec![]);
+        m.reset(1, tokens.len()).unwrap();
+        let split = 3;
+        let step = |m: &mut CpuModel, t: &[u32]| {
+            let req = StepRequest { seqs: vec![SeqStep { slot: 0, tokens: t.to_vec() }], injections: vec![], capture: None, logits: LogitRows::Last };
+            block_on(m.step(&req)).unwrap().logits
+        };
+        step(&mut m, &tokens[..split]);
+        for (i, &t) in tokens.iter().enumerate().skip(split) {
+            let got = step(&mut m, &[t]);
+            check_close(&format!("{name} decode pos {i}"), &got, &full[i * v..(i + 1) * v], 1e-4, 1e-5).unwrap();
+        }
     }
 }
 
@@ -112,12 +119,12 @@ fn steering_vectors_match_hugging_face() {
         let (mut m, tok) = model(&f);
         for s in &f.golden.steered {
             let terms: Vec<Term> = s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone() }).collect();
-            let got = block_on(steer::steering_vectors(&mut m, &tok, &terms, s.bos, Site::ResidPre)).unwrap();
+            let got = block_on(steer::steering_vectors(&mut m, &tok, &terms, s.bos, site(s))).unwrap();
             assert_eq!(got.len(), s.vectors.len());
             for (g, w) in got.iter().zip(&s.vectors) {
                 assert_eq!(g.layer, w.layer);
                 let want: Vec<f32> = w.rows.iter().flatten().copied().collect();
-                check_close(&format!("{name} {:?} layer {}", s.prompt, g.layer), &g.rows, &want, 1e-3, 1e-4).unwrap();
+                check_close(&format!("{name} {:?} {} layer {}", s.prompt, s.site, g.layer), &g.rows, &want, 1e-3, 1e-4).unwrap();
             }
         }
     }
@@ -131,11 +138,11 @@ fn steered_logits_match_hugging_face() {
         let v = m.config().vocab_size;
         for s in &f.golden.steered {
             let terms: Vec<Term> = s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone() }).collect();
-            let vectors = block_on(steer::steering_vectors(&mut m, &tok, &terms, s.bos, Site::ResidPre)).unwrap();
+            let vectors = block_on(steer::steering_vectors(&mut m, &tok, &terms, s.bos, site(s))).unwrap();
             let spans = [RowSpan { start: 0, len: s.tokens.len(), steered: true }];
-            let inj = steer::injections(&vectors, Site::ResidPre, Positions::Front, &spans);
+            let inj = steer::injections(&vectors, site(s), Positions::Front, &spans);
             let logits = full_logits(&mut m, &s.tokens, inj);
-            check_positions(&format!("{name} steered {:?}", s.prompt), &logits, v, &s.positions, &f.golden.probe_ids);
+            check_positions(&format!("{name} steered {:?} at {}", s.prompt, s.site), &logits, v, &s.positions, &f.golden.probe_ids);
         }
     }
 }
@@ -145,6 +152,7 @@ fn greedy_recipe(prompt: &str, bos: bool, terms: Vec<Term>, max: usize) -> Recip
         prompt: prompt.to_string(),
         terms,
         bos,
+        site: Site::ResidPre,
         sampling: Sampling { greedy: true, freq_penalty: 0.0, ..Sampling::default() },
         n: 1,
         max_new_tokens: max,
@@ -164,10 +172,50 @@ fn greedy_continuations_match_hugging_face() {
         }
         for s in &f.golden.steered {
             let terms = s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone() }).collect();
-            let r = greedy_recipe(&s.prompt, s.bos, terms, s.greedy.len());
+            let r = Recipe { site: site(s), ..greedy_recipe(&s.prompt, s.bos, terms, s.greedy.len()) };
             let g = block_on(generate(&mut m, &tok, &r, |_| Flow::Continue)).unwrap();
             assert_eq!(g.steered[0].tokens, s.greedy, "{name} steered {:?}", s.prompt);
             assert_eq!(g.unsteered[0].tokens, s.greedy_unsteered, "{name} unsteered {:?}", s.prompt);
+        }
+    }
+}
+
+/// BOS and padding come from the tokenizer (Llama 3: `<|begin_of_text|>` 128000, padding 220).
+#[test]
+fn bos_and_padding_tokens_match_the_fixture() {
+    for name in MODELS {
+        let f = load_fixture(name);
+        let (m, tok) = model(&f);
+        if let Some(bos) = f.golden.bos_id {
+            assert_eq!(tok.bos_id().unwrap(), bos, "{name}: BOS");
+        }
+        if let Some(pad) = f.golden.pad_id {
+            assert_eq!(tok.pad_id(), pad, "{name}: padding");
+        }
+        let _ = m;
+    }
+}
+
+/// The chat template renders as `apply_chat_template(..., add_generation_prompt=True)` does, and
+/// greedy decoding from it matches.
+#[test]
+fn chat_template_matches_hugging_face() {
+    for name in MODELS {
+        let f = load_fixture(name);
+        if f.golden.chat.is_empty() {
+            continue;
+        }
+        let (mut m, tok) = model(&f);
+        for c in &f.golden.chat {
+            let recipe = Recipe {
+                chat: true,
+                system: c.system.clone().unwrap_or_default(),
+                ..greedy_recipe(&c.prompt, false, vec![], c.greedy.len())
+            };
+            assert_eq!(steer::prompt_text(&tok, &recipe).unwrap(), c.text, "{name}: rendered {:?}", c.prompt);
+            assert_eq!(steer::prompt_tokens(&tok, &recipe, 4096).unwrap(), c.tokens, "{name}: tokens of {:?}", c.prompt);
+            let g = block_on(generate(&mut m, &tok, &recipe, |_| Flow::Continue)).unwrap();
+            assert_eq!(g.unsteered[0].tokens, c.greedy, "{name}: greedy after {:?}", c.prompt);
         }
     }
 }

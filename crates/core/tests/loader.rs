@@ -5,11 +5,19 @@
 use half::{bf16, f16};
 use serde_json::{json, Value};
 use tiller_core::golden::load_fixture;
-use tiller_core::weights::{load_from_bytes, required_tensors, write_safetensors, Dtype, SafetensorsHeader, StreamLoader, TensorSink, TensorView};
-use tiller_core::{Gpt2Config, Gpt2Weights, TillerError};
+use tiller_core::arch::weights::file_tensors;
+use tiller_core::weights::{load_from_bytes, write_safetensors, Dtype, StreamLoader, TensorSink, TensorView};
+use tiller_core::{ModelSpec, CpuWeights, TillerError};
 
 /// A small GPT-2 (C = 8, so one head when inferred without config.json).
-const CFG: Gpt2Config = Gpt2Config { n_layer: 2, n_embd: 8, n_head: 1, n_positions: 16, vocab_size: 40, n_inner: 32 };
+fn cfg() -> ModelSpec {
+    ModelSpec::gpt2(2, 8, 1, 16, 40)
+}
+
+/// Every tensor a GPT-2 file holds, by name, with its shape.
+fn required_tensors(cfg: &ModelSpec) -> Vec<(String, Vec<usize>)> {
+    file_tensors(cfg).into_iter().map(|t| (t.name, t.shape)).collect()
+}
 
 /// xorshift64*: seeded data without a dependency.
 struct Rng(u64);
@@ -35,7 +43,7 @@ impl Rng {
 /// The small model's tensors in f32, by canonical name, in `required_tensors` order.
 fn tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut rng = Rng::new(7);
-    required_tensors(&CFG)
+    required_tensors(&cfg())
         .into_iter()
         .map(|(name, shape)| {
             let n = shape.iter().product();
@@ -79,8 +87,8 @@ fn append(header: &mut serde_json::Map<String, Value>, data: &mut Vec<u8>, name:
     header.insert(name.to_string(), json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}));
 }
 
-fn load(bytes: &[u8]) -> Result<Gpt2Weights, TillerError> {
-    Gpt2Weights::from_bytes(bytes, None)
+fn load(bytes: &[u8]) -> Result<CpuWeights, TillerError> {
+    CpuWeights::from_bytes(bytes, None)
 }
 
 fn err(what: &str, bytes: &[u8]) -> TillerError {
@@ -93,13 +101,13 @@ fn err(what: &str, bytes: &[u8]) -> TillerError {
 /// Records what a sink is handed.
 #[derive(Default, PartialEq, Debug)]
 struct Recorder {
-    cfg: Option<Gpt2Config>,
+    cfg: Option<ModelSpec>,
     begins: usize,
     tensors: Vec<(String, Vec<usize>, Dtype, Vec<u8>)>,
 }
 
 impl TensorSink for Recorder {
-    fn begin(&mut self, cfg: &Gpt2Config, _header: &SafetensorsHeader) -> tiller_core::Result<()> {
+    fn begin(&mut self, cfg: &ModelSpec) -> tiller_core::Result<()> {
         self.cfg = Some(*cfg);
         self.begins += 1;
         Ok(())
@@ -114,7 +122,7 @@ impl TensorSink for Recorder {
 #[test]
 fn the_small_model_loads() {
     let w = load(&file(Dtype::F32, "")).unwrap();
-    assert_eq!(w.config, CFG);
+    assert_eq!(*w.spec(), cfg());
     for (name, _, v) in tensors() {
         assert_eq!(w.get(&name), v.as_slice(), "{name}");
     }
@@ -248,7 +256,7 @@ fn dtypes_give_the_same_weights_within_precision() {
     let want = tensors();
     for (dtype, tol) in [(Dtype::F32, 0.0f32), (Dtype::F16, 1.0 / 1024.0), (Dtype::BF16, 1.0 / 128.0)] {
         let w = load(&file(dtype, "")).unwrap();
-        assert_eq!(w.config, CFG, "{dtype:?}");
+        assert_eq!(*w.spec(), cfg(), "{dtype:?}");
         for (name, _, v) in &want {
             let got = w.get(name);
             assert_eq!(got.len(), v.len());
@@ -259,31 +267,31 @@ fn dtypes_give_the_same_weights_within_precision() {
         }
     }
     // The golden fixtures: F16 and F32 files load to the same kind of model.
-    let f16m = Gpt2Weights::from_bytes(&load_fixture("tiny-gpt2").safetensors, None).unwrap();
-    let f32m = Gpt2Weights::from_bytes(&load_fixture("tiny-gpt2-f32").safetensors, None).unwrap();
-    assert_eq!((f16m.config.n_layer, f32m.config.n_layer), (4, 3));
-    assert_eq!(f16m.config.n_embd, f32m.config.n_embd);
+    let f16m = CpuWeights::from_bytes(&load_fixture("tiny-gpt2").safetensors, None).unwrap();
+    let f32m = CpuWeights::from_bytes(&load_fixture("tiny-gpt2-f32").safetensors, None).unwrap();
+    assert_eq!((f16m.spec().n_layer, f32m.spec().n_layer), (4, 3));
+    assert_eq!(f16m.spec().n_embd, f32m.spec().n_embd);
 }
 
 #[test]
 fn extra_attn_bias_is_ignored_and_prefix_is_stripped() {
     let plain = load(&file(Dtype::F16, "")).unwrap();
     let (mut header, mut data) = split(&file(Dtype::F16, ""));
-    for l in 0..CFG.n_layer {
+    for l in 0..cfg().n_layer {
         append(&mut header, &mut data, &format!("h.{l}.attn.bias"), "F32", &[1, 1, 16, 16], &[0u8; 16 * 16 * 4]);
         append(&mut header, &mut data, &format!("h.{l}.attn.masked_bias"), "F32", &[], &[0u8; 4]);
     }
     header.insert("__metadata__".into(), json!({"format": "pt"}));
     let extra = load(&join(&header, &data)).unwrap();
-    assert_eq!(extra.tensors, plain.tensors);
-    assert!(!extra.tensors.contains_key("h.0.attn.bias"));
+    assert_eq!(extra.tensors(), plain.tensors());
+    assert!(!extra.tensors().contains_key("h.0.attn.bias"));
     let prefixed = load(&file(Dtype::F16, "transformer.")).unwrap();
-    assert_eq!(prefixed.config, plain.config);
-    assert_eq!(prefixed.tensors, plain.tensors, "`transformer.` names load as the plain ones");
+    assert_eq!(prefixed.spec(), plain.spec());
+    assert_eq!(prefixed.tensors(), plain.tensors(), "`transformer.` names load as the plain ones");
     // Fixture with the prefix (tiny-gpt2-f32) has only canonical names after loading.
-    let f = Gpt2Weights::from_bytes(&load_fixture("tiny-gpt2-f32").safetensors, None).unwrap();
-    assert!(f.tensors.keys().all(|k| !k.starts_with("transformer.")));
-    assert!(f.tensors.contains_key("wte.weight"));
+    let f = CpuWeights::from_bytes(&load_fixture("tiny-gpt2-f32").safetensors, None).unwrap();
+    assert!(f.tensors().keys().all(|k| !k.starts_with("transformer.")));
+    assert!(f.tensors().contains_key("wte.weight"));
 }
 
 #[test]
@@ -329,7 +337,7 @@ fn without_config_json_shape_problems_are_about_the_weights() {
     let e = err("no blocks", &join(&header, &data));
     assert_eq!(e, TillerError::MissingTensor("h.0.ln_1.weight".into()));
     // An odd width inferred from wte: a malformed-weights error, not a config.json one.
-    let odd = Gpt2Config { n_embd: 7, n_inner: 28, ..CFG };
+    let odd = ModelSpec { n_embd: 7, n_inner: 28, ..cfg() };
     let t: Vec<_> = required_tensors(&odd)
         .into_iter()
         .map(|(n, s)| {
@@ -341,11 +349,14 @@ fn without_config_json_shape_problems_are_about_the_weights() {
     assert!(matches!(e, TillerError::Safetensors(_)), "{e:?}");
     assert!(!e.to_string().contains("config.json is invalid") && e.to_string().contains("must be even"), "{e}");
     // With a config.json, its own problems are reported as such.
-    let e = Gpt2Weights::from_bytes(&file(Dtype::F32, ""), Some(b"{\"model_type\": \"llama\"}")).unwrap_err();
-    assert!(matches!(e, TillerError::Config(_)) && e.to_string().contains("model_type is `llama`"), "{e}");
-    let e = Gpt2Weights::from_bytes(&file(Dtype::F32, ""), Some(b"not json")).unwrap_err();
+    let e = CpuWeights::from_bytes(&file(Dtype::F32, ""), Some(b"{\"model_type\": \"mamba\"}")).unwrap_err();
+    assert!(matches!(e, TillerError::Config(_)) && e.to_string().contains("model_type is `mamba`"), "{e}");
+    assert!(e.to_string().contains("gpt2, llama, qwen2 and gpt_neox"), "{e}");
+    let e = CpuWeights::from_bytes(&file(Dtype::F32, ""), Some(b"{\"model_type\": \"llama\"}")).unwrap_err();
+    assert!(matches!(e, TillerError::Config(_)) && e.to_string().contains("hidden_size"), "{e}");
+    let e = CpuWeights::from_bytes(&file(Dtype::F32, ""), Some(b"not json")).unwrap_err();
     assert!(matches!(e, TillerError::Config(_)), "{e:?}");
     // config.json fields the file lacks come from the shapes.
-    let w = Gpt2Weights::from_bytes(&file(Dtype::F32, ""), Some(b"{\"n_head\": 2}")).unwrap();
-    assert_eq!(w.config, Gpt2Config { n_head: 2, ..CFG });
+    let w = CpuWeights::from_bytes(&file(Dtype::F32, ""), Some(b"{\"n_head\": 2}")).unwrap();
+    assert_eq!(*w.spec(), ModelSpec::gpt2(2, 8, 2, 16, 40));
 }

@@ -2,23 +2,25 @@
 //! BOS-prefixed, the prompt-length check, and seeded sampling.
 
 use pollster::block_on;
-use tiller_core::config::{EOT_TOKEN, SPACE_TOKEN};
+/// GPT-2 tokenizer facts: `<|endoftext|>` (its BOS) and the single token of " " (ActAdd's padding).
+const EOT_TOKEN: u32 = 50256;
+const SPACE_TOKEN: u32 = 220;
 use tiller_core::generate::{generate, Flow, Generation};
-use tiller_core::golden::{load_fixture, MODELS};
+use tiller_core::golden::{load_fixture, GPT2_MODELS};
 use tiller_core::steer::{self, LayerVector, RowSpan};
-use tiller_core::{Backend, CpuModel, Gpt2Tokenizer, Gpt2Weights, LogitRows, Positions, Recipe, Sampling, SeqStep, Site, StepRequest, Term, TillerError};
+use tiller_core::{Backend, CpuModel, Tokenizer, CpuWeights, LogitRows, Positions, Recipe, Sampling, SeqStep, Site, StepRequest, Term, TillerError};
 
-fn model(name: &str) -> (CpuModel, Gpt2Tokenizer) {
+fn model(name: &str) -> (CpuModel, Tokenizer) {
     let f = load_fixture(name);
-    let w = Gpt2Weights::from_bytes(&f.safetensors, f.config_json.as_deref()).expect("fixture loads");
-    (CpuModel::new(w), Gpt2Tokenizer::from_bytes(&f.tokenizer_json).expect("tokenizer loads"))
+    let w = CpuWeights::from_bytes(&f.safetensors, f.config_json.as_deref()).expect("fixture loads");
+    (CpuModel::new(w), Tokenizer::from_bytes(&f.tokenizer_json).expect("tokenizer loads"))
 }
 
 fn term(layer: usize, coeff: f32, text: &str) -> Term {
     Term { layer, coeff, text: text.to_string() }
 }
 
-fn vectors(m: &mut CpuModel, tok: &Gpt2Tokenizer, terms: &[Term], bos: bool) -> Vec<LayerVector> {
+fn vectors(m: &mut CpuModel, tok: &Tokenizer, terms: &[Term], bos: bool) -> Vec<LayerVector> {
     block_on(steer::steering_vectors(m, tok, terms, bos, Site::ResidPre)).unwrap()
 }
 
@@ -37,7 +39,7 @@ fn steered_logits(m: &mut CpuModel, tokens: &[u32], vectors: &[LayerVector]) -> 
 
 #[test]
 fn coefficient_zero_is_the_unsteered_model_exactly() {
-    for name in MODELS {
+    for name in GPT2_MODELS {
         let (mut m, tok) = model(name);
         let prompt = steer::encode_with_bos(&tok, "I went up to my friend and said", true).unwrap();
         let plain = steered_logits(&mut m, &prompt, &[]);
@@ -54,7 +56,7 @@ fn coefficient_zero_is_the_unsteered_model_exactly() {
 
 #[test]
 fn plus_and_minus_the_same_text_cancel() {
-    for name in MODELS {
+    for name in GPT2_MODELS {
         let (mut m, tok) = model(name);
         let prompt = steer::encode_with_bos(&tok, "Dragons are large and", false).unwrap();
         let plain = steered_logits(&mut m, &prompt, &[]);
@@ -142,7 +144,7 @@ fn bos_prepends_the_end_of_text_token() {
     assert!(steer::prompt_tokens(&tok, &recipe, 128).unwrap_err().to_string().contains("the prompt is empty"));
 }
 
-fn sampled(m: &mut CpuModel, tok: &Gpt2Tokenizer, prompt: &str, terms: Vec<Term>, seed: u64) -> Generation {
+fn sampled(m: &mut CpuModel, tok: &Tokenizer, prompt: &str, terms: Vec<Term>, seed: u64) -> Generation {
     let recipe = Recipe {
         prompt: prompt.into(),
         terms,

@@ -5,12 +5,12 @@ use tiller_core::generate::Flow;
 use tiller_core::golden::load_fixture;
 use tiller_core::steer::{self, RowSpan};
 use tiller_core::sweep::{sweep, to_csv, EvalSet, SweepRow, SweepSpec};
-use tiller_core::{Backend, CpuModel, Gpt2Tokenizer, Gpt2Weights, LogitRows, Positions, SeqStep, Site, StepRequest, Term, TillerError};
+use tiller_core::{Backend, CpuModel, Tokenizer, CpuWeights, LogitRows, Positions, SeqStep, Site, StepRequest, Term, TillerError};
 
-fn model(name: &str) -> (CpuModel, Gpt2Tokenizer) {
+fn model(name: &str) -> (CpuModel, Tokenizer) {
     let f = load_fixture(name);
-    let w = Gpt2Weights::from_bytes(&f.safetensors, f.config_json.as_deref()).expect("fixture loads");
-    (CpuModel::new(w), Gpt2Tokenizer::from_bytes(&f.tokenizer_json).expect("tokenizer loads"))
+    let w = CpuWeights::from_bytes(&f.safetensors, f.config_json.as_deref()).expect("fixture loads");
+    (CpuModel::new(w), Tokenizer::from_bytes(&f.tokenizer_json).expect("tokenizer loads"))
 }
 
 fn terms() -> Vec<Term> {
@@ -38,12 +38,12 @@ fn spec(layers: Vec<usize>, coeffs: Vec<f32>, bos: bool) -> SweepSpec {
     SweepSpec { terms: terms(), bos, site: Site::ResidPre, layers, coeffs, sets: sets() }
 }
 
-fn run(m: &mut CpuModel, tok: &Gpt2Tokenizer, s: &SweepSpec) -> Vec<SweepRow> {
+fn run(m: &mut CpuModel, tok: &Tokenizer, s: &SweepSpec) -> Vec<SweepRow> {
     block_on(sweep(m, tok, s, |_, _| Flow::Continue)).unwrap()
 }
 
 /// Logits at every position of one text, run alone, with `terms` (coefficients × k) ActAdd'ed.
-fn logits(m: &mut CpuModel, tok: &Gpt2Tokenizer, tokens: &[u32], layer: usize, k: f32, bos: bool) -> Vec<f32> {
+fn logits(m: &mut CpuModel, tok: &Tokenizer, tokens: &[u32], layer: usize, k: f32, bos: bool) -> Vec<f32> {
     let terms: Vec<Term> = terms().into_iter().map(|t| Term { layer, coeff: t.coeff * k, ..t }).collect();
     let vectors = block_on(steer::steering_vectors(m, tok, &terms, bos, Site::ResidPre)).unwrap();
     m.reset(1, tokens.len()).unwrap();
@@ -64,7 +64,7 @@ fn log_softmax(row: &[f32]) -> Vec<f64> {
 }
 
 /// (ppl ratio, KL, loss steered, loss unsteered, predictions, texts) of one set, from scratch.
-fn reference(m: &mut CpuModel, tok: &Gpt2Tokenizer, set: &EvalSet, layer: usize, k: f32, bos: bool) -> (f64, f64, f64, f64, usize, usize) {
+fn reference(m: &mut CpuModel, tok: &Tokenizer, set: &EvalSet, layer: usize, k: f32, bos: bool) -> (f64, f64, f64, f64, usize, usize) {
     let v = m.config().vocab_size;
     let n = steer::encode_with_bos(tok, "I do not talk about weddings", bos).unwrap().len(); // the longest term
     let (mut ls, mut lu, mut kl, mut count, mut texts) = (0.0f64, 0.0f64, 0.0f64, 0usize, 0usize);

@@ -1,4 +1,6 @@
-//! GpuEngine benchmark on random weights of a released GPT-2's shapes (`cargo xtask bench`).
+//! GpuEngine benchmark on random weights of a released model's shapes (`cargo xtask bench`):
+//! the five GPT-2s, or `llama-3.2-1b` (16 layers, C 2048, 32 query heads sharing 8 key/value
+//! heads of 64, SwiGLU F 8192, V 128256, tied head).
 //!
 //!     cargo run --release -p tiller-gpu --example bench -- [--model gpt2] [--layers N]
 //!         [--prompt 64] [--decode 16] [--profile] [--markdown BENCHMARKS.md]
@@ -15,8 +17,9 @@ use std::time::Instant;
 
 use half::f16;
 use pollster::block_on;
-use tiller_core::weights::{required_tensors, Dtype, SafetensorsHeader, TensorSink, TensorView};
-use tiller_core::{Backend, Gpt2Config, LogitRows, SeqStep, StepRequest};
+use tiller_core::arch::weights::engine_tensors;
+use tiller_core::weights::{Dtype, TensorSink, TensorView};
+use tiller_core::{Backend, ModelSpec, LogitRows, SeqStep, StepRequest};
 use tiller_gpu::kernels::{Kernels, MatmulBuffers, MatmulParams, ParamsArena, Recorder};
 use tiller_gpu::{describe_adapter, GpuEngine};
 
@@ -44,7 +47,7 @@ fn parse_args() -> BoxResult<Args> {
             "--markdown" => a.markdown = Some(value()?),
             "--profile" => a.profile = true,
             "-h" | "--help" => {
-                println!("bench [--model gpt2|distilgpt2|gpt2-medium|gpt2-large|gpt2-xl] [--layers N] [--prompt 64] [--decode 16] [--profile] [--markdown FILE]");
+                println!("bench [--model gpt2|distilgpt2|gpt2-medium|gpt2-large|gpt2-xl|llama-3.2-1b] [--layers N] [--prompt 64] [--decode 16] [--profile] [--markdown FILE]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}").into()),
@@ -66,11 +69,11 @@ impl Rng {
 }
 
 /// Streams random F16 tensors of `cfg`'s shapes into the GPU, one tensor at a time.
-fn random_engine(cfg: &Gpt2Config, device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> BoxResult<GpuEngine> {
+fn random_engine(cfg: &ModelSpec, device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> BoxResult<GpuEngine> {
     let mut sink = GpuEngine::loader(&device);
-    sink.begin(cfg, &SafetensorsHeader { data_start: 0, tensors: Vec::new() })?;
+    sink.begin(cfg)?;
     let mut rng = Rng(0x5eed_1234_abcd_0001);
-    for (name, shape) in required_tensors(cfg) {
+    for (name, shape) in engine_tensors(cfg) {
         let n: usize = shape.iter().product();
         let scale = if name.contains("ln_") && name.ends_with("weight") { 0.0 } else { 0.05 };
         let bytes: Vec<u8> = (0..n)
@@ -174,7 +177,12 @@ fn peak_gflops(device: &wgpu::Device, queue: &wgpu::Queue) -> f64 {
 
 fn main() -> BoxResult<()> {
     let args = parse_args()?;
-    let mut cfg = Gpt2Config::preset(&args.model).ok_or_else(|| format!("unknown model {}", args.model))?;
+    let mut cfg = match args.model.as_str() {
+        "llama-3.2-1b" => ModelSpec::llama32_1b(),
+        name => ModelSpec::gpt2_preset(name).ok_or_else(|| format!("unknown model {name}"))?,
+    };
+    // A benchmark's caches and rotary tables need only the positions it runs.
+    cfg.n_positions = cfg.n_positions.min(4096);
     let full_layers = cfg.n_layer;
     if let Some(l) = args.layers {
         cfg.n_layer = l.clamp(1, full_layers);

@@ -1,43 +1,38 @@
-//! [`GpuEngine`]: GPT-2 on wgpu, the same forward as `tiller_core::CpuModel` step for step
-//! (embed → per block: inject/capture resid_pre, ln_1, c_attn, kv_write, attention, c_proj,
-//! inject/capture attn_out, residual, ln_2, c_fc+GELU, c_proj, inject/capture mlp_out, residual →
-//! ln_f → logits), recorded as one compute pass and submitted once per step.
+//! [`GpuEngine`]: the family's block program (`tiller_core::arch::program`) on wgpu, the same
+//! forward as `tiller_core::CpuModel` op for op (embed → per block, each op of the program as a
+//! pipeline dispatch, hooks where the injections are added and captures copied → final norm →
+//! head), recorded as one compute pass and submitted once per step.
 //!
-//! Buffers are built once and reused: activations are sized for a row capacity that grows to
-//! the largest step seen; KV caches are allocated by `reset`; bind groups are rebuilt only when
-//! one of those buffers is replaced. Per step only tokens, row metadata, injection tables and
-//! kernel params are written, and only logits (and a capture when asked) are read back.
+//! Buffers are built once and reused: activations (one buffer per program slot) are sized for
+//! a row capacity that grows to the largest step seen; KV caches and rotary tables are
+//! allocated by `reset`; bind groups are rebuilt only when one of those buffers is replaced.
+//! Per step only tokens, row metadata, injection tables and kernel params are written, and
+//! only logits (and a capture when asked) are read back.
 
-use tiller_core::backend::{Backend, Injection, LogitRows, Site, StepOutput, StepRequest};
-use tiller_core::model::plan_rows;
+use std::collections::HashMap;
+
+use tiller_core::arch::program::{self, LinearParam, Op, Slot};
+use tiller_core::arch::{Activation, NormKind, PosEncoding, MAX_HEAD_DIM as SPEC_MAX_HEAD_DIM};
+use tiller_core::backend::{Backend, Injection, Site, StepOutput, StepPlan, StepRequest};
 use tiller_core::weights::load_from_bytes;
-use tiller_core::{Gpt2Config, Result, TillerError};
+use tiller_core::{ModelSpec, Result, TillerError};
 
 use crate::device::describe_adapter;
 use crate::errors::{ErrorLog, Scopes};
 use crate::kernels::{
     check_workgroups, AddRowsBuffers, AttentionBuffers, AttentionParams, EmbedBuffers, EmbedParams, Kernels, KvWriteBuffers,
     LayernormBuffers, LayernormParams, LogitsBuffers, LogitsParams, MatmulBuffers, MatmulParams, ParamsArena, Recorder,
-    ResidualBuffers, ResidualParams, MAX_HEAD_DIM,
+    ResidualBuffers, ResidualParams, RopeBuffers, RopeParams, MAX_HEAD_DIM,
 };
 use crate::readback::map_read;
 use crate::weights::{max_binding, GpuWeights, GpuWeightsSink};
 
-/// Per-row activations for up to `rows` rows, plus the step's small inputs.
+/// Per-row activations for up to `rows` rows (one buffer per program slot), plus the step's
+/// small inputs.
 struct Activations {
     rows: usize,
-    /// [R, C] residual stream
-    x: wgpu::Buffer,
-    /// [R, C] a LayerNorm's output
-    ln: wgpu::Buffer,
-    /// [R, 3C]
-    qkv: wgpu::Buffer,
-    /// [R, C] attention output before c_proj
-    att: wgpu::Buffer,
-    /// [R, C] a sublayer's output
-    sub: wgpu::Buffer,
-    /// [R, F]
-    fc: wgpu::Buffer,
+    /// Per slot, [R, width].
+    slots: HashMap<Slot, wgpu::Buffer>,
     /// [R] u32
     tokens: wgpu::Buffer,
     /// [R] u32
@@ -50,6 +45,13 @@ struct Activations {
     capture: wgpu::Buffer,
 }
 
+impl Activations {
+    fn slot(&self, s: Slot) -> &wgpu::Buffer {
+        // Every slot has a buffer (unused ones are tiny), see `Activations::new`.
+        &self.slots[&s]
+    }
+}
+
 /// Logits output and its readback buffer, for up to `rows` rows at a time.
 struct LogitsOut {
     rows: usize,
@@ -58,45 +60,38 @@ struct LogitsOut {
 }
 
 struct KvCache {
-    /// Per layer [S, TM, C].
+    /// Per layer [S, TM, KV].
     k: Vec<wgpu::Buffer>,
     v: Vec<wgpu::Buffer>,
     lens: Vec<usize>,
     max_len: usize,
-}
-
-struct LayerGroups {
-    ln_1: wgpu::BindGroup,
-    c_attn: wgpu::BindGroup,
-    kv_write: wgpu::BindGroup,
-    attention: wgpu::BindGroup,
-    attn_c_proj: wgpu::BindGroup,
-    ln_2: wgpu::BindGroup,
-    c_fc: wgpu::BindGroup,
-    mlp_c_proj: wgpu::BindGroup,
+    /// Rotary tables [TM, D/2] (tiny placeholders without rotary).
+    cos: wgpu::Buffer,
+    sin: wgpu::Buffer,
 }
 
 /// Every bind group of a forward, valid until a buffer they name is replaced.
 struct BindGroups {
     /// One per wte chunk.
     embed: Vec<wgpu::BindGroup>,
-    /// Empty until `reset` made caches.
-    layers: Vec<LayerGroups>,
-    residual: wgpu::BindGroup,
-    inject_x: wgpu::BindGroup,
-    inject_sub: wgpu::BindGroup,
+    /// Per layer, per op of the block program (None for hooks, which use `inject`). Empty
+    /// until `reset` made caches.
+    layers: Vec<Vec<Option<wgpu::BindGroup>>>,
+    /// add_rows on the slot of each hook site.
+    inject: HashMap<Site, wgpu::BindGroup>,
     ln_f: wgpu::BindGroup,
-    /// Per wte chunk, reading `ln` (after ln_f) or `x` (unembed without ln_f).
+    /// Per head chunk, reading `H` (after the final norm) or `X` (unembed without it).
     logits_ln: Vec<wgpu::BindGroup>,
     logits_x: Vec<wgpu::BindGroup>,
 }
 
-/// GPT-2 on a wgpu device. Implements [`Backend`] with the semantics of `CpuModel`.
+/// A model on a wgpu device. Implements [`Backend`] with the semantics of `CpuModel`.
 pub struct GpuEngine {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
-    cfg: Gpt2Config,
+    cfg: ModelSpec,
+    block: Vec<Op>,
     kernels: Kernels,
     arena: ParamsArena,
     w: GpuWeights,
@@ -104,6 +99,8 @@ pub struct GpuEngine {
     logits: LogitsOut,
     /// Injection tables and row maps of a step (f32 and u32 words).
     inject: wgpu::Buffer,
+    /// Bound where a kernel's buffer is unused (wpe of a rotary model, a norm's bias).
+    dummy: wgpu::Buffer,
     kv: Option<KvCache>,
     groups: Option<BindGroups>,
     log: ErrorLog,
@@ -129,28 +126,52 @@ fn mappable(device: &wgpu::Device, label: &str, size: u64) -> wgpu::Buffer {
     })
 }
 
+fn slot_label(s: Slot) -> &'static str {
+    match s {
+        Slot::X => "x",
+        Slot::H => "h",
+        Slot::Qkv => "qkv",
+        Slot::Z => "z",
+        Slot::Attn => "attn_out",
+        Slot::Fc => "fc",
+        Slot::Gate => "gate",
+        Slot::Mlp => "mlp_out",
+    }
+}
+
 impl Activations {
-    fn new(device: &wgpu::Device, cfg: &Gpt2Config, rows: usize) -> Self {
+    fn new(device: &wgpu::Device, cfg: &ModelSpec, rows: usize) -> Self {
         use wgpu::BufferUsages as U;
-        let (c, f) = (cfg.n_embd as u64, cfg.n_inner as u64);
         let r = rows as u64;
-        let act = |label: &str, width: u64| storage(device, label, r * width * 4, U::COPY_SRC | U::COPY_DST);
+        let slots = Slot::ALL
+            .iter()
+            .map(|&s| {
+                let width = if s.used(cfg) { s.width(cfg) as u64 } else { 0 };
+                (s, storage(device, slot_label(s), r * width * 4, U::COPY_SRC | U::COPY_DST))
+            })
+            .collect();
         let small = |label: &str, words: u64| storage(device, label, r * words * 4, U::COPY_DST);
         Self {
             rows,
-            x: act("x", c),
-            ln: act("ln", c),
-            qkv: act("qkv", 3 * c),
-            att: act("att", c),
-            sub: act("sub", c),
-            fc: act("fc", f),
+            slots,
             tokens: small("tokens", 1),
             positions: small("positions", 1),
             meta: small("row meta", 2),
             row_index: small("row index", 1),
-            capture: mappable(device, "capture", r * c * 4),
+            capture: mappable(device, "capture", r * cfg.n_embd as u64 * 4),
         }
     }
+}
+
+/// Why the GPU engine cannot run a model (None: it can).
+pub fn unsupported(s: &ModelSpec) -> Option<String> {
+    if s.head_dim > MAX_HEAD_DIM {
+        return Some(format!(
+            "head size {} is larger than the GPU attention kernel's {MAX_HEAD_DIM} (the CPU reference takes up to {SPEC_MAX_HEAD_DIM})",
+            s.head_dim
+        ));
+    }
+    None
 }
 
 impl GpuEngine {
@@ -165,11 +186,8 @@ impl GpuEngine {
     /// `TillerError::Gpu` instead of panics.
     pub async fn new(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, weights: GpuWeights) -> Result<Self> {
         let cfg = weights.config;
-        if cfg.head_dim() > MAX_HEAD_DIM {
-            return Err(TillerError::Gpu(format!(
-                "head size {} is larger than the attention kernel's {MAX_HEAD_DIM}",
-                cfg.head_dim()
-            )));
+        if let Some(why) = unsupported(&cfg) {
+            return Err(TillerError::Gpu(why));
         }
         let log = ErrorLog::install(&device);
         let scopes = Scopes::push(&device);
@@ -178,9 +196,11 @@ impl GpuEngine {
         let acts = Activations::new(&device, &cfg, 1);
         let logits = Self::make_logits(&device, &cfg, 1);
         let inject = storage(&device, "injections", 1024, wgpu::BufferUsages::COPY_DST);
+        let dummy = storage(&device, "unused binding", 16, wgpu::BufferUsages::empty());
         scopes.pop("building the GPU pipelines").await?;
         log.check("building the GPU pipelines")?;
-        Ok(Self { device, queue, info, cfg, kernels, arena, w: weights, acts, logits, inject, kv: None, groups: None, log })
+        let block = program::block(&cfg);
+        Ok(Self { device, queue, info, cfg, block, kernels, arena, w: weights, acts, logits, inject, dummy, kv: None, groups: None, log })
     }
 
     /// Loads a whole `model.safetensors` held in memory (native convenience; the web page
@@ -198,14 +218,6 @@ impl GpuEngine {
         Self::new(device, queue, info, weights).await
     }
 
-    pub fn device(&self) -> &wgpu::Device {
-        &self.device
-    }
-
-    pub fn queue(&self) -> &wgpu::Queue {
-        &self.queue
-    }
-
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.info
     }
@@ -215,7 +227,7 @@ impl GpuEngine {
         self.w.bytes
     }
 
-    fn make_logits(device: &wgpu::Device, cfg: &Gpt2Config, rows: usize) -> LogitsOut {
+    fn make_logits(device: &wgpu::Device, cfg: &ModelSpec, rows: usize) -> LogitsOut {
         let size = (rows * cfg.vocab_size * 4) as u64;
         LogitsOut {
             rows,
@@ -234,7 +246,7 @@ impl GpuEngine {
         if rows <= self.acts.rows {
             return Ok(());
         }
-        let widest = (3 * self.cfg.n_embd).max(self.cfg.n_inner) as u64 * 4;
+        let widest = Slot::ALL.iter().map(|s| s.width(&self.cfg)).max().unwrap_or(1) as u64 * 4;
         let limit = (max_binding(&self.device) / widest) as usize;
         if rows > limit {
             return Err(TillerError::input(format!(
@@ -274,65 +286,79 @@ impl GpuEngine {
         self.log.check("allocating injection tables")
     }
 
-    fn build_groups(&self) -> BindGroups {
+    /// The bind group of one op of block `l` (None for hooks).
+    fn op_group(&self, l: usize, op: &Op, kv: &KvCache) -> Result<Option<wgpu::BindGroup>> {
         let (d, k, a, w) = (&self.device, &self.kernels, &self.acts, &self.w);
-        let matmul = |out, inp, weight, bias| k.bind_matmul(d, &MatmulBuffers { out, inp, weight, bias });
-        let layernorm = |out, inp, weight, bias| k.bind_layernorm(d, &LayernormBuffers { out, inp, weight, bias });
+        let t = |name: String| w.get(&name);
+        Ok(match *op {
+            Op::Hook(_) => None,
+            Op::Norm { src, dst, param } => {
+                let prefix = format!("h.{l}.{}", param.name());
+                let weight = t(format!("{prefix}.weight"))?;
+                let bias = if self.cfg.norm.kind == NormKind::LayerNorm { t(format!("{prefix}.bias"))? } else { &self.dummy };
+                Some(k.bind_layernorm(d, &LayernormBuffers { out: a.slot(dst), inp: a.slot(src), weight, bias }))
+            }
+            Op::Linear { src, dst, param, .. } => {
+                let name = format!("h.{l}.{}", param.name());
+                let (weight, bias) = (t(format!("{name}.weight"))?, t(format!("{name}.bias"))?);
+                Some(k.bind_matmul(d, &MatmulBuffers { out: a.slot(dst), inp: a.slot(src), weight, bias }))
+            }
+            Op::Rope => Some(k.bind_rope(d, &RopeBuffers { qkv: a.slot(Slot::Qkv), cos: &kv.cos, sin: &kv.sin, rows: &a.meta })),
+            Op::KvWrite => Some(k.bind_kv_write(d, &KvWriteBuffers { k_cache: &kv.k[l], v_cache: &kv.v[l], qkv: a.slot(Slot::Qkv), rows: &a.meta })),
+            Op::Attention => Some(k.bind_attention(
+                d,
+                &AttentionBuffers { out: a.slot(Slot::Z), qkv: a.slot(Slot::Qkv), k_cache: &kv.k[l], v_cache: &kv.v[l], rows: &a.meta },
+            )),
+            Op::SwiGlu => Some(k.bind_swiglu(d, &ResidualBuffers { x: a.slot(Slot::Fc), y: a.slot(Slot::Gate) })),
+            Op::Add { dst, src } => Some(k.bind_residual_add(d, &ResidualBuffers { x: a.slot(dst), y: a.slot(src) })),
+        })
+    }
+
+    fn build_groups(&self) -> Result<BindGroups> {
+        let (d, k, a, w) = (&self.device, &self.kernels, &self.acts, &self.w);
         let layers = match &self.kv {
             None => Vec::new(),
-            Some(kv) => w
-                .layers
-                .iter()
-                .enumerate()
-                .map(|(l, lw)| LayerGroups {
-                    ln_1: layernorm(&a.ln, &a.x, &lw.ln_1_weight, &lw.ln_1_bias),
-                    c_attn: matmul(&a.qkv, &a.ln, &lw.c_attn_weight, &lw.c_attn_bias),
-                    kv_write: k.bind_kv_write(d, &KvWriteBuffers { k_cache: &kv.k[l], v_cache: &kv.v[l], qkv: &a.qkv, rows: &a.meta }),
-                    attention: k.bind_attention(
-                        d,
-                        &AttentionBuffers { out: &a.att, qkv: &a.qkv, k_cache: &kv.k[l], v_cache: &kv.v[l], rows: &a.meta },
-                    ),
-                    attn_c_proj: matmul(&a.sub, &a.att, &lw.attn_c_proj_weight, &lw.attn_c_proj_bias),
-                    ln_2: layernorm(&a.ln, &a.x, &lw.ln_2_weight, &lw.ln_2_bias),
-                    c_fc: matmul(&a.fc, &a.ln, &lw.c_fc_weight, &lw.c_fc_bias),
-                    mlp_c_proj: matmul(&a.sub, &a.fc, &lw.mlp_c_proj_weight, &lw.mlp_c_proj_bias),
-                })
-                .collect(),
+            Some(kv) => (0..self.cfg.n_layer)
+                .map(|l| self.block.iter().map(|op| self.op_group(l, op, kv)).collect::<Result<Vec<_>>>())
+                .collect::<Result<Vec<_>>>()?,
         };
         let logits = |inp| -> Vec<wgpu::BindGroup> {
-            w.wte
+            w.head_chunks()
                 .iter()
-                .map(|chunk| {
-                    k.bind_logits(d, &LogitsBuffers { out: &self.logits.out, inp, row_index: &a.row_index, wte: &chunk.buffer })
-                })
+                .map(|chunk| k.bind_logits(d, &LogitsBuffers { out: &self.logits.out, inp, row_index: &a.row_index, wte: &chunk.buffer }))
                 .collect()
         };
-        BindGroups {
+        let wpe = w.wpe.as_ref().unwrap_or(&self.dummy);
+        let inject = [Site::ResidPre, Site::AttnOut, Site::MlpOut]
+            .into_iter()
+            .map(|site| {
+                let x = a.slot(program::site_slot(site));
+                (site, k.bind_add_rows(d, &AddRowsBuffers { x, table: &self.inject, row_map: &self.inject }))
+            })
+            .collect();
+        let ln_f_bias = if self.cfg.norm.kind == NormKind::LayerNorm { w.get("ln_f.bias")? } else { &self.dummy };
+        Ok(BindGroups {
             embed: w
                 .wte
                 .iter()
                 .map(|chunk| {
-                    k.bind_embed(
-                        d,
-                        &EmbedBuffers { out: &a.x, tokens: &a.tokens, positions: &a.positions, wte: &chunk.buffer, wpe: &w.wpe },
-                    )
+                    k.bind_embed(d, &EmbedBuffers { out: a.slot(Slot::X), tokens: &a.tokens, positions: &a.positions, wte: &chunk.buffer, wpe })
                 })
                 .collect(),
             layers,
-            residual: k.bind_residual_add(d, &ResidualBuffers { x: &a.x, y: &a.sub }),
-            inject_x: k.bind_add_rows(d, &AddRowsBuffers { x: &a.x, table: &self.inject, row_map: &self.inject }),
-            inject_sub: k.bind_add_rows(d, &AddRowsBuffers { x: &a.sub, table: &self.inject, row_map: &self.inject }),
-            ln_f: layernorm(&a.ln, &a.x, &w.ln_f_weight, &w.ln_f_bias),
-            logits_ln: logits(&a.ln),
-            logits_x: logits(&a.x),
-        }
+            inject,
+            ln_f: k.bind_layernorm(d, &LayernormBuffers { out: a.slot(Slot::H), inp: a.slot(Slot::X), weight: w.get("ln_f.weight")?, bias: ln_f_bias }),
+            logits_ln: logits(a.slot(Slot::H)),
+            logits_x: logits(a.slot(Slot::X)),
+        })
     }
 
     /// Rebuilds the bind groups if a buffer they name was replaced.
-    fn ensure_groups(&mut self) {
+    fn ensure_groups(&mut self) -> Result<()> {
         if self.groups.is_none() {
-            self.groups = Some(self.build_groups());
+            self.groups = Some(self.build_groups()?);
         }
+        Ok(())
     }
 
     fn groups_ref(&self) -> Result<&BindGroups> {
@@ -343,6 +369,11 @@ impl GpuEngine {
         if !data.is_empty() {
             self.queue.write_buffer(buffer, 0, bytemuck::cast_slice(data));
         }
+    }
+
+    fn norm_params(&self, rows: u32) -> LayernormParams {
+        let rms = u32::from(self.cfg.norm.kind == NormKind::RmsNorm);
+        LayernormParams { rows, c: self.cfg.n_embd as u32, eps: self.cfg.norm.eps, rms }
     }
 
     /// Lays the step's injections out in the arena: each table, then its row map.
@@ -362,14 +393,14 @@ impl GpuEngine {
         Ok(params)
     }
 
-    /// Records logits of `picked` rows (indices into `ln` or `x`) for one group that fits the
+    /// Records logits of `picked` rows (indices into `H` or `X`) for one group that fits the
     /// logits buffer, and the copy to its readback buffer.
     fn record_logits(&mut self, rec: &mut Recorder, picked: &[u32], from_ln: bool) -> Result<()> {
-        self.ensure_groups();
+        self.ensure_groups()?;
         self.write_u32(&self.acts.row_index, picked);
         let (c, v) = (self.cfg.n_embd as u32, self.cfg.vocab_size as u32);
         let rows = picked.len() as u32;
-        let chunks: Vec<(u32, u32)> = self.w.wte.iter().map(|ch| (ch.vocab_start, ch.vocab_len)).collect();
+        let chunks: Vec<(u32, u32)> = self.w.head_chunks().iter().map(|ch| (ch.vocab_start, ch.vocab_len)).collect();
         let groups = self.groups_ref()?;
         let logits_groups = if from_ln { &groups.logits_ln } else { &groups.logits_x };
         for ((vocab_start, vocab_len), group) in chunks.into_iter().zip(logits_groups) {
@@ -380,9 +411,9 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// Submits `rec` (which holds the first group's logits when `picked` is not empty), reads
-    /// everything back, and runs any further groups of logits.
-    async fn finish_logits(&mut self, mut rec: Recorder, picked: &[u32], from_ln: bool, capture_rows: Option<usize>) -> Result<StepOutput> {
+    /// Submits `rec` (the step's work, plus the first group's logits when `picked` is not
+    /// empty), reads the capture and logits back, and runs any further groups of logits.
+    async fn submit_and_read(&mut self, mut rec: Recorder, picked: &[u32], from_ln: bool, capture_rows: Option<usize>) -> Result<StepOutput> {
         let v = self.cfg.vocab_size;
         let group = self.logits.rows;
         let mut out = StepOutput::default();
@@ -418,19 +449,81 @@ impl GpuEngine {
         out.logits = logits;
         Ok(out)
     }
-}
 
-/// The (layer, site) a step stops after when it wants a capture and no logits.
-fn stop_after(req: &StepRequest) -> Option<(usize, Site)> {
-    if req.logits == LogitRows::None {
-        req.capture
-    } else {
-        None
+    /// Records the step's forward: embed, every op of every block, and the final norm when
+    /// logits are wanted. Returns whether a capture was recorded and whether the step stopped
+    /// at its capture.
+    fn record_forward(&self, rec: &mut Recorder, req: &StepRequest, plan: &StepPlan, inject_params: &[ResidualParams]) -> Result<(bool, bool)> {
+        let cfg = &self.cfg;
+        let (c, r) = (cfg.n_embd as u32, plan.rows.len() as u32);
+        let max_len = self.kv.as_ref().map_or(0, |kv| kv.max_len) as u32;
+        let groups = self.groups_ref()?;
+        let k = &self.kernels;
+        let learned = u32::from(cfg.pos == PosEncoding::Learned);
+        for (chunk, group) in self.w.wte.iter().zip(&groups.embed) {
+            k.embed(rec, group, &EmbedParams { rows: r, c, vocab_start: chunk.vocab_start, vocab_len: chunk.vocab_len, learned });
+        }
+        let attn = AttentionParams { rows: r, n_head: cfg.n_head as u32, n_kv_head: cfg.n_kv_head as u32, head_dim: cfg.head_dim as u32, tm: max_len };
+        let rope = cfg.rope().map(|rp| RopeParams {
+            rows: r,
+            heads: (cfg.n_head + cfg.n_kv_head) as u32,
+            head_dim: cfg.head_dim as u32,
+            qkv_width: cfg.qkv_width() as u32,
+            half: (rp.rotary_dim / 2) as u32,
+        });
+        let gelu_flag = match cfg.act {
+            Activation::GeluErf => MatmulParams::GELU_ERF,
+            _ => MatmulParams::GELU,
+        };
+        let norm = self.norm_params(r);
+        let mut captured = false;
+        for (l, layer_groups) in groups.layers.iter().enumerate() {
+            for (op, group) in self.block.iter().zip(layer_groups) {
+                if let Op::Hook(site) = *op {
+                    for (inj, p) in req.injections.iter().zip(inject_params) {
+                        if inj.layer == l && inj.site == site {
+                            k.add_rows(rec, &groups.inject[&site], p);
+                        }
+                    }
+                    if req.capture == Some((l, site)) {
+                        rec.copy(self.acts.slot(program::site_slot(site)), 0, &self.acts.capture, r as u64 * c as u64 * 4);
+                        captured = true;
+                    }
+                    if plan.stop_after == Some((l, site)) {
+                        return Ok((captured, true));
+                    }
+                    continue;
+                }
+                let g = group.as_ref().ok_or_else(|| TillerError::Gpu("internal: an op has no bind group".into()))?;
+                match *op {
+                    Op::Hook(_) => {}
+                    Op::Norm { .. } => k.layernorm(rec, g, &norm),
+                    Op::Linear { src, dst, param, gelu } => {
+                        let flags = MatmulParams::BIAS | if gelu { gelu_flag } else { 0 };
+                        debug_assert!(param != LinearParam::Gate || cfg.act == Activation::SwiGlu);
+                        k.matmul(rec, g, &MatmulParams { rows: r, k: src.width(cfg) as u32, n: dst.width(cfg) as u32, flags });
+                    }
+                    Op::Rope => {
+                        if let Some(p) = &rope {
+                            k.rope(rec, g, p);
+                        }
+                    }
+                    Op::KvWrite => k.kv_write(rec, g, &attn),
+                    Op::Attention => k.attention(rec, g, &attn),
+                    Op::SwiGlu => k.swiglu(rec, g, &ResidualParams { rows: r, c: cfg.n_inner as u32, table_offset: 0, map_offset: 0 }),
+                    Op::Add { .. } => k.residual_add(rec, g, &ResidualParams { rows: r, c, table_offset: 0, map_offset: 0 }),
+                }
+            }
+        }
+        if !plan.logit_rows.is_empty() {
+            k.layernorm(rec, &groups.ln_f, &norm);
+        }
+        Ok((captured, false))
     }
 }
 
 impl Backend for GpuEngine {
-    fn config(&self) -> &Gpt2Config {
+    fn config(&self) -> &ModelSpec {
         &self.cfg
     }
 
@@ -443,7 +536,7 @@ impl Backend for GpuEngine {
         let max_len = max_len.min(cfg.n_positions);
         self.kv = None;
         self.groups = None;
-        let bytes = (slots * max_len * cfg.n_embd * 4) as u64;
+        let bytes = (slots * max_len * cfg.kv_width() * 4) as u64;
         let limit = max_binding(&self.device);
         if bytes > limit {
             return Err(TillerError::Gpu(format!(
@@ -458,8 +551,20 @@ impl Backend for GpuEngine {
                 .collect()
         };
         let (k, v) = (make("k"), make("v"));
+        let (cos, sin) = match cfg.rope() {
+            Some(rope) => {
+                let (cos, sin) = rope.tables(max_len);
+                let upload = |label: &str, data: &[f32]| {
+                    let b = storage(&self.device, label, data.len() as u64 * 4, wgpu::BufferUsages::COPY_DST);
+                    self.queue.write_buffer(&b, 0, bytemuck::cast_slice(data));
+                    b
+                };
+                (upload("rope cos", &cos), upload("rope sin", &sin))
+            }
+            None => (self.dummy.clone(), self.dummy.clone()),
+        };
         self.log.check("allocating the KV caches")?;
-        self.kv = Some(KvCache { k, v, lens: vec![0; slots], max_len });
+        self.kv = Some(KvCache { k, v, lens: vec![0; slots], max_len, cos, sin });
         Ok(())
     }
 
@@ -469,113 +574,31 @@ impl Backend for GpuEngine {
 
     async fn step(&mut self, req: &StepRequest) -> Result<StepOutput> {
         let cfg = self.cfg;
-        let (c, f) = (cfg.n_embd as u32, cfg.n_inner as u32);
         let (lens, max_len) = match &self.kv {
             Some(kv) => (kv.lens.clone(), kv.max_len),
             None => (Vec::new(), 0),
         };
-        let rows = plan_rows(req, &lens, max_len, &cfg)?;
-        if req.logits == LogitRows::Last && req.seqs.iter().any(|s| s.tokens.is_empty()) {
-            return Err(TillerError::input("a sequence in the step has no tokens".to_string()));
-        }
-        let r = rows.len();
+        let plan = StepPlan::new(req, &lens, max_len, &cfg)?;
+        let r = plan.rows.len();
         if r == 0 {
             return Ok(StepOutput::default());
         }
         check_workgroups(&self.device, "a step", r)?;
         self.ensure_rows(r)?;
-        let picked: Vec<u32> = match req.logits {
-            LogitRows::None => Vec::new(),
-            LogitRows::All => (0..r as u32).collect(),
-            LogitRows::Last => req
-                .seqs
-                .iter()
-                .scan(0u32, |end, s| {
-                    *end += s.tokens.len() as u32;
-                    Some(*end - 1)
-                })
-                .collect(),
-        };
-        self.ensure_logit_rows(picked.len())?;
+        self.ensure_logit_rows(plan.logit_rows.len())?;
         let inject_params = self.pack_injections(&req.injections)?;
 
         let tokens: Vec<u32> = req.seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
-        let positions: Vec<u32> = rows.iter().map(|m| m.pos).collect();
-        let meta: Vec<u32> = rows.iter().flat_map(|m| [m.slot, m.pos]).collect();
+        let positions: Vec<u32> = plan.rows.iter().map(|m| m.pos).collect();
+        let meta: Vec<u32> = plan.rows.iter().flat_map(|m| [m.slot, m.pos]).collect();
         self.write_u32(&self.acts.tokens, &tokens);
         self.write_u32(&self.acts.positions, &positions);
         self.write_u32(&self.acts.meta, &meta);
 
-        let stop = stop_after(req);
-        let rows_u = r as u32;
+        self.ensure_groups()?;
         let mut rec = Recorder::new(&self.kernels);
-        let mut captured = false;
-        let mut stopped = false;
-        {
-            self.ensure_groups();
-            let chunks: Vec<(u32, u32)> = self.w.wte.iter().map(|ch| (ch.vocab_start, ch.vocab_len)).collect();
-            let groups = self.groups_ref()?;
-            let k = &self.kernels;
-            for ((vocab_start, vocab_len), group) in chunks.into_iter().zip(&groups.embed) {
-                k.embed(&mut rec, group, &EmbedParams { rows: rows_u, c, vocab_start, vocab_len });
-            }
-            let ln = LayernormParams { rows: rows_u, c };
-            let attn = AttentionParams { rows: rows_u, c, n_head: cfg.n_head as u32, tm: max_len as u32 };
-            let residual = ResidualParams { rows: rows_u, c, table_offset: 0, map_offset: 0 };
-            let linear = |k_in: u32, n: u32, gelu: bool| MatmulParams {
-                rows: rows_u,
-                k: k_in,
-                n,
-                flags: MatmulParams::BIAS | if gelu { MatmulParams::GELU } else { 0 },
-            };
-            // Injections at (layer, site) in request order, then the capture if it is this one.
-            let mut hook = |rec: &mut Recorder, layer: usize, site: Site| -> bool {
-                let (target, buffer) = match site {
-                    Site::ResidPre => (&groups.inject_x, &self.acts.x),
-                    Site::AttnOut | Site::MlpOut => (&groups.inject_sub, &self.acts.sub),
-                };
-                for (inj, p) in req.injections.iter().zip(&inject_params) {
-                    if inj.layer == layer && inj.site == site {
-                        k.add_rows(rec, target, p);
-                    }
-                }
-                if req.capture == Some((layer, site)) {
-                    rec.copy(buffer, 0, &self.acts.capture, r as u64 * c as u64 * 4);
-                    captured = true;
-                }
-                stop == Some((layer, site))
-            };
-            'layers: for (l, g) in groups.layers.iter().enumerate() {
-                if hook(&mut rec, l, Site::ResidPre) {
-                    stopped = true;
-                    break 'layers;
-                }
-                // x = x + attn(ln_1(x))
-                k.layernorm(&mut rec, &g.ln_1, &ln);
-                k.matmul(&mut rec, &g.c_attn, &linear(c, 3 * c, false));
-                k.kv_write(&mut rec, &g.kv_write, &attn);
-                k.attention(&mut rec, &g.attention, &attn);
-                k.matmul(&mut rec, &g.attn_c_proj, &linear(c, c, false));
-                if hook(&mut rec, l, Site::AttnOut) {
-                    stopped = true;
-                    break 'layers;
-                }
-                k.residual_add(&mut rec, &groups.residual, &residual);
-                // x = x + mlp(ln_2(x))
-                k.layernorm(&mut rec, &g.ln_2, &ln);
-                k.matmul(&mut rec, &g.c_fc, &linear(c, f, true));
-                k.matmul(&mut rec, &g.mlp_c_proj, &linear(f, c, false));
-                if hook(&mut rec, l, Site::MlpOut) {
-                    stopped = true;
-                    break 'layers;
-                }
-                k.residual_add(&mut rec, &groups.residual, &residual);
-            }
-            if !stopped && !picked.is_empty() {
-                k.layernorm(&mut rec, &groups.ln_f, &ln);
-            }
-        }
-        let out = self.finish_logits(rec, &picked, true, captured.then_some(r)).await?;
+        let (captured, stopped) = self.record_forward(&mut rec, req, &plan, &inject_params)?;
+        let out = self.submit_and_read(rec, &plan.logit_rows, true, captured.then_some(r)).await?;
         if !stopped {
             if let Some(kv) = &mut self.kv {
                 for s in &req.seqs {
@@ -598,14 +621,14 @@ impl Backend for GpuEngine {
         check_workgroups(&self.device, "unembed", k)?;
         self.ensure_rows(k)?;
         self.ensure_logit_rows(k)?;
-        self.queue.write_buffer(&self.acts.x, 0, bytemuck::cast_slice(rows));
+        self.queue.write_buffer(self.acts.slot(Slot::X), 0, bytemuck::cast_slice(rows));
         let mut rec = Recorder::new(&self.kernels);
         if apply_ln_f {
-            self.ensure_groups();
+            self.ensure_groups()?;
             let ln_f = &self.groups_ref()?.ln_f.clone();
-            self.kernels.layernorm(&mut rec, ln_f, &LayernormParams { rows: k as u32, c: c as u32 });
+            self.kernels.layernorm(&mut rec, ln_f, &self.norm_params(k as u32));
         }
         let picked: Vec<u32> = (0..k as u32).collect();
-        Ok(self.finish_logits(rec, &picked, apply_ln_f, None).await?.logits)
+        Ok(self.submit_and_read(rec, &picked, apply_ln_f, None).await?.logits)
     }
 }

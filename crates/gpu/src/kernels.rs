@@ -15,14 +15,16 @@ pub const LAYERNORM_WGSL: &str = include_str!("../../../shaders/layernorm.wgsl")
 pub const MATMUL_WGSL: &str = include_str!("../../../shaders/matmul.wgsl");
 pub const ATTENTION_WGSL: &str = include_str!("../../../shaders/attention.wgsl");
 pub const RESIDUAL_WGSL: &str = include_str!("../../../shaders/residual.wgsl");
+pub const ROPE_WGSL: &str = include_str!("../../../shaders/rope.wgsl");
 
 /// Every shader file by name, for validation.
-pub const SHADERS: [(&str, &str); 5] = [
+pub const SHADERS: [(&str, &str); 6] = [
     ("embed.wgsl", EMBED_WGSL),
     ("layernorm.wgsl", LAYERNORM_WGSL),
     ("matmul.wgsl", MATMUL_WGSL),
     ("attention.wgsl", ATTENTION_WGSL),
     ("residual.wgsl", RESIDUAL_WGSL),
+    ("rope.wgsl", ROPE_WGSL),
 ];
 
 /// Invocations per workgroup along x in every kernel (the shaders' `WG`).
@@ -55,6 +57,8 @@ pub struct EmbedParams {
     pub c: u32,
     pub vocab_start: u32,
     pub vocab_len: u32,
+    /// 1: add the learned position table (GPT-2's wpe); 0: rotary models.
+    pub learned: u32,
 }
 
 /// Mirrors `Params` in layernorm.wgsl.
@@ -63,6 +67,9 @@ pub struct EmbedParams {
 pub struct LayernormParams {
     pub rows: u32,
     pub c: u32,
+    pub eps: f32,
+    /// 1: RMSNorm.
+    pub rms: u32,
 }
 
 /// Mirrors `Params` in matmul.wgsl for its `matmul` entry point (`out_stride` unused, zero).
@@ -79,6 +86,7 @@ pub struct MatmulParams {
 impl MatmulParams {
     pub const BIAS: u32 = 1;
     pub const GELU: u32 = 2;
+    pub const GELU_ERF: u32 = 4;
 }
 
 /// Mirrors `Params` in attention.wgsl (both `kv_write` and `attention`).
@@ -86,10 +94,32 @@ impl MatmulParams {
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub struct AttentionParams {
     pub rows: u32,
-    pub c: u32,
     pub n_head: u32,
+    pub n_kv_head: u32,
+    pub head_dim: u32,
     /// Cache length per slot.
     pub tm: u32,
+}
+
+/// Mirrors `Params` in rope.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct RopeParams {
+    pub rows: u32,
+    /// NH + NKV
+    pub heads: u32,
+    pub head_dim: u32,
+    pub qkv_width: u32,
+    /// D/2
+    pub half: u32,
+}
+
+/// Buffers of `rope(qkv, cos, sin, rows)`.
+pub struct RopeBuffers<'a> {
+    pub qkv: &'a wgpu::Buffer,
+    pub cos: &'a wgpu::Buffer,
+    pub sin: &'a wgpu::Buffer,
+    pub rows: &'a wgpu::Buffer,
 }
 
 /// Mirrors `Params` in residual.wgsl (both `residual_add` and `add_rows`).
@@ -236,7 +266,9 @@ pub struct Kernels {
     kv_write: Kernel,
     attention: Kernel,
     residual_add: Kernel,
+    swiglu: Kernel,
     add_rows: Kernel,
+    rope: Kernel,
     params_align: u64,
 }
 
@@ -248,12 +280,9 @@ fn tile_index(rows: u32) -> usize {
 /// Workgroups of a matmul-shaped dispatch: `words` column words of `rows` rows.
 fn tile_groups(t: usize, wg: u32, words: u32, rows: u32) -> [u32; 3] {
     let (tile_rows, tile_words) = TILES[t];
-    [div_ceil(words, wg * tile_words), div_ceil(rows, tile_rows), 1]
+    [words.div_ceil(wg * tile_words), rows.div_ceil(tile_rows), 1]
 }
 
-fn div_ceil(a: u32, b: u32) -> u32 {
-    a.div_ceil(b)
-}
 
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Result<Self> {
@@ -281,6 +310,7 @@ impl Kernels {
         let matmul_m = module("matmul.wgsl", MATMUL_WGSL);
         let attention_m = module("attention.wgsl", ATTENTION_WGSL);
         let residual_m = module("residual.wgsl", RESIDUAL_WGSL);
+        let rope_m = module("rope.wgsl", ROPE_WGSL);
 
         // `read_only` per storage binding, in binding order.
         let kernel = |m: &wgpu::ShaderModule, entry: &'static str, storage: &[bool], constants: &[(&str, f64)]| {
@@ -333,9 +363,11 @@ impl Kernels {
             layernorm: kernel(&layernorm_m, "layernorm", &[w, r, r, r], &[]),
             matmul: tiled(&matmul_m, "matmul", MATMUL_WG),
             logits: tiled(&matmul_m, "logits", LOGITS_WG),
-            kv_write: kernel(&attention_m, "kv_write", &[w, w, r, r], &[]),
+            kv_write: kernel(&attention_m, "kv_write", &[w, w, r, r], &[("WG_KV", WG as f64)]),
             attention: kernel(&attention_m, "attention", &[w, r, r, r, r], &[]),
             residual_add: kernel(&residual_m, "residual_add", &[w, r], &[]),
+            swiglu: kernel(&residual_m, "swiglu", &[w, r], &[]),
+            rope: kernel(&rope_m, "rope", &[w, r, r, r], &[("WG", WG as f64)]),
             add_rows: kernel(&residual_m, "add_rows", &[w, r, r], &[]),
             params_layout,
             params_align,
@@ -370,6 +402,13 @@ impl Kernels {
     pub fn bind_residual_add(&self, device: &wgpu::Device, b: &ResidualBuffers) -> wgpu::BindGroup {
         Self::bind(device, &self.residual_add, "residual_add", &[b.x, b.y])
     }
+    /// `swiglu(x = up, y = gate)` shares residual_add's layout.
+    pub fn bind_swiglu(&self, device: &wgpu::Device, b: &ResidualBuffers) -> wgpu::BindGroup {
+        Self::bind(device, &self.swiglu, "swiglu", &[b.x, b.y])
+    }
+    pub fn bind_rope(&self, device: &wgpu::Device, b: &RopeBuffers) -> wgpu::BindGroup {
+        Self::bind(device, &self.rope, "rope", &[b.qkv, b.cos, b.sin, b.rows])
+    }
     pub fn bind_add_rows(&self, device: &wgpu::Device, b: &AddRowsBuffers) -> wgpu::BindGroup {
         Self::bind(device, &self.add_rows, "add_rows", &[b.x, b.table, b.row_map])
     }
@@ -379,7 +418,7 @@ impl Kernels {
     }
 
     pub fn embed(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &EmbedParams) {
-        rec.dispatch(&self.embed, group, bytemuck::bytes_of(p), [div_ceil(p.c / 2, WG), p.rows, 1]);
+        rec.dispatch(&self.embed, group, bytemuck::bytes_of(p), [(p.c / 2).div_ceil(WG), p.rows, 1]);
     }
     pub fn layernorm(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &LayernormParams) {
         rec.dispatch(&self.layernorm, group, bytemuck::bytes_of(p), [p.rows, 1, 1]);
@@ -390,16 +429,23 @@ impl Kernels {
         rec.dispatch(&self.matmul[t], group, bytemuck::bytes_of(p), groups);
     }
     pub fn kv_write(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &AttentionParams) {
-        rec.dispatch(&self.kv_write, group, bytemuck::bytes_of(p), [div_ceil(p.c, WG), p.rows, 1]);
+        rec.dispatch(&self.kv_write, group, bytemuck::bytes_of(p), [(p.n_kv_head * p.head_dim).div_ceil(WG), p.rows, 1]);
+    }
+    pub fn rope(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &RopeParams) {
+        rec.dispatch(&self.rope, group, bytemuck::bytes_of(p), [p.half.div_ceil(WG), p.rows, p.heads]);
+    }
+    /// `p.rows` rows of `p.c` elements.
+    pub fn swiglu(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &ResidualParams) {
+        rec.dispatch(&self.swiglu, group, bytemuck::bytes_of(p), [p.c.div_ceil(WG), p.rows, 1]);
     }
     pub fn attention(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &AttentionParams) {
         rec.dispatch(&self.attention, group, bytemuck::bytes_of(p), [p.n_head, p.rows, 1]);
     }
     pub fn residual_add(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &ResidualParams) {
-        rec.dispatch(&self.residual_add, group, bytemuck::bytes_of(p), [div_ceil(p.c, WG), p.rows, 1]);
+        rec.dispatch(&self.residual_add, group, bytemuck::bytes_of(p), [(p.c).div_ceil(WG), p.rows, 1]);
     }
     pub fn add_rows(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &ResidualParams) {
-        rec.dispatch(&self.add_rows, group, bytemuck::bytes_of(p), [div_ceil(p.c, WG), p.rows, 1]);
+        rec.dispatch(&self.add_rows, group, bytemuck::bytes_of(p), [(p.c).div_ceil(WG), p.rows, 1]);
     }
     pub fn logits(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &LogitsParams) {
         let t = tile_index(p.rows);

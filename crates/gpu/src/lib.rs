@@ -1,4 +1,5 @@
-//! Tiller's GPT-2 engine on wgpu: handwritten WGSL kernels (`shaders/`, each the twin of a
+//! Tiller's engine on wgpu (GPT-2-architecture models so far; `unsupported` says why another
+//! model runs on the CPU reference instead): handwritten WGSL kernels (`shaders/`, each the twin of a
 //! `tiller_core::ops` function), GPU weight upload as a streaming
 //! [`tiller_core::weights::TensorSink`], and [`GpuEngine`], which implements
 //! [`tiller_core::Backend`] with exactly the semantics of the CPU reference `CpuModel`
@@ -12,7 +13,7 @@
 //! or [`native_device`] off the web), so tests, the CLI and the web page each choose theirs.
 //!
 //! Numerics: activations are f32; weight matrices are f16 (two per u32, `unpack2x16float`)
-//! with f32 accumulation; LayerNorm parameters and biases are f32.
+//! with f32 accumulation; norm parameters and biases are f32.
 
 mod device;
 mod engine;
@@ -24,5 +25,5 @@ mod weights;
 #[cfg(not(target_arch = "wasm32"))]
 pub use device::native_device;
 pub use device::{describe_adapter, request_device, wanted_features};
-pub use engine::GpuEngine;
-pub use weights::{GpuWeights, GpuWeightsSink, LayerWeights, WteChunk};
+pub use engine::{unsupported, GpuEngine};
+pub use weights::{GpuWeights, GpuWeightsSink, WteChunk};

@@ -1,20 +1,24 @@
-//! GPT-2's weights on the GPU, uploaded tensor by tensor as the safetensors stream arrives
-//! ([`GpuWeightsSink`] is a [`TensorSink`]), so no whole file is ever held in memory.
+//! A model's weights on the GPU, uploaded tensor by tensor as the safetensors stream arrives
+//! ([`GpuWeightsSink`] is a [`TensorSink`]), so no whole file is ever held in memory. The sink
+//! receives Tiller's names and layouts (`tiller_core::arch::weights`), whatever the family.
 //!
-//! Matrices (wte, wpe, the Conv1D weights) are stored as f16, two per u32: Conv1D `[in, out]`
-//! weights in file order, rows padded to whole 16-byte words (a no-op for GPT-2's widths)
-//! because the kernels read eight f16 per load; wte transposed to `[C, V]` in that same layout,
-//! so the LM head is the matmul kernel's product (see `kernels::pack_wte_chunk`). F32 and BF16
-//! files are rounded to f16 on upload. LayerNorm parameters and biases stay f32. wte is split by vocab rows into
-//! chunks that each fit one storage binding (gpt2-xl's is 161 MB in f16; WebGPU's default
-//! binding limit is 128 MiB).
+//! Matrices (wte, wpe, the `[in, out]` projections) are stored as f16, two per u32: projection
+//! weights in `[in, out]` order, rows padded to whole 16-byte words (a no-op for widths that
+//! are multiples of 8) because the kernels read eight f16 per load; wte (and an untied
+//! `lm_head`) transposed to `[C, V]` in that same layout, so the LM head is the matmul kernel's
+//! product (see `kernels::pack_wte_chunk`). F32 and BF16 files are rounded to f16 on upload.
+//! Norm parameters and biases stay f32. wte and the head are split by vocab rows into chunks
+//! that each fit one storage binding (gpt2-xl's is 161 MB in f16; WebGPU's default binding
+//! limit is 128 MiB).
 
 use std::collections::HashMap;
 use std::ops::Range;
 
 use half::{bf16, f16};
-use tiller_core::weights::{Dtype, SafetensorsHeader, TensorSink, TensorView};
-use tiller_core::{Gpt2Config, Result, TillerError};
+use tiller_core::weights::{Dtype, TensorSink, TensorView};
+use tiller_core::arch::weights::engine_tensors;
+use tiller_core::arch::PosEncoding;
+use tiller_core::{ModelSpec, Result, TillerError};
 
 use crate::errors::{ErrorLog, Scopes};
 use crate::kernels::f16_row_words;
@@ -29,36 +33,34 @@ pub struct WteChunk {
     pub vocab_len: u32,
 }
 
-/// One block's tensors (GPT-2's names).
-pub struct LayerWeights {
-    pub ln_1_weight: wgpu::Buffer,
-    pub ln_1_bias: wgpu::Buffer,
-    /// [C, 3C] f16 pairs
-    pub c_attn_weight: wgpu::Buffer,
-    pub c_attn_bias: wgpu::Buffer,
-    /// [C, C]
-    pub attn_c_proj_weight: wgpu::Buffer,
-    pub attn_c_proj_bias: wgpu::Buffer,
-    pub ln_2_weight: wgpu::Buffer,
-    pub ln_2_bias: wgpu::Buffer,
-    /// [C, F]
-    pub c_fc_weight: wgpu::Buffer,
-    pub c_fc_bias: wgpu::Buffer,
-    /// [F, C]
-    pub mlp_c_proj_weight: wgpu::Buffer,
-    pub mlp_c_proj_bias: wgpu::Buffer,
-}
-
 pub struct GpuWeights {
-    pub config: Gpt2Config,
+    pub config: ModelSpec,
+    /// The token embedding, transposed, by vocab chunks.
     pub wte: Vec<WteChunk>,
-    /// [P, C] f16 pairs
-    pub wpe: wgpu::Buffer,
-    pub layers: Vec<LayerWeights>,
-    pub ln_f_weight: wgpu::Buffer,
-    pub ln_f_bias: wgpu::Buffer,
+    /// The untied head (`lm_head`), transposed, by vocab chunks; empty when tied to wte.
+    pub head: Vec<WteChunk>,
+    /// [P, C] f16 pairs, for learned positions.
+    pub wpe: Option<wgpu::Buffer>,
+    /// Every other tensor by Tiller's name (`h.N.attn.c_attn.weight`, `ln_f.weight`, ...).
+    pub tensors: HashMap<String, wgpu::Buffer>,
     /// Bytes uploaded.
     pub bytes: u64,
+}
+
+impl GpuWeights {
+    /// A tensor by Tiller's name (checked present by [`GpuWeightsSink::finish`]).
+    pub fn get(&self, name: &str) -> Result<&wgpu::Buffer> {
+        self.tensors.get(name).ok_or_else(|| TillerError::MissingTensor(name.to_string()))
+    }
+
+    /// The head's chunks: the untied head, or wte.
+    pub fn head_chunks(&self) -> &[WteChunk] {
+        if self.head.is_empty() {
+            &self.wte
+        } else {
+            &self.head
+        }
+    }
 }
 
 /// The largest buffer one storage binding can cover on this device.
@@ -71,9 +73,10 @@ pub(crate) fn max_binding(device: &wgpu::Device) -> u64 {
 /// buffer. Call [`GpuWeightsSink::finish`] after the loader's `finish`.
 pub struct GpuWeightsSink {
     device: wgpu::Device,
-    config: Option<Gpt2Config>,
+    config: Option<ModelSpec>,
     tensors: HashMap<String, wgpu::Buffer>,
     wte: Vec<WteChunk>,
+    head: Vec<WteChunk>,
     bytes: u64,
     scopes: Option<Scopes>,
     log: ErrorLog,
@@ -89,15 +92,11 @@ impl GpuWeightsSink {
             config: None,
             tensors: HashMap::new(),
             wte: Vec::new(),
+            head: Vec::new(),
             bytes: 0,
             scopes: Some(Scopes::push(device)),
             log,
         }
-    }
-
-    /// Bytes uploaded so far.
-    pub fn bytes_uploaded(&self) -> u64 {
-        self.bytes
     }
 
     fn too_big(&self, name: &str, bytes: u64) -> TillerError {
@@ -108,7 +107,7 @@ impl GpuWeightsSink {
         ))
     }
 
-    /// A buffer holding `rows` rows of `cols` elements of `t` from row `first_row`, as f16,
+    /// A buffer holding rows `rows` (of `cols` elements each) of `t` as f16,
     /// each row padded with zeros to `row_bytes`.
     fn upload_f16(&mut self, label: &str, t: &TensorView<'_>, rows: Range<usize>, cols: usize, row_bytes: usize) -> Result<wgpu::Buffer> {
         let size = (rows.len() * row_bytes) as u64;
@@ -227,40 +226,55 @@ impl GpuWeightsSink {
             scopes.pop("uploading the weights").await?;
         }
         self.log.check("uploading the weights")?;
-        let mut take = |name: &str| {
-            self.tensors.remove(name).ok_or_else(|| TillerError::MissingTensor(name.to_string()))
-        };
-        let mut layers = Vec::with_capacity(cfg.n_layer);
-        for l in 0..cfg.n_layer {
-            let mut t = |s: &str| take(&format!("h.{l}.{s}"));
-            layers.push(LayerWeights {
-                ln_1_weight: t("ln_1.weight")?,
-                ln_1_bias: t("ln_1.bias")?,
-                c_attn_weight: t("attn.c_attn.weight")?,
-                c_attn_bias: t("attn.c_attn.bias")?,
-                attn_c_proj_weight: t("attn.c_proj.weight")?,
-                attn_c_proj_bias: t("attn.c_proj.bias")?,
-                ln_2_weight: t("ln_2.weight")?,
-                ln_2_bias: t("ln_2.bias")?,
-                c_fc_weight: t("mlp.c_fc.weight")?,
-                c_fc_bias: t("mlp.c_fc.bias")?,
-                mlp_c_proj_weight: t("mlp.c_proj.weight")?,
-                mlp_c_proj_bias: t("mlp.c_proj.bias")?,
-            });
-        }
-        let wpe = take("wpe.weight")?;
-        let ln_f_weight = take("ln_f.weight")?;
-        let ln_f_bias = take("ln_f.bias")?;
-        let covered: u64 = self.wte.iter().map(|c| c.vocab_len as u64).sum();
-        if covered != cfg.vocab_size as u64 {
+        let covered = |chunks: &[WteChunk]| chunks.iter().map(|c| c.vocab_len as u64).sum::<u64>() == cfg.vocab_size as u64;
+        if !covered(&self.wte) {
             return Err(TillerError::MissingTensor("wte.weight".into()));
         }
-        Ok(GpuWeights { config: cfg, wte: std::mem::take(&mut self.wte), wpe, layers, ln_f_weight, ln_f_bias, bytes: self.bytes })
+        if !cfg.tied_head && !covered(&self.head) {
+            return Err(TillerError::MissingTensor("lm_head.weight".into()));
+        }
+        let wpe = self.tensors.remove("wpe.weight");
+        if cfg.pos == PosEncoding::Learned && wpe.is_none() {
+            return Err(TillerError::MissingTensor("wpe.weight".into()));
+        }
+        for (name, _) in engine_tensors(&cfg) {
+            if !matches!(name.as_str(), "wte.weight" | "lm_head.weight" | "wpe.weight") && !self.tensors.contains_key(&name) {
+                return Err(TillerError::MissingTensor(name));
+            }
+        }
+        Ok(GpuWeights {
+            config: cfg,
+            wte: std::mem::take(&mut self.wte),
+            head: std::mem::take(&mut self.head),
+            wpe,
+            tensors: std::mem::take(&mut self.tensors),
+            bytes: self.bytes,
+        })
+    }
+
+    /// Splits `[V, C]` rows into transposed chunks that each fit one binding, in multiples of
+    /// eight rows (one 16-byte word per channel).
+    fn upload_vocab_table(&mut self, t: &TensorView<'_>, cfg: &ModelSpec) -> Result<Vec<WteChunk>> {
+        let c = cfg.n_embd;
+        let rows_per_chunk = (max_binding(&self.device) / (c as u64 * 16)) as usize * 8;
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        while start < cfg.vocab_size {
+            let len = rows_per_chunk.min(cfg.vocab_size - start);
+            let label = format!("{}[{start}..{}]", t.name, start + len);
+            let buffer = self.upload_wte_chunk(&label, t, start..start + len, c)?;
+            chunks.push(WteChunk { buffer, vocab_start: start as u32, vocab_len: len as u32 });
+            start += len;
+        }
+        Ok(chunks)
     }
 }
 
 impl TensorSink for GpuWeightsSink {
-    fn begin(&mut self, cfg: &Gpt2Config, _header: &SafetensorsHeader) -> Result<()> {
+    fn begin(&mut self, cfg: &ModelSpec) -> Result<()> {
+        if let Some(why) = crate::engine::unsupported(cfg) {
+            return Err(TillerError::Gpu(why));
+        }
         let c = cfg.n_embd as u64;
         // The smallest wte chunk is eight vocab rows: one 16-byte word per channel.
         if (cfg.vocab_size as u64) > u32::MAX as u64 / 2 || c * 16 > max_binding(&self.device) {
@@ -273,23 +287,14 @@ impl TensorSink for GpuWeightsSink {
     fn tensor(&mut self, t: TensorView<'_>) -> Result<()> {
         let cfg = self.config.ok_or_else(|| TillerError::Gpu("weights arrived before the header".into()))?;
         if t.name == "wte.weight" {
-            // Split by vocab rows into chunks that each fit one binding, in multiples of eight
-            // rows (one 16-byte word per channel).
-            let c = cfg.n_embd;
-            let rows_per_chunk = (max_binding(&self.device) / (c as u64 * 16)) as usize * 8;
-            let mut start = 0;
-            while start < cfg.vocab_size {
-                let len = rows_per_chunk.min(cfg.vocab_size - start);
-                let label = format!("wte.weight[{start}..{}]", start + len);
-                let buffer = self.upload_wte_chunk(&label, &t, start..start + len, c)?;
-                self.wte.push(WteChunk { buffer, vocab_start: start as u32, vocab_len: len as u32 });
-                start += len;
-            }
+            self.wte = self.upload_vocab_table(&t, &cfg)?;
+        } else if t.name == "lm_head.weight" {
+            self.head = self.upload_vocab_table(&t, &cfg)?;
         } else {
             let buffer = if t.name == "wpe.weight" {
                 self.upload_f16(t.name, &t, 0..t.shape[0], t.shape[1], t.shape[1] * 2)?
             } else if t.shape.len() == 2 {
-                // A Conv1D weight [in, out], in the matmul kernel's layout.
+                // A projection [in, out], in the matmul kernel's layout.
                 self.upload_f16(t.name, &t, 0..t.shape[0], t.shape[1], f16_row_words(t.shape[1]) * 4)?
             } else {
                 self.upload_f32(t.name, &t)?

@@ -9,17 +9,17 @@ mod common;
 use common::{assert_close, gpu, random_model, Gpu, Rng};
 use pollster::block_on;
 use tiller_core::weights::Dtype;
-use tiller_core::{Backend, CpuModel, Gpt2Config, Gpt2Weights, Injection, LogitRows, SeqStep, Site, StepRequest};
+use tiller_core::{Backend, CpuModel, ModelSpec, CpuWeights, Injection, LogitRows, SeqStep, Site, StepRequest};
 use tiller_gpu::GpuEngine;
 
 const ATOL: f32 = 2e-4;
 const RTOL: f32 = 1e-4;
 
-fn config(n_layer: usize, n_embd: usize, n_head: usize, vocab_size: usize) -> Gpt2Config {
-    Gpt2Config { n_layer, n_embd, n_head, n_positions: 96, vocab_size, n_inner: 4 * n_embd }
+fn config(n_layer: usize, n_embd: usize, n_head: usize, vocab_size: usize) -> ModelSpec {
+    ModelSpec::gpt2(n_layer, n_embd, n_head, 96, vocab_size)
 }
 
-fn config_json(cfg: &Gpt2Config) -> Vec<u8> {
+fn config_json(cfg: &ModelSpec) -> Vec<u8> {
     format!(
         r#"{{"model_type":"gpt2","n_layer":{},"n_embd":{},"n_head":{},"n_positions":{},"vocab_size":{},"n_inner":{}}}"#,
         cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions, cfg.vocab_size, cfg.n_inner
@@ -28,10 +28,10 @@ fn config_json(cfg: &Gpt2Config) -> Vec<u8> {
 }
 
 /// The same random model on both engines.
-fn pair(gpu: Gpu, cfg: &Gpt2Config, seed: u64, dtype: Dtype) -> (GpuEngine, CpuModel) {
+fn pair(gpu: Gpu, cfg: &ModelSpec, seed: u64, dtype: Dtype) -> (GpuEngine, CpuModel) {
     let bytes = random_model(cfg, seed, dtype);
     let json = config_json(cfg);
-    let cpu = CpuModel::new(Gpt2Weights::from_bytes(&bytes, Some(&json)).expect("cpu loads"));
+    let cpu = CpuModel::new(CpuWeights::from_bytes(&bytes, Some(&json)).expect("cpu loads"));
     let engine = block_on(GpuEngine::from_bytes(gpu.device, gpu.queue, gpu.info, &bytes, Some(&json))).expect("gpu loads");
     (engine, cpu)
 }
@@ -193,6 +193,33 @@ fn invalid_steps_are_errors_like_cpu() {
     assert_eq!(block_on(g.step(&bad)).unwrap_err(), block_on(c.step(&bad)).unwrap_err());
     // Still usable after errors.
     both(&mut g, &mut c, &one(0, vec![5, 6, 7]), "after errors");
+}
+
+/// A capture past the depth, an empty sequence beside a full one and a slot named twice are
+/// refused by both engines with the same sentence, and both caches stay as they were.
+#[test]
+fn refused_steps_leave_both_caches_unchanged() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = config(2, 64, 4, 300);
+    let (mut g, mut c) = pair(gpu, &cfg, 17, Dtype::F16);
+    g.reset(2, 16).unwrap();
+    c.reset(2, 16).unwrap();
+    let seqs = |v: Vec<(usize, Vec<u32>)>| v.into_iter().map(|(slot, tokens)| SeqStep { slot, tokens }).collect::<Vec<_>>();
+    both(&mut g, &mut c, &request(seqs(vec![(0, vec![1, 2, 3]), (1, vec![4, 5])]), LogitRows::Last), "prompt");
+    let capture_past = StepRequest { seqs: seqs(vec![(0, vec![7])]), injections: vec![], capture: Some((2, Site::MlpOut)), logits: LogitRows::None };
+    let refused = [
+        capture_past,
+        request(seqs(vec![(0, vec![7]), (1, vec![])]), LogitRows::Last),
+        request(seqs(vec![(0, vec![7]), (0, vec![8])]), LogitRows::Last),
+    ];
+    for req in &refused {
+        let (e_g, e_c) = (block_on(g.step(req)).unwrap_err(), block_on(c.step(req)).unwrap_err());
+        assert_eq!(e_g, e_c, "{req:?}");
+        for slot in 0..2 {
+            assert_eq!((g.slot_len(slot), c.slot_len(slot)), ([3, 2][slot], [3, 2][slot]), "{req:?}: slot {slot} moved");
+        }
+    }
+    both(&mut g, &mut c, &request(seqs(vec![(0, vec![9]), (1, vec![9])]), LogitRows::Last), "after refusals");
 }
 
 /// F32 files are rounded to f16 on upload; the CPU keeps f32. The difference is the honest

@@ -2,7 +2,7 @@
 //! value is not lost), its conversion to a [`Recipe`] with every problem as a sentence, and
 //! the inline warnings that need token counts.
 
-use tiller_core::{Gpt2Config, Positions, Recipe, Sampling, Site, Term};
+use tiller_core::{ModelSpec, Positions, Recipe, Sampling, Site, Term};
 
 /// One row of the terms list.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +21,9 @@ pub struct Form {
     pub terms: Vec<TermRow>,
     pub next_id: u32,
     pub bos: bool,
+    /// Render the prompt through the model's chat template.
+    pub chat: bool,
+    pub system: String,
     pub positions: Positions,
     pub site: Site,
     pub temperature: String,
@@ -65,6 +68,8 @@ impl Form {
             next_id: terms.len() as u32,
             terms,
             bos: r.bos,
+            chat: r.chat,
+            system: r.system.clone(),
             positions: r.positions,
             site: r.site,
             temperature: num(s.temperature),
@@ -99,7 +104,7 @@ impl Form {
 
     /// The recipe, or every problem found, each as a sentence. `n_layer` bounds layers when a
     /// model is loaded.
-    pub fn to_recipe(&self, cfg: Option<&Gpt2Config>) -> Result<Recipe, Vec<String>> {
+    pub fn to_recipe(&self, cfg: Option<&ModelSpec>) -> Result<Recipe, Vec<String>> {
         let mut errors = Vec::new();
         fn parse<T: std::str::FromStr>(errors: &mut Vec<String>, text: &str, what: &str, hint: &str) -> Option<T> {
             match text.trim().parse::<T>() {
@@ -152,13 +157,14 @@ impl Form {
             n,
             max_new_tokens,
             stop_at_eot: self.stop_at_eot,
+            chat: self.chat,
+            system: self.system.clone(),
         };
         if max_new_tokens == 0 {
             return Err(vec!["max tokens is 0: ask for at least one new token".into()]);
         }
         // Before a model is loaded, check against GPT-2's context and the deepest GPT-2.
-        const XL: Gpt2Config = Gpt2Config { n_layer: 48, n_embd: 1600, n_head: 25, n_positions: 1024, vocab_size: 50257, n_inner: 6400 };
-        let cfg = cfg.copied().unwrap_or(XL);
+        let cfg = cfg.copied().or_else(|| ModelSpec::gpt2_preset("gpt2-xl")).ok_or_else(|| vec!["internal: no gpt2-xl preset".to_string()])?;
         recipe.validate(&cfg).map_err(|e| vec![e.to_string()])?;
         Ok(recipe)
     }
@@ -170,6 +176,8 @@ pub struct TokenCounts {
     pub prompt: usize,
     /// Per term row, in order.
     pub terms: Vec<usize>,
+    /// The prompt rendered through the chat template (chat on), as the model reads it.
+    pub prompt_text: Option<String>,
 }
 
 /// The inline warnings for a recipe, given the token counts of its prompt and terms (BOS
@@ -250,7 +258,7 @@ mod tests {
         let errs = f.to_recipe(None).unwrap_err();
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("temperature `hot`")));
-        let cfg = Gpt2Config::preset("gpt2").unwrap();
+        let cfg = ModelSpec::gpt2_preset("gpt2").unwrap();
         let mut f = Form::default();
         f.terms[0].layer = "12".into();
         assert!(f.to_recipe(Some(&cfg)).unwrap_err()[0].contains("out of range"));
@@ -260,12 +268,12 @@ mod tests {
     fn warns_about_padding_short_prompts_and_context() {
         let mut r = Form::default().to_recipe(None).unwrap();
         r.terms[1].text = "I hate you".into();
-        let w = warnings(&r, &TokenCounts { prompt: 2, terms: vec![1, 3] }, 1024);
+        let w = warnings(&r, &TokenCounts { prompt: 2, terms: vec![1, 3], prompt_text: None }, 1024);
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("padded") && w[0].contains("2 spaces"));
         assert!(w[1].contains("prompt only 2"));
         r.max_new_tokens = 1010;
-        let w = warnings(&r, &TokenCounts { prompt: 20, terms: vec![1, 1] }, 1024);
+        let w = warnings(&r, &TokenCounts { prompt: 20, terms: vec![1, 1], prompt_text: None }, 1024);
         assert!(w[0].contains("exceeds"), "{w:?}");
     }
 }

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use tiller_core::sweep::{SweepRow, SweepSpec};
-use tiller_core::{Gpt2Config, Recipe, Site, Term};
+use tiller_core::{ModelSpec, Recipe, Site, Term};
 
 /// The five released GPT-2 checkpoints the picker offers, with their Hub repo ids and the
 /// size of their `model.safetensors` (shown before the HEAD request answers).
@@ -28,6 +28,8 @@ pub const DEFAULT_HUB: &str = "https://huggingface.co";
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
 /// Where a model comes from. This is what share links record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,8 +156,18 @@ pub enum ToWorker {
     Load { source: ModelSource, hub: String, engine: EngineChoice },
     /// Aborts a download in progress.
     CancelLoad,
-    /// Token counts for the page's inline warnings.
-    Analyze { id: u64, prompt: String, terms: Vec<String>, bos: bool },
+    /// Token counts for the page's inline warnings (and the prompt as rendered through the
+    /// model's chat template when `chat` is on).
+    Analyze {
+        id: u64,
+        prompt: String,
+        terms: Vec<String>,
+        bos: bool,
+        #[serde(default)]
+        chat: bool,
+        #[serde(default)]
+        system: String,
+    },
     /// Generates n unsteered and n steered completions, streaming [`FromWorker::RunStep`].
     Run { run_id: u64, recipe: Recipe },
     /// Stops the run or sweep in progress after its current step.
@@ -320,9 +332,29 @@ pub enum FromWorker {
     /// The engine is ready.
     /// `wasm_memory`: the worker's wasm memory after loading (bytes), which on the GPU path
     /// stays far below the model's size.
-    Loaded { config: Gpt2Config, engine: String, from_cache: bool, bytes: u64, note: Option<String>, wasm_memory: u64 },
+    /// `bos_default`: whether the tokenizer adds a BOS itself (Llama 3); `chat_template`:
+    /// whether the model has one (tokenizer_config.json).
+    Loaded {
+        config: ModelSpec,
+        engine: String,
+        from_cache: bool,
+        bytes: u64,
+        note: Option<String>,
+        wasm_memory: u64,
+        #[serde(default)]
+        bos_default: bool,
+        #[serde(default)]
+        chat_template: bool,
+    },
     LoadFailed { error: UserError },
-    Analysis { id: u64, prompt_tokens: usize, term_tokens: Vec<usize> },
+    /// `prompt_text`: the rendered chat template, when chat is on (or why it failed to render).
+    Analysis {
+        id: u64,
+        prompt_tokens: usize,
+        term_tokens: Vec<usize>,
+        #[serde(default)]
+        prompt_text: Option<String>,
+    },
     RunStep { run_id: u64, generation: GenerationView, timing: RunTiming },
     RunDone { run_id: u64, generation: GenerationView, stopped: bool, timing: RunTiming },
     RunFailed { run_id: u64, error: UserError },

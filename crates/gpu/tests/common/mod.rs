@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use half::f16;
-use tiller_core::config::Gpt2Config;
+use tiller_core::ModelSpec;
 use tiller_core::weights::{write_safetensors, Dtype};
 use tiller_gpu::kernels::{Kernels, ParamsArena, Recorder};
 
@@ -130,10 +130,10 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
 }
 
 /// A random GPT-2 as safetensors; F16 so the CPU reference holds exactly the GPU's weights.
-pub fn random_model(cfg: &Gpt2Config, seed: u64, dtype: Dtype) -> Vec<u8> {
+pub fn random_model(cfg: &ModelSpec, seed: u64, dtype: Dtype) -> Vec<u8> {
     let mut rng = Rng::new(seed);
     let mut tensors = Vec::new();
-    for (name, shape) in tiller_core::weights::required_tensors(cfg) {
+    for (name, shape) in tiller_core::arch::weights::file_tensors(cfg).into_iter().map(|t| (t.name, t.shape)) {
         let n: usize = shape.iter().product();
         let is_ln_weight = name.contains("ln_") && name.ends_with(".weight");
         let v: Vec<f32> = if is_ln_weight {

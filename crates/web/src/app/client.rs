@@ -161,11 +161,12 @@ pub fn watch_analysis(ctx: Ctx) {
         if ctx.model_state.get() != ModelState::Ready {
             return;
         }
-        let (prompt, terms, bos) =
-            ctx.form.with(|f| (f.prompt.clone(), f.terms.iter().map(|t| t.text.clone()).collect::<Vec<_>>(), f.bos));
+        let (prompt, terms, bos, chat, system) = ctx.form.with(|f| {
+            (f.prompt.clone(), f.terms.iter().map(|t| t.text.clone()).collect::<Vec<_>>(), f.bos, f.chat, f.system.clone())
+        });
         let id = ctx.fresh_id();
         ctx.last_analysis_id.set_value(id);
-        send(ctx, &ToWorker::Analyze { id, prompt, terms, bos }, &[]);
+        send(ctx, &ToWorker::Analyze { id, prompt, terms, bos, chat, system }, &[]);
     });
 }
 
@@ -320,9 +321,17 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                 *p = Some(Progress { loaded, total, from_cache, started_ms, now_ms: now_ms() });
             });
         }
-        FromWorker::Loaded { config, engine, from_cache, bytes, note, wasm_memory } => {
+        FromWorker::Loaded { config, engine, from_cache, bytes, note, wasm_memory, bos_default, chat_template } => {
             let source = ctx.loading_source.get_untracked().unwrap_or_else(|| ctx.chosen_source());
-            ctx.loaded.set(Some(LoadedModel { source, config, engine, from_cache, bytes, note, wasm_memory }));
+            // Other families follow their tokenizer's BOS default (Llama 3 adds one); a model
+            // without a chat template cannot render one.
+            if config.family != tiller_core::Family::Gpt2 {
+                ctx.form.update(|f| f.bos = bos_default);
+            }
+            if !chat_template {
+                ctx.form.update(|f| f.chat = false);
+            }
+            ctx.loaded.set(Some(LoadedModel { source, config, engine, from_cache, bytes, note, wasm_memory, bos_default, chat_template }));
             ctx.model_state.set(ModelState::Ready);
             ctx.loading_source.set(None);
         }
@@ -334,9 +343,9 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                 ctx.error.set(Some(Banner::from(error)));
             }
         }
-        FromWorker::Analysis { id, prompt_tokens, term_tokens } => {
+        FromWorker::Analysis { id, prompt_tokens, term_tokens, prompt_text } => {
             if ctx.last_analysis_id.get_value() == id {
-                ctx.counts.set(Some(TokenCounts { prompt: prompt_tokens, terms: term_tokens }));
+                ctx.counts.set(Some(TokenCounts { prompt: prompt_tokens, terms: term_tokens, prompt_text }));
             }
         }
         FromWorker::RunStep { run_id, generation, timing } => update_run(ctx, run_id, |r| {

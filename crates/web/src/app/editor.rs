@@ -222,10 +222,41 @@ fn TokenCounts() -> impl IntoView {
             .map(|(t, n)| format!("\"{t}\" {n}"))
             .collect::<Vec<_>>()
             .join(" · ");
+        let rendered = counts.prompt_text.clone().filter(|_| ctx.form.with(|f| f.chat));
         Some(view! {
             <p class="note" data-testid="token-count">
                 {format!("Tokens: prompt {} (context {}); terms {terms}.", counts.prompt, cfg.n_positions)}
             </p>
+            {rendered.map(|text| view! {
+                <div class="rendered-prompt">
+                    <p class="note">"The prompt as the model reads it, through its chat template:"</p>
+                    <pre data-testid="chat-rendered">{text}</pre>
+                </div>
+            })}
+        })
+    }
+}
+
+/// Chat template on/off and the system message, for models that have a template.
+#[component]
+fn ChatOptions() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let has_template = move || ctx.loaded.with(|l| l.as_ref().is_some_and(|l| l.chat_template));
+    move || {
+        has_template().then(|| {
+            view! {
+                <label class="check">
+                    <input type="checkbox" data-testid="chat" prop:checked=move || ctx.form.with(|f| f.chat)
+                        on:change=move |ev| ctx.form.update(|f| f.chat = event_target_checked(&ev))/>
+                    "Chat: send the prompt as the user's message through the model's chat template (off: raw text)"
+                </label>
+                <div class="row" style:display=move || if ctx.form.with(|f| f.chat) { "" } else { "none" }>
+                    <label for="system">"System message"</label>
+                    <input id="system" type="text" data-testid="system" placeholder="(none)"
+                        prop:value=move || ctx.form.with(|f| f.system.clone())
+                        on:input=move |ev| ctx.form.update(|f| f.system = event_target_value(&ev))/>
+                </div>
+            }
         })
     }
 }
@@ -288,8 +319,9 @@ fn Options() -> impl IntoView {
             <label class="check">
                 <input type="checkbox" data-testid="bos" prop:checked=move || ctx.form.with(|f| f.bos)
                     on:change=move |ev| ctx.form.update(|f| f.bos = event_target_checked(&ev))/>
-                "BOS: put <|endoftext|> before the prompt and each steering text"
+                "BOS: put the tokenizer's BOS (<|endoftext|> for GPT-2) before the prompt and each steering text"
             </label>
+            <ChatOptions/>
             <div class="row">
                 <label for="positions">"Positions"</label>
                 <select id="positions" data-testid="positions" on:change=move |ev| {

@@ -15,7 +15,7 @@ pub mod sweep;
 pub mod vocab;
 
 use leptos::prelude::*;
-use tiller_core::{Gpt2Config, Recipe};
+use tiller_core::{ModelSpec, Recipe};
 
 use crate::form::{Form, TokenCounts};
 use crate::sweep::SweepForm;
@@ -56,12 +56,16 @@ impl ModelState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedModel {
     pub source: ModelSource,
-    pub config: Gpt2Config,
+    pub config: ModelSpec,
     pub engine: String,
     pub from_cache: bool,
     pub bytes: u64,
     pub note: Option<String>,
     pub wasm_memory: u64,
+    /// The tokenizer adds a BOS itself (Llama 3): the editor's BOS default.
+    pub bos_default: bool,
+    /// The model has a chat template: the editor offers to render the prompt through it.
+    pub chat_template: bool,
 }
 
 /// Download progress of `model.safetensors`.
@@ -268,7 +272,7 @@ impl Ctx {
     }
 
     /// The loaded model's shapes, if one is ready.
-    pub fn config(&self) -> Option<Gpt2Config> {
+    pub fn config(&self) -> Option<ModelSpec> {
         self.loaded.with(|l| l.as_ref().map(|l| l.config))
     }
 
@@ -278,7 +282,7 @@ impl Ctx {
             return cfg.n_layer;
         }
         match self.chosen_source() {
-            ModelSource::Default(name) => Gpt2Config::preset(&name).map(|c| c.n_layer).unwrap_or(48),
+            ModelSource::Default(name) => ModelSpec::gpt2_preset(&name).map(|c| c.n_layer).unwrap_or(48),
             _ => 48,
         }
     }

@@ -1,10 +1,9 @@
 //! The engines the worker can build, one streaming path into each, and the wrapper that makes
 //! any engine give the worker's event loop a turn between steps (so Stop can arrive).
 
-use std::collections::HashMap;
 
-use tiller_core::weights::{SafetensorsHeader, TensorSink, TensorView};
-use tiller_core::{Backend, CpuModel, Gpt2Config, Gpt2Weights, StepOutput, StepRequest, TillerError};
+use tiller_core::weights::{F32Sink, TensorSink};
+use tiller_core::{Backend, CpuModel, ModelSpec, StepOutput, StepRequest, TillerError};
 
 use tiller_gpu::{GpuEngine, GpuWeightsSink};
 
@@ -87,7 +86,7 @@ pub async fn request_gpu() -> Result<Option<GpuDevice>, UserError> {
 /// Where the tensors of `model.safetensors` go while it streams (one at a time).
 #[allow(clippy::large_enum_variant)]
 pub enum Builder {
-    Cpu(CpuSink),
+    Cpu(F32Sink),
     Gpu { sink: GpuWeightsSink, gpu: GpuDevice },
 }
 
@@ -114,9 +113,9 @@ impl Builder {
     }
 
     /// The engine, once every tensor has arrived.
-    pub async fn build(self, config: Gpt2Config) -> tiller_core::Result<Engine> {
+    pub async fn build(self) -> tiller_core::Result<Engine> {
         match self {
-            Builder::Cpu(s) => Ok(s.into_engine(config)),
+            Builder::Cpu(s) => cpu_engine(s),
             Builder::Gpu { sink, gpu } => {
                 let weights = sink.finish().await?;
                 Ok(Engine::Gpu(GpuEngine::new(gpu.device, gpu.queue, gpu.info, weights).await?))
@@ -126,42 +125,19 @@ impl Builder {
 }
 pub(crate) use with_backend;
 
-/// Collects tensors as f32 for the CPU reference.
-#[derive(Default)]
-pub struct CpuSink {
-    tensors: HashMap<String, Vec<f32>>,
+/// Collects tensors as f32 for the CPU reference (core's sink, with the fallback's size cap).
+pub fn cpu_sink() -> F32Sink {
+    F32Sink::with_limit(CPU_MAX_PARAMS)
 }
 
-impl TensorSink for CpuSink {
-    fn begin(&mut self, cfg: &Gpt2Config, _header: &SafetensorsHeader) -> tiller_core::Result<()> {
-        let params = parameter_count(cfg);
-        if params > CPU_MAX_PARAMS {
-            return Err(TillerError::input(format!(
-                "this model has {:.0} M parameters, too many for the CPU fallback (which keeps them all in wasm memory; it takes up to {} M): use a browser with WebGPU, or a smaller model",
-                params as f64 / 1e6,
-                CPU_MAX_PARAMS / 1_000_000
-            )));
-        }
-        Ok(())
-    }
-
-    fn tensor(&mut self, t: TensorView<'_>) -> tiller_core::Result<()> {
-        self.tensors.insert(t.name.to_string(), t.to_f32());
-        Ok(())
-    }
+/// The CPU engine, once every tensor has arrived.
+pub fn cpu_engine(sink: F32Sink) -> tiller_core::Result<Engine> {
+    Ok(Engine::Cpu(CpuModel::new(sink.into_weights()?)))
 }
 
-impl CpuSink {
-    pub fn into_engine(self, config: Gpt2Config) -> Engine {
-        Engine::Cpu(CpuModel::new(Gpt2Weights { config, tensors: self.tensors }))
-    }
-}
-
-/// Parameters of a GPT-2 of this shape (weights only).
-pub fn parameter_count(cfg: &Gpt2Config) -> u64 {
-    let (c, f, v, p, l) = (cfg.n_embd as u64, cfg.n_inner as u64, cfg.vocab_size as u64, cfg.n_positions as u64, cfg.n_layer as u64);
-    let block = 4 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * f + f) + (f * c + c);
-    v * c + p * c + l * block + 2 * c
+/// Parameters of a model of this shape (weights only).
+pub fn parameter_count(cfg: &ModelSpec) -> u64 {
+    cfg.parameter_count()
 }
 
 /// Lets the worker's event loop run (a zero-delay timeout), so messages such as Stop are
@@ -182,7 +158,7 @@ pub async fn sleep_ms(ms: i32) {
 pub struct Yielding<'a, B: Backend>(pub &'a mut B);
 
 impl<B: Backend> Backend for Yielding<'_, B> {
-    fn config(&self) -> &Gpt2Config {
+    fn config(&self) -> &ModelSpec {
         self.0.config()
     }
     fn describe(&self) -> String {
@@ -249,9 +225,9 @@ mod tests {
 
     #[test]
     fn parameter_counts_match_the_released_models() {
-        let gpt2 = Gpt2Config::preset("gpt2").unwrap();
+        let gpt2 = ModelSpec::gpt2_preset("gpt2").unwrap();
         assert_eq!(parameter_count(&gpt2), 124_439_808);
-        let xl = Gpt2Config::preset("gpt2-xl").unwrap();
+        let xl = ModelSpec::gpt2_preset("gpt2-xl").unwrap();
         assert_eq!(parameter_count(&xl), 1_557_611_200);
     }
 }

@@ -14,15 +14,15 @@ use js_sys::Reflect;
 use tiller_core::generate::{self, Flow};
 use tiller_core::sweep::SweepSpec;
 use tiller_core::weights::{StreamLoader, TensorSink};
-use tiller_core::{Gpt2Config, Gpt2Tokenizer, Recipe, Site, Term};
+use tiller_core::{ModelSpec, Recipe, Site, Term, Tokenizer};
 use wasm_bindgen::prelude::*;
 use web_sys::{AbortController, DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::protocol::{
     envelope, EngineChoice, ErrorKind, FromWorker, GenerationView, LayerVocabView, ModelSource, RunTiming, ToWorker, UserError,
-    CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE,
+    CONFIG_FILE, INDEX_FILE, MODEL_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
 };
-use engine::{request_gpu, user_error, with_backend, Builder, CpuSink, Engine, Yielding};
+use engine::{cpu_sink, request_gpu, user_error, with_backend, Builder, Engine, Yielding};
 use tiller_gpu::GpuEngine;
 
 /// What to tell a user whose browser offers no WebGPU adapter.
@@ -46,7 +46,7 @@ struct LoadHandle {
 struct State {
     /// Taken out while a run or a vocabulary request uses it.
     engine: RefCell<Option<Engine>>,
-    tokenizer: RefCell<Option<Rc<Gpt2Tokenizer>>>,
+    tokenizer: RefCell<Option<Rc<Tokenizer>>>,
     /// Bumped by every load: a run that finishes after a new load must not put back its engine.
     epoch: Cell<u64>,
     /// Jobs holding an engine right now (taken, not yet put back).
@@ -134,7 +134,7 @@ async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
                 }
             }
         }
-        ToWorker::Analyze { id, prompt, terms, bos } => analyze(id, &prompt, &terms, bos),
+        ToWorker::Analyze { id, prompt, terms, bos, chat, system } => analyze(id, &prompt, &terms, bos, chat, &system),
         ToWorker::Run { run_id, recipe } => run(run_id, recipe).await,
         ToWorker::Stop => state().stop.set(true),
         ToWorker::Sweep { run_id, spec } => sweep(run_id, spec).await,
@@ -186,11 +186,12 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
         }
     }
     let signal = controller.as_ref().map(|c| c.signal());
-    let (config_json, tokenizer_json, model, from_cache_small) = match source {
+    let (config_json, tokenizer_json, tokenizer_config_json, models, from_cache_small) = match source {
         ModelSource::Local => {
             let pick = |names: &[&str]| files.iter().find(|f| names.iter().any(|n| f.name() == *n)).cloned();
             let model = pick(&[MODEL_FILE])
                 .or_else(|| files.iter().find(|f| f.name().ends_with(".safetensors")).cloned())
+                .or_else(|| pick(&[INDEX_FILE]))
                 .ok_or_else(|| UserError::new(ErrorKind::BadFile, format!("no {MODEL_FILE} among the picked files: pick {MODEL_FILE}, {TOKENIZER_FILE} and (optionally) {CONFIG_FILE} together")))?;
             let tokenizer = pick(&[TOKENIZER_FILE]).ok_or_else(|| {
                 UserError::new(ErrorKind::BadFile, format!("no {TOKENIZER_FILE} among the picked files: pick it together with {MODEL_FILE}"))
@@ -200,7 +201,27 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
                 None => None,
             };
             let tok = read_file(&tokenizer).await?;
-            (config, tok, ModelInput::File(model), false)
+            let tok_config = match pick(&[TOKENIZER_CONFIG_FILE]) {
+                Some(f) => Some(read_file(&f).await?),
+                None => None,
+            };
+            // Shards picked together with their index: streamed in the index's order.
+            let models = match pick(&[INDEX_FILE]) {
+                Some(index) => {
+                    let index = read_file(&index).await?;
+                    let names = tiller_core::weights::shard_files(&index).map_err(|e| user_error(&e))?;
+                    let mut shards = Vec::new();
+                    for n in names {
+                        let f = files.iter().find(|f| f.name() == n).cloned().ok_or_else(|| {
+                            UserError::new(ErrorKind::BadFile, format!("{INDEX_FILE} names {n}, which is not among the picked files: pick every shard"))
+                        })?;
+                        shards.push(ModelInput::File(f));
+                    }
+                    ModelInputs { index: Some(index), files: shards }
+                }
+                None => ModelInputs { index: None, files: vec![ModelInput::File(model)] },
+            };
+            (config, tok, tok_config, models, false)
         }
         _ => {
             let base = source.base_url(hub).map_err(|e| UserError::new(ErrorKind::Download, e))?;
@@ -210,33 +231,57 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
                 .await?
                 .ok_or_else(|| UserError::new(ErrorKind::Download, format!("{TOKENIZER_FILE} is missing at {base}")))?;
             let cached = config.as_ref().is_none_or(|c| c.1) && tok.1;
-            (config.map(|c| c.0), tok.0, ModelInput::Url { url: format!("{base}/{MODEL_FILE}"), cache }, cached)
+            // GPT-2 repos have no chat template and are never sharded: only other families are
+            // asked for tokenizer_config.json and whether model.safetensors exists.
+            let other_family = config.as_ref().is_some_and(|c| tiller_core::arch::config::from_json(&c.0, None).is_ok_and(|s| s.family != tiller_core::Family::Gpt2));
+            let tok_config = match other_family {
+                true => net::small_file(cache.as_ref(), &format!("{base}/{TOKENIZER_CONFIG_FILE}"), TOKENIZER_CONFIG_FILE, true, signal.as_ref()).await?,
+                false => None,
+            };
+            let single = !other_family || net::exists(&format!("{base}/{MODEL_FILE}"), MODEL_FILE, signal.as_ref()).await?;
+            let models = match single {
+                true => ModelInputs { index: None, files: vec![ModelInput::Url { url: format!("{base}/{MODEL_FILE}"), cache }] },
+                false => {
+                    let index = net::small_file(cache.as_ref(), &format!("{base}/{INDEX_FILE}"), INDEX_FILE, true, signal.as_ref())
+                        .await?
+                        .ok_or_else(|| UserError::new(ErrorKind::Download, format!("neither {MODEL_FILE} nor {INDEX_FILE} is at {base}")))?
+                        .0;
+                    let names = tiller_core::weights::shard_files(&index).map_err(|e| user_error(&e))?;
+                    let files = names.iter().map(|n| ModelInput::Url { url: format!("{base}/{n}"), cache: cache.clone() }).collect();
+                    ModelInputs { index: Some(index), files }
+                }
+            };
+            (config.map(|c| c.0), tok.0, tok_config.map(|c| c.0), models, cached)
         }
     };
-    let tokenizer = Gpt2Tokenizer::from_bytes(&tokenizer_json).map_err(|e| user_error(&e))?;
+    // Checked before the download, so a broken tokenizer fails fast; rebuilt with the model's
+    // BOS/EOS ids once the spec is known.
+    Tokenizer::from_files(&tokenizer_json, tokenizer_config_json.as_deref(), None).map_err(|e| user_error(&e))?;
 
     // The GPU sink must not be dropped unfinished (see `Builder::abandon`): make it only now,
     // after the last `?` before streaming.
     let (mut builder, note) = match choice {
-        EngineChoice::Cpu => (Builder::Cpu(CpuSink::default()), None),
+        EngineChoice::Cpu => (Builder::Cpu(cpu_sink()), None),
         EngineChoice::Gpu | EngineChoice::Auto => match request_gpu().await? {
             Some(gpu) => (Builder::Gpu { sink: GpuEngine::loader(&gpu.device), gpu }, None),
             None if choice == EngineChoice::Gpu => return Err(UserError::new(ErrorKind::NoWebGpu, NO_WEBGPU)),
             None => (
-                Builder::Cpu(CpuSink::default()),
+                Builder::Cpu(cpu_sink()),
                 Some(format!("{NO_WEBGPU} Running on the CPU engine instead: slow, and only for small models.")),
             ),
         },
     };
 
-    let streamed = match stream_model(model, config_json.as_deref(), builder.sink(), signal.as_ref(), &cancelled).await {
+    let streamed = match stream_model(models, config_json.as_deref(), builder.sink(), signal.as_ref(), &cancelled).await {
         Ok(s) => s,
         Err(e) => {
             builder.abandon();
             return Err(e);
         }
     };
-    let engine = builder.build(streamed.config).await.map_err(|e| user_error(&e))?;
+    let engine = builder.build().await.map_err(|e| user_error(&e))?;
+    let tokenizer = Tokenizer::from_files(&tokenizer_json, tokenizer_config_json.as_deref(), Some(&streamed.config)).map_err(|e| user_error(&e))?;
+    let (bos_default, chat_template) = (tokenizer.bos_by_default(), tokenizer.has_chat_template());
     let describe = engine.describe();
     *st.engine.borrow_mut() = Some(engine);
     *st.tokenizer.borrow_mut() = Some(Rc::new(tokenizer));
@@ -247,6 +292,8 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
         bytes: streamed.bytes,
         note,
         wasm_memory: wasm_memory_bytes(),
+        bos_default,
+        chat_template,
     });
     Ok(())
 }
@@ -266,8 +313,14 @@ enum ModelInput {
     Url { url: String, cache: Option<web_sys::Cache> },
 }
 
+/// The weights: one file, or the shards of `model.safetensors.index.json` in order.
+struct ModelInputs {
+    index: Option<Vec<u8>>,
+    files: Vec<ModelInput>,
+}
+
 struct Streamed {
-    config: Gpt2Config,
+    config: ModelSpec,
     bytes: u64,
     from_cache: bool,
 }
@@ -279,15 +332,45 @@ async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, UserError> {
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
-/// Streams `model.safetensors` into `sink`, reporting progress. A network download is teed
-/// into the cache; a corrupt or cancelled download leaves nothing cached.
+/// Streams the weights (one file, or each shard in order) into `sink` through one loader,
+/// reporting progress. A network download is teed into the cache; a corrupt or cancelled
+/// download leaves nothing cached.
 async fn stream_model(
-    input: ModelInput,
+    inputs: ModelInputs,
     config_json: Option<&[u8]>,
     sink: &mut dyn TensorSink,
     signal: Option<&web_sys::AbortSignal>,
     cancelled: &Cell<bool>,
 ) -> Result<Streamed, UserError> {
+    let mut loader = match &inputs.index {
+        None => StreamLoader::new(config_json, None),
+        Some(index) => {
+            let config = config_json.ok_or_else(|| UserError::new(ErrorKind::BadFile, format!("a sharded checkpoint needs its {CONFIG_FILE}")))?;
+            StreamLoader::sharded(config, index).map_err(|e| file_error(&e))?.0
+        }
+    };
+    let mut loaded = 0u64;
+    let mut all_cached = true;
+    let shards = inputs.files.len();
+    for (i, input) in inputs.files.into_iter().enumerate() {
+        let from_cache = stream_file(input, &mut loader, sink, signal, cancelled, &mut loaded, (i, shards)).await?;
+        all_cached &= from_cache;
+    }
+    let config = loader.finish().map_err(|e| file_error(&e))?;
+    Ok(Streamed { config, bytes: loaded, from_cache: all_cached })
+}
+
+/// Streams one weights file into the loader; returns whether it came from the cache.
+async fn stream_file(
+    input: ModelInput,
+    loader: &mut StreamLoader,
+    sink: &mut dyn TensorSink,
+    signal: Option<&web_sys::AbortSignal>,
+    cancelled: &Cell<bool>,
+    loaded: &mut u64,
+    (shard, shards): (usize, usize),
+) -> Result<bool, UserError> {
+    let label = if shards > 1 { format!("{MODEL_FILE} (shard {} of {shards})", shard + 1) } else { MODEL_FILE.to_string() };
     let (stream, total, from_cache, put, url, cache) = match input {
         ModelInput::File(f) => (f.stream(), Some(f.size() as u64), false, None, None, None),
         ModelInput::Url { url, cache } => {
@@ -306,11 +389,11 @@ async fn stream_model(
         }
     };
     let reader = net::ChunkReader::new(&stream, MODEL_FILE);
-    let mut loader = StreamLoader::new(config_json, total);
+    loader.start_file(total).map_err(|e| file_error(&e))?;
     let mut buf = Vec::new();
-    let mut loaded = 0u64;
     let mut last_report = 0.0;
-    let progress = |loaded| post(&FromWorker::Progress { file: MODEL_FILE.into(), loaded, total, from_cache });
+    let start = *loaded;
+    let progress = |loaded: u64| post(&FromWorker::Progress { file: label.clone(), loaded, total, from_cache });
     progress(0);
     let result: Result<(), UserError> = async {
         loop {
@@ -321,16 +404,16 @@ async fn stream_model(
             if !reader.next(&mut buf).await? {
                 break;
             }
-            loaded += buf.len() as u64;
+            *loaded += buf.len() as u64;
             loader.feed(&buf, sink).map_err(|e| file_error(&e))?;
             let now = js_sys::Date::now();
             if now - last_report > 100.0 {
                 last_report = now;
-                progress(loaded);
+                progress(*loaded - start);
             }
         }
-        progress(loaded);
-        loader.finish().map(|_| ()).map_err(|e| file_error(&e))
+        progress(*loaded - start);
+        loader.end_file().map_err(|e| file_error(&e))
     }
     .await;
     if let Err(e) = result {
@@ -355,8 +438,7 @@ async fn stream_model(
             web_sys::console::warn_1(&"tiller: the model could not be stored in the cache".into());
         }
     }
-    let config = loader.finish().map_err(|e| file_error(&e))?;
-    Ok(Streamed { config, bytes: loaded, from_cache })
+    Ok(from_cache)
 }
 
 fn file_error(e: &tiller_core::TillerError) -> UserError {
@@ -368,16 +450,25 @@ fn file_error(e: &tiller_core::TillerError) -> UserError {
     err
 }
 
-fn analyze(id: u64, prompt: &str, terms: &[String], bos: bool) {
+fn analyze(id: u64, prompt: &str, terms: &[String], bos: bool, chat: bool, system: &str) {
     let Some(tok) = state().tokenizer.borrow().clone() else { return };
     let count = |text: &str| tiller_core::steer::encode_with_bos(&tok, text, bos).map(|ids| ids.len()).unwrap_or(0);
-    post(&FromWorker::Analysis { id, prompt_tokens: count(prompt), term_tokens: terms.iter().map(|t| count(t)).collect() });
+    let (prompt_tokens, prompt_text) = if chat {
+        let recipe = tiller_core::Recipe { prompt: prompt.to_string(), chat, system: system.to_string(), ..Default::default() };
+        match tiller_core::steer::prompt_text(&tok, &recipe) {
+            Ok(text) => (tok.encode(&text).map(|ids| ids.len()).unwrap_or(0), Some(text)),
+            Err(e) => (0, Some(e.to_string())),
+        }
+    } else {
+        (count(prompt), None)
+    };
+    post(&FromWorker::Analysis { id, prompt_tokens, term_tokens: terms.iter().map(|t| count(t)).collect(), prompt_text });
 }
 
 /// Takes the engine and tokenizer for a job, or says why not. While another job holds the
 /// engine (a run, a sweep, or the vocabulary the page asks for when a run ends) this waits
 /// for it instead of refusing, so a Run pressed just after a run finished is not lost.
-async fn take_engine() -> Result<(Engine, Rc<Gpt2Tokenizer>, u64), UserError> {
+async fn take_engine() -> Result<(Engine, Rc<Tokenizer>, u64), UserError> {
     let st = state();
     while st.engine.borrow().is_none() && st.holders.get() > 0 {
         engine::sleep_ms(5).await;
@@ -537,7 +628,7 @@ const SWEEP_MEMORY_BUDGET: usize = 768 << 20;
 /// `tiller_core::sweep` keeps the unsteered model's log-probabilities for every counted
 /// prediction (V floats each, 200 kB for GPT-2) while it scores a layer: refuse, with a
 /// sentence, sets that would not fit in this tab's memory instead of letting wasm run out.
-fn sweep_fits(spec: &SweepSpec, tok: &Gpt2Tokenizer, vocab: usize) -> Result<(), UserError> {
+fn sweep_fits(spec: &SweepSpec, tok: &Tokenizer, vocab: usize) -> Result<(), UserError> {
     let mut predictions = 0usize;
     for set in &spec.sets {
         for text in &set.texts {

@@ -113,6 +113,15 @@ pub async fn remote_size(url: &str, file: &str) -> Result<Option<u64>, UserError
 
 /// Downloads a small file whole, from the cache when it is there (and into it when not).
 /// `Ok(None)` when the server says 404 and `optional`.
+/// Whether `url` exists (a HEAD request; 404 is `false`, other failures are errors).
+pub async fn exists(url: &str, file: &str, signal: Option<&AbortSignal>) -> Result<bool, UserError> {
+    match fetch(url, file, "HEAD", signal, None).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.message.contains("HTTP 404") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 pub async fn small_file(
     cache: Option<&Cache>,
     url: &str,
