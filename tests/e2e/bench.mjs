@@ -1,5 +1,5 @@
 // How fast the page generates, in headless Chromium with WebGPU on SwiftShader (the flags of
-// SPEC.md). A benchmark, not a test (`node --test` does not pick it up):
+// docs/SEMANTICS.md). A benchmark, not a test (`node --test` does not pick it up):
 //
 //     cd tests/e2e && node bench.mjs [--model gpt2] [--layers N] [--tokens 32] [--n 1] [--runs 2]
 //

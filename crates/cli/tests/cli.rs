@@ -469,7 +469,7 @@ fn damaged_model_files_fail_with_one_line() {
 #[test]
 fn bad_config_json_is_named() {
     let src = fixtures_dir().join("tiny-gpt2");
-    for (case, body, problem) in [("config-garbage", "not json", "config.json is invalid"), ("config-llama", "{\"model_type\": \"llama\"}", "model_type is `llama`")] {
+    for (case, body, problem) in [("config-garbage", "not json", "config.json is invalid"), ("config-mamba", "{\"model_type\": \"mamba\"}", "model_type is `mamba`"), ("config-llama", "{\"model_type\": \"llama\"}", "`hidden_size` is missing")] {
         let dir = scratch(case);
         for f in ["tokenizer.json", "model.safetensors"] {
             std::fs::copy(src.join(f), dir.join(f)).unwrap();

@@ -1,4 +1,4 @@
-//! ActAdd steering vectors and where they go (SPEC.md, "ActAdd").
+//! ActAdd steering vectors and where they go (docs/SEMANTICS.md, "ActAdd").
 //!
 //! 1. Each term's text is tokenized (BOS-prefixed when on); terms that share a layer are
 //!    right-padded to that layer's longest term with the token the tokenizer gives a single

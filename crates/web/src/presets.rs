@@ -1,4 +1,4 @@
-//! The ActAdd post's published examples (SPEC.md), for gpt2-xl's 48 layers. On a model with
+//! The ActAdd post's published examples (docs/SEMANTICS.md), for gpt2-xl's 48 layers. On a model with
 //! another depth the layer is scaled: `round(L × n_layer / 48)`, and the page says so.
 
 use tiller_core::Term;

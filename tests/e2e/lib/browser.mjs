@@ -1,4 +1,4 @@
-// Headless Chromium with WebGPU on SwiftShader, as SPEC.md ("Test environment on these
+// Headless Chromium with WebGPU on SwiftShader, as docs/SEMANTICS.md ("Test environment on these
 // machines") prescribes. Never downloads a browser: playwright-core drives Debian's
 // /usr/bin/chromium (override with TILLER_CHROMIUM).
 

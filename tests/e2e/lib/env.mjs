@@ -22,6 +22,9 @@ export const REPOS = {
   slow: 'tiny/tiny-gpt2-slow',
   redirect: 'tiny/tiny-gpt2-redirect',
   url: 'files/tiny-gpt2-f32', // for the base-URL source (a URL no other test caches)
+  llama: 'tiny/tiny-llama', // GQA, llama3 rope, chat template (tokenizer_config.json)
+  qwen2: 'tiny/tiny-qwen2', // q/k/v biases, untied head, sharded bf16 checkpoint
+  neox: 'tiny/tiny-neox', // partial rotary, parallel residual, erf-GELU
 };
 
 /** Fixture files of the Hub repos: tiny-gpt2 has config.json; tiny-gpt2-f32 does not. */
@@ -46,6 +49,9 @@ export function hubRepos() {
     // Like the real Hub: model.safetensors answers 302 to a CDN on another origin.
     [REPOS.redirect]: { dir: tiny, redirect: true, ...keep },
     [REPOS.url]: { dir: tinyF32, ...keep },
+    [REPOS.llama]: { dir: path.join(FIXTURES, 'tiny-llama'), ...keep },
+    [REPOS.qwen2]: { dir: path.join(FIXTURES, 'tiny-qwen2'), ...keep },
+    [REPOS.neox]: { dir: path.join(FIXTURES, 'tiny-neox'), ...keep },
   };
 }
 

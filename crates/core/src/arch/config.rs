@@ -295,8 +295,8 @@ pub fn validate(s: &ModelSpec) -> Result<()> {
     if s.head_dim > MAX_HEAD_DIM {
         return Err(bad(format!("head size {} is larger than the {MAX_HEAD_DIM} Tiller's attention supports", s.head_dim)));
     }
-    if s.n_embd % 2 != 0 || s.n_inner % 2 != 0 || s.head_dim % 2 != 0 {
-        return Err(bad(format!("width {}, MLP width {} and head size {} must be even", s.n_embd, s.n_inner, s.head_dim)));
+    if s.n_embd % 2 != 0 || s.n_inner % 2 != 0 {
+        return Err(bad(format!("width {} and MLP width {} must be even", s.n_embd, s.n_inner)));
     }
     if s.n_layer > 1000 || s.n_embd > 65536 || s.n_inner > 1 << 18 || s.n_head > 1024 || s.vocab_size > 1_000_000 {
         return Err(bad(format!("its dimensions are implausibly large ({})", s.summary())));

@@ -1,0 +1,82 @@
+// The other families in the page (issue 11): a tiny Llama (grouped-query attention, llama3
+// rope scaling, a chat template), a tiny Qwen2 (sharded bf16 checkpoint, untied head) and a
+// tiny GPT-NeoX (partial rotary, parallel residual) load from the Hub-like server, run a
+// steered comparison on WebGPU (SwiftShader), and the Llama's chat template renders the prompt
+// as the model reads it. Screenshots go to out/families-*.png.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { launch, watchPage } from './lib/browser.mjs';
+import { startServers, REPOS } from './lib/env.mjs';
+import {
+  tid, pageUrl, setRecipe, pickHubRepo, loadModel, readCompletions, waitForState, screenshot, click, text,
+} from './lib/contract.mjs';
+
+const RUN_TIMEOUT = 180_000;
+let servers;
+let session;
+let page;
+let problems;
+
+before(async () => {
+  servers = await startServers();
+  session = await launch();
+  page = await session.context.newPage();
+  problems = watchPage(page);
+  await page.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+});
+
+after(async () => {
+  await session?.close();
+  await servers?.close();
+});
+
+/** Loads `repo`, runs Love − Hate at layer 1, and checks the steered side differs. */
+async function steeredComparison(t, repo, name) {
+  await pickHubRepo(page, repo);
+  await loadModel(page, { timeout: 180_000 });
+  await setRecipe(page, {
+    prompt: 'I hate you because',
+    terms: [{ text: 'Love', layer: 1, coeff: 8 }, { text: 'Hate', layer: 1, coeff: -8 }],
+    n: 2,
+    maxTokens: 6,
+    seed: 3,
+  });
+  await tid(page, 'run').first().click();
+  await waitForState(page, 'run-status', 'done', RUN_TIMEOUT, { failOn: ['error'] });
+  const { unsteered, steered } = await readCompletions(page, 2);
+  assert.equal(unsteered.length, 2, `${name}: two unsteered completions`);
+  assert.equal(steered.length, 2, `${name}: two steered completions`);
+  assert.ok(unsteered.every((s) => s.length > 0) && steered.every((s) => s.length > 0), `${name}: empty completion`);
+  assert.notDeepEqual(steered, unsteered, `${name}: steering at coefficient 8 changed nothing`);
+  await screenshot(page, `families-${name}`, t);
+}
+
+test('families-01-llama-steers-and-renders-its-chat-template', { timeout: 400_000 }, async (t) => {
+  await steeredComparison(t, REPOS.llama, 'llama');
+  // The tokenizer adds <|begin_of_text|> itself: the BOS box follows it.
+  assert.equal(await tid(page, 'bos').first().isChecked(), true, 'Llama 3 adds BOS by default');
+  // The chat toggle exists for a model with a template; on, the prompt shows as rendered.
+  assert.equal(await tid(page, 'chat').count(), 1, 'no chat toggle for a model with a chat template');
+  await click(page, 'chat');
+  await tid(page, 'system').first().fill('You are a helpful assistant.');
+  await page.waitForFunction(() => document.querySelector('[data-testid="chat-rendered"]'), null, { timeout: 20_000 });
+  const rendered = await text(tid(page, 'chat-rendered'));
+  assert.match(rendered, /<\|start_header_id\|>system<\|end_header_id\|>\s+You are a helpful assistant\.<\|eot_id\|>/, rendered);
+  assert.match(rendered, /<\|start_header_id\|>user<\|end_header_id\|>\s+I hate you because<\|eot_id\|><\|start_header_id\|>assistant<\|end_header_id\|>/, rendered);
+  await tid(page, 'run').first().click();
+  await waitForState(page, 'run-status', 'done', RUN_TIMEOUT, { failOn: ['error'] });
+  await screenshot(page, 'families-llama-chat', t);
+});
+
+test('families-02-qwen2-sharded-checkpoint-steers', { timeout: 400_000 }, async (t) => {
+  await steeredComparison(t, REPOS.qwen2, 'qwen2');
+  assert.equal(await tid(page, 'chat').count(), 0, 'a model without a chat template offers no chat toggle');
+});
+
+test('families-03-neox-steers', { timeout: 400_000 }, async (t) => {
+  await steeredComparison(t, REPOS.neox, 'neox');
+  const errs = problems.consoleErrors.filter((e) => !/favicon\.ico|status of 404/.test(e));
+  assert.deepEqual(errs, [], 'console errors');
+  assert.deepEqual(problems.pageErrors, [], 'page errors');
+});
