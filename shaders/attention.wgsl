@@ -2,12 +2,15 @@
 // cache at its position, then its query attends causally over that slot's positions 0..=pos.
 // Prompt passes and one-token decode are the same dispatch: a row only knows (slot, pos).
 //
-// Caches are [S, TM, C] f32 per layer; head h occupies channels h*HD..(h+1)*HD.
+// A qkv row is q | k | v, QKV = (NH + 2·NKV)·HD wide. Caches are [S, TM, KV] f32 per layer,
+// KV = NKV·HD; query head h reads key/value head h / (NH / NKV) (grouped-query attention: the
+// cache is not copied per query head).
 
 struct Params {
     rows: u32,
-    c: u32,
     n_head: u32,
+    n_kv_head: u32,
+    head_dim: u32,
     /// Cache length per slot (TM).
     tm: u32,
 }
@@ -19,25 +22,29 @@ struct RowMeta {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-// ---- kv_write: k_cache[slot, pos, :] = qkv[r, C..2C]; v_cache[slot, pos, :] = qkv[r, 2C..3C]
+// ---- kv_write: k_cache[slot, pos, :] = qkv[r, Q..Q+KV]; v_cache[slot, pos, :] = qkv[r, Q+KV..]
 
-@group(1) @binding(0) var<storage, read_write> k_cache: array<f32>;  // [S, TM, C]
-@group(1) @binding(1) var<storage, read_write> v_cache: array<f32>;  // [S, TM, C]
-@group(1) @binding(2) var<storage, read> qkv_w: array<f32>;          // [R, 3C]
+@group(1) @binding(0) var<storage, read_write> k_cache: array<f32>;  // [S, TM, KV]
+@group(1) @binding(1) var<storage, read_write> v_cache: array<f32>;  // [S, TM, KV]
+@group(1) @binding(2) var<storage, read> qkv_w: array<f32>;          // [R, QKV]
 @group(1) @binding(3) var<storage, read> rows_w: array<RowMeta>;     // [R]
 
-@compute @workgroup_size(64)
+override WG_KV: u32 = 64u;
+
+@compute @workgroup_size(WG_KV)
 fn kv_write(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let kv = p.n_kv_head * p.head_dim;
+    let q_width = p.n_head * p.head_dim;
     let i = gid.x;
     let r = gid.y;
-    if (i >= p.c || r >= p.rows) {
+    if (i >= kv || r >= p.rows) {
         return;
     }
     let m = rows_w[r];
-    let dst = (m.slot * p.tm + m.pos) * p.c + i;
-    let src = r * 3u * p.c;
-    k_cache[dst] = qkv_w[src + p.c + i];
-    v_cache[dst] = qkv_w[src + 2u * p.c + i];
+    let dst = (m.slot * p.tm + m.pos) * kv + i;
+    let src = r * (q_width + 2u * kv) + q_width;
+    k_cache[dst] = qkv_w[src + i];
+    v_cache[dst] = qkv_w[src + kv + i];
 }
 
 // ---- attention: one workgroup per (head, row). Keys are visited in tiles of up to KT: every
@@ -51,20 +58,20 @@ fn kv_write(@builtin(global_invocation_id) gid: vec3<u32>) {
 /// 8 invocations: one SIMD group on lavapipe, two on SwiftShader. Each barrier switches
 /// between a workgroup's SIMD groups, and with 64 invocations the two barriers per row were
 /// half of the kernel's time on lavapipe (prompt pass: 252 ms with 64, 170 ms with 32, 118 ms
-/// with 16, 110 ms with 8; SwiftShader: 354, -, 138 and 106 ms).
-const WG: u32 = 8u;
+/// with 16, 110 ms with 8; SwiftShader: 354, -, 138 and 106 ms). Head sizes past 64 (Llama's
+/// and Qwen's 128) take the 16-invocation pipeline (`kernels.rs`).
+override WG: u32 = 8u;
 /// Keys per tile: 8 KB of scores in workgroup memory.
 const KT: u32 = 2048u;
-/// Head sizes up to MAX_HD (every GPT-2 uses 64); an invocation owns channels lid + i·WG,
-/// i = 0..8, as the components of two vec4 accumulators (not an array: the CPU adapters'
-/// compilers keep a dynamically indexed array in memory). Invocations past the head size repeat
-/// its last channel and store nothing.
-const MAX_HD: u32 = 8u * WG;
+// Head sizes up to 8·WG: an invocation owns channels lid + i·WG, i = 0..8, as the components
+// of two vec4 accumulators (not an array: the CPU adapters' compilers keep a dynamically
+// indexed array in memory). Invocations past the head size repeat its last channel and store
+// nothing.
 
-@group(1) @binding(0) var<storage, read_write> out: array<f32>;      // [R, C]
-@group(1) @binding(1) var<storage, read> qkv: array<f32>;            // [R, 3C]
-@group(1) @binding(2) var<storage, read> k_cache_r: array<f32>;      // [S, TM, C]
-@group(1) @binding(3) var<storage, read> v_cache_r: array<f32>;      // [S, TM, C]
+@group(1) @binding(0) var<storage, read_write> out: array<f32>;      // [R, NH·HD]
+@group(1) @binding(1) var<storage, read> qkv: array<f32>;            // [R, QKV]
+@group(1) @binding(2) var<storage, read> k_cache_r: array<f32>;      // [S, TM, KV]
+@group(1) @binding(3) var<storage, read> v_cache_r: array<f32>;      // [S, TM, KV]
 @group(1) @binding(4) var<storage, read> rows: array<RowMeta>;       // [R]
 
 var<workgroup> scores_s: array<f32, KT>;
@@ -76,12 +83,14 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     if (r >= p.rows || h >= p.n_head) {
         return; // uniform per workgroup
     }
-    let hd = p.c / p.n_head;
+    let hd = p.head_dim;
+    let kv = p.n_kv_head * hd;
+    let q_width = p.n_head * hd;
     let scale = 1.0 / sqrt(f32(hd));
     let m = rows[r];
     let len = m.pos + 1u;
-    let base = m.slot * p.tm * p.c + h * hd;
-    let q = r * 3u * p.c + h * hd;
+    let base = m.slot * p.tm * kv + (h / (p.n_head / p.n_kv_head)) * hd;
+    let q = r * (q_width + 2u * kv) + h * hd;
 
     var run_max = -3.0e38; // below any score; exp(run_max - finite) is 0
     var run_sum = 0.0;
@@ -93,7 +102,7 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
             workgroupBarrier(); // everyone is done with the previous tile's scores (uniform)
         }
         for (var t = lid; t < n; t += WG) {
-            let k_row = base + (t0 + t) * p.c;
+            let k_row = base + (t0 + t) * kv;
             var score = 0.0;
             var d = 0u;
             // Four channels a step, as vec4 products (fewer, wider operations), then the rest.
@@ -122,7 +131,7 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         for (var t = 0u; t < n; t++) {
             let w = exp(scores_s[t] - new_max);
             run_sum += w;
-            let v_row = base + (t0 + t) * p.c;
+            let v_row = base + (t0 + t) * kv;
             acc_lo.x += w * v_cache_r[v_row + ch_lo.x];
             if (hd > WG) { // uniform
                 acc_lo.y += w * v_cache_r[v_row + ch_lo.y];
@@ -140,7 +149,7 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     for (var i = 0u; i < 8u; i++) {
         let d = lid + i * WG;
         if (d < hd) {
-            out[r * p.c + h * hd + d] = select(acc_hi[i % 4u], acc_lo[i % 4u], i < 4u) / run_sum;
+            out[r * q_width + h * hd + d] = select(acc_hi[i % 4u], acc_lo[i % 4u], i < 4u) / run_sum;
         }
     }
 }

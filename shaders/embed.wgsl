@@ -1,4 +1,5 @@
-// Twin of `ops::embed`: out[r, :] = wte[tokens[r], :] + wpe[positions[r], :].
+// Twin of `ops::embed`: out[r, :] = wte[tokens[r], :] + wpe[positions[r], :] (the wpe term only
+// when `learned` is 1; rotary models bind any buffer as wpe and it is not read).
 //
 // wte may be split by vocab rows into chunks that each fit one storage binding; one dispatch
 // per chunk fills the rows whose token lies in [vocab_start, vocab_start + vocab_len). Every
@@ -12,6 +13,7 @@ struct Params {
     c: u32,
     vocab_start: u32,
     vocab_len: u32,
+    learned: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -41,7 +43,10 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
     let wte_row = (p.vocab_len + 7u) / 8u * 8u; // f16 per row of the chunk
     let t = tok - p.vocab_start;
     let w = vec2(wte_f16(2u * i * wte_row + t), wte_f16((2u * i + 1u) * wte_row + t));
-    let e = unpack2x16float(wpe[positions[r] * half_c + i]);
+    var e = vec2(0.0);
+    if (p.learned != 0u) {
+        e = unpack2x16float(wpe[positions[r] * half_c + i]);
+    }
     out[r * p.c + 2u * i] = w.x + e.x;
     out[r * p.c + 2u * i + 1u] = w.y + e.y;
 }

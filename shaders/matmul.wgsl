@@ -25,7 +25,7 @@ struct Params {
     rows: u32,
     k: u32,
     n: u32,
-    /// matmul: bit 0 adds the bias, bit 1 applies GELU (tanh form).
+    /// matmul: bit 0 adds the bias, bit 1 applies GELU (tanh form), bit 2 exact (erf) GELU.
     /// logits: where this wte chunk's columns start in `out`.
     flags_or_vocab_start: u32,
     /// logits: the row stride of `out` (the full vocabulary); unused by matmul.
@@ -38,6 +38,7 @@ override WG: u32 = 64u;
 const MAX_TILE_ROWS: u32 = 16u;
 const FLAG_BIAS: u32 = 1u;
 const FLAG_GELU: u32 = 2u;
+const FLAG_GELU_ERF: u32 = 4u;
 
 /// Rows per tile: 1, 2, 4, 8 or 16.
 override TILE_ROWS: u32 = 1u;
@@ -178,6 +179,20 @@ fn gelu(x: f32) -> f32 {
     return 0.5 * x * (1.0 + tanh(u));
 }
 
+// erf by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7, below f32 GELU's own rounding at the
+// sizes that matter); WGSL has no erf builtin. exp(-x²) underflows to 0 for |x| > 9: erf = ±1.
+fn erf(x: f32) -> f32 {
+    let a = abs(x);
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t;
+    return sign(x) * (1.0 - poly * exp(-a * a));
+}
+
+// PyTorch's exact GELU (GPT-NeoX's `gelu`): 0.5 x (1 + erf(x / sqrt 2)).
+fn gelu_erf(x: f32) -> f32 {
+    return 0.5 * x * (1.0 + erf(x * 0.70710678));
+}
+
 /// Row r of a matmul tile: bias and GELU as the flags ask, columns past N dropped.
 fn matmul_row(r: u32, j0: u32, c: Cols) {
     matmul_word(r, j0, c.lo0, c.hi0);
@@ -200,6 +215,9 @@ fn matmul_word(r: u32, j: u32, lo: vec4<f32>, hi: vec4<f32>) {
             }
             if ((flags & FLAG_GELU) != 0u) {
                 o = gelu(o);
+            }
+            if ((flags & FLAG_GELU_ERF) != 0u) {
+                o = gelu_erf(o);
             }
             out[r * p.n + col] = o;
         }

@@ -1,4 +1,5 @@
-// Twins of `ops::residual_add` (x += y) and `ops::add_rows`, the ActAdd injection:
+// Twins of `ops::residual_add` (x += y), `ops::swiglu` (x = silu(y) · x, SwiGLU's product of
+// gate y and up x) and `ops::add_rows`, the ActAdd injection:
 // x[r, :] += table[row_map[r], :] unless row_map[r] is 0xFFFFFFFF.
 //
 // Injection tables and row maps of a step live in one arena buffer, bound twice (as f32 and as
@@ -27,6 +28,17 @@ fn residual_add(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     x[r * p.c + i] += y[r * p.c + i];
+}
+
+@compute @workgroup_size(64)
+fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let r = gid.y;
+    if (i >= p.c || r >= p.rows) {
+        return;
+    }
+    let g = y[r * p.c + i];
+    x[r * p.c + i] *= g / (1.0 + exp(-g));
 }
 
 @group(1) @binding(0) var<storage, read_write> x_inj: array<f32>;    // [R, C]

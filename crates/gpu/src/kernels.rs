@@ -46,8 +46,11 @@ const K_STEPS: [(u32, u32); 5] = [(4, 2), (4, 2), (4, 2), (4, 2), (1, 1)];
 /// head, whose 50257 columns make plenty, and where SwiftShader preferred 64.
 const MATMUL_WG: u32 = 16;
 const LOGITS_WG: u32 = 64;
-/// The attention kernel's largest head size (`MAX_HD` in attention.wgsl).
-pub const MAX_HEAD_DIM: usize = 64;
+/// The attention kernel's largest head size: 8 channels per invocation of the 16-invocation
+/// pipeline (attention.wgsl).
+pub const MAX_HEAD_DIM: usize = 128;
+/// Head sizes up to this take the 8-invocation attention pipeline; larger ones the 16.
+const NARROW_HEAD_DIM: u32 = 64;
 
 /// Mirrors `Params` in embed.wgsl.
 #[repr(C)]
@@ -265,6 +268,8 @@ pub struct Kernels {
     logits: Vec<Kernel>,
     kv_write: Kernel,
     attention: Kernel,
+    /// 16 invocations, for head sizes past [`NARROW_HEAD_DIM`].
+    attention_wide: Kernel,
     residual_add: Kernel,
     swiglu: Kernel,
     add_rows: Kernel,
@@ -365,6 +370,7 @@ impl Kernels {
             logits: tiled(&matmul_m, "logits", LOGITS_WG),
             kv_write: kernel(&attention_m, "kv_write", &[w, w, r, r], &[("WG_KV", WG as f64)]),
             attention: kernel(&attention_m, "attention", &[w, r, r, r, r], &[]),
+            attention_wide: kernel(&attention_m, "attention", &[w, r, r, r, r], &[("WG", 16.0)]),
             residual_add: kernel(&residual_m, "residual_add", &[w, r], &[]),
             swiglu: kernel(&residual_m, "swiglu", &[w, r], &[]),
             rope: kernel(&rope_m, "rope", &[w, r, r, r], &[("WG", WG as f64)]),
@@ -438,8 +444,10 @@ impl Kernels {
     pub fn swiglu(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &ResidualParams) {
         rec.dispatch(&self.swiglu, group, bytemuck::bytes_of(p), [p.c.div_ceil(WG), p.rows, 1]);
     }
+    /// Both attention pipelines share one layout, so one bind group serves either.
     pub fn attention(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &AttentionParams) {
-        rec.dispatch(&self.attention, group, bytemuck::bytes_of(p), [p.n_head, p.rows, 1]);
+        let k = if p.head_dim > NARROW_HEAD_DIM { &self.attention_wide } else { &self.attention };
+        rec.dispatch(k, group, bytemuck::bytes_of(p), [p.n_head, p.rows, 1]);
     }
     pub fn residual_add(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &ResidualParams) {
         rec.dispatch(&self.residual_add, group, bytemuck::bytes_of(p), [(p.c).div_ceil(WG), p.rows, 1]);

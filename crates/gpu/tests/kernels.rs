@@ -245,7 +245,7 @@ fn attention_matches_reference_for_prompts_and_decode() {
 }
 
 /// Grouped-query attention: query heads share key/value heads (1, 2 and 8 of them) without
-/// copies; head sizes 16 and 64, as Llama-3.2-1B (32 q heads, 8 kv heads of 64).
+/// copies; head sizes 16, 64, 96 and 128 (Llama-3.2-1B has 32 q heads sharing 8 kv heads of 64).
 #[test]
 fn grouped_query_attention_matches_reference() {
     let Some(mut h) = harness() else { return };
@@ -255,6 +255,9 @@ fn grouped_query_attention_matches_reference() {
         AttentionCase { n_head: 4, n_kv_head: 2, head_dim: 16, slots: 1, tm: 80, seqs: vec![(0, 10, 65)] },
         AttentionCase { n_head: 32, n_kv_head: 8, head_dim: 64, slots: 2, tm: 48, seqs: vec![(0, 0, 5), (1, 47, 1)] },
         AttentionCase { n_head: 14, n_kv_head: 2, head_dim: 64, slots: 1, tm: 2100, seqs: vec![(0, 2050, 2)] },
+        // Head size 128 (Llama-3.2-3B, Qwen2.5-1.5B): the 16-invocation pipeline.
+        AttentionCase { n_head: 8, n_kv_head: 2, head_dim: 128, slots: 2, tm: 40, seqs: vec![(0, 0, 9), (1, 30, 1)] },
+        AttentionCase { n_head: 4, n_kv_head: 4, head_dim: 96, slots: 1, tm: 2100, seqs: vec![(0, 2040, 3)] },
     ];
     for case in &cases {
         check_attention(&mut h, &mut rng, case);
