@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use tiller_core::weights::{F32Sink, StreamLoader, TensorSink};
-use tiller_gpu::GpuEngine;
 use tiller_core::{Backend, CpuModel, ModelSpec, StepOutput, StepRequest, Tokenizer};
+use tiller_gpu::GpuEngine;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Device {
@@ -107,11 +107,13 @@ impl ModelFiles {
             }
             (paths, Some(index))
         } else {
-            bail!("{} has no model.safetensors or model.safetensors.index.json (Tiller reads Hugging Face safetensors weights)", dir.display());
+            bail!(
+                "{} has no model.safetensors or model.safetensors.index.json (Tiller reads Hugging Face safetensors weights)",
+                dir.display()
+            );
         };
         let tok_path = dir.join("tokenizer.json");
-        let tokenizer_json =
-            std::fs::read(&tok_path).with_context(|| format!("{} has no readable tokenizer.json", dir.display()))?;
+        let tokenizer_json = std::fs::read(&tok_path).with_context(|| format!("{} has no readable tokenizer.json", dir.display()))?;
         let tokenizer_config_json = read_optional(&dir.join("tokenizer_config.json"))?;
         Ok(Self { weights, index_json, config_json, tokenizer_json, tokenizer_config_json, dir: dir.to_path_buf() })
     }

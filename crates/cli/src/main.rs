@@ -35,7 +35,11 @@ use tiller_core::{Backend, LogitRows, Positions, Recipe, Sampling, SeqStep, Site
 use engine::{open_model, Device};
 
 #[derive(Parser)]
-#[command(name = "tiller", version, about = "Activation steering (ActAdd) on GPT-2, Llama, Qwen2 and GPT-NeoX models, from the command line")]
+#[command(
+    name = "tiller",
+    version,
+    about = "Activation steering (ActAdd) on GPT-2, Llama, Qwen2 and GPT-NeoX models, from the command line"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -375,9 +379,7 @@ fn run_vocab(a: VocabArgs) -> Result<()> {
 }
 
 fn parse_layers(spec: &str, n_layer: usize) -> Result<Vec<usize>> {
-    let (a, b) = spec
-        .split_once("..")
-        .with_context(|| format!("--layers `{spec}` is not A..B (for example 0..11)"))?;
+    let (a, b) = spec.split_once("..").with_context(|| format!("--layers `{spec}` is not A..B (for example 0..11)"))?;
     let a: usize = a.trim().parse().with_context(|| format!("`{a}` in --layers is not a layer number"))?;
     let b: usize = b.trim().trim_start_matches('=').parse().with_context(|| format!("`{b}` in --layers is not a layer number"))?;
     if a > b || b >= n_layer {

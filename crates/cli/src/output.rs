@@ -64,7 +64,10 @@ pub fn print_generation(device: &str, recipe: &Recipe, gen: &Generation) {
         if s.greedy {
             "greedy".to_string()
         } else {
-            format!("temperature {}, top-p {}, top-k {}, freq penalty {}, rep penalty {}", s.temperature, s.top_p, s.top_k, s.freq_penalty, s.rep_penalty)
+            format!(
+                "temperature {}, top-p {}, top-k {}, freq penalty {}, rep penalty {}",
+                s.temperature, s.top_p, s.top_k, s.freq_penalty, s.rep_penalty
+            )
         }
     );
     outln!("engine: {device}\n");

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tiller_core::golden::{check_close, check_top, fixtures_dir, load_fixture, Fixture, SteeredGolden, TopEntry, MODELS};
 use tiller_core::sample::top_k_indices;
 use tiller_core::steer::{self, RowSpan};
-use tiller_core::{Backend, CpuModel, Tokenizer, LogitRows, Positions, SeqStep, Site, StepRequest, Term};
+use tiller_core::{Backend, CpuModel, LogitRows, Positions, SeqStep, Site, StepRequest, Term, Tokenizer};
 
 /// A scratch folder unique to this test process and `name`.
 fn scratch(name: &str) -> PathBuf {
@@ -52,12 +52,9 @@ fn strs(a: &[&str]) -> Vec<String> {
 }
 
 fn stdout_json(what: &str, args: &[String], out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "{what}: tiller {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(out.status.success(), "{what}: tiller {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{what}: stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// The GPU probe: tiny-gpt2's logits of the golden prompt "a" (no BOS), which
@@ -184,7 +181,12 @@ fn logits_case(device: &str) {
         let gpu = device == "gpu";
         for p in f.golden.prompts.iter().filter(|_| !gpu) {
             let want = p.positions.last().unwrap().top.clone();
-            cases.push((format!("{name} {device} {:?} bos={}", p.prompt, p.bos), logits_args(&model, &p.prompt, p.bos, &[], device), p.tokens.clone(), vec![want]));
+            cases.push((
+                format!("{name} {device} {:?} bos={}", p.prompt, p.bos),
+                logits_args(&model, &p.prompt, p.bos, &[], device),
+                p.tokens.clone(),
+                vec![want],
+            ));
         }
         for s in f.golden.steered.iter().filter(|s| s.site == "resid_pre" && (!gpu || two_layers(s))) {
             let what = format!("{name} {device} steered {:?} bos={}", s.prompt, s.bos);
@@ -227,7 +229,8 @@ fn logits_gpu_match_golden_and_library() {
 }
 
 fn generate_args(model: &str, s: &SteeredGolden, device: &str, json: bool) -> Vec<String> {
-    let mut a = strs(&["generate", "--model", model, "--prompt", &s.prompt, "--greedy", "--freq-penalty", "0", "--n", "1", "--device", device]);
+    let mut a =
+        strs(&["generate", "--model", model, "--prompt", &s.prompt, "--greedy", "--freq-penalty", "0", "--n", "1", "--device", device]);
     a.extend(["--max-tokens".to_string(), s.greedy.len().to_string()]);
     if json {
         a.push("--json".into());
@@ -330,12 +333,18 @@ fn vocab_json_is_v_dot_wte() {
                 checks.push((format!("{what} layer {} sum", gv.layer), &lv["sum"], scores(&sum), false));
                 checks.push((format!("{what} layer {} sum bottom", gv.layer), &lv["bottom"], scores(&sum), true));
                 for (what, got, expect, bottom) in checks {
-                    let got: Vec<(u32, f32)> = got.as_array().unwrap().iter().map(|e| (e["id"].as_u64().unwrap() as u32, e["score"].as_f64().unwrap() as f32)).collect();
+                    let got: Vec<(u32, f32)> = got
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| (e["id"].as_u64().unwrap() as u32, e["score"].as_f64().unwrap() as f32))
+                        .collect();
                     assert_eq!(got.len(), 10, "{what}");
                     let signed: Vec<f32> = expect.iter().map(|&x| if bottom { -x } else { x }).collect();
                     let scale = signed.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
                     let tol = 1e-3 * scale.max(1.0);
-                    let want: Vec<TopEntry> = top_k_indices(&signed, 10).into_iter().map(|i| TopEntry { id: i as u32, logit: signed[i] }).collect();
+                    let want: Vec<TopEntry> =
+                        top_k_indices(&signed, 10).into_iter().map(|i| TopEntry { id: i as u32, logit: signed[i] }).collect();
                     let got_signed: Vec<(u32, f32)> = got.iter().map(|&(i, s)| (i, if bottom { -s } else { s })).collect();
                     check_top(&what, &got_signed, &want, tol).unwrap();
                 }
@@ -357,8 +366,24 @@ fn sweep_csv_and_json() {
     let b_file = write_texts(&dir, "b.txt", &["Dragons are large and breathe fire at night"]);
     let base = |fmt: &str| {
         strs(&[
-            "sweep", "--model", &model_dir("tiny-gpt2"), "--device", "cpu", "--add", "0:1:Love", "--add", "0:-1:Hate",
-            "--texts", &format!("wed={a_file}"), "--texts", &format!("dragons={b_file}"), "--layers", "0..3", "--coeffs", "0,1", fmt,
+            "sweep",
+            "--model",
+            &model_dir("tiny-gpt2"),
+            "--device",
+            "cpu",
+            "--add",
+            "0:1:Love",
+            "--add",
+            "0:-1:Hate",
+            "--texts",
+            &format!("wed={a_file}"),
+            "--texts",
+            &format!("dragons={b_file}"),
+            "--layers",
+            "0..3",
+            "--coeffs",
+            "0,1",
+            fmt,
         ])
     };
     let a = base("--csv");
@@ -372,7 +397,13 @@ fn sweep_csv_and_json() {
     for l in &lines[1..] {
         let f: Vec<&str> = l.split(',').collect();
         assert_eq!(f.len(), 9, "{l}");
-        let (set, layer, coeff, ratio, kl) = (f[0], f[1].parse::<usize>().unwrap(), f[2].parse::<f32>().unwrap(), f[3].parse::<f64>().unwrap(), f[4].parse::<f64>().unwrap());
+        let (set, layer, coeff, ratio, kl) = (
+            f[0],
+            f[1].parse::<usize>().unwrap(),
+            f[2].parse::<f32>().unwrap(),
+            f[3].parse::<f64>().unwrap(),
+            f[4].parse::<f64>().unwrap(),
+        );
         assert!(layer <= 3);
         let texts: usize = f[8].parse().unwrap();
         assert_eq!(texts, if set == "wed" { 2 } else { 1 }, "{l}: blank lines are not texts");
@@ -437,13 +468,17 @@ fn damaged_model_files_fail_with_one_line() {
         ("truncated-header", good[..8 + header_len / 2].to_vec(), "truncated"),
         ("truncated-4", good[..4].to_vec(), "truncated"),
         ("garbage", (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect(), "not a safetensors file"),
-        ("garbage-json", {
-            let mut g = good[..8 + header_len].to_vec();
-            for b in &mut g[8..8 + header_len] {
-                *b = b'x';
-            }
-            g
-        }, "not valid JSON"),
+        (
+            "garbage-json",
+            {
+                let mut g = good[..8 + header_len].to_vec();
+                for b in &mut g[8..8 + header_len] {
+                    *b = b'x';
+                }
+                g
+            },
+            "not valid JSON",
+        ),
     ];
     let mut devices = vec!["cpu"];
     if gpu_available() {
@@ -469,7 +504,11 @@ fn damaged_model_files_fail_with_one_line() {
 #[test]
 fn bad_config_json_is_named() {
     let src = fixtures_dir().join("tiny-gpt2");
-    for (case, body, problem) in [("config-garbage", "not json", "config.json is invalid"), ("config-mamba", "{\"model_type\": \"mamba\"}", "model_type is `mamba`"), ("config-llama", "{\"model_type\": \"llama\"}", "`hidden_size` is missing")] {
+    for (case, body, problem) in [
+        ("config-garbage", "not json", "config.json is invalid"),
+        ("config-mamba", "{\"model_type\": \"mamba\"}", "model_type is `mamba`"),
+        ("config-llama", "{\"model_type\": \"llama\"}", "`hidden_size` is missing"),
+    ] {
         let dir = scratch(case);
         for f in ["tokenizer.json", "model.safetensors"] {
             std::fs::copy(src.join(f), dir.join(f)).unwrap();
@@ -488,14 +527,35 @@ fn usage_errors_are_one_line() {
     let model = model_dir("tiny-gpt2");
     let missing = std::env::temp_dir().join(format!("tiller-no-such-model-{}", std::process::id()));
     let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
-        (strs(&["logits", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--add", "Love"]), vec!["`Love` is not LAYER:COEFF:TEXT"]),
-        (strs(&["logits", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--add", "x:1:Love"]), vec!["`x`", "not a layer number"]),
-        (strs(&["logits", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--add", "1:big:Love"]), vec!["`big`", "not a coefficient"]),
-        (strs(&["logits", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--add", "4:1:Love"]), vec!["layer 4 is out of range", "0..3"]),
-        (strs(&["generate", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--add", "9:1:Love"]), vec!["layer 9 is out of range"]),
+        (
+            strs(&["logits", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--add", "Love"]),
+            vec!["`Love` is not LAYER:COEFF:TEXT"],
+        ),
+        (
+            strs(&["logits", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--add", "x:1:Love"]),
+            vec!["`x`", "not a layer number"],
+        ),
+        (
+            strs(&["logits", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--add", "1:big:Love"]),
+            vec!["`big`", "not a coefficient"],
+        ),
+        (
+            strs(&["logits", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--add", "4:1:Love"]),
+            vec!["layer 4 is out of range", "0..3"],
+        ),
+        (
+            strs(&["generate", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--add", "9:1:Love"]),
+            vec!["layer 9 is out of range"],
+        ),
         (strs(&["vocab", "--model", &model, "--device", "cpu", "--add", "7:1:Love"]), vec!["layer 7 is out of range"]),
-        (strs(&["logits", "--model", &model, "--prompt", "Hi", "--device", "cpu", "--add", "0:1:I talk about weddings constantly"]), vec!["shorten the steering text"]),
-        (strs(&["logits", "--model", missing.to_str().unwrap(), "--prompt", "Hi", "--device", "cpu"]), vec![missing.to_str().unwrap(), "is not a folder"]),
+        (
+            strs(&["logits", "--model", &model, "--prompt", "Hi", "--device", "cpu", "--add", "0:1:I talk about weddings constantly"]),
+            vec!["shorten the steering text"],
+        ),
+        (
+            strs(&["logits", "--model", missing.to_str().unwrap(), "--prompt", "Hi", "--device", "cpu"]),
+            vec![missing.to_str().unwrap(), "is not a folder"],
+        ),
     ];
     let args: Vec<Vec<String>> = cases.iter().map(|c| c.0.clone()).collect();
     for ((a, needles), out) in cases.iter().zip(run_all(&args)) {
@@ -508,7 +568,19 @@ fn usage_errors_are_one_line() {
     // Sweep layers past the model's depth.
     let dir = scratch("sweep-errors");
     let file = write_texts(&dir, "t.txt", &["a fairly long text about weddings and friends"]);
-    let out = run(&strs(&["sweep", "--model", &model, "--device", "cpu", "--add", "0:1:Love", "--texts", &format!("t={file}"), "--layers", "0..4"]));
+    let out = run(&strs(&[
+        "sweep",
+        "--model",
+        &model,
+        "--device",
+        "cpu",
+        "--add",
+        "0:1:Love",
+        "--texts",
+        &format!("t={file}"),
+        "--layers",
+        "0..4",
+    ]));
     let line = one_line_error("sweep --layers 0..4", &out);
     assert!(line.contains("--layers 0..4") && line.contains("< 4"), "{line}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -115,9 +115,9 @@ impl StepPlan {
         let mut rows = Vec::with_capacity(req.rows());
         let mut seen = vec![false; lens.len()];
         for s in &req.seqs {
-            let start = *lens.get(s.slot).ok_or_else(|| {
-                TillerError::input(format!("cache slot {} does not exist ({} prepared)", s.slot, lens.len()))
-            })?;
+            let start = *lens
+                .get(s.slot)
+                .ok_or_else(|| TillerError::input(format!("cache slot {} does not exist ({} prepared)", s.slot, lens.len())))?;
             if std::mem::replace(&mut seen[s.slot], true) {
                 return Err(TillerError::input(format!("cache slot {} appears twice in one step", s.slot)));
             }

@@ -65,13 +65,9 @@ pub async fn generate_with_vectors<B: Backend>(
     let n = recipe.n;
     let m = prompt.len();
     backend.reset(2 * n, m + recipe.max_new_tokens)?;
-    let mut samplers: Vec<Sampler> =
-        (0..2 * n).map(|i| Sampler::new(recipe.sampling, recipe.seed, (i % n) as u64, prompt)).collect();
-    let mut gen = Generation {
-        prompt_tokens: prompt.to_vec(),
-        unsteered: vec![Completion::default(); n],
-        steered: vec![Completion::default(); n],
-    };
+    let mut samplers: Vec<Sampler> = (0..2 * n).map(|i| Sampler::new(recipe.sampling, recipe.seed, (i % n) as u64, prompt)).collect();
+    let mut gen =
+        Generation { prompt_tokens: prompt.to_vec(), unsteered: vec![Completion::default(); n], steered: vec![Completion::default(); n] };
     if recipe.max_new_tokens == 0 {
         return Ok(gen);
     }
@@ -79,10 +75,8 @@ pub async fn generate_with_vectors<B: Backend>(
     let mut active: Vec<(usize, Vec<u32>)> = (0..2 * n).map(|s| (s, prompt.to_vec())).collect();
     let mut step = 0;
     while !active.is_empty() {
-        let spans: Vec<RowSpan> = active
-            .iter()
-            .map(|(slot, toks)| RowSpan { start: backend.slot_len(*slot), len: toks.len(), steered: *slot >= n })
-            .collect();
+        let spans: Vec<RowSpan> =
+            active.iter().map(|(slot, toks)| RowSpan { start: backend.slot_len(*slot), len: toks.len(), steered: *slot >= n }).collect();
         let req = StepRequest {
             seqs: active.iter().map(|(slot, toks)| SeqStep { slot: *slot, tokens: toks.clone() }).collect(),
             injections: steer::injections(vectors, recipe.site, recipe.positions, &spans),

@@ -32,7 +32,16 @@ pub struct CpuModel {
 impl CpuModel {
     pub fn new(w: CpuWeights) -> Self {
         let block = program::block(w.spec());
-        Self { w, block, rope_cos: Vec::new(), rope_sin: Vec::new(), k_cache: Vec::new(), v_cache: Vec::new(), lens: Vec::new(), max_len: 0 }
+        Self {
+            w,
+            block,
+            rope_cos: Vec::new(),
+            rope_sin: Vec::new(),
+            k_cache: Vec::new(),
+            v_cache: Vec::new(),
+            lens: Vec::new(),
+            max_len: 0,
+        }
     }
 
     pub fn weights(&self) -> &CpuWeights {
@@ -129,7 +138,14 @@ impl Backend for CpuModel {
                         let name = param.name();
                         let (k, n) = (src.width(&spec), dst.width(&spec));
                         let o = slot_mut(&mut acts, dst);
-                        ops::matmul(o, &inp, self.w.layer(l, &format!("{name}.weight")), Some(self.w.layer(l, &format!("{name}.bias"))), k, n);
+                        ops::matmul(
+                            o,
+                            &inp,
+                            self.w.layer(l, &format!("{name}.weight")),
+                            Some(self.w.layer(l, &format!("{name}.bias"))),
+                            k,
+                            n,
+                        );
                         if gelu {
                             match spec.act {
                                 Activation::GeluErf => ops::gelu_erf(o),

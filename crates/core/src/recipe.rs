@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Site;
 use crate::arch::ModelSpec;
+use crate::backend::Site;
 use crate::error::{Result, TillerError};
 
 /// One ActAdd term: add `coeff` × (activations of `text`) before block `layer`.
@@ -21,18 +21,10 @@ impl Term {
     pub fn parse(spec: &str) -> Result<Self> {
         let mut parts = spec.splitn(3, ':');
         let (Some(l), Some(c), Some(text)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(TillerError::recipe(format!(
-                "`{spec}` is not LAYER:COEFF:TEXT (for example `6:5:Love` or `6:-5:Hate`)"
-            )));
+            return Err(TillerError::recipe(format!("`{spec}` is not LAYER:COEFF:TEXT (for example `6:5:Love` or `6:-5:Hate`)")));
         };
-        let layer = l
-            .trim()
-            .parse()
-            .map_err(|_| TillerError::recipe(format!("`{l}` in `{spec}` is not a layer number")))?;
-        let coeff: f32 = c
-            .trim()
-            .parse()
-            .map_err(|_| TillerError::recipe(format!("`{c}` in `{spec}` is not a coefficient")))?;
+        let layer = l.trim().parse().map_err(|_| TillerError::recipe(format!("`{l}` in `{spec}` is not a layer number")))?;
+        let coeff: f32 = c.trim().parse().map_err(|_| TillerError::recipe(format!("`{c}` in `{spec}` is not a coefficient")))?;
         Ok(Self { layer, coeff, text: text.to_string() })
     }
 }
@@ -143,12 +135,7 @@ impl Recipe {
         let bad = |m: String| Err(TillerError::recipe(m));
         for t in &self.terms {
             if t.layer >= cfg.n_layer {
-                return bad(format!(
-                    "layer {} is out of range: this model has layers 0..{} (term `{}`)",
-                    t.layer,
-                    cfg.n_layer - 1,
-                    t.text
-                ));
+                return bad(format!("layer {} is out of range: this model has layers 0..{} (term `{}`)", t.layer, cfg.n_layer - 1, t.text));
             }
             if !t.coeff.is_finite() || t.coeff.abs() > MAX_COEFF {
                 return bad(format!(

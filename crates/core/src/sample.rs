@@ -65,12 +65,7 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(settings: Sampling, seed: u64, stream: u64, prompt: &[u32]) -> Self {
-        Self {
-            settings,
-            rng: Rng::new(seed, stream),
-            generated: HashMap::new(),
-            seen: prompt.iter().map(|&t| (t, ())).collect(),
-        }
+        Self { settings, rng: Rng::new(seed, stream), generated: HashMap::new(), seen: prompt.iter().map(|&t| (t, ())).collect() }
     }
 
     /// Records a chosen token.

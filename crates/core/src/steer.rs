@@ -69,7 +69,13 @@ pub fn padded_terms(tok: &Tokenizer, terms: &[Term], bos: bool) -> Result<Vec<(u
 }
 
 /// Runs each layer's padded terms (as one batch per layer) and builds the steering tensors.
-pub async fn steering_vectors<B: Backend>(backend: &mut B, tok: &Tokenizer, terms: &[Term], bos: bool, site: Site) -> Result<Vec<LayerVector>> {
+pub async fn steering_vectors<B: Backend>(
+    backend: &mut B,
+    tok: &Tokenizer,
+    terms: &[Term],
+    bos: bool,
+    site: Site,
+) -> Result<Vec<LayerVector>> {
     let c = backend.config().n_embd;
     let mut out = Vec::new();
     for (layer, group) in padded_terms(tok, terms, bos)? {

@@ -117,8 +117,7 @@ async fn score<B: Backend>(
     backend.reset(chunk.len(), max_len)?;
     let mut injections = Vec::new();
     for (k, vectors) in scaled.iter().enumerate() {
-        let spans: Vec<RowSpan> =
-            chunk.iter().map(|j| RowSpan { start: 0, len: j.tokens.len(), steered: j.steer == Some(k) }).collect();
+        let spans: Vec<RowSpan> = chunk.iter().map(|j| RowSpan { start: 0, len: j.tokens.len(), steered: j.steer == Some(k) }).collect();
         if spans.iter().any(|s| s.steered) {
             injections.extend(steer::injections(vectors, site, Positions::Front, &spans));
         }
@@ -197,11 +196,9 @@ pub async fn sweep<B: Backend>(
         prepared.push(texts);
     }
     // (set, text) of every text, in set order.
-    let texts: Vec<(usize, &[u32])> =
-        prepared.iter().enumerate().flat_map(|(si, ts)| ts.iter().map(move |t| (si, t.as_slice()))).collect();
-    let steered_jobs: Vec<(usize, usize, &[u32])> = (0..spec.coeffs.len())
-        .flat_map(|k| texts.iter().map(move |&(si, t)| (k, si, t)))
-        .collect();
+    let texts: Vec<(usize, &[u32])> = prepared.iter().enumerate().flat_map(|(si, ts)| ts.iter().map(move |t| (si, t.as_slice()))).collect();
+    let steered_jobs: Vec<(usize, usize, &[u32])> =
+        (0..spec.coeffs.len()).flat_map(|k| texts.iter().map(move |&(si, t)| (k, si, t))).collect();
     let base_jobs: Vec<Job> = texts.iter().map(|&(_, tokens)| Job { tokens, steer: None }).collect();
     let jobs: Vec<Job> = steered_jobs.iter().map(|&(k, _, tokens)| Job { tokens, steer: Some(k) }).collect();
     let (base_chunks, chunks_per_layer) = (chunks(&base_jobs), chunks(&jobs));

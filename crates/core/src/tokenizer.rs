@@ -50,9 +50,10 @@ impl Tokenizer {
         let inner = tokenizers::Tokenizer::from_bytes(json).map_err(tok_err)?;
         let cfg: Option<Value> = match tokenizer_config {
             None => None,
-            Some(bytes) => Some(serde_json::from_slice(bytes).map_err(|e| {
-                TillerError::Tokenizer(format!("tokenizer_config.json is not valid JSON ({e})"))
-            })?),
+            Some(bytes) => Some(
+                serde_json::from_slice(bytes)
+                    .map_err(|e| TillerError::Tokenizer(format!("tokenizer_config.json is not valid JSON ({e})")))?,
+            ),
         };
         let id_of = |text: &Option<String>| text.as_deref().and_then(|t| inner.token_to_id(t));
         let bos_text = token_text(cfg.as_ref().and_then(|c| c.get("bos_token")));

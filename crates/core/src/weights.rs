@@ -78,19 +78,15 @@ impl SafetensorsHeader {
     /// Parses the JSON header. `data_len`, when known, bounds every tensor's offsets.
     pub fn parse(json: &[u8], data_len: Option<u64>) -> Result<Self> {
         let bad = |m: String| TillerError::Safetensors(m);
-        let value: serde_json::Value =
-            serde_json::from_slice(json).map_err(|e| bad(format!("the header is not valid JSON ({e})")))?;
+        let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| bad(format!("the header is not valid JSON ({e})")))?;
         let map = value.as_object().ok_or_else(|| bad("the header is not a JSON object".into()))?;
         let mut tensors = Vec::with_capacity(map.len());
         for (name, entry) in map {
             if name == "__metadata__" {
                 continue;
             }
-            let dtype_name = entry
-                .get("dtype")
-                .and_then(|d| d.as_str())
-                .ok_or_else(|| bad(format!("tensor `{name}` has no dtype")))?
-                .to_string();
+            let dtype_name =
+                entry.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| bad(format!("tensor `{name}` has no dtype")))?.to_string();
             let dtype = match dtype_name.as_str() {
                 "F32" => Some(Dtype::F32),
                 "F16" => Some(Dtype::F16),
@@ -229,7 +225,10 @@ enum Phase {
     /// Waiting for the 8-byte length and the JSON header.
     Header,
     /// Streaming the data section; `pos` is the offset (within data) of `buf[0]`.
-    Body { pos: u64, next: usize },
+    Body {
+        pos: u64,
+        next: usize,
+    },
     Done,
 }
 
@@ -629,10 +628,7 @@ pub fn write_safetensors(tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> Ve
             Dtype::F16 => "F16",
             Dtype::BF16 => "BF16",
         };
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": d, "shape": shape, "data_offsets": [offset, offset + bytes.len()]}),
-        );
+        header.insert(name.clone(), serde_json::json!({"dtype": d, "shape": shape, "data_offsets": [offset, offset + bytes.len()]}));
         offset += bytes.len();
     }
     let mut json = serde_json::to_vec(&serde_json::Value::Object(header)).expect("a JSON map serializes");

@@ -101,7 +101,12 @@ fn kv_cache_decode_matches_full_pass() {
         m.reset(1, tokens.len()).unwrap();
         let split = 3;
         let step = |m: &mut CpuModel, t: &[u32]| {
-            let req = StepRequest { seqs: vec![SeqStep { slot: 0, tokens: t.to_vec() }], injections: vec![], capture: None, logits: LogitRows::Last };
+            let req = StepRequest {
+                seqs: vec![SeqStep { slot: 0, tokens: t.to_vec() }],
+                injections: vec![],
+                capture: None,
+                logits: LogitRows::Last,
+            };
             block_on(m.step(&req)).unwrap().logits
         };
         step(&mut m, &tokens[..split]);

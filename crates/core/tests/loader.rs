@@ -4,10 +4,10 @@
 
 use half::{bf16, f16};
 use serde_json::{json, Value};
-use tiller_core::golden::load_fixture;
 use tiller_core::arch::weights::file_tensors;
+use tiller_core::golden::load_fixture;
 use tiller_core::weights::{load_from_bytes, write_safetensors, Dtype, StreamLoader, TensorSink, TensorView};
-use tiller_core::{ModelSpec, CpuWeights, TillerError};
+use tiller_core::{CpuWeights, ModelSpec, TillerError};
 
 /// A small GPT-2 (C = 8, so one head when inferred without config.json).
 fn cfg() -> ModelSpec {
@@ -132,7 +132,22 @@ fn the_small_model_loads() {
 fn truncated_files_are_errors() {
     let good = file(Dtype::F32, "");
     let hlen = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
-    let cuts = [0, 1, 4, 7, 8, 9, 8 + hlen / 2, 8 + hlen - 1, 8 + hlen, 8 + hlen + 1, 8 + hlen + 100, (good.len() + hlen) / 2, good.len() - 4, good.len() - 1];
+    let cuts = [
+        0,
+        1,
+        4,
+        7,
+        8,
+        9,
+        8 + hlen / 2,
+        8 + hlen - 1,
+        8 + hlen,
+        8 + hlen + 1,
+        8 + hlen + 100,
+        (good.len() + hlen) / 2,
+        good.len() - 4,
+        good.len() - 1,
+    ];
     for cut in cuts {
         let bytes = &good[..cut];
         let e = err(&format!("cut at {cut}"), bytes);
@@ -173,7 +188,12 @@ fn garbage_and_absurd_headers_are_errors() {
     let msg = err("header past the end", &bytes).to_string();
     assert!(msg.contains("the header claims 1000 bytes but the file holds only 16"), "{msg}");
     // Headers that are not JSON objects, or entries missing fields.
-    for header in [&b"not json"[..], b"[1, 2]", b"{\"wte.weight\": {\"shape\": [1]}}", b"{\"wte.weight\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0]}}"] {
+    for header in [
+        &b"not json"[..],
+        b"[1, 2]",
+        b"{\"wte.weight\": {\"shape\": [1]}}",
+        b"{\"wte.weight\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0]}}",
+    ] {
         let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
         bytes.extend_from_slice(header);
         let e = err(&String::from_utf8_lossy(header), &bytes);

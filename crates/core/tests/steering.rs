@@ -8,7 +8,9 @@ const SPACE_TOKEN: u32 = 220;
 use tiller_core::generate::{generate, Flow, Generation};
 use tiller_core::golden::{load_fixture, GPT2_MODELS};
 use tiller_core::steer::{self, LayerVector, RowSpan};
-use tiller_core::{Backend, CpuModel, Tokenizer, CpuWeights, LogitRows, Positions, Recipe, Sampling, SeqStep, Site, StepRequest, Term, TillerError};
+use tiller_core::{
+    Backend, CpuModel, CpuWeights, LogitRows, Positions, Recipe, Sampling, SeqStep, Site, StepRequest, Term, TillerError, Tokenizer,
+};
 
 fn model(name: &str) -> (CpuModel, Tokenizer) {
     let f = load_fixture(name);
@@ -46,7 +48,8 @@ fn coefficient_zero_is_the_unsteered_model_exactly() {
         for layer in 0..m.config().n_layer {
             let v = vectors(&mut m, &tok, &[term(layer, 0.0, "Love"), term(layer, 0.0, "Hate")], true);
             assert!(v[0].rows.iter().all(|&x| x == 0.0), "{name}: zero coefficients give a zero tensor");
-            let injected = steer::injections(&v, Site::ResidPre, Positions::Front, &[RowSpan { start: 0, len: prompt.len(), steered: true }]);
+            let injected =
+                steer::injections(&v, Site::ResidPre, Positions::Front, &[RowSpan { start: 0, len: prompt.len(), steered: true }]);
             assert_eq!(injected.len(), 1, "the zero tensor is still injected");
             let got = steered_logits(&mut m, &prompt, &v);
             assert!(got == plain, "{name} layer {layer}: coefficient 0 changed the logits");
@@ -99,7 +102,12 @@ fn shorter_terms_are_padded_with_the_space_token() {
     let c = m.config().n_embd;
     let capture = |m: &mut CpuModel, tokens: &[u32]| {
         m.reset(1, tokens.len()).unwrap();
-        let req = StepRequest { seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }], injections: vec![], capture: Some((2, Site::ResidPre)), logits: LogitRows::None };
+        let req = StepRequest {
+            seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }],
+            injections: vec![],
+            capture: Some((2, Site::ResidPre)),
+            logits: LogitRows::None,
+        };
         block_on(m.step(&req)).unwrap().captured
     };
     let a = capture(&mut m, &v2.term_tokens[0]);

@@ -5,7 +5,7 @@ use tiller_core::generate::Flow;
 use tiller_core::golden::load_fixture;
 use tiller_core::steer::{self, RowSpan};
 use tiller_core::sweep::{sweep, to_csv, EvalSet, SweepRow, SweepSpec};
-use tiller_core::{Backend, CpuModel, Tokenizer, CpuWeights, LogitRows, Positions, SeqStep, Site, StepRequest, Term, TillerError};
+use tiller_core::{Backend, CpuModel, CpuWeights, LogitRows, Positions, SeqStep, Site, StepRequest, Term, TillerError, Tokenizer};
 
 fn model(name: &str) -> (CpuModel, Tokenizer) {
     let f = load_fixture(name);
@@ -166,6 +166,7 @@ fn bad_sweeps_are_errors() {
     assert!(e.to_string().contains("coefficient NaN"), "{e}");
     let e = err(&mut m, SweepSpec { terms: vec![], ..spec(vec![0], vec![1.0], false) });
     assert!(e.to_string().contains("at least one steering term"), "{e}");
-    let e = err(&mut m, SweepSpec { sets: vec![EvalSet { name: "tiny".into(), texts: vec!["Hi".into()] }], ..spec(vec![0], vec![1.0], false) });
+    let e =
+        err(&mut m, SweepSpec { sets: vec![EvalSet { name: "tiny".into(), texts: vec!["Hi".into()] }], ..spec(vec![0], vec![1.0], false) });
     assert!(e.to_string().contains("no text of set `tiny` is longer than the steering text"), "{e}");
 }

@@ -19,7 +19,7 @@ use half::f16;
 use pollster::block_on;
 use tiller_core::arch::weights::engine_tensors;
 use tiller_core::weights::{Dtype, TensorSink, TensorView};
-use tiller_core::{Backend, ModelSpec, LogitRows, SeqStep, StepRequest};
+use tiller_core::{Backend, LogitRows, ModelSpec, SeqStep, StepRequest};
 use tiller_gpu::kernels::{Kernels, MatmulBuffers, MatmulParams, ParamsArena, Recorder};
 use tiller_gpu::{describe_adapter, GpuEngine};
 
@@ -76,9 +76,8 @@ fn random_engine(cfg: &ModelSpec, device: wgpu::Device, queue: wgpu::Queue, info
     for (name, shape) in engine_tensors(cfg) {
         let n: usize = shape.iter().product();
         let scale = if name.contains("ln_") && name.ends_with("weight") { 0.0 } else { 0.05 };
-        let bytes: Vec<u8> = (0..n)
-            .flat_map(|_| f16::from_f32(if scale == 0.0 { 1.0 } else { rng.uniform(scale) }).to_le_bytes())
-            .collect();
+        let bytes: Vec<u8> =
+            (0..n).flat_map(|_| f16::from_f32(if scale == 0.0 { 1.0 } else { rng.uniform(scale) }).to_le_bytes()).collect();
         sink.tensor(TensorView { name: &name, shape: &shape, dtype: Dtype::F16, bytes: &bytes })?;
     }
     let weights = block_on(sink.finish())?;
@@ -108,11 +107,26 @@ impl Report {
 }
 
 /// Runs `reps` dispatches of one matmul in one submit; returns seconds per dispatch.
-fn time_matmul(device: &wgpu::Device, queue: &wgpu::Queue, kernels: &Kernels, arena: &mut ParamsArena, rows: u32, k: u32, n: u32, reps: usize) -> f64 {
+fn time_matmul(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    kernels: &Kernels,
+    arena: &mut ParamsArena,
+    rows: u32,
+    k: u32,
+    n: u32,
+    reps: usize,
+) -> f64 {
     let buf = |bytes: u64| {
-        device.create_buffer(&wgpu::BufferDescriptor { label: None, size: bytes.max(16), usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false })
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes.max(16),
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
     };
-    let (out, inp, weight, bias) = (buf(rows as u64 * n as u64 * 4), buf(rows as u64 * k as u64 * 4), buf(k as u64 * n as u64 * 2), buf(n as u64 * 4));
+    let (out, inp, weight, bias) =
+        (buf(rows as u64 * n as u64 * 4), buf(rows as u64 * k as u64 * 4), buf(k as u64 * n as u64 * 2), buf(n as u64 * 4));
     let group = kernels.bind_matmul(device, &MatmulBuffers { out: &out, inp: &inp, weight: &weight, bias: &bias });
     let p = MatmulParams { rows, k, n, flags: MatmulParams::BIAS };
     let run = |arena: &mut ParamsArena, reps: usize| {
@@ -144,9 +158,19 @@ fn peak_gflops(device: &wgpu::Device, queue: &wgpu::Queue) -> f64 {
     });
     let (workgroups, iters) = (256u32, 4096u32);
     let invocations = workgroups as u64 * 64;
-    let params = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: 16, usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+    let params = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 16,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
     queue.write_buffer(&params, 0, bytemuck::cast_slice(&[iters, 0, 0, 0]));
-    let out = device.create_buffer(&wgpu::BufferDescriptor { label: None, size: invocations * 4, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
+    let out = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: invocations * 4,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
     let g0 = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,
         layout: &pipeline.get_bind_group_layout(0),
@@ -210,7 +234,8 @@ fn main() -> BoxResult<()> {
     // Prompt pass: one sequence of `prompt` tokens, logits of the last row.
     let prompt: Vec<u32> = (0..args.prompt as u32).map(|i| (i * 7919) % 50257).collect();
     let max_len = args.prompt + args.decode + 2;
-    let prompt_req = StepRequest { seqs: vec![SeqStep { slot: 0, tokens: prompt.clone() }], injections: vec![], capture: None, logits: LogitRows::Last };
+    let prompt_req =
+        StepRequest { seqs: vec![SeqStep { slot: 0, tokens: prompt.clone() }], injections: vec![], capture: None, logits: LogitRows::Last };
     let mut prompt_times = Vec::new();
     for rep in 0..4 {
         engine.reset(1, max_len)?;
@@ -242,7 +267,12 @@ fn main() -> BoxResult<()> {
         let mut times = Vec::new();
         for _ in 0..5 {
             engine.reset(1, 4)?;
-            let req = StepRequest { seqs: vec![SeqStep { slot: 0, tokens: vec![1] }], injections: vec![], capture: Some(capture), logits: LogitRows::None };
+            let req = StepRequest {
+                seqs: vec![SeqStep { slot: 0, tokens: vec![1] }],
+                injections: vec![],
+                capture: Some(capture),
+                logits: LogitRows::None,
+            };
             let (r, t) = seconds(|| block_on(engine.step(&req)));
             r?;
             times.push(t);
@@ -270,7 +300,12 @@ fn main() -> BoxResult<()> {
         profile_rows.push((format!("profile: prompt pass, {} tokens", args.prompt), profile::take(), 1));
         let steps = 4;
         for i in 0..steps {
-            let req = StepRequest { seqs: vec![SeqStep { slot: 0, tokens: vec![i as u32 + 1] }], injections: vec![], capture: None, logits: LogitRows::Last };
+            let req = StepRequest {
+                seqs: vec![SeqStep { slot: 0, tokens: vec![i as u32 + 1] }],
+                injections: vec![],
+                capture: None,
+                logits: LogitRows::Last,
+            };
             block_on(engine.step(&req))?;
         }
         profile_rows.push(("profile: decode step, batch 1".to_string(), profile::take(), steps));
@@ -279,7 +314,10 @@ fn main() -> BoxResult<()> {
 
     let layers_note = if cfg.n_layer < full_layers { format!(" ({} of {full_layers} layers)", cfg.n_layer) } else { String::new() };
     report.row("model", format!("{} shapes{layers_note}, random f16 weights ({:.0} MB)", args.model, engine.weight_bytes() as f64 / 1e6));
-    report.row(&format!("prompt pass, {} tokens", args.prompt), format!("{:.0} ms = {:.1} tokens/s", t_prompt * 1e3, args.prompt as f64 / t_prompt));
+    report.row(
+        &format!("prompt pass, {} tokens", args.prompt),
+        format!("{:.0} ms = {:.1} tokens/s", t_prompt * 1e3, args.prompt as f64 / t_prompt),
+    );
     report.row("decode, batch 1", format!("{:.1} ms/token", t_decode1 * 1e3));
     report.row(
         "decode, batch 1: breakdown",
@@ -298,13 +336,19 @@ fn main() -> BoxResult<()> {
     );
     report.row(
         &format!("matmul 1×{c}·{c}×{f} (decode c_fc)"),
-        format!("{:.2} ms = {decode_gbs:.1} GB/s of f16 weights, {:.1} GFLOP/s", t_decode_mm * 1e3, 2.0 * c as f64 * f as f64 / t_decode_mm / 1e9),
+        format!(
+            "{:.2} ms = {decode_gbs:.1} GB/s of f16 weights, {:.1} GFLOP/s",
+            t_decode_mm * 1e3,
+            2.0 * c as f64 * f as f64 / t_decode_mm / 1e9
+        ),
     );
     for (what, totals, steps) in profile_rows {
         let all: f64 = totals.iter().map(|t| t.2).sum();
         let parts: Vec<String> = totals
             .iter()
-            .map(|(name, n, secs)| format!("{name} {:.1} ms ({:.0}%, {} dispatches)", secs * 1e3 / steps as f64, 100.0 * secs / all, n / steps))
+            .map(|(name, n, secs)| {
+                format!("{name} {:.1} ms ({:.0}%, {} dispatches)", secs * 1e3 / steps as f64, 100.0 * secs / all, n / steps)
+            })
             .collect();
         report.row(&what, format!("{:.1} ms in all: {}", all * 1e3 / steps as f64, parts.join(", ")));
     }
@@ -315,7 +359,10 @@ fn main() -> BoxResult<()> {
     }
 
     if let Some(path) = &args.markdown {
-        let cmd = format!("cargo xtask bench {}", std::env::args().skip(1).filter(|a| !a.starts_with("--markdown")).collect::<Vec<_>>().join(" "));
+        let cmd = format!(
+            "cargo xtask bench {}",
+            std::env::args().skip(1).filter(|a| !a.starts_with("--markdown")).collect::<Vec<_>>().join(" ")
+        );
         let cmd = cmd.replace(&format!(" {path}"), "");
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
         let section = format!(

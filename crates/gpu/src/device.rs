@@ -20,10 +20,7 @@ pub async fn request_device(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wg
         memory_hints: wgpu::MemoryHints::Performance,
         trace: wgpu::Trace::Off,
     };
-    adapter
-        .request_device(&desc)
-        .await
-        .map_err(|e| TillerError::Gpu(format!("the GPU adapter refused a device: {e}")))
+    adapter.request_device(&desc).await.map_err(|e| TillerError::Gpu(format!("the GPU adapter refused a device: {e}")))
 }
 
 /// A device on this machine's best adapter (any backend wgpu was built with; `WGPU_BACKEND`

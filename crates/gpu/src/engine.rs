@@ -21,8 +21,8 @@ use crate::device::describe_adapter;
 use crate::errors::{ErrorLog, Scopes};
 use crate::kernels::{
     check_workgroups, AddRowsBuffers, AttentionBuffers, AttentionParams, EmbedBuffers, EmbedParams, Kernels, KvWriteBuffers,
-    LayernormBuffers, LayernormParams, LogitsBuffers, LogitsParams, MatmulBuffers, MatmulParams, ParamsArena, Recorder,
-    ResidualBuffers, ResidualParams, RopeBuffers, RopeParams, MAX_HEAD_DIM,
+    LayernormBuffers, LayernormParams, LogitsBuffers, LogitsParams, MatmulBuffers, MatmulParams, ParamsArena, Recorder, ResidualBuffers,
+    ResidualParams, RopeBuffers, RopeParams, MAX_HEAD_DIM,
 };
 use crate::readback::map_read;
 use crate::weights::{max_binding, GpuWeights, GpuWeightsSink};
@@ -304,7 +304,9 @@ impl GpuEngine {
                 Some(k.bind_matmul(d, &MatmulBuffers { out: a.slot(dst), inp: a.slot(src), weight, bias }))
             }
             Op::Rope => Some(k.bind_rope(d, &RopeBuffers { qkv: a.slot(Slot::Qkv), cos: &kv.cos, sin: &kv.sin, rows: &a.meta })),
-            Op::KvWrite => Some(k.bind_kv_write(d, &KvWriteBuffers { k_cache: &kv.k[l], v_cache: &kv.v[l], qkv: a.slot(Slot::Qkv), rows: &a.meta })),
+            Op::KvWrite => {
+                Some(k.bind_kv_write(d, &KvWriteBuffers { k_cache: &kv.k[l], v_cache: &kv.v[l], qkv: a.slot(Slot::Qkv), rows: &a.meta }))
+            }
             Op::Attention => Some(k.bind_attention(
                 d,
                 &AttentionBuffers { out: a.slot(Slot::Z), qkv: a.slot(Slot::Qkv), k_cache: &kv.k[l], v_cache: &kv.v[l], rows: &a.meta },
@@ -342,12 +344,18 @@ impl GpuEngine {
                 .wte
                 .iter()
                 .map(|chunk| {
-                    k.bind_embed(d, &EmbedBuffers { out: a.slot(Slot::X), tokens: &a.tokens, positions: &a.positions, wte: &chunk.buffer, wpe })
+                    k.bind_embed(
+                        d,
+                        &EmbedBuffers { out: a.slot(Slot::X), tokens: &a.tokens, positions: &a.positions, wte: &chunk.buffer, wpe },
+                    )
                 })
                 .collect(),
             layers,
             inject,
-            ln_f: k.bind_layernorm(d, &LayernormBuffers { out: a.slot(Slot::H), inp: a.slot(Slot::X), weight: w.get("ln_f.weight")?, bias: ln_f_bias }),
+            ln_f: k.bind_layernorm(
+                d,
+                &LayernormBuffers { out: a.slot(Slot::H), inp: a.slot(Slot::X), weight: w.get("ln_f.weight")?, bias: ln_f_bias },
+            ),
             logits_ln: logits(a.slot(Slot::H)),
             logits_x: logits(a.slot(Slot::X)),
         })
@@ -413,7 +421,13 @@ impl GpuEngine {
 
     /// Submits `rec` (the step's work, plus the first group's logits when `picked` is not
     /// empty), reads the capture and logits back, and runs any further groups of logits.
-    async fn submit_and_read(&mut self, mut rec: Recorder, picked: &[u32], from_ln: bool, capture_rows: Option<usize>) -> Result<StepOutput> {
+    async fn submit_and_read(
+        &mut self,
+        mut rec: Recorder,
+        picked: &[u32],
+        from_ln: bool,
+        capture_rows: Option<usize>,
+    ) -> Result<StepOutput> {
         let v = self.cfg.vocab_size;
         let group = self.logits.rows;
         let mut out = StepOutput::default();
@@ -453,7 +467,13 @@ impl GpuEngine {
     /// Records the step's forward: embed, every op of every block, and the final norm when
     /// logits are wanted. Returns whether a capture was recorded and whether the step stopped
     /// at its capture.
-    fn record_forward(&self, rec: &mut Recorder, req: &StepRequest, plan: &StepPlan, inject_params: &[ResidualParams]) -> Result<(bool, bool)> {
+    fn record_forward(
+        &self,
+        rec: &mut Recorder,
+        req: &StepRequest,
+        plan: &StepPlan,
+        inject_params: &[ResidualParams],
+    ) -> Result<(bool, bool)> {
         let cfg = &self.cfg;
         let (c, r) = (cfg.n_embd as u32, plan.rows.len() as u32);
         let max_len = self.kv.as_ref().map_or(0, |kv| kv.max_len) as u32;
@@ -463,7 +483,13 @@ impl GpuEngine {
         for (chunk, group) in self.w.wte.iter().zip(&groups.embed) {
             k.embed(rec, group, &EmbedParams { rows: r, c, vocab_start: chunk.vocab_start, vocab_len: chunk.vocab_len, learned });
         }
-        let attn = AttentionParams { rows: r, n_head: cfg.n_head as u32, n_kv_head: cfg.n_kv_head as u32, head_dim: cfg.head_dim as u32, tm: max_len };
+        let attn = AttentionParams {
+            rows: r,
+            n_head: cfg.n_head as u32,
+            n_kv_head: cfg.n_kv_head as u32,
+            head_dim: cfg.head_dim as u32,
+            tm: max_len,
+        };
         let rope = cfg.rope().map(|rp| RopeParams {
             rows: r,
             heads: (cfg.n_head + cfg.n_kv_head) as u32,
@@ -546,9 +572,7 @@ impl Backend for GpuEngine {
             )));
         }
         let make = |kind: &str| -> Vec<wgpu::Buffer> {
-            (0..cfg.n_layer)
-                .map(|l| storage(&self.device, &format!("h.{l} {kind} cache"), bytes, wgpu::BufferUsages::empty()))
-                .collect()
+            (0..cfg.n_layer).map(|l| storage(&self.device, &format!("h.{l} {kind} cache"), bytes, wgpu::BufferUsages::empty())).collect()
         };
         let (k, v) = (make("k"), make("v"));
         let (cos, sin) = match cfg.rope() {

@@ -288,7 +288,6 @@ fn tile_groups(t: usize, wg: u32, words: u32, rows: u32) -> [u32; 3] {
     [words.div_ceil(wg * tile_words), rows.div_ceil(tile_rows), 1]
 }
 
-
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Result<Self> {
         let params_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -296,19 +295,12 @@ impl Kernels {
             entries: &[wgpu::BindGroupLayoutEntry {
                 binding: 0,
                 visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
-                    has_dynamic_offset: true,
-                    min_binding_size: None,
-                },
+                ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: true, min_binding_size: None },
                 count: None,
             }],
         });
         let module = |label: &str, src: &str| {
-            device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(label),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
-            })
+            device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) })
         };
         let embed_m = module("embed.wgsl", EMBED_WGSL);
         let layernorm_m = module("layernorm.wgsl", LAYERNORM_WGSL);
@@ -381,11 +373,8 @@ impl Kernels {
     }
 
     fn bind(device: &wgpu::Device, k: &Kernel, label: &str, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
-            .collect();
+        let entries: Vec<wgpu::BindGroupEntry> =
+            buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }).collect();
         device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout: &k.layout, entries: &entries })
     }
 
@@ -514,7 +503,12 @@ enum Command {
         params_offset: u32,
         workgroups: [u32; 3],
     },
-    Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, size: u64 },
+    Copy {
+        src: wgpu::Buffer,
+        src_offset: u64,
+        dst: wgpu::Buffer,
+        size: u64,
+    },
 }
 
 /// A step's GPU work, recorded in order and encoded at submit time: dispatches go into one

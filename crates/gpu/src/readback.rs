@@ -71,9 +71,7 @@ pub async fn map_read(device: &wgpu::Device, buffer: &wgpu::Buffer, size: u64) -
     let (tx, rx) = oneshot();
     buffer.map_async(wgpu::MapMode::Read, ..size, move |r| tx.send(r));
     #[cfg(not(target_arch = "wasm32"))]
-    device
-        .poll(wgpu::PollType::wait_indefinitely())
-        .map_err(|e| TillerError::Gpu(format!("waiting for the GPU failed: {e}")))?;
+    device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| TillerError::Gpu(format!("waiting for the GPU failed: {e}")))?;
     #[cfg(target_arch = "wasm32")]
     let _ = device;
     match rx.await {
@@ -81,10 +79,7 @@ pub async fn map_read(device: &wgpu::Device, buffer: &wgpu::Buffer, size: u64) -
         Some(Err(e)) => return Err(TillerError::Gpu(format!("reading results back failed: {e}"))),
         None => return Err(TillerError::Gpu("reading results back failed: the GPU device was lost".into())),
     }
-    let bytes = buffer
-        .get_mapped_range(..size)
-        .map_err(|e| TillerError::Gpu(format!("reading results back failed: {e}")))?
-        .to_vec();
+    let bytes = buffer.get_mapped_range(..size).map_err(|e| TillerError::Gpu(format!("reading results back failed: {e}")))?.to_vec();
     buffer.unmap();
     Ok(bytes)
 }

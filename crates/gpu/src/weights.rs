@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use half::{bf16, f16};
-use tiller_core::weights::{Dtype, TensorSink, TensorView};
 use tiller_core::arch::weights::engine_tensors;
 use tiller_core::arch::PosEncoding;
+use tiller_core::weights::{Dtype, TensorSink, TensorView};
 use tiller_core::{ModelSpec, Result, TillerError};
 
 use crate::errors::{ErrorLog, Scopes};
@@ -116,9 +116,7 @@ impl GpuWeightsSink {
         }
         let buffer = self.mapped_buffer(label, size);
         {
-            let mut view = buffer
-                .get_mapped_range_mut(..)
-                .map_err(|e| TillerError::Gpu(format!("uploading `{label}` failed: {e}")))?;
+            let mut view = buffer.get_mapped_range_mut(..).map_err(|e| TillerError::Gpu(format!("uploading `{label}` failed: {e}")))?;
             let es = t.dtype.size();
             let (start, len) = (rows.start * cols, rows.len() * cols);
             if t.dtype == Dtype::F16 && row_bytes == cols * 2 {
@@ -161,9 +159,7 @@ impl GpuWeightsSink {
         }
         let buffer = self.mapped_buffer(label, size);
         {
-            let mut view = buffer
-                .get_mapped_range_mut(..)
-                .map_err(|e| TillerError::Gpu(format!("uploading `{label}` failed: {e}")))?;
+            let mut view = buffer.get_mapped_range_mut(..).map_err(|e| TillerError::Gpu(format!("uploading `{label}` failed: {e}")))?;
             let es = t.dtype.size();
             // A block of vocab rows at a time: convert [n, c] to f16, then write each channel's
             // n values contiguously into its row of the chunk.

@@ -9,7 +9,7 @@ mod common;
 use common::{assert_close, gpu, random_model, Gpu, Rng};
 use pollster::block_on;
 use tiller_core::weights::Dtype;
-use tiller_core::{Backend, CpuModel, ModelSpec, CpuWeights, Injection, LogitRows, SeqStep, Site, StepRequest};
+use tiller_core::{Backend, CpuModel, CpuWeights, Injection, LogitRows, ModelSpec, SeqStep, Site, StepRequest};
 use tiller_gpu::GpuEngine;
 
 const ATOL: f32 = 2e-4;
@@ -206,7 +206,8 @@ fn refused_steps_leave_both_caches_unchanged() {
     c.reset(2, 16).unwrap();
     let seqs = |v: Vec<(usize, Vec<u32>)>| v.into_iter().map(|(slot, tokens)| SeqStep { slot, tokens }).collect::<Vec<_>>();
     both(&mut g, &mut c, &request(seqs(vec![(0, vec![1, 2, 3]), (1, vec![4, 5])]), LogitRows::Last), "prompt");
-    let capture_past = StepRequest { seqs: seqs(vec![(0, vec![7])]), injections: vec![], capture: Some((2, Site::MlpOut)), logits: LogitRows::None };
+    let capture_past =
+        StepRequest { seqs: seqs(vec![(0, vec![7])]), injections: vec![], capture: Some((2, Site::MlpOut)), logits: LogitRows::None };
     let refused = [
         capture_past,
         request(seqs(vec![(0, vec![7]), (1, vec![])]), LogitRows::Last),
@@ -278,7 +279,10 @@ fn widths_not_multiple_of_8_match_cpu() {
     g.reset(2, 20).unwrap();
     c.reset(2, 20).unwrap();
     let mut rng = Rng::new(8);
-    let seqs = vec![SeqStep { slot: 0, tokens: tokens(&mut rng, 9, cfg.vocab_size) }, SeqStep { slot: 1, tokens: tokens(&mut rng, 2, cfg.vocab_size) }];
+    let seqs = vec![
+        SeqStep { slot: 0, tokens: tokens(&mut rng, 9, cfg.vocab_size) },
+        SeqStep { slot: 1, tokens: tokens(&mut rng, 2, cfg.vocab_size) },
+    ];
     both(&mut g, &mut c, &request(seqs, LogitRows::All), "C=68");
     let seqs = vec![SeqStep { slot: 1, tokens: tokens(&mut rng, 1, cfg.vocab_size) }];
     both(&mut g, &mut c, &request(seqs, LogitRows::Last), "C=68 decode");

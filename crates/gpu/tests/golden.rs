@@ -90,13 +90,15 @@ fn golden_injections(vectors: &[tiller_core::golden::VectorGolden], site: Site, 
 /// Greedy decoding through the KV cache: the prompt pass (with injections) then one token a step.
 fn greedy(m: &mut impl Backend, prompt: &[u32], injections: Vec<Injection>, n: usize) -> Vec<u32> {
     m.reset(1, prompt.len() + n).unwrap();
-    let mut req = StepRequest { seqs: vec![SeqStep { slot: 0, tokens: prompt.to_vec() }], injections, capture: None, logits: LogitRows::Last };
+    let mut req =
+        StepRequest { seqs: vec![SeqStep { slot: 0, tokens: prompt.to_vec() }], injections, capture: None, logits: LogitRows::Last };
     let mut out = Vec::new();
     for _ in 0..n {
         let logits = block_on(m.step(&req)).unwrap().logits;
         let next = top_k(&logits, 1)[0].0;
         out.push(next);
-        req = StepRequest { seqs: vec![SeqStep { slot: 0, tokens: vec![next] }], injections: vec![], capture: None, logits: LogitRows::Last };
+        req =
+            StepRequest { seqs: vec![SeqStep { slot: 0, tokens: vec![next] }], injections: vec![], capture: None, logits: LogitRows::Last };
     }
     out
 }

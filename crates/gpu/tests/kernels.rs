@@ -10,9 +10,9 @@ use common::{assert_close, gpu, round_f16, Harness, Rng};
 use tiller_core::arch::{Rope, RopeScaling};
 use tiller_core::ops::{self, AttnDims, RowMeta};
 use tiller_gpu::kernels::{
-    pack_f16_rows, pack_wte_chunk,
-    AddRowsBuffers, AttentionBuffers, AttentionParams, EmbedBuffers, EmbedParams, KvWriteBuffers, LayernormBuffers, LayernormParams,
-    LogitsBuffers, LogitsParams, MatmulBuffers, MatmulParams, ResidualBuffers, ResidualParams, RopeBuffers, RopeParams,
+    pack_f16_rows, pack_wte_chunk, AddRowsBuffers, AttentionBuffers, AttentionParams, EmbedBuffers, EmbedParams, KvWriteBuffers,
+    LayernormBuffers, LayernormParams, LogitsBuffers, LogitsParams, MatmulBuffers, MatmulParams, ResidualBuffers, ResidualParams,
+    RopeBuffers, RopeParams,
 };
 
 fn harness() -> Option<Harness> {
@@ -42,10 +42,9 @@ fn embed_matches_reference_across_wte_chunks() {
             let mut rec = h.recorder();
             for (start, len) in [(0, split), (split, v - split)] {
                 let chunk = h.bytes(&pack_wte_chunk(&wte[start * c..(start + len) * c], len, c));
-                let g = h.kernels.bind_embed(
-                    &h.gpu.device,
-                    &EmbedBuffers { out: &out, tokens: &tok_b, positions: &pos_b, wte: &chunk, wpe: &wpe_b },
-                );
+                let g = h
+                    .kernels
+                    .bind_embed(&h.gpu.device, &EmbedBuffers { out: &out, tokens: &tok_b, positions: &pos_b, wte: &chunk, wpe: &wpe_b });
                 let p = EmbedParams { rows: t as u32, c: c as u32, vocab_start: start as u32, vocab_len: len as u32, learned };
                 h.kernels.embed(&mut rec, &g, &p);
             }
@@ -205,11 +204,9 @@ fn check_attention(h: &mut Harness, rng: &mut Rng, case: &AttentionCase) {
     let (qkv_b, meta_b, out) = (h.f32s(&qkv), h.u32s(&meta), h.zeros(r * q_w));
     let d = &h.gpu.device;
     let kv_g = h.kernels.bind_kv_write(d, &KvWriteBuffers { k_cache: &k_gpu, v_cache: &v_gpu, qkv: &qkv_b, rows: &meta_b });
-    let att_g = h.kernels.bind_attention(
-        d,
-        &AttentionBuffers { out: &out, qkv: &qkv_b, k_cache: &k_gpu, v_cache: &v_gpu, rows: &meta_b },
-    );
-    let p = AttentionParams { rows: r as u32, n_head: n_head as u32, n_kv_head: n_kv_head as u32, head_dim: head_dim as u32, tm: tm as u32 };
+    let att_g = h.kernels.bind_attention(d, &AttentionBuffers { out: &out, qkv: &qkv_b, k_cache: &k_gpu, v_cache: &v_gpu, rows: &meta_b });
+    let p =
+        AttentionParams { rows: r as u32, n_head: n_head as u32, n_kv_head: n_kv_head as u32, head_dim: head_dim as u32, tm: tm as u32 };
     let mut rec = h.recorder();
     h.kernels.kv_write(&mut rec, &kv_g, &p);
     h.kernels.attention(&mut rec, &att_g, &p);

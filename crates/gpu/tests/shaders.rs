@@ -12,8 +12,7 @@ fn every_shader_parses_and_validates() {
     assert!(files.len() >= 6, "expected the kernel shaders in {}", dir.display());
     for path in &files {
         let src = std::fs::read_to_string(path).expect("readable");
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
         // What every WebGPU device grants: unpack2x16float (f16 read in f32) is core WGSL.
         let caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)

@@ -94,7 +94,13 @@ pub fn value_axis(values: &[f64], include: Option<f64>, target: usize) -> (Scale
 pub fn position_axis(xs: &[f64]) -> Scale {
     let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let (lo, hi) = if !lo.is_finite() { (0.0, 1.0) } else if hi - lo < 1e-9 { (lo - 1.0, hi + 1.0) } else { (lo, hi) };
+    let (lo, hi) = if !lo.is_finite() {
+        (0.0, 1.0)
+    } else if hi - lo < 1e-9 {
+        (lo - 1.0, hi + 1.0)
+    } else {
+        (lo, hi)
+    };
     let pad = (hi - lo) * 0.04;
     Scale { domain: (lo - pad, hi + pad), range: (MARGINS.left, WIDTH - MARGINS.right) }
 }
@@ -126,11 +132,7 @@ pub fn value_text(v: f64) -> String {
 
 /// An SVG path through the points, in order.
 pub fn polyline(points: &[(f64, f64)]) -> String {
-    points
-        .iter()
-        .enumerate()
-        .map(|(i, (x, y))| format!("{}{x:.1},{y:.1}", if i == 0 { "M" } else { " L" }))
-        .collect()
+    points.iter().enumerate().map(|(i, (x, y))| format!("{}{x:.1},{y:.1}", if i == 0 { "M" } else { " L" })).collect()
 }
 
 /// One point of the sweep chart, in SVG units, with the values the tooltip shows.
@@ -296,7 +298,17 @@ mod tests {
     use tiller_core::{Site, Term};
 
     fn row(set: &str, layer: usize, coeff: f32, ppl_ratio: f64) -> SweepRow {
-        SweepRow { set: set.into(), layer, coeff, ppl_ratio, kl: (ppl_ratio - 1.0).abs(), loss_steered: 0.0, loss_unsteered: 0.0, tokens: 5, texts: 1 }
+        SweepRow {
+            set: set.into(),
+            layer,
+            coeff,
+            ppl_ratio,
+            kl: (ppl_ratio - 1.0).abs(),
+            loss_steered: 0.0,
+            loss_unsteered: 0.0,
+            tokens: 5,
+            texts: 1,
+        }
     }
 
     #[test]
@@ -312,7 +324,9 @@ mod tests {
         // Two layers done so far.
         let rows: Vec<SweepRow> = [0, 1]
             .iter()
-            .flat_map(|&l| [row("related", l, 0.0, 1.0), row("unrelated", l, 0.0, 1.0), row("related", l, 4.0, 1.3), row("unrelated", l, 4.0, 1.1)])
+            .flat_map(|&l| {
+                [row("related", l, 0.0, 1.0), row("unrelated", l, 0.0, 1.0), row("related", l, 4.0, 1.3), row("unrelated", l, 4.0, 1.1)]
+            })
             .collect();
         assert_eq!(default_pick(&spec, &rows, XAxis::Layer), Some(4.0));
         assert_eq!(default_pick(&spec, &rows, XAxis::Coeff), Some(0.0));
@@ -335,7 +349,10 @@ mod tests {
         let all = sweep_chart(&spec, &rows, XAxis::Layer, Metric::PplRatio, None);
         assert_eq!(all.point_count(), 8);
         assert_eq!(all.series.len(), 4);
-        assert_eq!(all.series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["related × 0", "related × 4", "unrelated × 0", "unrelated × 4"]);
+        assert_eq!(
+            all.series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["related × 0", "related × 4", "unrelated × 0", "unrelated × 4"]
+        );
         assert_eq!(all.series[0].color, all.series[1].color);
         assert_ne!(all.series[0].dash, all.series[1].dash);
         assert_eq!(all.styles, vec![(DASHES[0], "× 0".to_string()), (DASHES[1], "× 4".to_string())]);

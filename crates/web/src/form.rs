@@ -41,10 +41,7 @@ pub struct Form {
 impl Default for Form {
     fn default() -> Self {
         let mut recipe = Recipe { prompt: "I hate you because".into(), n: 3, max_new_tokens: 40, ..Recipe::default() };
-        recipe.terms = vec![
-            Term { layer: 6, coeff: 5.0, text: "Love".into() },
-            Term { layer: 6, coeff: -5.0, text: "Hate".into() },
-        ];
+        recipe.terms = vec![Term { layer: 6, coeff: 5.0, text: "Love".into() }, Term { layer: 6, coeff: -5.0, text: "Hate".into() }];
         Self::from_recipe(&recipe)
     }
 }
@@ -164,7 +161,8 @@ impl Form {
             return Err(vec!["max tokens is 0: ask for at least one new token".into()]);
         }
         // Before a model is loaded, check against GPT-2's context and the deepest GPT-2.
-        let cfg = cfg.copied().or_else(|| ModelSpec::gpt2_preset("gpt2-xl")).ok_or_else(|| vec!["internal: no gpt2-xl preset".to_string()])?;
+        let cfg =
+            cfg.copied().or_else(|| ModelSpec::gpt2_preset("gpt2-xl")).ok_or_else(|| vec!["internal: no gpt2-xl preset".to_string()])?;
         recipe.validate(&cfg).map_err(|e| vec![e.to_string()])?;
         Ok(recipe)
     }
@@ -204,11 +202,7 @@ pub fn warnings(recipe: &Recipe, counts: &TokenCounts, n_positions: usize) -> Ve
             .collect();
         if !padded.is_empty() {
             let sizes: Vec<String> = group.iter().map(|(t, len)| format!("`{}` = {len}", t.text)).collect();
-            out.push(format!(
-                "Layer {layer}: terms are padded with spaces to {n} tokens ({}): {}.",
-                sizes.join(", "),
-                padded.join("; ")
-            ));
+            out.push(format!("Layer {layer}: terms are padded with spaces to {n} tokens ({}): {}.", sizes.join(", "), padded.join("; ")));
         }
         if recipe.positions == Positions::Front && n > counts.prompt {
             out.push(format!(
@@ -233,7 +227,11 @@ pub fn warnings(recipe: &Recipe, counts: &TokenCounts, n_positions: usize) -> Ve
 }
 
 fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 #[cfg(test)]

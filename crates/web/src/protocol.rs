@@ -86,10 +86,7 @@ impl ModelSource {
                 let valid = !repo.is_empty()
                     && repo.split('/').count() <= 2
                     && repo.split('/').all(|p| {
-                        !p.is_empty()
-                            && p != "."
-                            && p != ".."
-                            && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                        !p.is_empty() && p != "." && p != ".." && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
                     });
                 if !valid {
                     return Err(format!(
@@ -272,11 +269,7 @@ pub struct GenerationView {
 
 impl From<&tiller_core::generate::Generation> for GenerationView {
     fn from(g: &tiller_core::generate::Generation) -> Self {
-        let view = |c: &tiller_core::generate::Completion| CompletionView {
-            text: c.text.clone(),
-            tokens: c.tokens.clone(),
-            done: c.done,
-        };
+        let view = |c: &tiller_core::generate::Completion| CompletionView { text: c.text.clone(), tokens: c.tokens.clone(), done: c.done };
         Self {
             prompt_tokens: g.prompt_tokens.clone(),
             unsteered: g.unsteered.iter().map(view).collect(),
@@ -324,11 +317,23 @@ impl From<&tiller_core::vocab::LayerVocab> for LayerVocabView {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FromWorker {
     /// The worker is up; `webgpu` says whether `navigator.gpu` exists in it.
-    Started { webgpu: bool },
+    Started {
+        webgpu: bool,
+    },
     /// Answer to [`ToWorker::QuerySize`]: bytes, or why the size is unknown.
-    Size { id: u64, bytes: Option<u64>, cached: bool, error: Option<String> },
+    Size {
+        id: u64,
+        bytes: Option<u64>,
+        cached: bool,
+        error: Option<String>,
+    },
     /// Download or read progress of one file.
-    Progress { file: String, loaded: u64, total: Option<u64>, from_cache: bool },
+    Progress {
+        file: String,
+        loaded: u64,
+        total: Option<u64>,
+        from_cache: bool,
+    },
     /// The engine is ready.
     /// `wasm_memory`: the worker's wasm memory after loading (bytes), which on the GPU path
     /// stays far below the model's size.
@@ -346,7 +351,9 @@ pub enum FromWorker {
         #[serde(default)]
         chat_template: bool,
     },
-    LoadFailed { error: UserError },
+    LoadFailed {
+        error: UserError,
+    },
     /// `prompt_text`: the rendered chat template, when chat is on (or why it failed to render).
     Analysis {
         id: u64,
@@ -355,20 +362,54 @@ pub enum FromWorker {
         #[serde(default)]
         prompt_text: Option<String>,
     },
-    RunStep { run_id: u64, generation: GenerationView, timing: RunTiming },
-    RunDone { run_id: u64, generation: GenerationView, stopped: bool, timing: RunTiming },
-    RunFailed { run_id: u64, error: UserError },
-    Vocab { id: u64, layers: Vec<LayerVocabView> },
+    RunStep {
+        run_id: u64,
+        generation: GenerationView,
+        timing: RunTiming,
+    },
+    RunDone {
+        run_id: u64,
+        generation: GenerationView,
+        stopped: bool,
+        timing: RunTiming,
+    },
+    RunFailed {
+        run_id: u64,
+        error: UserError,
+    },
+    Vocab {
+        id: u64,
+        layers: Vec<LayerVocabView>,
+    },
     /// After each step of a sweep: `done` of `total` steps, and the rows finished since the
     /// last message (a layer's rows arrive together, when its last step is done).
-    SweepProgress { run_id: u64, done: usize, total: usize, rows: Vec<SweepRow> },
+    SweepProgress {
+        run_id: u64,
+        done: usize,
+        total: usize,
+        rows: Vec<SweepRow>,
+    },
     /// The sweep finished, or stopped early (the rows sent so far are its result).
-    SweepDone { run_id: u64, stopped: bool },
-    SweepFailed { run_id: u64, error: UserError },
-    VocabFailed { id: u64, error: UserError },
-    CacheInfo { bytes: u64, files: usize },
+    SweepDone {
+        run_id: u64,
+        stopped: bool,
+    },
+    SweepFailed {
+        run_id: u64,
+        error: UserError,
+    },
+    VocabFailed {
+        id: u64,
+        error: UserError,
+    },
+    CacheInfo {
+        bytes: u64,
+        files: usize,
+    },
     /// The engine broke (device lost, panic): the model must be loaded again.
-    Fatal { error: UserError },
+    Fatal {
+        error: UserError,
+    },
 }
 
 /// The JS value posted between page and worker: `{ msg: "<json>", files?: [File, …] }`.
@@ -398,10 +439,7 @@ mod tests {
     #[test]
     fn urls_follow_the_hub_layout() {
         let hub = "http://127.0.0.1:8081/";
-        assert_eq!(
-            ModelSource::Default("gpt2".into()).base_url(hub).as_deref(),
-            Ok("http://127.0.0.1:8081/gpt2/resolve/main")
-        );
+        assert_eq!(ModelSource::Default("gpt2".into()).base_url(hub).as_deref(), Ok("http://127.0.0.1:8081/gpt2/resolve/main"));
         assert_eq!(
             ModelSource::Hub("openai-community/gpt2".into()).base_url(DEFAULT_HUB).as_deref(),
             Ok("https://huggingface.co/openai-community/gpt2/resolve/main")

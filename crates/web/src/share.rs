@@ -4,8 +4,8 @@
 //! [`ShareState`]. The version prefix lets later formats coexist; a fragment that does not
 //! decode is reported as a sentence and the page keeps its defaults.
 
-use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use tiller_core::Recipe;
 
@@ -56,8 +56,7 @@ pub fn decode(fragment: &str) -> Result<Option<ShareState>, String> {
     let packed = URL_SAFE_NO_PAD.decode(body.as_bytes()).map_err(|_| damaged("not base64url"))?;
     let json = miniz_oxide::inflate::decompress_to_vec_with_limit(&packed, MAX_JSON)
         .map_err(|_| damaged("the compressed data does not inflate"))?;
-    let state: ShareState =
-        serde_json::from_slice(&json).map_err(|e| damaged(&format!("its settings do not parse: {e}")))?;
+    let state: ShareState = serde_json::from_slice(&json).map_err(|e| damaged(&format!("its settings do not parse: {e}")))?;
     Ok(Some(state))
 }
 
@@ -71,10 +70,7 @@ mod tests {
             model: ModelSource::Hub("someone/tiny".into()),
             recipe: Recipe {
                 prompt: "I hate you because".into(),
-                terms: vec![
-                    Term { layer: 6, coeff: 5.0, text: "Love".into() },
-                    Term { layer: 6, coeff: -5.0, text: "Hate".into() },
-                ],
+                terms: vec![Term { layer: 6, coeff: 5.0, text: "Love".into() }, Term { layer: 6, coeff: -5.0, text: "Hate".into() }],
                 seed: 42,
                 ..Recipe::default()
             },

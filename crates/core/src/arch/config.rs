@@ -72,9 +72,8 @@ pub fn from_json(bytes: &[u8], inferred: Option<&ModelSpec>) -> Result<ModelSpec
     let f = Fields(map);
     let family = match f.str("model_type")? {
         None => Family::Gpt2,
-        Some(t) => Family::from_model_type(t).ok_or_else(|| {
-            bad(format!("model_type is `{t}`, which Tiller does not run; it runs {}", Family::supported_list()))
-        })?,
+        Some(t) => Family::from_model_type(t)
+            .ok_or_else(|| bad(format!("model_type is `{t}`, which Tiller does not run; it runs {}", Family::supported_list())))?,
     };
     let spec = match family {
         Family::Gpt2 => gpt2(&f, inferred)?,
@@ -244,9 +243,7 @@ fn rope(f: &Fields, head_dim: usize, default_fraction: f64) -> Result<Rope> {
                     original_max_position_embeddings: need("original_max_position_embeddings")?,
                 },
                 other => {
-                    return Err(bad(format!(
-                        "rope scaling `{other}` is not supported; Tiller implements `default`, `linear` and `llama3`"
-                    )))
+                    return Err(bad(format!("rope scaling `{other}` is not supported; Tiller implements `default`, `linear` and `llama3`")))
                 }
             }
         }
@@ -267,9 +264,7 @@ fn rope(f: &Fields, head_dim: usize, default_fraction: f64) -> Result<Rope> {
     // Hugging Face: rotary_ndims = int(head_size * rotary_pct).
     let rotary_dim = (head_dim as f64 * fraction) as usize;
     if rotary_dim == 0 || rotary_dim % 2 != 0 {
-        return Err(bad(format!(
-            "{fraction} of a head of {head_dim} is {rotary_dim} rotary channels; it must be a positive even number"
-        )));
+        return Err(bad(format!("{fraction} of a head of {head_dim} is {rotary_dim} rotary channels; it must be a positive even number")));
     }
     Ok(Rope { theta, rotary_dim, scaling })
 }

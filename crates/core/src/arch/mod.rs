@@ -76,9 +76,16 @@ pub struct Norm {
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor` (`rope_type: "linear"`).
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3.1's frequency-dependent scaling (`rope_type: "llama3"`).
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: f64 },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
 }
 
 /// Rotary position embedding, Hugging Face's `rotate_half` form: channel i of the rotated part

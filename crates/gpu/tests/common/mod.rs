@@ -3,8 +3,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use half::f16;
-use tiller_core::ModelSpec;
 use tiller_core::weights::{write_safetensors, Dtype};
+use tiller_core::ModelSpec;
 use tiller_gpu::kernels::{Kernels, ParamsArena, Recorder};
 
 pub struct Gpu {

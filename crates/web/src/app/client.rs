@@ -50,7 +50,9 @@ pub fn start(ctx: Ctx) {
         fail_sweep(ctx, "the engine worker stopped: load the model again and rerun the sweep");
         ctx.show_error(
             ErrorKind::Internal,
-            format!("the engine worker stopped ({message}). It was restarted: load the model again; if this happens again, reload the page."),
+            format!(
+                "the engine worker stopped ({message}). It was restarted: load the model again; if this happens again, reload the page."
+            ),
         );
         restart(ctx);
     });
@@ -161,9 +163,9 @@ pub fn watch_analysis(ctx: Ctx) {
         if ctx.model_state.get() != ModelState::Ready {
             return;
         }
-        let (prompt, terms, bos, chat, system) = ctx.form.with(|f| {
-            (f.prompt.clone(), f.terms.iter().map(|t| t.text.clone()).collect::<Vec<_>>(), f.bos, f.chat, f.system.clone())
-        });
+        let (prompt, terms, bos, chat, system) = ctx
+            .form
+            .with(|f| (f.prompt.clone(), f.terms.iter().map(|t| t.text.clone()).collect::<Vec<_>>(), f.bos, f.chat, f.system.clone()));
         let id = ctx.fresh_id();
         ctx.last_analysis_id.set_value(id);
         send(ctx, &ToWorker::Analyze { id, prompt, terms, bos, chat, system }, &[]);

@@ -216,12 +216,7 @@ fn TokenCounts() -> impl IntoView {
         if texts.len() != counts.terms.len() {
             return None;
         }
-        let terms = texts
-            .iter()
-            .zip(&counts.terms)
-            .map(|(t, n)| format!("\"{t}\" {n}"))
-            .collect::<Vec<_>>()
-            .join(" · ");
+        let terms = texts.iter().zip(&counts.terms).map(|(t, n)| format!("\"{t}\" {n}")).collect::<Vec<_>>().join(" · ");
         let rendered = counts.prompt_text.clone().filter(|_| ctx.form.with(|f| f.chat));
         Some(view! {
             <p class="note" data-testid="token-count">
@@ -282,7 +277,11 @@ fn PairShortcut() -> impl IntoView {
                     f.add_term(&b.get(), l, -c);
                 });
             }
-            _ => error.set(Some(format!("the pair needs a whole-number layer and a number coefficient (got `{}` and `{}`)", layer.get(), coeff.get()))),
+            _ => error.set(Some(format!(
+                "the pair needs a whole-number layer and a number coefficient (got `{}` and `{}`)",
+                layer.get(),
+                coeff.get()
+            ))),
         }
     };
     view! {

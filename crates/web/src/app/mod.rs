@@ -18,9 +18,9 @@ use leptos::prelude::*;
 use tiller_core::{ModelSpec, Recipe};
 
 use crate::form::{Form, TokenCounts};
+use crate::protocol::{EngineChoice, ErrorKind, GenerationView, LayerVocabView, ModelSource, RunTiming, UserError, DEFAULT_HUB};
 use crate::sweep::SweepForm;
 use tiller_core::sweep::{SweepRow, SweepSpec};
-use crate::protocol::{EngineChoice, ErrorKind, GenerationView, LayerVocabView, ModelSource, RunTiming, UserError, DEFAULT_HUB};
 
 /// What the model panel shows about the size of the chosen model.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +28,10 @@ pub enum SizeInfo {
     Unknown,
     /// Waiting for the server; the built-in size, if any, meanwhile.
     Querying(Option<u64>),
-    Known { bytes: Option<u64>, cached: bool },
+    Known {
+        bytes: Option<u64>,
+        cached: bool,
+    },
     Error(String),
 }
 

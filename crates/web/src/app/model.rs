@@ -35,7 +35,8 @@ pub fn ModelPanel() -> impl IntoView {
         ])
         .collect::<Vec<_>>();
     let hub = ctx.hub.get_value();
-    let hub_note = (hub != DEFAULT_HUB).then(|| view! { <p class="note" data-testid="hub-note">"Hub endpoint: " {hub.clone()} " (from ?hub=)"</p> });
+    let hub_note =
+        (hub != DEFAULT_HUB).then(|| view! { <p class="note" data-testid="hub-note">"Hub endpoint: " {hub.clone()} " (from ?hub=)"</p> });
     let loading = move || ctx.model_state.get() == ModelState::Loading;
 
     let on_drop = move |ev: web_sys::DragEvent| {
@@ -115,7 +116,9 @@ pub fn size_text(size: &SizeInfo) -> String {
         SizeInfo::Unknown => "Size: choose a model to see its size.".into(),
         SizeInfo::Querying(Some(b)) => format!("Download size: about {} (asking the server…)", fmt::bytes(*b)),
         SizeInfo::Querying(None) => "Download size: asking the server…".into(),
-        SizeInfo::Known { bytes: Some(b), cached: true } => format!("Size: {} (already in this browser's cache: no download)", fmt::bytes(*b)),
+        SizeInfo::Known { bytes: Some(b), cached: true } => {
+            format!("Size: {} (already in this browser's cache: no download)", fmt::bytes(*b))
+        }
         SizeInfo::Known { bytes: Some(b), cached: false } => format!("Download size: {}", fmt::bytes(*b)),
         SizeInfo::Known { bytes: None, .. } => "Download size: unknown (the server does not say)".into(),
         SizeInfo::Error(e) => format!("Download size: unknown ({e})"),
@@ -182,10 +185,7 @@ fn ModelStatus() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let text = move || match ctx.model_state.get() {
         ModelState::Idle => "No model loaded yet.".to_string(),
-        ModelState::Loading => format!(
-            "Loading {}…",
-            ctx.loading_source.get().map(|s| s.label()).unwrap_or_default()
-        ),
+        ModelState::Loading => format!("Loading {}…", ctx.loading_source.get().map(|s| s.label()).unwrap_or_default()),
         ModelState::Ready => ctx
             .loaded
             .get()

@@ -54,12 +54,8 @@ pub fn sweep_settings(ctx: Ctx) -> Result<Option<crate::sweep::SweepSettings>, V
 /// The link for the editor's recipe, the picker's model and the sweep panel.
 fn current_link(ctx: Ctx) -> Result<String, String> {
     let recipe = ctx.form.with(|f| f.to_recipe(ctx.config().as_ref())).map_err(|e| e.join(" "))?;
-    let state = ShareState {
-        model: ctx.chosen_source(),
-        recipe,
-        vocab_ln_f: ctx.vocab_ln_f.get(),
-        sweep: sweep_settings(ctx).unwrap_or(None),
-    };
+    let state =
+        ShareState { model: ctx.chosen_source(), recipe, vocab_ln_f: ctx.vocab_ln_f.get(), sweep: sweep_settings(ctx).unwrap_or(None) };
     Ok(format!("{}#{}", page_url(), share::encode(&state)))
 }
 

@@ -119,7 +119,11 @@ pub fn SweepPanel() -> impl IntoView {
 }
 
 fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 /// The status line next to the buttons.
@@ -564,6 +568,11 @@ fn download_csv(rows: &[SweepRow], filename: &str) -> Result<(), String> {
     a.click();
     a.remove();
     // The browser has the data once the download started; free it a little later.
-    set_timeout(move || { let _ = web_sys::Url::revoke_object_url(&url); }, std::time::Duration::from_secs(30));
+    set_timeout(
+        move || {
+            let _ = web_sys::Url::revoke_object_url(&url);
+        },
+        std::time::Duration::from_secs(30),
+    );
     Ok(())
 }

@@ -45,10 +45,7 @@ fn LayerVocab(
     let lists = move || {
         data.with_value(|l| match position.get() {
             None => (l.sum.clone(), l.bottom.clone()),
-            Some(p) => (
-                l.positions.get(p).cloned().unwrap_or_default(),
-                l.positions_bottom.get(p).cloned().unwrap_or_default(),
-            ),
+            Some(p) => (l.positions.get(p).cloned().unwrap_or_default(), l.positions_bottom.get(p).cloned().unwrap_or_default()),
         })
     };
     view! {
@@ -79,7 +76,9 @@ fn LayerVocab(
 pub fn VocabPanel() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let body = move || match ctx.vocab.get() {
-        VocabState::Empty => view! { <p class="placeholder">"After a run, the steering vector's closest tokens appear here."</p> }.into_any(),
+        VocabState::Empty => {
+            view! { <p class="placeholder">"After a run, the steering vector's closest tokens appear here."</p> }.into_any()
+        }
         VocabState::Loading => view! { <p class="placeholder">"Decoding…"</p> }.into_any(),
         VocabState::Error(e) => view! { <p class="invalid">{format!("Could not decode the vector: {e}")}</p> }.into_any(),
         VocabState::Ready(layers) => layers.into_iter().map(|layer| view! { <LayerVocab layer=layer/> }).collect_view().into_any(),

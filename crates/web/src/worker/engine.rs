@@ -1,7 +1,6 @@
 //! The engines the worker can build, one streaming path into each, and the wrapper that makes
 //! any engine give the worker's event loop a turn between steps (so Stop can arrive).
 
-
 use tiller_core::weights::{F32Sink, TensorSink};
 use tiller_core::{Backend, CpuModel, ModelSpec, StepOutput, StepRequest, TillerError};
 
@@ -64,9 +63,9 @@ pub async fn request_gpu() -> Result<Option<GpuDevice>, UserError> {
     };
     let Ok(adapter) = instance.request_adapter(&options).await else { return Ok(None) };
     let info = adapter.get_info();
-    let (device, queue) = tiller_gpu::request_device(&adapter).await.map_err(|e| {
-        UserError::new(ErrorKind::AdapterLimits, format!("{e}. Try a smaller model, or the CPU engine for tiny ones."))
-    })?;
+    let (device, queue) = tiller_gpu::request_device(&adapter)
+        .await
+        .map_err(|e| UserError::new(ErrorKind::AdapterLimits, format!("{e}. Try a smaller model, or the CPU engine for tiny ones.")))?;
     // A lost device (driver reset, GPU process crash, tab in the background too long) cannot
     // be used again: tell the page, which offers to rebuild the engine.
     device.set_device_lost_callback(|reason, message| {
@@ -218,7 +217,10 @@ mod tests {
     #[test]
     fn gpu_errors_are_classified() {
         assert_eq!(gpu_kind("out of GPU memory: try a smaller model"), ErrorKind::OutOfMemory);
-        assert_eq!(gpu_kind("tensor `wte.weight` needs 160.8 MB in one buffer binding but this GPU allows 134.2 MB; try a smaller model"), ErrorKind::AdapterLimits);
+        assert_eq!(
+            gpu_kind("tensor `wte.weight` needs 160.8 MB in one buffer binding but this GPU allows 134.2 MB; try a smaller model"),
+            ErrorKind::AdapterLimits
+        );
         assert_eq!(gpu_kind("the device was lost"), ErrorKind::DeviceLost);
         assert_eq!(gpu_kind("something else"), ErrorKind::Internal);
     }

@@ -105,8 +105,7 @@ async fn has_webgpu_adapter() -> bool {
     if gpu.is_undefined() || gpu.is_null() {
         return false;
     }
-    let Ok(request) = Reflect::get(&gpu, &"requestAdapter".into()).and_then(|f| f.dyn_into::<js_sys::Function>())
-    else {
+    let Ok(request) = Reflect::get(&gpu, &"requestAdapter".into()).and_then(|f| f.dyn_into::<js_sys::Function>()) else {
         return false;
     };
     let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<js_sys::Promise>()) else {
@@ -194,7 +193,10 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
                 .or_else(|| pick(&[INDEX_FILE]))
                 .ok_or_else(|| UserError::new(ErrorKind::BadFile, format!("no {MODEL_FILE} among the picked files: pick {MODEL_FILE}, {TOKENIZER_FILE} and (optionally) {CONFIG_FILE} together")))?;
             let tokenizer = pick(&[TOKENIZER_FILE]).ok_or_else(|| {
-                UserError::new(ErrorKind::BadFile, format!("no {TOKENIZER_FILE} among the picked files: pick it together with {MODEL_FILE}"))
+                UserError::new(
+                    ErrorKind::BadFile,
+                    format!("no {TOKENIZER_FILE} among the picked files: pick it together with {MODEL_FILE}"),
+                )
             })?;
             let config = match pick(&[CONFIG_FILE]) {
                 Some(f) => Some(read_file(&f).await?),
@@ -213,7 +215,10 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
                     let mut shards = Vec::new();
                     for n in names {
                         let f = files.iter().find(|f| f.name() == n).cloned().ok_or_else(|| {
-                            UserError::new(ErrorKind::BadFile, format!("{INDEX_FILE} names {n}, which is not among the picked files: pick every shard"))
+                            UserError::new(
+                                ErrorKind::BadFile,
+                                format!("{INDEX_FILE} names {n}, which is not among the picked files: pick every shard"),
+                            )
                         })?;
                         shards.push(ModelInput::File(f));
                     }
@@ -233,9 +238,20 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
             let cached = config.as_ref().is_none_or(|c| c.1) && tok.1;
             // GPT-2 repos have no chat template and are never sharded: only other families are
             // asked for tokenizer_config.json and whether model.safetensors exists.
-            let other_family = config.as_ref().is_some_and(|c| tiller_core::arch::config::from_json(&c.0, None).is_ok_and(|s| s.family != tiller_core::Family::Gpt2));
+            let other_family = config
+                .as_ref()
+                .is_some_and(|c| tiller_core::arch::config::from_json(&c.0, None).is_ok_and(|s| s.family != tiller_core::Family::Gpt2));
             let tok_config = match other_family {
-                true => net::small_file(cache.as_ref(), &format!("{base}/{TOKENIZER_CONFIG_FILE}"), TOKENIZER_CONFIG_FILE, true, signal.as_ref()).await?,
+                true => {
+                    net::small_file(
+                        cache.as_ref(),
+                        &format!("{base}/{TOKENIZER_CONFIG_FILE}"),
+                        TOKENIZER_CONFIG_FILE,
+                        true,
+                        signal.as_ref(),
+                    )
+                    .await?
+                }
                 false => None,
             };
             let single = !other_family || net::exists(&format!("{base}/{MODEL_FILE}"), MODEL_FILE, signal.as_ref()).await?;
@@ -265,10 +281,9 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
         EngineChoice::Gpu | EngineChoice::Auto => match request_gpu().await? {
             Some(gpu) => (Builder::Gpu { sink: GpuEngine::loader(&gpu.device), gpu }, None),
             None if choice == EngineChoice::Gpu => return Err(UserError::new(ErrorKind::NoWebGpu, NO_WEBGPU)),
-            None => (
-                Builder::Cpu(cpu_sink()),
-                Some(format!("{NO_WEBGPU} Running on the CPU engine instead: slow, and only for small models.")),
-            ),
+            None => {
+                (Builder::Cpu(cpu_sink()), Some(format!("{NO_WEBGPU} Running on the CPU engine instead: slow, and only for small models.")))
+            }
         },
     };
 
@@ -280,7 +295,8 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
         }
     };
     let engine = builder.build().await.map_err(|e| user_error(&e))?;
-    let tokenizer = Tokenizer::from_files(&tokenizer_json, tokenizer_config_json.as_deref(), Some(&streamed.config)).map_err(|e| user_error(&e))?;
+    let tokenizer =
+        Tokenizer::from_files(&tokenizer_json, tokenizer_config_json.as_deref(), Some(&streamed.config)).map_err(|e| user_error(&e))?;
     let (bos_default, chat_template) = (tokenizer.bos_by_default(), tokenizer.has_chat_template());
     let describe = engine.describe();
     *st.engine.borrow_mut() = Some(engine);
@@ -345,7 +361,8 @@ async fn stream_model(
     let mut loader = match &inputs.index {
         None => StreamLoader::new(config_json, None),
         Some(index) => {
-            let config = config_json.ok_or_else(|| UserError::new(ErrorKind::BadFile, format!("a sharded checkpoint needs its {CONFIG_FILE}")))?;
+            let config =
+                config_json.ok_or_else(|| UserError::new(ErrorKind::BadFile, format!("a sharded checkpoint needs its {CONFIG_FILE}")))?;
             StreamLoader::sharded(config, index).map_err(|e| file_error(&e))?.0
         }
     };
@@ -484,7 +501,10 @@ async fn take_engine() -> Result<(Engine, Rc<Tokenizer>, u64), UserError> {
             *st.engine.borrow_mut() = Some(e);
             Err(UserError::new(ErrorKind::Internal, "the tokenizer is missing: load the model again"))
         }
-        (None, _) => Err(UserError::new(ErrorKind::Recipe, "no model is ready (still loading, busy, or not loaded): load one, or wait for the current run")),
+        (None, _) => Err(UserError::new(
+            ErrorKind::Recipe,
+            "no model is ready (still loading, busy, or not loaded): load one, or wait for the current run",
+        )),
     }
 }
 
@@ -574,12 +594,7 @@ async fn sweep(run_id: u64, spec: SweepSpec) {
             tiller_core::sweep::sweep(&mut Yielding(b), &tok, &one, |done, total| {
                 // Every layer takes the same number of steps.
                 steps = total;
-                post(&FromWorker::SweepProgress {
-                    run_id,
-                    done: done_before + done,
-                    total: total * spec.layers.len(),
-                    rows: Vec::new(),
-                });
+                post(&FromWorker::SweepProgress { run_id, done: done_before + done, total: total * spec.layers.len(), rows: Vec::new() });
                 if st.stop.get() {
                     stopped = true;
                     Flow::Stop

@@ -146,9 +146,8 @@ pub async fn small_file(
 }
 
 async fn response_bytes(resp: &Response, file: &str) -> Result<Vec<u8>, UserError> {
-    let promise = resp
-        .array_buffer()
-        .map_err(|e| UserError::new(ErrorKind::Download, format!("could not read {file}: {}", js_error_text(&e))))?;
+    let promise =
+        resp.array_buffer().map_err(|e| UserError::new(ErrorKind::Download, format!("could not read {file}: {}", js_error_text(&e))))?;
     let buf = JsFuture::from(promise).await.map_err(|e| {
         if is_abort(&e) {
             UserError::new(ErrorKind::Cancelled, "the download was cancelled")
@@ -176,10 +175,7 @@ impl ChunkReader {
             if is_abort(&e) {
                 UserError::new(ErrorKind::Cancelled, "the download was cancelled")
             } else {
-                UserError::new(
-                    ErrorKind::Download,
-                    format!("the download of {} broke off: {} (retry)", self.file, js_error_text(&e)),
-                )
+                UserError::new(ErrorKind::Download, format!("the download of {} broke off: {} (retry)", self.file, js_error_text(&e)))
             }
         })?;
         let done = Reflect::get(&result, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true);
@@ -187,9 +183,9 @@ impl ChunkReader {
             return Ok(false);
         }
         let value = Reflect::get(&result, &"value".into()).unwrap_or(JsValue::UNDEFINED);
-        let chunk: Uint8Array = value.dyn_into().map_err(|_| {
-            UserError::new(ErrorKind::Download, format!("the stream of {} gave something other than bytes", self.file))
-        })?;
+        let chunk: Uint8Array = value
+            .dyn_into()
+            .map_err(|_| UserError::new(ErrorKind::Download, format!("the stream of {} gave something other than bytes", self.file)))?;
         buf.clear();
         buf.resize(chunk.length() as usize, 0);
         chunk.copy_to(buf);
