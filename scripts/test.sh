@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Tiller test, after installing what is missing (scripts/setup.sh).
 # Stages, in order; the first one that fails stops the run with a non-zero exit:
-#   1. native tests      cargo test --workspace (GPU tests on lavapipe; the page's unit tests)
+#   1. native tests      cargo fmt --check, then cargo test --workspace (GPU tests on lavapipe;
+#                        the page's unit tests)
 #   2. wasm check        cargo check -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown
 #   3. page build        trunk build --release (at the repo root)
 #   4. end-to-end tests  node --test in tests/e2e (headless Chromium, WebGPU on SwiftShader)
@@ -80,6 +81,13 @@ skip() {
 }
 
 native_tests() {
+    # Formatting first (rustfmt.toml): seconds, and a diff is a failure.
+    if cargo fmt --version >/dev/null 2>&1; then
+        echo "+ cargo fmt --all --check"
+        cargo fmt --all --check
+    else
+        echo "note: rustfmt is not part of this toolchain, so formatting is not checked"
+    fi
     # Every crate, the page's too: tiller-web's unit tests (share links, forms, the worker
     # protocol, the sweep chart's scales) are plain Rust and run natively.
     echo "+ cargo test --workspace"
