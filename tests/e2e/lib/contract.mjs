@@ -23,6 +23,8 @@ export const TESTIDS = [
   'sweep-layer-from', 'sweep-layer-to', 'sweep-coeffs', 'sweep-x', 'sweep-pick', 'sweep-metric',
   'sweep-run', 'sweep-stop', 'sweep-progress', 'sweep-chart', 'sweep-point', 'sweep-tooltip',
   'sweep-csv', 'sweep-error',
+  // Models with a chat template (issue 11).
+  'chat', 'system', 'chat-rendered',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];
