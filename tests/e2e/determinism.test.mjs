@@ -40,10 +40,22 @@ after(async () => {
   await servers?.close();
 });
 
-/** `tiller generate --device cpu --json` on the fixture, built by cargo if needed. */
+/**
+ * The `tiller` binary as `cargo test --workspace` (the test command's stage 1) builds it: the
+ * same command with --no-run is then a no-op, where `cargo run -p tiller-cli` would resolve
+ * features for one package and rebuild the dependencies (minutes on 2 cores).
+ */
+function tillerBinary() {
+  const r = spawnSync('cargo', ['test', '--workspace', '--no-run', '-q'], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 1_800_000 });
+  assert.equal(r.status, 0, `cargo test --workspace --no-run failed:\n${r.stderr}`);
+  const target = process.env.CARGO_TARGET_DIR ? path.resolve(REPO_ROOT, process.env.CARGO_TARGET_DIR) : path.join(REPO_ROOT, 'target');
+  return path.join(target, 'debug', 'tiller');
+}
+
+/** `tiller generate --device cpu --json` on the fixture. */
 function cli(recipe) {
   const args = [
-    'run', '-q', '-p', 'tiller-cli', '--', 'generate',
+    'generate',
     '--model', path.join(FIXTURES, 'tiny-gpt2'), '--device', 'cpu', '--json',
     '--prompt', recipe.prompt,
     ...recipe.terms.flatMap((t) => ['--add', `${t.layer}:${t.coeff}:${t.text}`]),
@@ -51,7 +63,7 @@ function cli(recipe) {
     '--freq-penalty', String(recipe.freqPenalty), '--rep-penalty', String(recipe.repPenalty),
     '--n', String(recipe.n), '--max-tokens', String(recipe.maxTokens), '--seed', String(recipe.seed),
   ];
-  const r = spawnSync('cargo', args, { cwd: REPO_ROOT, encoding: 'utf8', timeout: 600_000 });
+  const r = spawnSync(tillerBinary(), args, { cwd: REPO_ROOT, encoding: 'utf8', timeout: 600_000 });
   assert.equal(r.status, 0, `tiller generate failed:\n${r.stderr}`);
   return JSON.parse(r.stdout);
 }
