@@ -141,10 +141,6 @@ impl Tokenizer {
         self.chat_template.is_some()
     }
 
-    pub fn chat_template(&self) -> Option<&str> {
-        self.chat_template.as_deref()
-    }
-
     /// The chat template rendered for one user message (after a system message when given),
     /// with the generation prompt added.
     pub fn render_chat(&self, system: Option<&str>, user: &str) -> Result<String> {

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use tiller_core::arch::program::{self, LinearParam, Op, Slot};
+use tiller_core::arch::program::{self, Op, Slot};
 use tiller_core::arch::{Activation, NormKind, PosEncoding, MAX_HEAD_DIM as SPEC_MAX_HEAD_DIM};
 use tiller_core::backend::{Backend, Injection, Site, StepOutput, StepPlan, StepRequest};
 use tiller_core::weights::load_from_bytes;
@@ -524,9 +524,8 @@ impl GpuEngine {
                 match *op {
                     Op::Hook(_) => {}
                     Op::Norm { .. } => k.layernorm(rec, g, &norm),
-                    Op::Linear { src, dst, param, gelu } => {
+                    Op::Linear { src, dst, gelu, .. } => {
                         let flags = MatmulParams::BIAS | if gelu { gelu_flag } else { 0 };
-                        debug_assert!(param != LinearParam::Gate || cfg.act == Activation::SwiGlu);
                         k.matmul(rec, g, &MatmulParams { rows: r, k: src.width(cfg) as u32, n: dst.width(cfg) as u32, flags });
                     }
                     Op::Rope => {

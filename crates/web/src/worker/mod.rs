@@ -270,9 +270,12 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
             (config.map(|c| c.0), tok.0, tok_config.map(|c| c.0), models, cached)
         }
     };
-    // Checked before the download, so a broken tokenizer fails fast; rebuilt with the model's
-    // BOS/EOS ids once the spec is known.
-    Tokenizer::from_files(&tokenizer_json, tokenizer_config_json.as_deref(), None).map_err(|e| user_error(&e))?;
+    // Read once, before the download, so a broken tokenizer fails fast. Its BOS/EOS ids come
+    // from the spec config.json declares (a GPT-2 config that leaves shapes to the tensors
+    // declares none; its tokenizer's <|endoftext|> is the same id).
+    let declared = config_json.as_deref().and_then(|c| tiller_core::arch::config::from_json(c, None).ok());
+    let tokenizer =
+        Tokenizer::from_files(&tokenizer_json, tokenizer_config_json.as_deref(), declared.as_ref()).map_err(|e| user_error(&e))?;
 
     // The GPU sink must not be dropped unfinished (see `Builder::abandon`): make it only now,
     // after the last `?` before streaming.
@@ -295,8 +298,6 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
         }
     };
     let engine = builder.build().await.map_err(|e| user_error(&e))?;
-    let tokenizer =
-        Tokenizer::from_files(&tokenizer_json, tokenizer_config_json.as_deref(), Some(&streamed.config)).map_err(|e| user_error(&e))?;
     let (bos_default, chat_template) = (tokenizer.bos_by_default(), tokenizer.has_chat_template());
     let describe = engine.describe();
     *st.engine.borrow_mut() = Some(engine);
