@@ -48,6 +48,12 @@ impl Backend for Engine {
             Engine::Gpu(m) => m.slot_len(slot),
         }
     }
+    fn fork_slot(&mut self, src: usize, dst: usize) -> tiller_core::Result<()> {
+        match self {
+            Engine::Cpu(m) => m.fork_slot(src, dst),
+            Engine::Gpu(m) => m.fork_slot(src, dst),
+        }
+    }
     async fn step(&mut self, req: &StepRequest) -> tiller_core::Result<StepOutput> {
         match self {
             Engine::Cpu(m) => m.step(req).await,

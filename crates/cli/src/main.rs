@@ -295,7 +295,7 @@ fn run_logits(a: LogitsArgs) -> Result<()> {
     let req = StepRequest {
         seqs: vec![SeqStep { slot: 0, tokens: prompt.clone() }],
         injections: steer::injections(&vectors, Site::ResidPre, Positions::Front, &spans),
-        capture: None,
+        captures: Vec::new(),
         logits: LogitRows::Last,
     };
     let logits = block_on(engine.step(&req))?.logits;

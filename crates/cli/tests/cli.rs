@@ -139,7 +139,7 @@ fn library_steered_top(m: &mut CpuModel, tok: &Tokenizer, s: &SteeredGolden, wha
     let req = StepRequest {
         seqs: vec![SeqStep { slot: 0, tokens: s.tokens.clone() }],
         injections: steer::injections(&vectors, Site::ResidPre, Positions::Front, &spans),
-        capture: None,
+        captures: vec![],
         logits: LogitRows::Last,
     };
     let logits = block_on(m.step(&req)).unwrap().logits;

@@ -18,6 +18,11 @@ pub enum Site {
     /// The residual stream before block L (`blocks.L.hook_resid_pre`, HF `hidden_states[L]`).
     #[default]
     ResidPre,
+    /// The attention's merged heads of block L before its output projection (`c_proj` /
+    /// `o_proj` / `dense`'s input; TransformerLens `blocks.L.attn.hook_z`), [NH·HD]: head h
+    /// is channels `h·HD..(h+1)·HD`. Hooks here may name one head ([`Capture::head`],
+    /// [`Injection::head`]).
+    Z,
     /// The attention sublayer's output of block L (after `c_proj`), before it joins the residual.
     AttnOut,
     /// The MLP sublayer's output of block L, before it joins the residual.
@@ -25,33 +30,100 @@ pub enum Site {
 }
 
 impl Site {
+    /// The sites of the residual's width, where steering vectors of `n_embd` channels go.
+    pub const RESIDUAL: [Site; 3] = [Site::ResidPre, Site::AttnOut, Site::MlpOut];
+    /// Every site, in the order a block reaches them.
+    pub const ALL: [Site; 4] = [Site::ResidPre, Site::Z, Site::AttnOut, Site::MlpOut];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Site::ResidPre => "resid_pre",
+            Site::Z => "z",
             Site::AttnOut => "attn_out",
             Site::MlpOut => "mlp_out",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "resid_pre" => Some(Site::ResidPre),
-            "attn_out" => Some(Site::AttnOut),
-            "mlp_out" => Some(Site::MlpOut),
-            _ => None,
+        Site::ALL.into_iter().find(|site| site.as_str() == s)
+    }
+    /// Channels of the site's rows: `n_embd`, or NH·HD at [`Site::Z`].
+    pub fn width(self, spec: &ModelSpec) -> usize {
+        match self {
+            Site::Z => spec.q_width(),
+            _ => spec.n_embd,
         }
+    }
+    /// Where the block reaches this site, for ordering hooks within a layer.
+    pub fn order(self) -> usize {
+        Site::ALL.iter().position(|&s| s == self).unwrap_or(0)
     }
 }
 
-/// Rows of a table added at one site of one layer: row r of the step gets
-/// `table[row_map[r]]`, or nothing where `row_map[r] == u32::MAX`.
+/// What an intervention does to the rows it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// x += table row (ActAdd, CAA, function vectors).
+    #[default]
+    Add,
+    /// x = table row (activation patching: a head's mean output, a cached activation).
+    Set,
+    /// x ·= table row, channel by channel (ablation with zeros, a head's gain).
+    Scale,
+}
+
+/// An intervention at one site of one layer: row r of the step is changed by
+/// `table[row_map[r]]` as `mode` says, or left alone where `row_map[r] == u32::MAX`. The table's
+/// rows are the site's width, or the head size when `head` names one head of [`Site::Z`].
+/// A hook's interventions apply in request order; its captures read the result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Injection {
     pub layer: usize,
     pub site: Site,
-    /// [K, C]
+    /// One attention head's slice of [`Site::Z`]; None: the whole site.
+    pub head: Option<usize>,
+    pub mode: Mode,
+    /// [K, W]
     pub table: Vec<f32>,
     /// [R]
     pub row_map: Vec<u32>,
+}
+
+impl Injection {
+    /// Adds `table[row_map[r]]` to row r at (layer, site): the steering injection.
+    pub fn add(layer: usize, site: Site, table: Vec<f32>, row_map: Vec<u32>) -> Self {
+        Self { layer, site, head: None, mode: Mode::Add, table, row_map }
+    }
+}
+
+/// Which rows of a step a capture reads.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RowSelect {
+    /// Every row, in step order.
+    #[default]
+    All,
+    /// The last row of each sequence, in sequence order (each must have tokens).
+    Last,
+    /// The rows at these (cache slot, absolute position) pairs, in this order; each must be a
+    /// row of the step.
+    Positions(Vec<(usize, usize)>),
+}
+
+/// An activation read at one site of one layer: `[rows selected, W]` in [`StepOutput::captured`],
+/// W the site's width, or the head size when `head` names one head of [`Site::Z`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capture {
+    pub layer: usize,
+    pub site: Site,
+    pub head: Option<usize>,
+    pub rows: RowSelect,
+}
+
+impl Capture {
+    /// Every row of the step at (layer, site).
+    pub fn all(layer: usize, site: Site) -> Self {
+        Self { layer, site, head: None, rows: RowSelect::All }
+    }
 }
 
 /// New tokens for one sequence; they take positions `slot_len(slot)..` of its cache.
@@ -76,8 +148,8 @@ pub enum LogitRows {
 pub struct StepRequest {
     pub seqs: Vec<SeqStep>,
     pub injections: Vec<Injection>,
-    /// Read the activation at this (layer, site) for every row: [R, C] in the output.
-    pub capture: Option<(usize, Site)>,
+    /// Activations to read, each into its own entry of [`StepOutput::captured`].
+    pub captures: Vec<Capture>,
     pub logits: LogitRows,
 }
 
@@ -91,8 +163,19 @@ impl StepRequest {
 pub struct StepOutput {
     /// [rows_out, V], rows as asked for by [`LogitRows`].
     pub logits: Vec<f32>,
-    /// [R, C] when a capture was asked for, else empty.
-    pub captured: Vec<f32>,
+    /// Per capture of the request, in its order: [rows selected, W].
+    pub captured: Vec<Vec<f32>>,
+}
+
+/// A capture checked against the step: the rows it reads (indices into the step's rows) and
+/// the channels `col0..col0 + width` of its site's slot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapturePlan {
+    pub layer: usize,
+    pub site: Site,
+    pub col0: usize,
+    pub width: usize,
+    pub rows: Vec<u32>,
 }
 
 /// A step checked against the caches, ready to run: every rule about what a step may ask for
@@ -104,9 +187,35 @@ pub struct StepPlan {
     pub rows: Vec<RowMeta>,
     /// Rows whose logits are returned, in output order.
     pub logit_rows: Vec<u32>,
-    /// The (layer, site) after which the step ends: a capture-only step stops at its capture.
-    /// The caches are then only good for `reset` and the slots' lengths do not advance.
+    /// Per capture of the request, in order.
+    pub captures: Vec<CapturePlan>,
+    /// Per injection of the request, in order: the channels `(col0, width)` it changes.
+    pub injection_cols: Vec<(usize, usize)>,
+    /// The (layer, site) after which the step ends: a capture-only step stops at its last
+    /// capture. The caches are then only good for `reset` and the slots' lengths do not advance.
     pub stop_after: Option<(usize, Site)>,
+}
+
+/// The channels `(col0, width)` of a hook at `site`, narrowed to `head` when given.
+fn hook_cols(what: &str, layer: usize, site: Site, head: Option<usize>, spec: &ModelSpec) -> Result<(usize, usize)> {
+    if layer >= spec.n_layer {
+        return Err(TillerError::input(format!(
+            "{what} at layer {layer} ({}) but the model has layers 0..{}",
+            site.as_str(),
+            spec.n_layer - 1
+        )));
+    }
+    match head {
+        None => Ok((0, site.width(spec))),
+        Some(h) if site != Site::Z => Err(TillerError::input(format!(
+            "{what} names head {h} at {}: heads are only addressed at site z (the attention's merged heads)",
+            site.as_str()
+        ))),
+        Some(h) if h >= spec.n_head => {
+            Err(TillerError::input(format!("{what} names head {h} but the model has heads 0..{} per layer", spec.n_head - 1)))
+        }
+        Some(h) => Ok((h * spec.head_dim, spec.head_dim)),
+    }
 }
 
 impl StepPlan {
@@ -138,47 +247,85 @@ impl StepPlan {
             }
             rows.extend((start..end).map(|p| RowMeta { slot: s.slot as u32, pos: p as u32 }));
         }
-        let c = spec.n_embd;
+        let mut injection_cols = Vec::with_capacity(req.injections.len());
         for inj in &req.injections {
-            if inj.layer >= spec.n_layer {
+            let (col0, width) = hook_cols("an injection", inj.layer, inj.site, inj.head, spec)?;
+            if inj.row_map.len() != rows.len() || inj.table.len() % width != 0 {
                 return Err(TillerError::input(format!(
-                    "an injection at layer {} but the model has layers 0..{}",
+                    "an injection at layer {} ({}) has a table of {} values and a row map of {} for a step of {} rows of {width} channels",
                     inj.layer,
-                    spec.n_layer - 1
+                    inj.site.as_str(),
+                    inj.table.len(),
+                    inj.row_map.len(),
+                    rows.len()
                 )));
             }
-            if inj.row_map.len() != rows.len() || inj.table.len() % c != 0 {
-                return Err(TillerError::input("injection table or row map does not match the step".to_string()));
-            }
-            let k = (inj.table.len() / c) as u32;
+            let k = (inj.table.len() / width) as u32;
             if inj.row_map.iter().any(|&m| m != u32::MAX && m >= k) {
                 return Err(TillerError::input("injection row map points past its table".to_string()));
             }
+            injection_cols.push((col0, width));
         }
-        if let Some((layer, site)) = req.capture {
-            if layer >= spec.n_layer {
-                return Err(TillerError::input(format!(
-                    "a capture at layer {layer} ({}) but the model has layers 0..{}",
-                    site.as_str(),
-                    spec.n_layer - 1
-                )));
-            }
+        let last_rows: Vec<Option<u32>> = req
+            .seqs
+            .iter()
+            .scan(0u32, |end, s| {
+                *end += s.tokens.len() as u32;
+                Some((!s.tokens.is_empty()).then(|| *end - 1))
+            })
+            .collect();
+        let mut captures = Vec::with_capacity(req.captures.len());
+        for cap in &req.captures {
+            let (col0, width) = hook_cols("a capture", cap.layer, cap.site, cap.head, spec)?;
+            let picked = match &cap.rows {
+                RowSelect::All => (0..rows.len() as u32).collect(),
+                RowSelect::Last => last_rows
+                    .iter()
+                    .zip(&req.seqs)
+                    .map(|(r, s)| {
+                        r.ok_or_else(|| {
+                            TillerError::input(format!("a capture of each sequence's last row, but sequence {} has no tokens", s.slot))
+                        })
+                    })
+                    .collect::<Result<Vec<u32>>>()?,
+                RowSelect::Positions(at) => at
+                    .iter()
+                    .map(|&(slot, pos)| {
+                        rows.iter().position(|m| m.slot as usize == slot && m.pos as usize == pos).map(|i| i as u32).ok_or_else(|| {
+                            TillerError::input(format!("a capture at slot {slot} position {pos}, which is not a row of this step"))
+                        })
+                    })
+                    .collect::<Result<Vec<u32>>>()?,
+            };
+            captures.push(CapturePlan { layer: cap.layer, site: cap.site, col0, width, rows: picked });
         }
         let logit_rows = match req.logits {
             LogitRows::None => Vec::new(),
             LogitRows::All => (0..rows.len() as u32).collect(),
-            LogitRows::Last => req
-                .seqs
-                .iter()
-                .scan(0u32, |end, s| {
-                    *end += s.tokens.len() as u32;
-                    Some(*end - 1)
-                })
-                .collect(),
+            LogitRows::Last => last_rows.iter().flatten().copied().collect(),
         };
-        let stop_after = if req.logits == LogitRows::None { req.capture } else { None };
-        Ok(Self { rows, logit_rows, stop_after })
+        let stop_after = if req.logits == LogitRows::None {
+            captures.iter().map(|c| (c.layer, c.site)).max_by_key(|&(l, site)| (l, site.order()))
+        } else {
+            None
+        };
+        Ok(Self { rows, logit_rows, captures, injection_cols, stop_after })
     }
+
+    /// Gathers capture `i`'s rows and channels out of its site's slot `[R, stride]`.
+    pub fn gather(&self, i: usize, slot: &[f32], stride: usize) -> Vec<f32> {
+        let c = &self.captures[i];
+        c.rows.iter().flat_map(|&r| &slot[r as usize * stride + c.col0..r as usize * stride + c.col0 + c.width]).copied().collect()
+    }
+}
+
+/// Checks a [`Backend::fork_slot`] against slots of `lens` tokens.
+pub fn check_fork(lens: &[usize], src: usize, dst: usize) -> Result<()> {
+    let n = lens.len();
+    if src >= n || dst >= n {
+        return Err(TillerError::input(format!("cannot copy cache slot {src} to {dst}: {n} slots are prepared")));
+    }
+    Ok(())
 }
 
 /// A forward engine with per-slot KV caches.
@@ -192,9 +339,12 @@ pub trait Backend {
     fn reset(&mut self, slots: usize, max_len: usize) -> Result<()>;
     /// Tokens held in a slot's cache.
     fn slot_len(&self, slot: usize) -> usize;
-    /// Runs one forward step, as [`StepPlan`] checks it. With `LogitRows::None` and a capture,
-    /// the step stops after the captured site; the caches are then only good for `reset`.
+    /// Runs one forward step, as [`StepPlan`] checks it. With `LogitRows::None` and captures,
+    /// the step stops after the last captured site; the caches are then only good for `reset`.
     async fn step(&mut self, req: &StepRequest) -> Result<StepOutput>;
+    /// Makes slot `dst` a copy of slot `src` (its cached keys and values, and its length), so
+    /// sequences that share a prefix run it once.
+    fn fork_slot(&mut self, src: usize, dst: usize) -> Result<()>;
     /// `rows[K, C]` through the head → [K, V], after the final norm when `apply_ln_f` (logit lens).
     async fn unembed(&mut self, rows: &[f32], apply_ln_f: bool) -> Result<Vec<f32>>;
 }

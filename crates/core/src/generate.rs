@@ -1,8 +1,9 @@
 //! Side-by-side generation: n unsteered and n steered completions of one prompt, in one batch,
 //! comparison i of both sides drawing from the same seeded stream.
 //!
-//! Cache slots: 0..n unsteered, n..2n steered. The prompt pass carries the injections; decode
-//! steps carry them only in modes `all` and `last` (in `front` the positions 0..n are all in the
+//! Cache slots: 0..n unsteered, n..2n steered. The prompt runs once per side, in slots 0 and n,
+//! and [`Backend::fork_slot`] copies each side's cache to its other slots. The prompt pass
+//! carries the injections; decode steps carry them only in modes `all` and `last` (in `front` the positions 0..n are all in the
 //! prompt, so later tokens see the change only through the cached keys and values).
 
 use serde::Serialize;
@@ -71,25 +72,31 @@ pub async fn generate_with_vectors<B: Backend>(
     if recipe.max_new_tokens == 0 {
         return Ok(gen);
     }
-    // Slots whose sequence goes on, and each one's next input.
-    let mut active: Vec<(usize, Vec<u32>)> = (0..2 * n).map(|s| (s, prompt.to_vec())).collect();
+    let v = backend.config().vocab_size;
+    // The prompt runs once per side (slots 0 and n); its caches are then copied to the side's
+    // other slots, and every slot samples its first token from its side's logits.
+    let sides = [0, n];
+    let spans: Vec<RowSpan> = sides.iter().map(|&slot| RowSpan { start: 0, len: m, steered: slot >= n }).collect();
+    let req = StepRequest {
+        seqs: sides.iter().map(|&slot| SeqStep { slot, tokens: prompt.to_vec() }).collect(),
+        injections: steer::injections(vectors, recipe.site, recipe.positions, &spans),
+        captures: Vec::new(),
+        logits: LogitRows::Last,
+    };
+    let mut logits = backend.step(&req).await?.logits; // (2, V)
+    for s in 1..n {
+        backend.fork_slot(0, s)?;
+        backend.fork_slot(n, n + s)?;
+    }
+    // (slot, its row of `logits`) of every sequence that goes on.
+    let mut active: Vec<(usize, usize)> = (0..2 * n).map(|slot| (slot, usize::from(slot >= n))).collect();
     let mut step = 0;
-    while !active.is_empty() {
-        let spans: Vec<RowSpan> =
-            active.iter().map(|(slot, toks)| RowSpan { start: backend.slot_len(*slot), len: toks.len(), steered: *slot >= n }).collect();
-        let req = StepRequest {
-            seqs: active.iter().map(|(slot, toks)| SeqStep { slot: *slot, tokens: toks.clone() }).collect(),
-            injections: steer::injections(vectors, recipe.site, recipe.positions, &spans),
-            capture: None,
-            logits: LogitRows::Last,
-        };
-        let logits = backend.step(&req).await?.logits; // (active, V)
-        let v = backend.config().vocab_size;
+    loop {
         step += 1;
         let mut next = Vec::with_capacity(active.len());
-        for (k, (slot, _)) in active.iter().enumerate() {
-            let token = samplers[*slot].sample(&logits[k * v..(k + 1) * v]);
-            let completion = if *slot < n { &mut gen.unsteered[*slot] } else { &mut gen.steered[*slot - n] };
+        for &(slot, row) in &active {
+            let token = samplers[slot].sample(&logits[row * v..(row + 1) * v]);
+            let completion = if slot < n { &mut gen.unsteered[slot] } else { &mut gen.steered[slot - n] };
             let stop = recipe.stop_at_eot && tok.eos_ids().contains(&token);
             if !stop {
                 completion.tokens.push(token);
@@ -98,13 +105,22 @@ pub async fn generate_with_vectors<B: Backend>(
             if stop || step >= recipe.max_new_tokens {
                 completion.done = true;
             } else {
-                next.push((*slot, vec![token]));
+                next.push((slot, token));
             }
         }
-        active = next;
-        if on_step(&gen) == Flow::Stop {
+        if on_step(&gen) == Flow::Stop || next.is_empty() {
             break;
         }
+        let spans: Vec<RowSpan> =
+            next.iter().map(|&(slot, _)| RowSpan { start: backend.slot_len(slot), len: 1, steered: slot >= n }).collect();
+        let req = StepRequest {
+            seqs: next.iter().map(|&(slot, token)| SeqStep { slot, tokens: vec![token] }).collect(),
+            injections: steer::injections(vectors, recipe.site, recipe.positions, &spans),
+            captures: Vec::new(),
+            logits: LogitRows::Last,
+        };
+        logits = backend.step(&req).await?.logits; // (active, V)
+        active = next.iter().enumerate().map(|(k, &(slot, _))| (slot, k)).collect();
     }
     Ok(gen)
 }

@@ -24,7 +24,7 @@ pub mod vocab;
 pub mod weights;
 
 pub use arch::{Family, ModelSpec};
-pub use backend::{Backend, Injection, LogitRows, SeqStep, Site, StepOutput, StepPlan, StepRequest};
+pub use backend::{Backend, Capture, Injection, LogitRows, Mode, RowSelect, SeqStep, Site, StepOutput, StepPlan, StepRequest};
 pub use error::{Result, TillerError};
 pub use model::CpuModel;
 pub use recipe::{Positions, Recipe, Sampling, Term};

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use crate::arch::program::{self, Op, Slot};
 use crate::arch::{Activation, ModelSpec, NormKind};
-use crate::backend::{Backend, Injection, Site, StepOutput, StepPlan, StepRequest};
+use crate::backend::{check_fork, Backend, Site, StepOutput, StepPlan, StepRequest};
 use crate::error::{Result, TillerError};
 use crate::ops::{self, AttnDims};
 use crate::weights::CpuWeights;
@@ -63,9 +63,12 @@ impl CpuModel {
     }
 }
 
-fn inject(x: &mut [f32], injections: &[Injection], layer: usize, site: Site, c: usize) {
-    for inj in injections.iter().filter(|i| i.layer == layer && i.site == site) {
-        ops::add_rows(x, &inj.table, &inj.row_map, c);
+/// Applies the step's interventions at (layer, site) to its slot `[R, stride]`, in order.
+fn intervene(x: &mut [f32], req: &StepRequest, plan: &StepPlan, layer: usize, site: Site, stride: usize) {
+    for (inj, &(col0, width)) in req.injections.iter().zip(&plan.injection_cols) {
+        if inj.layer == layer && inj.site == site {
+            ops::intervene(x, stride, col0, width, &inj.table, &inj.row_map, inj.mode);
+        }
     }
 }
 
@@ -106,7 +109,7 @@ impl Backend for CpuModel {
         let tokens: Vec<u32> = req.seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         let positions: Vec<u32> = plan.rows.iter().map(|m| m.pos).collect();
         let dims = self.dims();
-        let mut out = StepOutput::default();
+        let mut out = StepOutput { captured: vec![Vec::new(); plan.captures.len()], ..Default::default() };
 
         // [R, width] per slot the program uses
         let mut acts: HashMap<Slot, Vec<f32>> =
@@ -118,10 +121,14 @@ impl Backend for CpuModel {
             for op in &block {
                 match *op {
                     Op::Hook(site) => {
-                        let x = slot_mut(&mut acts, program::site_slot(site));
-                        inject(x, &req.injections, l, site, c);
-                        if req.capture == Some((l, site)) {
-                            out.captured = x.clone();
+                        let slot = program::site_slot(site);
+                        let stride = slot.width(&spec);
+                        let x = slot_mut(&mut acts, slot);
+                        intervene(x, req, &plan, l, site, stride);
+                        for (i, cap) in plan.captures.iter().enumerate() {
+                            if cap.layer == l && cap.site == site {
+                                out.captured[i] = plan.gather(i, x, stride);
+                            }
                         }
                         if plan.stop_after == Some((l, site)) {
                             return Ok(out);
@@ -190,6 +197,18 @@ impl Backend for CpuModel {
         let picked: Vec<f32> = plan.logit_rows.iter().flat_map(|&i| x[i as usize * c..(i as usize + 1) * c].iter().copied()).collect();
         out.logits = self.unembed_rows(&picked, true);
         Ok(out)
+    }
+
+    fn fork_slot(&mut self, src: usize, dst: usize) -> Result<()> {
+        check_fork(&self.lens, src, dst)?;
+        if src != dst {
+            let n = self.max_len * self.w.spec().kv_width();
+            for cache in self.k_cache.iter_mut().chain(self.v_cache.iter_mut()) {
+                cache.copy_within(src * n..(src + 1) * n, dst * n);
+            }
+            self.lens[dst] = self.lens[src];
+        }
+        Ok(())
     }
 
     async fn unembed(&mut self, rows: &[f32], apply_ln_f: bool) -> Result<Vec<f32>> {

@@ -10,6 +10,8 @@
 //! reference is bit-identical natively and in wasm (the page's CPU engine): same recipe and
 //! seed, same tokens in the CLI and the page.
 
+use crate::backend::Mode;
+
 /// out[r, :] = wte[tokens[r], :] + wpe[positions[r], :] (wpe only for learned positions)
 pub fn embed(out: &mut [f32], tokens: &[u32], positions: &[u32], wte: &[f32], wpe: Option<&[f32]>, c: usize) {
     for (r, (&tok, &pos)) in tokens.iter().zip(positions).enumerate() {
@@ -135,16 +137,21 @@ pub fn residual_add(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// x[r, :] += table[row_map[r], :] for every row whose map entry is not `u32::MAX`.
-/// This is the ActAdd injection: the caller maps (sequence, position) to a row of the
-/// steering table.
-pub fn add_rows(x: &mut [f32], table: &[f32], row_map: &[u32], c: usize) {
-    for (xr, &m) in x.chunks_exact_mut(c).zip(row_map) {
-        if m != u32::MAX {
-            let t = &table[m as usize * c..(m as usize + 1) * c];
-            for i in 0..c {
-                xr[i] += t[i];
-            }
+/// An intervention on rows `[R, stride]`: channels `col0..col0 + width` of row r become
+/// `x + t`, `t` or `x · t` (by `mode`) with `t = table[row_map[r]]` (`table` is `[K, width]`),
+/// unless `row_map[r]` is `u32::MAX`. The ActAdd injection is `Mode::Add` over whole rows: the
+/// caller maps (sequence, position) to a row of the steering table.
+pub fn intervene(x: &mut [f32], stride: usize, col0: usize, width: usize, table: &[f32], row_map: &[u32], mode: Mode) {
+    for (xr, &m) in x.chunks_exact_mut(stride).zip(row_map) {
+        if m == u32::MAX {
+            continue;
+        }
+        let t = &table[m as usize * width..(m as usize + 1) * width];
+        let xs = &mut xr[col0..col0 + width];
+        match mode {
+            Mode::Add => xs.iter_mut().zip(t).for_each(|(x, t)| *x += t),
+            Mode::Set => xs.copy_from_slice(t),
+            Mode::Scale => xs.iter_mut().zip(t).for_each(|(x, t)| *x *= t),
         }
     }
 }

@@ -129,10 +129,23 @@ impl Default for Recipe {
     }
 }
 
+/// Steering vectors have the residual's width, so they go at `resid_pre`, `attn_out` or
+/// `mlp_out`; `z` (the heads before the output projection) is for per-head hooks.
+pub fn check_site(site: Site) -> Result<()> {
+    if Site::RESIDUAL.contains(&site) {
+        return Ok(());
+    }
+    Err(TillerError::recipe(format!(
+        "steering vectors go at resid_pre, attn_out or mlp_out, not {} (the attention heads before their output projection)",
+        site.as_str()
+    )))
+}
+
 impl Recipe {
     /// Checks the settings that do not need the tokenizer against a model's shapes.
     pub fn validate(&self, cfg: &ModelSpec) -> Result<()> {
         let bad = |m: String| Err(TillerError::recipe(m));
+        check_site(self.site)?;
         for t in &self.terms {
             if t.layer >= cfg.n_layer {
                 return bad(format!("layer {} is out of range: this model has layers 0..{} (term `{}`)", t.layer, cfg.n_layer - 1, t.text));

@@ -9,7 +9,7 @@
 //!    Modes `all` and `last` add one vector per layer instead: the sum over terms of
 //!    coefficient × the activation at the term's own last (unpadded) token.
 
-use crate::backend::{Backend, Injection, LogitRows, SeqStep, Site, StepRequest};
+use crate::backend::{Backend, Capture, Injection, LogitRows, SeqStep, Site, StepRequest};
 use crate::error::{Result, TillerError};
 use crate::recipe::{Positions, Recipe, Term};
 use crate::tokenizer::Tokenizer;
@@ -76,6 +76,7 @@ pub async fn steering_vectors<B: Backend>(
     bos: bool,
     site: Site,
 ) -> Result<Vec<LayerVector>> {
+    crate::recipe::check_site(site)?;
     let c = backend.config().n_embd;
     let mut out = Vec::new();
     for (layer, group) in padded_terms(tok, terms, bos)? {
@@ -84,10 +85,10 @@ pub async fn steering_vectors<B: Backend>(
         let req = StepRequest {
             seqs: group.iter().enumerate().map(|(slot, g)| SeqStep { slot, tokens: g.1.clone() }).collect(),
             injections: Vec::new(),
-            capture: Some((layer, site)),
+            captures: vec![Capture::all(layer, site)],
             logits: LogitRows::None,
         };
-        let act = backend.step(&req).await?.captured; // (terms × n, C)
+        let act = backend.step(&req).await?.captured.swap_remove(0); // (terms × n, C)
         let mut rows = vec![0.0f32; n * c];
         let mut last = vec![0.0f32; c];
         for (k, (coeff, _, len)) in group.iter().enumerate() {
@@ -168,7 +169,7 @@ pub fn injections(vectors: &[LayerVector], site: Site, positions: Positions, spa
             Positions::Front => v.rows.clone(),
             Positions::All | Positions::Last => v.last.clone(),
         };
-        out.push(Injection { layer: v.layer, site, table, row_map });
+        out.push(Injection::add(v.layer, site, table, row_map));
     }
     out
 }

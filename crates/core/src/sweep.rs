@@ -125,7 +125,7 @@ async fn score<B: Backend>(
     let req = StepRequest {
         seqs: chunk.iter().enumerate().map(|(slot, j)| SeqStep { slot, tokens: j.tokens.to_vec() }).collect(),
         injections,
-        capture: None,
+        captures: Vec::new(),
         logits: LogitRows::All,
     };
     let logits = backend.step(&req).await?.logits; // (R, V)

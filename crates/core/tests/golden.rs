@@ -6,7 +6,7 @@ use tiller_core::generate::{generate, Flow};
 use tiller_core::golden::{check_close, check_top, load_fixture, Fixture, PositionGolden, SteeredGolden, MODELS};
 use tiller_core::sample::top_k_indices;
 use tiller_core::steer::{self, RowSpan};
-use tiller_core::{Backend, CpuModel, LogitRows, Positions, Recipe, Sampling, SeqStep, Site, StepRequest, Term, Tokenizer};
+use tiller_core::{Backend, Capture, CpuModel, LogitRows, Positions, Recipe, Sampling, SeqStep, Site, StepRequest, Term, Tokenizer};
 
 const ATOL: f32 = 1e-4;
 
@@ -34,7 +34,8 @@ fn check_positions(what: &str, logits: &[f32], v: usize, golden: &[PositionGolde
 
 fn full_logits(m: &mut CpuModel, tokens: &[u32], injections: Vec<tiller_core::Injection>) -> Vec<f32> {
     m.reset(1, tokens.len()).unwrap();
-    let req = StepRequest { seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }], injections, capture: None, logits: LogitRows::All };
+    let req =
+        StepRequest { seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }], injections, captures: vec![], logits: LogitRows::All };
     block_on(m.step(&req)).unwrap().logits
 }
 
@@ -78,10 +79,10 @@ fn residual_stream_before_each_block_matches_hidden_states() {
             let req = StepRequest {
                 seqs: vec![SeqStep { slot: 0, tokens: p.tokens.clone() }],
                 injections: vec![],
-                capture: Some((layer, Site::ResidPre)),
+                captures: vec![Capture::all(layer, Site::ResidPre)],
                 logits: LogitRows::None,
             };
-            let got = block_on(m.step(&req)).unwrap().captured;
+            let got = block_on(m.step(&req)).unwrap().captured.swap_remove(0);
             let want: Vec<f32> = want.iter().flatten().copied().collect();
             check_close(&format!("{name} hidden_states[{layer}]"), &got, &want, ATOL, 1e-5).unwrap();
         }
@@ -104,7 +105,7 @@ fn kv_cache_decode_matches_full_pass() {
             let req = StepRequest {
                 seqs: vec![SeqStep { slot: 0, tokens: t.to_vec() }],
                 injections: vec![],
-                capture: None,
+                captures: vec![],
                 logits: LogitRows::Last,
             };
             block_on(m.step(&req)).unwrap().logits

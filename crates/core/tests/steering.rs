@@ -9,7 +9,8 @@ use tiller_core::generate::{generate, Flow, Generation};
 use tiller_core::golden::{load_fixture, GPT2_MODELS};
 use tiller_core::steer::{self, LayerVector, RowSpan};
 use tiller_core::{
-    Backend, CpuModel, CpuWeights, LogitRows, Positions, Recipe, Sampling, SeqStep, Site, StepRequest, Term, TillerError, Tokenizer,
+    Backend, Capture, CpuModel, CpuWeights, LogitRows, Positions, Recipe, Sampling, SeqStep, Site, StepRequest, Term, TillerError,
+    Tokenizer,
 };
 
 fn model(name: &str) -> (CpuModel, Tokenizer) {
@@ -33,7 +34,7 @@ fn steered_logits(m: &mut CpuModel, tokens: &[u32], vectors: &[LayerVector]) -> 
     let req = StepRequest {
         seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }],
         injections: steer::injections(vectors, Site::ResidPre, Positions::Front, &spans),
-        capture: None,
+        captures: vec![],
         logits: LogitRows::All,
     };
     block_on(m.step(&req)).unwrap().logits
@@ -105,10 +106,10 @@ fn shorter_terms_are_padded_with_the_space_token() {
         let req = StepRequest {
             seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }],
             injections: vec![],
-            capture: Some((2, Site::ResidPre)),
+            captures: vec![Capture::all(2, Site::ResidPre)],
             logits: LogitRows::None,
         };
-        block_on(m.step(&req)).unwrap().captured
+        block_on(m.step(&req)).unwrap().captured.swap_remove(0)
     };
     let a = capture(&mut m, &v2.term_tokens[0]);
     let b = capture(&mut m, &long_ids);

@@ -4,10 +4,15 @@
 
 use pollster::block_on;
 use tiller_core::golden::load_fixture;
-use tiller_core::{Backend, LogitRows, SeqStep, Site, StepRequest};
+use tiller_core::{Backend, Capture, LogitRows, SeqStep, Site, StepRequest};
 
 fn step(seqs: Vec<(usize, Vec<u32>)>, capture: Option<(usize, Site)>, logits: LogitRows) -> StepRequest {
-    StepRequest { seqs: seqs.into_iter().map(|(slot, tokens)| SeqStep { slot, tokens }).collect(), injections: vec![], capture, logits }
+    StepRequest {
+        seqs: seqs.into_iter().map(|(slot, tokens)| SeqStep { slot, tokens }).collect(),
+        injections: vec![],
+        captures: capture.map(|(l, s)| Capture::all(l, s)).into_iter().collect(),
+        logits,
+    }
 }
 
 #[test]

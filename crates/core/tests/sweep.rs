@@ -51,7 +51,7 @@ fn logits(m: &mut CpuModel, tok: &Tokenizer, tokens: &[u32], layer: usize, k: f3
     let req = StepRequest {
         seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }],
         injections: if k == 0.0 { vec![] } else { steer::injections(&vectors, Site::ResidPre, Positions::Front, &spans) },
-        capture: None,
+        captures: vec![],
         logits: LogitRows::All,
     };
     block_on(m.step(&req)).unwrap().logits

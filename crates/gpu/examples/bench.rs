@@ -19,7 +19,7 @@ use half::f16;
 use pollster::block_on;
 use tiller_core::arch::weights::engine_tensors;
 use tiller_core::weights::{Dtype, TensorSink, TensorView};
-use tiller_core::{Backend, LogitRows, ModelSpec, SeqStep, StepRequest};
+use tiller_core::{Backend, Capture, LogitRows, ModelSpec, SeqStep, StepRequest};
 use tiller_gpu::kernels::{Kernels, MatmulBuffers, MatmulParams, ParamsArena, Recorder};
 use tiller_gpu::{describe_adapter, GpuEngine};
 
@@ -234,8 +234,12 @@ fn main() -> BoxResult<()> {
     // Prompt pass: one sequence of `prompt` tokens, logits of the last row.
     let prompt: Vec<u32> = (0..args.prompt as u32).map(|i| (i * 7919) % 50257).collect();
     let max_len = args.prompt + args.decode + 2;
-    let prompt_req =
-        StepRequest { seqs: vec![SeqStep { slot: 0, tokens: prompt.clone() }], injections: vec![], capture: None, logits: LogitRows::Last };
+    let prompt_req = StepRequest {
+        seqs: vec![SeqStep { slot: 0, tokens: prompt.clone() }],
+        injections: vec![],
+        captures: vec![],
+        logits: LogitRows::Last,
+    };
     let mut prompt_times = Vec::new();
     for rep in 0..4 {
         engine.reset(1, max_len)?;
@@ -252,7 +256,7 @@ fn main() -> BoxResult<()> {
         let mut times = Vec::new();
         for i in 0..=args.decode {
             let seqs = (0..slots).map(|slot| SeqStep { slot, tokens: vec![(i as u32 * 31 + slot as u32) % 50257] }).collect();
-            let req = StepRequest { seqs, injections: vec![], capture: None, logits: LogitRows::Last };
+            let req = StepRequest { seqs, injections: vec![], captures: vec![], logits: LogitRows::Last };
             let (r, t) = seconds(|| block_on(engine.step(&req)));
             r?;
             if i > 0 {
@@ -270,7 +274,7 @@ fn main() -> BoxResult<()> {
             let req = StepRequest {
                 seqs: vec![SeqStep { slot: 0, tokens: vec![1] }],
                 injections: vec![],
-                capture: Some(capture),
+                captures: vec![Capture::all(capture.0, capture.1)],
                 logits: LogitRows::None,
             };
             let (r, t) = seconds(|| block_on(engine.step(&req)));
@@ -286,7 +290,7 @@ fn main() -> BoxResult<()> {
     // Batch 6: six slots with prompts of different lengths, then one token each per step.
     engine.reset(6, max_len)?;
     let seqs = (0..6).map(|s| SeqStep { slot: s, tokens: prompt[..args.prompt - 5 * s].to_vec() }).collect();
-    block_on(engine.step(&StepRequest { seqs, injections: vec![], capture: None, logits: LogitRows::Last }))?;
+    block_on(engine.step(&StepRequest { seqs, injections: vec![], captures: vec![], logits: LogitRows::Last }))?;
     let t_decode6 = decode(&mut engine, 6)?;
 
     // Per-kernel shares of a prompt pass and of a batch-1 decode step.
@@ -303,7 +307,7 @@ fn main() -> BoxResult<()> {
             let req = StepRequest {
                 seqs: vec![SeqStep { slot: 0, tokens: vec![i as u32 + 1] }],
                 injections: vec![],
-                capture: None,
+                captures: vec![],
                 logits: LogitRows::Last,
             };
             block_on(engine.step(&req))?;

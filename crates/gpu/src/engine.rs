@@ -6,23 +6,24 @@
 //! Buffers are built once and reused: activations (one buffer per program slot) are sized for
 //! a row capacity that grows to the largest step seen; KV caches and rotary tables are
 //! allocated by `reset`; bind groups are rebuilt only when one of those buffers is replaced.
-//! Per step only tokens, row metadata, injection tables and kernel params are written, and
-//! only logits (and a capture when asked) are read back.
+//! Per step only tokens, row metadata, hook tables and kernel params are written, and only
+//! logits and the captured rows are read back (captures are gathered on the GPU into one
+//! buffer: the rows and channels asked for, not whole slots).
 
 use std::collections::HashMap;
 
 use tiller_core::arch::program::{self, Op, Slot};
 use tiller_core::arch::{Activation, NormKind, PosEncoding, MAX_HEAD_DIM as SPEC_MAX_HEAD_DIM};
-use tiller_core::backend::{Backend, Injection, Site, StepOutput, StepPlan, StepRequest};
+use tiller_core::backend::{check_fork, Backend, Site, StepOutput, StepPlan, StepRequest};
 use tiller_core::weights::load_from_bytes;
 use tiller_core::{ModelSpec, Result, TillerError};
 
 use crate::device::describe_adapter;
 use crate::errors::{ErrorLog, Scopes};
 use crate::kernels::{
-    check_workgroups, AddRowsBuffers, AttentionBuffers, AttentionParams, EmbedBuffers, EmbedParams, Kernels, KvWriteBuffers,
-    LayernormBuffers, LayernormParams, LogitsBuffers, LogitsParams, MatmulBuffers, MatmulParams, ParamsArena, Recorder, ResidualBuffers,
-    ResidualParams, RopeBuffers, RopeParams, MAX_HEAD_DIM,
+    check_workgroups, AttentionBuffers, AttentionParams, CopyParams, EmbedBuffers, EmbedParams, GatherBuffers, HookParams,
+    InterveneBuffers, Kernels, KvWriteBuffers, LayernormBuffers, LayernormParams, LogitsBuffers, LogitsParams, MatmulBuffers, MatmulParams,
+    ParamsArena, Recorder, ResidualBuffers, ResidualParams, RopeBuffers, RopeParams, MAX_HEAD_DIM,
 };
 use crate::readback::map_read;
 use crate::weights::{max_binding, GpuWeights, GpuWeightsSink};
@@ -41,8 +42,6 @@ struct Activations {
     meta: wgpu::Buffer,
     /// [R] rows whose logits are wanted
     row_index: wgpu::Buffer,
-    /// [R, C] captured activation, mappable
-    capture: wgpu::Buffer,
 }
 
 impl Activations {
@@ -77,8 +76,12 @@ struct BindGroups {
     /// Per layer, per op of the block program (None for hooks, which use `inject`). Empty
     /// until `reset` made caches.
     layers: Vec<Vec<Option<wgpu::BindGroup>>>,
-    /// add_rows on the slot of each hook site.
-    inject: HashMap<Site, wgpu::BindGroup>,
+    /// `intervene` on the slot of each hook site.
+    intervene: HashMap<Site, wgpu::BindGroup>,
+    /// `gather` from the slot of each hook site into the capture buffer.
+    gather: HashMap<Site, wgpu::BindGroup>,
+    /// Per layer, `copy_slot` on its k and v caches (empty until `reset`).
+    fork: Vec<[wgpu::BindGroup; 2]>,
     ln_f: wgpu::BindGroup,
     /// Per head chunk, reading `H` (after the final norm) or `X` (unembed without it).
     logits_ln: Vec<wgpu::BindGroup>,
@@ -97,8 +100,11 @@ pub struct GpuEngine {
     w: GpuWeights,
     acts: Activations,
     logits: LogitsOut,
-    /// Injection tables and row maps of a step (f32 and u32 words).
+    /// Injection tables, row maps and capture row lists of a step (f32 and u32 words).
     inject: wgpu::Buffer,
+    /// The step's captures, gathered, and their readback buffer.
+    captures: wgpu::Buffer,
+    captures_staging: wgpu::Buffer,
     /// Bound where a kernel's buffer is unused (wpe of a rotary model, a norm's bias).
     dummy: wgpu::Buffer,
     kv: Option<KvCache>,
@@ -158,7 +164,6 @@ impl Activations {
             positions: small("positions", 1),
             meta: small("row meta", 2),
             row_index: small("row index", 1),
-            capture: mappable(device, "capture", r * cfg.n_embd as u64 * 4),
         }
     }
 }
@@ -196,11 +201,31 @@ impl GpuEngine {
         let acts = Activations::new(&device, &cfg, 1);
         let logits = Self::make_logits(&device, &cfg, 1);
         let inject = storage(&device, "injections", 1024, wgpu::BufferUsages::COPY_DST);
+        let captures = storage(&device, "captures", 1024, wgpu::BufferUsages::COPY_SRC);
+        let captures_staging = mappable(&device, "captures readback", 1024);
         let dummy = storage(&device, "unused binding", 16, wgpu::BufferUsages::empty());
         scopes.pop("building the GPU pipelines").await?;
         log.check("building the GPU pipelines")?;
         let block = program::block(&cfg);
-        Ok(Self { device, queue, info, cfg, block, kernels, arena, w: weights, acts, logits, inject, dummy, kv: None, groups: None, log })
+        Ok(Self {
+            device,
+            queue,
+            info,
+            cfg,
+            block,
+            kernels,
+            arena,
+            w: weights,
+            acts,
+            logits,
+            inject,
+            captures,
+            captures_staging,
+            dummy,
+            kv: None,
+            groups: None,
+            log,
+        })
     }
 
     /// Loads a whole `model.safetensors` held in memory (native convenience; the web page
@@ -286,6 +311,24 @@ impl GpuEngine {
         self.log.check("allocating injection tables")
     }
 
+    fn ensure_captures(&mut self, bytes: u64) -> Result<()> {
+        if bytes <= self.captures.size() {
+            return Ok(());
+        }
+        if bytes > max_binding(&self.device) {
+            return Err(TillerError::input(format!(
+                "the step's captures take {:.1} MB, more than this GPU binds ({:.1} MB); capture fewer rows per step",
+                bytes as f64 / MB,
+                max_binding(&self.device) as f64 / MB
+            )));
+        }
+        let size = bytes.next_power_of_two();
+        self.captures = storage(&self.device, "captures", size, wgpu::BufferUsages::COPY_SRC);
+        self.captures_staging = mappable(&self.device, "captures readback", size);
+        self.groups = None;
+        self.log.check("allocating the capture buffer")
+    }
+
     /// The bind group of one op of block `l` (None for hooks).
     fn op_group(&self, l: usize, op: &Op, kv: &KvCache) -> Result<Option<wgpu::BindGroup>> {
         let (d, k, a, w) = (&self.device, &self.kernels, &self.acts, &self.w);
@@ -331,13 +374,15 @@ impl GpuEngine {
                 .collect()
         };
         let wpe = w.wpe.as_ref().unwrap_or(&self.dummy);
-        let inject = [Site::ResidPre, Site::AttnOut, Site::MlpOut]
-            .into_iter()
-            .map(|site| {
-                let x = a.slot(program::site_slot(site));
-                (site, k.bind_add_rows(d, &AddRowsBuffers { x, table: &self.inject, row_map: &self.inject }))
-            })
-            .collect();
+        let site_groups = |bind: &dyn Fn(&wgpu::Buffer) -> wgpu::BindGroup| -> HashMap<Site, wgpu::BindGroup> {
+            Site::ALL.into_iter().map(|site| (site, bind(a.slot(program::site_slot(site))))).collect()
+        };
+        let intervene = site_groups(&|x| k.bind_intervene(d, &InterveneBuffers { x, table: &self.inject, row_map: &self.inject }));
+        let gather = site_groups(&|src| k.bind_gather(d, &GatherBuffers { captured: &self.captures, src, rows: &self.inject }));
+        let fork = match &self.kv {
+            None => Vec::new(),
+            Some(kv) => kv.k.iter().zip(&kv.v).map(|(kc, vc)| [k.bind_copy_slot(d, kc), k.bind_copy_slot(d, vc)]).collect(),
+        };
         let ln_f_bias = if self.cfg.norm.kind == NormKind::LayerNorm { w.get("ln_f.bias")? } else { &self.dummy };
         Ok(BindGroups {
             embed: w
@@ -351,7 +396,9 @@ impl GpuEngine {
                 })
                 .collect(),
             layers,
-            inject,
+            intervene,
+            gather,
+            fork,
             ln_f: k.bind_layernorm(
                 d,
                 &LayernormBuffers { out: a.slot(Slot::H), inp: a.slot(Slot::X), weight: w.get("ln_f.weight")?, bias: ln_f_bias },
@@ -384,21 +431,49 @@ impl GpuEngine {
         LayernormParams { rows, c: self.cfg.n_embd as u32, eps: self.cfg.norm.eps, rms }
     }
 
-    /// Lays the step's injections out in the arena: each table, then its row map.
-    fn pack_injections(&mut self, injections: &[Injection]) -> Result<Vec<ResidualParams>> {
-        let c = self.cfg.n_embd;
+    /// Lays the step's hooks out in the arena (each injection's table, then its row map; each
+    /// capture's row list) and sizes the capture buffer. Returns the params of every injection
+    /// and every capture, in request order, and the captured floats in all.
+    fn pack_hooks(&mut self, req: &StepRequest, plan: &StepPlan) -> Result<(Vec<HookParams>, Vec<HookParams>, usize)> {
         let mut words: Vec<u32> = Vec::new();
-        let mut params = Vec::with_capacity(injections.len());
-        for inj in injections {
+        let r = plan.rows.len() as u32;
+        let mut inject = Vec::with_capacity(req.injections.len());
+        for (inj, &(col0, width)) in req.injections.iter().zip(&plan.injection_cols) {
             let table_offset = words.len() as u32;
             words.extend(inj.table.iter().map(|x| x.to_bits()));
             let map_offset = words.len() as u32;
             words.extend_from_slice(&inj.row_map);
-            params.push(ResidualParams { rows: inj.row_map.len() as u32, c: c as u32, table_offset, map_offset });
+            inject.push(HookParams {
+                rows: r,
+                stride: program::site_slot(inj.site).width(&self.cfg) as u32,
+                col0: col0 as u32,
+                width: width as u32,
+                table_offset,
+                map_offset,
+                mode: HookParams::mode(inj.mode),
+                _pad: 0,
+            });
+        }
+        let mut captures = Vec::with_capacity(plan.captures.len());
+        let mut out = 0usize;
+        for cap in &plan.captures {
+            let table_offset = words.len() as u32;
+            words.extend_from_slice(&cap.rows);
+            captures.push(HookParams {
+                rows: cap.rows.len() as u32,
+                stride: program::site_slot(cap.site).width(&self.cfg) as u32,
+                col0: cap.col0 as u32,
+                width: cap.width as u32,
+                table_offset,
+                map_offset: out as u32,
+                ..Default::default()
+            });
+            out += cap.rows.len() * cap.width;
         }
         self.ensure_inject(words.len() as u64 * 4)?;
+        self.ensure_captures(out as u64 * 4)?;
         self.write_u32(&self.inject, &words);
-        Ok(params)
+        Ok((inject, captures, out))
     }
 
     /// Records logits of `picked` rows (indices into `H` or `X`) for one group that fits the
@@ -426,7 +501,7 @@ impl GpuEngine {
         mut rec: Recorder,
         picked: &[u32],
         from_ln: bool,
-        capture_rows: Option<usize>,
+        plan: Option<(&StepPlan, usize)>,
     ) -> Result<StepOutput> {
         let v = self.cfg.vocab_size;
         let group = self.logits.rows;
@@ -439,9 +514,22 @@ impl GpuEngine {
         rec.submit(&self.device, &self.queue, &self.kernels, &mut self.arena);
         scopes.pop("running the forward pass").await?;
         self.log.check("running the forward pass")?;
-        if let Some(rows) = capture_rows {
-            let bytes = map_read(&self.device, &self.acts.capture, (rows * self.cfg.n_embd * 4) as u64).await?;
-            out.captured = bytemuck::pod_collect_to_vec(&bytes);
+        if let Some((plan, floats)) = plan {
+            let all: Vec<f32> = if floats > 0 {
+                bytemuck::pod_collect_to_vec(&map_read(&self.device, &self.captures_staging, floats as u64 * 4).await?)
+            } else {
+                Vec::new()
+            };
+            let mut at = 0;
+            out.captured = plan
+                .captures
+                .iter()
+                .map(|c| {
+                    let n = c.rows.len() * c.width;
+                    at += n;
+                    all[at - n..at].to_vec()
+                })
+                .collect();
         }
         let mut logits = Vec::with_capacity(picked.len() * v);
         let mut read = picked.len().min(group);
@@ -464,16 +552,16 @@ impl GpuEngine {
         Ok(out)
     }
 
-    /// Records the step's forward: embed, every op of every block, and the final norm when
-    /// logits are wanted. Returns whether a capture was recorded and whether the step stopped
-    /// at its capture.
+    /// Records the step's forward: embed, every op of every block (hooks: its interventions,
+    /// then its captures' gathers), the copy of the captures to their readback buffer, and the
+    /// final norm when logits are wanted. Returns whether the step stopped at a capture.
     fn record_forward(
         &self,
         rec: &mut Recorder,
         req: &StepRequest,
         plan: &StepPlan,
-        inject_params: &[ResidualParams],
-    ) -> Result<(bool, bool)> {
+        (inject_params, capture_params, captured_floats): &(Vec<HookParams>, Vec<HookParams>, usize),
+    ) -> Result<bool> {
         let cfg = &self.cfg;
         let (c, r) = (cfg.n_embd as u32, plan.rows.len() as u32);
         let max_len = self.kv.as_ref().map_or(0, |kv| kv.max_len) as u32;
@@ -502,21 +590,23 @@ impl GpuEngine {
             _ => MatmulParams::GELU,
         };
         let norm = self.norm_params(r);
-        let mut captured = false;
+        let copy_captures = |rec: &mut Recorder| rec.copy(&self.captures, 0, &self.captures_staging, *captured_floats as u64 * 4);
         for (l, layer_groups) in groups.layers.iter().enumerate() {
             for (op, group) in self.block.iter().zip(layer_groups) {
                 if let Op::Hook(site) = *op {
                     for (inj, p) in req.injections.iter().zip(inject_params) {
                         if inj.layer == l && inj.site == site {
-                            k.add_rows(rec, &groups.inject[&site], p);
+                            k.intervene(rec, &groups.intervene[&site], p);
                         }
                     }
-                    if req.capture == Some((l, site)) {
-                        rec.copy(self.acts.slot(program::site_slot(site)), 0, &self.acts.capture, r as u64 * c as u64 * 4);
-                        captured = true;
+                    for (cap, p) in plan.captures.iter().zip(capture_params) {
+                        if cap.layer == l && cap.site == site {
+                            k.gather(rec, &groups.gather[&site], p);
+                        }
                     }
                     if plan.stop_after == Some((l, site)) {
-                        return Ok((captured, true));
+                        copy_captures(rec);
+                        return Ok(true);
                     }
                     continue;
                 }
@@ -535,15 +625,16 @@ impl GpuEngine {
                     }
                     Op::KvWrite => k.kv_write(rec, g, &attn),
                     Op::Attention => k.attention(rec, g, &attn),
-                    Op::SwiGlu => k.swiglu(rec, g, &ResidualParams { rows: r, c: cfg.n_inner as u32, table_offset: 0, map_offset: 0 }),
-                    Op::Add { .. } => k.residual_add(rec, g, &ResidualParams { rows: r, c, table_offset: 0, map_offset: 0 }),
+                    Op::SwiGlu => k.swiglu(rec, g, &ResidualParams::new(r, cfg.n_inner as u32)),
+                    Op::Add { .. } => k.residual_add(rec, g, &ResidualParams::new(r, c)),
                 }
             }
         }
+        copy_captures(rec);
         if !plan.logit_rows.is_empty() {
             k.layernorm(rec, &groups.ln_f, &norm);
         }
-        Ok((captured, false))
+        Ok(false)
     }
 }
 
@@ -604,12 +695,12 @@ impl Backend for GpuEngine {
         let plan = StepPlan::new(req, &lens, max_len, &cfg)?;
         let r = plan.rows.len();
         if r == 0 {
-            return Ok(StepOutput::default());
+            return Ok(StepOutput { captured: vec![Vec::new(); plan.captures.len()], ..Default::default() });
         }
         check_workgroups(&self.device, "a step", r)?;
         self.ensure_rows(r)?;
         self.ensure_logit_rows(plan.logit_rows.len())?;
-        let inject_params = self.pack_injections(&req.injections)?;
+        let hooks = self.pack_hooks(req, &plan)?;
 
         let tokens: Vec<u32> = req.seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         let positions: Vec<u32> = plan.rows.iter().map(|m| m.pos).collect();
@@ -620,8 +711,8 @@ impl Backend for GpuEngine {
 
         self.ensure_groups()?;
         let mut rec = Recorder::new(&self.kernels);
-        let (captured, stopped) = self.record_forward(&mut rec, req, &plan, &inject_params)?;
-        let out = self.submit_and_read(rec, &plan.logit_rows, true, captured.then_some(r)).await?;
+        let stopped = self.record_forward(&mut rec, req, &plan, &hooks)?;
+        let out = self.submit_and_read(rec, &plan.logit_rows, true, Some((&plan, hooks.2))).await?;
         if !stopped {
             if let Some(kv) = &mut self.kv {
                 for s in &req.seqs {
@@ -630,6 +721,33 @@ impl Backend for GpuEngine {
             }
         }
         Ok(out)
+    }
+
+    fn fork_slot(&mut self, src: usize, dst: usize) -> Result<()> {
+        let Some(kv) = &self.kv else {
+            return check_fork(&[], src, dst);
+        };
+        check_fork(&kv.lens, src, dst)?;
+        if src == dst {
+            return Ok(());
+        }
+        let (tm, width) = (kv.max_len, self.cfg.kv_width());
+        let len = kv.lens[src];
+        let p = CopyParams { kv: width as u32, len: len as u32, src: (src * tm * width) as u32, dst: (dst * tm * width) as u32 };
+        self.ensure_groups()?;
+        let groups = self.groups_ref()?;
+        let mut rec = Recorder::new(&self.kernels);
+        for pair in &groups.fork {
+            for g in pair {
+                self.kernels.copy_slot(&mut rec, g, &p);
+            }
+        }
+        rec.submit(&self.device, &self.queue, &self.kernels, &mut self.arena);
+        self.log.check("copying a KV cache slot")?;
+        if let Some(kv) = &mut self.kv {
+            kv.lens[dst] = len;
+        }
+        Ok(())
     }
 
     async fn unembed(&mut self, rows: &[f32], apply_ln_f: bool) -> Result<Vec<f32>> {

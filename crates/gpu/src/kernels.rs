@@ -16,15 +16,17 @@ pub const MATMUL_WGSL: &str = include_str!("../../../shaders/matmul.wgsl");
 pub const ATTENTION_WGSL: &str = include_str!("../../../shaders/attention.wgsl");
 pub const RESIDUAL_WGSL: &str = include_str!("../../../shaders/residual.wgsl");
 pub const ROPE_WGSL: &str = include_str!("../../../shaders/rope.wgsl");
+pub const HOOKS_WGSL: &str = include_str!("../../../shaders/hooks.wgsl");
 
 /// Every shader file by name, for validation.
-pub const SHADERS: [(&str, &str); 6] = [
+pub const SHADERS: [(&str, &str); 7] = [
     ("embed.wgsl", EMBED_WGSL),
     ("layernorm.wgsl", LAYERNORM_WGSL),
     ("matmul.wgsl", MATMUL_WGSL),
     ("attention.wgsl", ATTENTION_WGSL),
     ("residual.wgsl", RESIDUAL_WGSL),
     ("rope.wgsl", ROPE_WGSL),
+    ("hooks.wgsl", HOOKS_WGSL),
 ];
 
 /// Invocations per workgroup along x in every kernel (the shaders' `WG`).
@@ -125,16 +127,59 @@ pub struct RopeBuffers<'a> {
     pub rows: &'a wgpu::Buffer,
 }
 
-/// Mirrors `Params` in residual.wgsl (both `residual_add` and `add_rows`).
+/// Mirrors `Params` in residual.wgsl (`residual_add` and `swiglu`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub struct ResidualParams {
     pub rows: u32,
     pub c: u32,
-    /// add_rows: where this injection's table starts in the arena, in elements.
+    pub _pad: [u32; 2],
+}
+
+impl ResidualParams {
+    pub fn new(rows: u32, c: u32) -> Self {
+        Self { rows, c, _pad: [0; 2] }
+    }
+}
+
+/// Mirrors `HookParams` in hooks.wgsl (`intervene` and `gather`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub struct HookParams {
+    /// Rows of the step (intervene) or of the capture (gather).
+    pub rows: u32,
+    /// The slot's row width.
+    pub stride: u32,
+    pub col0: u32,
+    pub width: u32,
+    /// intervene: the table's offset in the arena; gather: the row list's.
     pub table_offset: u32,
-    /// add_rows: where its row map starts in the arena, in elements.
+    /// intervene: the row map's offset in the arena; gather: the capture's in the output.
     pub map_offset: u32,
+    /// `intervene`: 0 add, 1 set, 2 scale.
+    pub mode: u32,
+    pub _pad: u32,
+}
+
+impl HookParams {
+    pub fn mode(m: tiller_core::Mode) -> u32 {
+        match m {
+            tiller_core::Mode::Add => 0,
+            tiller_core::Mode::Set => 1,
+            tiller_core::Mode::Scale => 2,
+        }
+    }
+}
+
+/// Mirrors `CopyParams` in hooks.wgsl: `len` cache rows of `kv` floats from element `src`
+/// to element `dst` of one cache buffer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct CopyParams {
+    pub kv: u32,
+    pub len: u32,
+    pub src: u32,
+    pub dst: u32,
 }
 
 /// Mirrors `Params` in matmul.wgsl for its `logits` entry point: (rows, k, n,
@@ -234,11 +279,19 @@ pub struct ResidualBuffers<'a> {
     pub y: &'a wgpu::Buffer,
 }
 
-/// Buffers of `add_rows(x, table, row_map)`: table and map usually live in the same arena.
-pub struct AddRowsBuffers<'a> {
+/// Buffers of `intervene(x, table, row_map)`: table and map usually live in the same arena.
+pub struct InterveneBuffers<'a> {
     pub x: &'a wgpu::Buffer,
     pub table: &'a wgpu::Buffer,
     pub row_map: &'a wgpu::Buffer,
+}
+
+/// Buffers of `gather(captured, src, rows)`.
+pub struct GatherBuffers<'a> {
+    pub captured: &'a wgpu::Buffer,
+    pub src: &'a wgpu::Buffer,
+    /// The arena holding the row lists.
+    pub rows: &'a wgpu::Buffer,
 }
 
 /// Buffers of `logits(out, inp, row_index, wte)`.
@@ -272,7 +325,9 @@ pub struct Kernels {
     attention_wide: Kernel,
     residual_add: Kernel,
     swiglu: Kernel,
-    add_rows: Kernel,
+    intervene: Kernel,
+    gather: Kernel,
+    copy_slot: Kernel,
     rope: Kernel,
     params_align: u64,
 }
@@ -308,6 +363,7 @@ impl Kernels {
         let attention_m = module("attention.wgsl", ATTENTION_WGSL);
         let residual_m = module("residual.wgsl", RESIDUAL_WGSL);
         let rope_m = module("rope.wgsl", ROPE_WGSL);
+        let hooks_m = module("hooks.wgsl", HOOKS_WGSL);
 
         // `read_only` per storage binding, in binding order.
         let kernel = |m: &wgpu::ShaderModule, entry: &'static str, storage: &[bool], constants: &[(&str, f64)]| {
@@ -366,7 +422,9 @@ impl Kernels {
             residual_add: kernel(&residual_m, "residual_add", &[w, r], &[]),
             swiglu: kernel(&residual_m, "swiglu", &[w, r], &[]),
             rope: kernel(&rope_m, "rope", &[w, r, r, r], &[("WG", WG as f64)]),
-            add_rows: kernel(&residual_m, "add_rows", &[w, r, r], &[]),
+            intervene: kernel(&hooks_m, "intervene", &[w, r, r], &[]),
+            gather: kernel(&hooks_m, "gather", &[w, r, r], &[]),
+            copy_slot: kernel(&hooks_m, "copy_slot", &[w], &[]),
             params_layout,
             params_align,
         })
@@ -404,8 +462,15 @@ impl Kernels {
     pub fn bind_rope(&self, device: &wgpu::Device, b: &RopeBuffers) -> wgpu::BindGroup {
         Self::bind(device, &self.rope, "rope", &[b.qkv, b.cos, b.sin, b.rows])
     }
-    pub fn bind_add_rows(&self, device: &wgpu::Device, b: &AddRowsBuffers) -> wgpu::BindGroup {
-        Self::bind(device, &self.add_rows, "add_rows", &[b.x, b.table, b.row_map])
+    pub fn bind_intervene(&self, device: &wgpu::Device, b: &InterveneBuffers) -> wgpu::BindGroup {
+        Self::bind(device, &self.intervene, "intervene", &[b.x, b.table, b.row_map])
+    }
+    pub fn bind_gather(&self, device: &wgpu::Device, b: &GatherBuffers) -> wgpu::BindGroup {
+        Self::bind(device, &self.gather, "gather", &[b.captured, b.src, b.rows])
+    }
+    /// One cache buffer, copied within itself.
+    pub fn bind_copy_slot(&self, device: &wgpu::Device, cache: &wgpu::Buffer) -> wgpu::BindGroup {
+        Self::bind(device, &self.copy_slot, "copy_slot", &[cache])
     }
     pub fn bind_logits(&self, device: &wgpu::Device, b: &LogitsBuffers) -> wgpu::BindGroup {
         // The weight sits at the same binding as in `matmul`, which shares its code.
@@ -441,8 +506,14 @@ impl Kernels {
     pub fn residual_add(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &ResidualParams) {
         rec.dispatch(&self.residual_add, group, bytemuck::bytes_of(p), [(p.c).div_ceil(WG), p.rows, 1]);
     }
-    pub fn add_rows(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &ResidualParams) {
-        rec.dispatch(&self.add_rows, group, bytemuck::bytes_of(p), [(p.c).div_ceil(WG), p.rows, 1]);
+    pub fn intervene(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &HookParams) {
+        rec.dispatch(&self.intervene, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
+    }
+    pub fn gather(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &HookParams) {
+        rec.dispatch(&self.gather, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
+    }
+    pub fn copy_slot(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &CopyParams) {
+        rec.dispatch(&self.copy_slot, group, bytemuck::bytes_of(p), [p.kv.div_ceil(WG), p.len, 1]);
     }
     pub fn logits(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &LogitsParams) {
         let t = tile_index(p.rows);

@@ -1,5 +1,6 @@
 //! GpuEngine against CpuModel on random small GPT-2s: prompts, batches of different lengths,
-//! decode steps through the KV cache, injections at every site, captures, unembed, errors.
+//! decode steps through the KV cache, injections at every site, captures, the hook API (row
+//! selectors, heads, set and scale, several captures a step), fork_slot, unembed, errors.
 //!
 //! The models are written as F16 safetensors, so both engines hold the same weights and only
 //! f32 summation order differs: logits agree within atol 2e-4 + rtol 1e-4 (observed ~1e-5).
@@ -9,7 +10,7 @@ mod common;
 use common::{assert_close, gpu, random_model, Gpu, Rng};
 use pollster::block_on;
 use tiller_core::weights::Dtype;
-use tiller_core::{Backend, CpuModel, CpuWeights, Injection, LogitRows, ModelSpec, SeqStep, Site, StepRequest};
+use tiller_core::{Backend, Capture, CpuModel, CpuWeights, Injection, LogitRows, Mode, ModelSpec, RowSelect, SeqStep, Site, StepRequest};
 use tiller_gpu::GpuEngine;
 
 const ATOL: f32 = 2e-4;
@@ -44,11 +45,14 @@ fn both(g: &mut GpuEngine, c: &mut CpuModel, req: &StepRequest, what: &str) {
     let got = block_on(g.step(req)).expect("gpu step");
     let want = block_on(c.step(req)).expect("cpu step");
     assert_close(&format!("{what} logits"), &got.logits, &want.logits, ATOL, RTOL);
-    assert_close(&format!("{what} captured"), &got.captured, &want.captured, ATOL, RTOL);
+    assert_eq!(got.captured.len(), want.captured.len(), "{what}: captures");
+    for (i, (g, c)) in got.captured.iter().zip(&want.captured).enumerate() {
+        assert_close(&format!("{what} capture {i}"), g, c, ATOL, RTOL);
+    }
 }
 
 fn request(seqs: Vec<SeqStep>, logits: LogitRows) -> StepRequest {
-    StepRequest { seqs, injections: vec![], capture: None, logits }
+    StepRequest { seqs, injections: vec![], captures: vec![], logits }
 }
 
 #[test]
@@ -114,12 +118,12 @@ fn injections_at_every_site_match_cpu() {
     let map_a: Vec<u32> = vec![0, 1, 2, u32::MAX, u32::MAX, u32::MAX, u32::MAX, u32::MAX, 1];
     let map_b: Vec<u32> = (0..r as u32).map(|i| if i % 2 == 0 { 0 } else { u32::MAX }).collect();
     let injections = vec![
-        Injection { layer: 0, site: Site::ResidPre, table: table(3, 4.0), row_map: map_a.clone() },
+        Injection { layer: 0, site: Site::ResidPre, head: None, mode: Mode::Add, table: table(3, 4.0), row_map: map_a.clone() },
         // Two at the same place add up.
-        Injection { layer: 0, site: Site::ResidPre, table: table(1, 2.0), row_map: map_b.clone() },
-        Injection { layer: 1, site: Site::AttnOut, table: table(3, 1.0), row_map: map_a.clone() },
-        Injection { layer: 1, site: Site::MlpOut, table: table(1, 1.0), row_map: map_b },
-        Injection { layer: 1, site: Site::ResidPre, table: table(3, 3.0), row_map: map_a },
+        Injection { layer: 0, site: Site::ResidPre, head: None, mode: Mode::Add, table: table(1, 2.0), row_map: map_b.clone() },
+        Injection { layer: 1, site: Site::AttnOut, head: None, mode: Mode::Add, table: table(3, 1.0), row_map: map_a.clone() },
+        Injection { layer: 1, site: Site::MlpOut, head: None, mode: Mode::Add, table: table(1, 1.0), row_map: map_b },
+        Injection { layer: 1, site: Site::ResidPre, head: None, mode: Mode::Add, table: table(3, 3.0), row_map: map_a },
     ];
     for site_filter in [None, Some(Site::ResidPre), Some(Site::AttnOut), Some(Site::MlpOut)] {
         g.reset(2, 16).unwrap();
@@ -127,7 +131,7 @@ fn injections_at_every_site_match_cpu() {
         let req = StepRequest {
             seqs: seqs.clone(),
             injections: injections.iter().filter(|i| site_filter.is_none_or(|s| i.site == s)).cloned().collect(),
-            capture: None,
+            captures: vec![],
             logits: LogitRows::All,
         };
         both(&mut g, &mut c, &req, &format!("injections at {site_filter:?}"));
@@ -141,13 +145,21 @@ fn captures_at_every_site_match_cpu() {
     let (mut g, mut c) = pair(gpu, &cfg, 14, Dtype::F16);
     let mut rng = Rng::new(4);
     let seqs = vec![SeqStep { slot: 0, tokens: tokens(&mut rng, 7, cfg.vocab_size) }];
-    let inj = Injection { layer: 1, site: Site::ResidPre, table: rng.vec(2 * cfg.n_embd, 3.0), row_map: vec![0, 1, 0, 1, 0, 1, 0] };
+    let inj = Injection {
+        layer: 1,
+        site: Site::ResidPre,
+        head: None,
+        mode: Mode::Add,
+        table: rng.vec(2 * cfg.n_embd, 3.0),
+        row_map: vec![0, 1, 0, 1, 0, 1, 0],
+    };
     for layer in 0..cfg.n_layer {
-        for site in [Site::ResidPre, Site::AttnOut, Site::MlpOut] {
+        for site in Site::ALL {
             for logits in [LogitRows::None, LogitRows::Last] {
                 g.reset(1, 16).unwrap();
                 c.reset(1, 16).unwrap();
-                let req = StepRequest { seqs: seqs.clone(), injections: vec![inj.clone()], capture: Some((layer, site)), logits };
+                let req =
+                    StepRequest { seqs: seqs.clone(), injections: vec![inj.clone()], captures: vec![Capture::all(layer, site)], logits };
                 both(&mut g, &mut c, &req, &format!("capture {layer} {} {logits:?}", site.as_str()));
             }
         }
@@ -186,13 +198,88 @@ fn invalid_steps_are_errors_like_cpu() {
     }
     let bad = StepRequest {
         seqs: vec![SeqStep { slot: 0, tokens: vec![1, 2] }],
-        injections: vec![Injection { layer: 0, site: Site::ResidPre, table: vec![0.0; 64], row_map: vec![0, 1] }],
-        capture: None,
+        injections: vec![Injection {
+            layer: 0,
+            site: Site::ResidPre,
+            head: None,
+            mode: Mode::Add,
+            table: vec![0.0; 64],
+            row_map: vec![0, 1],
+        }],
+        captures: vec![],
         logits: LogitRows::Last,
     };
     assert_eq!(block_on(g.step(&bad)).unwrap_err(), block_on(c.step(&bad)).unwrap_err());
     // Still usable after errors.
     both(&mut g, &mut c, &one(0, vec![5, 6, 7]), "after errors");
+}
+
+/// Several captures with every row selector and per-head slices, beside interventions in each
+/// mode (a head of z set on some rows, attn_out scaled, a head added to), with and without logits.
+#[test]
+fn hooks_with_selectors_heads_and_modes_match_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = config(3, 80, 4, 300); // head size 20
+    let (mut g, mut c) = pair(gpu, &cfg, 21, Dtype::F16);
+    let mut rng = Rng::new(21);
+    let seqs = vec![
+        SeqStep { slot: 2, tokens: tokens(&mut rng, 5, cfg.vocab_size) },
+        SeqStep { slot: 0, tokens: tokens(&mut rng, 1, cfg.vocab_size) },
+        SeqStep { slot: 1, tokens: tokens(&mut rng, 3, cfg.vocab_size) },
+    ];
+    let hd = cfg.head_dim;
+    let no = u32::MAX;
+    let injections = vec![
+        Injection {
+            head: Some(1),
+            mode: Mode::Set,
+            ..Injection::add(0, Site::Z, rng.vec(2 * hd, 1.0), vec![0, no, no, no, 1, 1, no, no, 0])
+        },
+        Injection { mode: Mode::Scale, ..Injection::add(1, Site::AttnOut, rng.vec(cfg.n_embd, 2.0), vec![0; 9]) },
+        Injection { head: Some(3), ..Injection::add(1, Site::Z, rng.vec(hd, 1.0), vec![no, 0, 0, 0, 0, 0, 0, 0, no]) },
+        Injection::add(2, Site::ResidPre, rng.vec(cfg.n_embd, 3.0), vec![0; 9]),
+    ];
+    let cap = |layer, site, head, rows| Capture { layer, site, head, rows };
+    let captures = vec![
+        Capture::all(0, Site::Z),
+        cap(0, Site::Z, Some(1), RowSelect::Last),
+        cap(1, Site::Z, Some(3), RowSelect::Positions(vec![(1, 2), (2, 0), (0, 0)])),
+        cap(1, Site::AttnOut, None, RowSelect::Last),
+        Capture::all(1, Site::MlpOut),
+        cap(2, Site::ResidPre, None, RowSelect::Positions(vec![(2, 4)])),
+    ];
+    for logits in [LogitRows::None, LogitRows::Last, LogitRows::All] {
+        g.reset(3, 12).unwrap();
+        c.reset(3, 12).unwrap();
+        let req = StepRequest { seqs: seqs.clone(), injections: injections.clone(), captures: captures.clone(), logits };
+        both(&mut g, &mut c, &req, &format!("hooks {logits:?}"));
+    }
+}
+
+/// The prompt once, copied to other slots (one of which held a longer text), then decoded.
+#[test]
+fn fork_slot_matches_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = config(2, 64, 4, 300);
+    let (mut g, mut c) = pair(gpu, &cfg, 22, Dtype::F16);
+    let mut rng = Rng::new(22);
+    g.reset(3, 20).unwrap();
+    c.reset(3, 20).unwrap();
+    let fill = vec![
+        SeqStep { slot: 0, tokens: tokens(&mut rng, 6, cfg.vocab_size) },
+        SeqStep { slot: 2, tokens: tokens(&mut rng, 11, cfg.vocab_size) },
+    ];
+    both(&mut g, &mut c, &request(fill, LogitRows::Last), "fill");
+    for (src, dst) in [(0, 2), (0, 1)] {
+        g.fork_slot(src, dst).unwrap();
+        c.fork_slot(src, dst).unwrap();
+    }
+    assert_eq!((g.slot_len(1), g.slot_len(2)), (6, 6));
+    for step in 0..3 {
+        let seqs: Vec<SeqStep> = (0..3).map(|slot| SeqStep { slot, tokens: tokens(&mut rng, 1, cfg.vocab_size) }).collect();
+        both(&mut g, &mut c, &request(seqs, LogitRows::Last), &format!("after fork, step {step}"));
+    }
+    assert_eq!(g.fork_slot(3, 0).unwrap_err(), c.fork_slot(3, 0).unwrap_err());
 }
 
 /// A capture past the depth, an empty sequence beside a full one and a slot named twice are
@@ -206,8 +293,12 @@ fn refused_steps_leave_both_caches_unchanged() {
     c.reset(2, 16).unwrap();
     let seqs = |v: Vec<(usize, Vec<u32>)>| v.into_iter().map(|(slot, tokens)| SeqStep { slot, tokens }).collect::<Vec<_>>();
     both(&mut g, &mut c, &request(seqs(vec![(0, vec![1, 2, 3]), (1, vec![4, 5])]), LogitRows::Last), "prompt");
-    let capture_past =
-        StepRequest { seqs: seqs(vec![(0, vec![7])]), injections: vec![], capture: Some((2, Site::MlpOut)), logits: LogitRows::None };
+    let capture_past = StepRequest {
+        seqs: seqs(vec![(0, vec![7])]),
+        injections: vec![],
+        captures: vec![Capture::all(2, Site::MlpOut)],
+        logits: LogitRows::None,
+    };
     let refused = [
         capture_past,
         request(seqs(vec![(0, vec![7]), (1, vec![])]), LogitRows::Last),
@@ -298,7 +389,7 @@ fn unembed_after_a_capture_step_matches_cpu() {
         g.reset(slots, len).unwrap();
         c.reset(slots, len).unwrap();
         let seqs = vec![SeqStep { slot: 0, tokens: tokens(&mut rng, 3, cfg.vocab_size) }];
-        let req = StepRequest { seqs, injections: vec![], capture: Some((1, Site::ResidPre)), logits: LogitRows::None };
+        let req = StepRequest { seqs, injections: vec![], captures: vec![Capture::all(1, Site::ResidPre)], logits: LogitRows::None };
         both(&mut g, &mut c, &req, "capture before unembed");
         let rows = rng.vec(3 * cfg.n_embd, 2.0);
         for ln_f in [false, true] {

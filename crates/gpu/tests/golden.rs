@@ -17,7 +17,7 @@ mod common;
 use common::{assert_close, gpu};
 use pollster::block_on;
 use tiller_core::golden::{check_close, check_top, load_fixture, Fixture, PositionGolden, SteeredGolden, MODELS};
-use tiller_core::{Backend, CpuModel, Injection, LogitRows, SeqStep, Site, StepRequest};
+use tiller_core::{Backend, Capture, CpuModel, Injection, LogitRows, SeqStep, Site, StepRequest};
 use tiller_gpu::GpuEngine;
 
 fn tolerance(name: &str) -> f32 {
@@ -70,7 +70,8 @@ fn check_positions(what: &str, logits: &[f32], v: usize, golden: &[PositionGolde
 
 fn full_logits(m: &mut impl Backend, tokens: &[u32], injections: Vec<Injection>) -> Vec<f32> {
     m.reset(1, tokens.len()).unwrap();
-    let req = StepRequest { seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }], injections, capture: None, logits: LogitRows::All };
+    let req =
+        StepRequest { seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }], injections, captures: vec![], logits: LogitRows::All };
     block_on(m.step(&req)).unwrap().logits
 }
 
@@ -81,6 +82,8 @@ fn golden_injections(vectors: &[tiller_core::golden::VectorGolden], site: Site, 
         .map(|v| Injection {
             layer: v.layer,
             site,
+            head: None,
+            mode: tiller_core::Mode::Add,
             table: v.rows.iter().flatten().copied().collect(),
             row_map: (0..len as u32).map(|i| if (i as usize) < v.rows.len() { i } else { u32::MAX }).collect(),
         })
@@ -91,14 +94,18 @@ fn golden_injections(vectors: &[tiller_core::golden::VectorGolden], site: Site, 
 fn greedy(m: &mut impl Backend, prompt: &[u32], injections: Vec<Injection>, n: usize) -> Vec<u32> {
     m.reset(1, prompt.len() + n).unwrap();
     let mut req =
-        StepRequest { seqs: vec![SeqStep { slot: 0, tokens: prompt.to_vec() }], injections, capture: None, logits: LogitRows::Last };
+        StepRequest { seqs: vec![SeqStep { slot: 0, tokens: prompt.to_vec() }], injections, captures: vec![], logits: LogitRows::Last };
     let mut out = Vec::new();
     for _ in 0..n {
         let logits = block_on(m.step(&req)).unwrap().logits;
         let next = top_k(&logits, 1)[0].0;
         out.push(next);
-        req =
-            StepRequest { seqs: vec![SeqStep { slot: 0, tokens: vec![next] }], injections: vec![], capture: None, logits: LogitRows::Last };
+        req = StepRequest {
+            seqs: vec![SeqStep { slot: 0, tokens: vec![next] }],
+            injections: vec![],
+            captures: vec![],
+            logits: LogitRows::Last,
+        };
     }
     out
 }
@@ -127,10 +134,10 @@ fn residual_stream_before_each_block_matches_hidden_states() {
             let req = StepRequest {
                 seqs: vec![SeqStep { slot: 0, tokens: p.tokens.clone() }],
                 injections: vec![],
-                capture: Some((layer, Site::ResidPre)),
+                captures: vec![Capture::all(layer, Site::ResidPre)],
                 logits: LogitRows::None,
             };
-            let got = block_on(g.step(&req)).unwrap().captured;
+            let got = block_on(g.step(&req)).unwrap().captured.swap_remove(0);
             let want: Vec<f32> = want.iter().flatten().copied().collect();
             assert_close(&format!("{name} hidden_states[{layer}]"), &got, &want, tolerance(name), 1e-4);
         }
@@ -175,5 +182,56 @@ fn gpu_matches_cpu_reference_on_fixtures() {
             let want = full_logits(&mut c, &p.tokens, vec![]);
             assert_close(&format!("{name} {:?} gpu vs cpu", p.prompt), &got, &want, tol, 1e-4);
         }
+    }
+}
+
+/// The hook API on every family's fixture (grouped-query heads, rotary, parallel residual):
+/// captures of heads and rows, a head set on some rows and resid_pre scaled, then a fork and a
+/// decode step, against the CPU reference.
+#[test]
+fn hooks_and_fork_match_cpu_on_fixtures() {
+    use tiller_core::{Mode, RowSelect, StepOutput};
+    fn run<B: Backend>(b: &mut B, req: &StepRequest) -> (StepOutput, Vec<f32>) {
+        b.reset(3, 10).unwrap();
+        let out = block_on(b.step(req)).unwrap();
+        b.fork_slot(1, 2).unwrap();
+        let next = StepRequest {
+            seqs: (0..3).map(|slot| SeqStep { slot, tokens: vec![7] }).collect(),
+            injections: vec![],
+            captures: vec![],
+            logits: LogitRows::Last,
+        };
+        (out, block_on(b.step(&next)).unwrap().logits)
+    }
+    for name in MODELS {
+        let f = load_fixture(name);
+        let Some(mut g) = engine(&f) else { return };
+        let mut c = CpuModel::new(f.cpu_weights());
+        let spec = *c.config();
+        let tol = if name.ends_with("f32") { 3e-2 } else { 2e-4 };
+        let (hd, h, last) = (spec.head_dim, spec.n_head - 1, spec.n_layer - 1);
+        let seqs = vec![SeqStep { slot: 1, tokens: vec![3, 1, 4, 1, 5] }, SeqStep { slot: 0, tokens: vec![9, 2] }];
+        let table: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.37).sin()).collect();
+        let no = u32::MAX;
+        let injections = vec![
+            Injection { head: Some(h), mode: Mode::Set, ..Injection::add(1, Site::Z, table, vec![no, 0, 0, no, 0, 0, 0]) },
+            Injection { mode: Mode::Scale, ..Injection::add(last, Site::ResidPre, vec![0.5; spec.n_embd], vec![0; 7]) },
+        ];
+        let captures = vec![
+            Capture { layer: 0, site: Site::Z, head: None, rows: RowSelect::Last },
+            Capture { layer: 1, site: Site::Z, head: Some(h), rows: RowSelect::All },
+            Capture { layer: last, site: Site::MlpOut, head: None, rows: RowSelect::Positions(vec![(0, 1), (1, 3)]) },
+        ];
+        let req = StepRequest { seqs, injections, captures, logits: LogitRows::Last };
+        let (got, got_next) = run(&mut g, &req);
+        let (want, want_next) = run(&mut c, &req);
+        assert_close(&format!("{name} hooked logits"), &got.logits, &want.logits, tol, 1e-4);
+        assert_eq!(got.captured.len(), 3);
+        for (i, (a, b)) in got.captured.iter().zip(&want.captured).enumerate() {
+            assert_close(&format!("{name} capture {i}"), a, b, tol, 1e-4);
+        }
+        assert_close(&format!("{name} after fork"), &got_next, &want_next, tol, 1e-4);
+        let v = spec.vocab_size;
+        assert_close(&format!("{name} forked slot decodes like its source"), &got_next[2 * v..], &got_next[v..2 * v], 0.0, 0.0);
     }
 }

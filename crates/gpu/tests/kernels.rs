@@ -9,10 +9,11 @@ mod common;
 use common::{assert_close, gpu, round_f16, Harness, Rng};
 use tiller_core::arch::{Rope, RopeScaling};
 use tiller_core::ops::{self, AttnDims, RowMeta};
+use tiller_core::Mode;
 use tiller_gpu::kernels::{
-    pack_f16_rows, pack_wte_chunk, AddRowsBuffers, AttentionBuffers, AttentionParams, EmbedBuffers, EmbedParams, KvWriteBuffers,
-    LayernormBuffers, LayernormParams, LogitsBuffers, LogitsParams, MatmulBuffers, MatmulParams, ResidualBuffers, ResidualParams,
-    RopeBuffers, RopeParams,
+    pack_f16_rows, pack_wte_chunk, AttentionBuffers, AttentionParams, EmbedBuffers, EmbedParams, GatherBuffers, HookParams,
+    InterveneBuffers, KvWriteBuffers, LayernormBuffers, LayernormParams, LogitsBuffers, LogitsParams, MatmulBuffers, MatmulParams,
+    ResidualBuffers, ResidualParams, RopeBuffers, RopeParams,
 };
 
 fn harness() -> Option<Harness> {
@@ -316,14 +317,14 @@ fn swiglu_matches_reference() {
         let (ub, gb) = (h.f32s(&up), h.f32s(&gate));
         let g = h.kernels.bind_swiglu(&h.gpu.device, &ResidualBuffers { x: &ub, y: &gb });
         let mut rec = h.recorder();
-        h.kernels.swiglu(&mut rec, &g, &ResidualParams { rows: t as u32, c: f as u32, table_offset: 0, map_offset: 0 });
+        h.kernels.swiglu(&mut rec, &g, &ResidualParams::new(t as u32, f as u32));
         h.submit(rec);
         assert_close(&format!("swiglu T={t} F={f}"), &h.read(&ub, t * f), &want, 1e-6, 1e-5);
     }
 }
 
 #[test]
-fn residual_add_and_add_rows_match_reference() {
+fn residual_add_matches_reference() {
     let Some(mut h) = harness() else { return };
     let mut rng = Rng::new(5);
     for (t, c) in [(1, 64), (7, 80), (65, 768)] {
@@ -334,27 +335,79 @@ fn residual_add_and_add_rows_match_reference() {
         let (xb, yb) = (h.f32s(&x), h.f32s(&y));
         let g = h.kernels.bind_residual_add(&h.gpu.device, &ResidualBuffers { x: &xb, y: &yb });
         let mut rec = h.recorder();
-        h.kernels.residual_add(&mut rec, &g, &ResidualParams { rows: t as u32, c: c as u32, table_offset: 0, map_offset: 0 });
+        h.kernels.residual_add(&mut rec, &g, &ResidualParams::new(t as u32, c as u32));
         h.submit(rec);
         assert_close(&format!("residual_add T={t} C={c}"), &h.read(&xb, t * c), &want, 0.0, 0.0);
+    }
+}
 
-        // add_rows with the table and map at offsets inside one arena, some rows unmapped.
+/// The hook kernels: `intervene` in each mode on whole rows and on a column slice (a head of
+/// z) of awkward width, with its table and map at offsets inside one arena and some rows
+/// unmapped; `gather` of picked rows and columns to an offset in the capture buffer.
+#[test]
+fn intervene_and_gather_match_reference() {
+    let Some(mut h) = harness() else { return };
+    let mut rng = Rng::new(5);
+    for (t, stride, col0, width) in [(1, 64, 0, 64), (7, 80, 20, 20), (65, 768, 704, 64), (9, 1600, 17, 33)] {
+        let x = rng.vec(t * stride, 1.0);
         let k = 3;
-        let table = rng.vec(k * c, 2.0);
+        let table = rng.vec(k * width, 2.0);
         let row_map: Vec<u32> = (0..t).map(|i| if i % 3 == 1 { u32::MAX } else { (i % k) as u32 }).collect();
-        let mut want = x.clone();
-        ops::add_rows(&mut want, &table, &row_map, c);
         let pad = 5;
         let mut arena: Vec<u32> = vec![0; pad];
         arena.extend(table.iter().map(|v| v.to_bits()));
         arena.extend_from_slice(&row_map);
-        let (xb, ab) = (h.f32s(&x), h.u32s(&arena));
-        let g = h.kernels.bind_add_rows(&h.gpu.device, &AddRowsBuffers { x: &xb, table: &ab, row_map: &ab });
-        let p = ResidualParams { rows: t as u32, c: c as u32, table_offset: pad as u32, map_offset: (pad + k * c) as u32 };
+        let ab = h.u32s(&arena);
+        for mode in [Mode::Add, Mode::Set, Mode::Scale] {
+            let mut want = x.clone();
+            ops::intervene(&mut want, stride, col0, width, &table, &row_map, mode);
+            let xb = h.f32s(&x);
+            let g = h.kernels.bind_intervene(&h.gpu.device, &InterveneBuffers { x: &xb, table: &ab, row_map: &ab });
+            let p = HookParams {
+                rows: t as u32,
+                stride: stride as u32,
+                col0: col0 as u32,
+                width: width as u32,
+                table_offset: pad as u32,
+                map_offset: (pad + k * width) as u32,
+                mode: HookParams::mode(mode),
+                _pad: 0,
+            };
+            let mut rec = h.recorder();
+            h.kernels.intervene(&mut rec, &g, &p);
+            h.submit(rec);
+            assert_close(
+                &format!("intervene {mode:?} T={t} stride={stride} cols {col0}+{width}"),
+                &h.read(&xb, t * stride),
+                &want,
+                0.0,
+                0.0,
+            );
+        }
+
+        // Rows picked out of order, one twice, after 7 unrelated words, to output offset 11.
+        let rows: Vec<u32> = [t - 1, 0, t / 2, 0].into_iter().map(|r| r as u32).collect();
+        let mut words = vec![0u32; 7];
+        words.extend_from_slice(&rows);
+        let want: Vec<f32> =
+            rows.iter().flat_map(|&r| &x[r as usize * stride + col0..r as usize * stride + col0 + width]).copied().collect();
+        let (xb, wb, out) = (h.f32s(&x), h.u32s(&words), h.zeros(11 + rows.len() * width));
+        let g = h.kernels.bind_gather(&h.gpu.device, &GatherBuffers { captured: &out, src: &xb, rows: &wb });
+        let p = HookParams {
+            rows: rows.len() as u32,
+            stride: stride as u32,
+            col0: col0 as u32,
+            width: width as u32,
+            table_offset: 7,
+            map_offset: 11,
+            ..Default::default()
+        };
         let mut rec = h.recorder();
-        h.kernels.add_rows(&mut rec, &g, &p);
+        h.kernels.gather(&mut rec, &g, &p);
         h.submit(rec);
-        assert_close(&format!("add_rows T={t} C={c}"), &h.read(&xb, t * c), &want, 0.0, 0.0);
+        let got = h.read(&out, 11 + rows.len() * width);
+        assert_close(&format!("gather T={t} stride={stride} cols {col0}+{width}"), &got[11..], &want, 0.0, 0.0);
+        assert!(got[..11].iter().all(|&v| v == 0.0), "gather wrote before its offset");
     }
 }
 

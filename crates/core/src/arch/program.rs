@@ -95,8 +95,8 @@ impl NormParam {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// The injections for this site of this layer are added to its slot, then its captures
-    /// read; a capture-only step may stop here.
+    /// The interventions at this site of this layer change its slot, then its captures read
+    /// it; a capture-only step may stop here.
     Hook(Site),
     /// dst = norm(src) with the layer's `param` (LayerNorm or RMSNorm, from the spec).
     Norm { src: Slot, dst: Slot, param: NormParam },
@@ -129,7 +129,7 @@ pub fn block(s: &ModelSpec) -> Vec<Op> {
     if s.rope().is_some() {
         ops.push(Rope);
     }
-    ops.extend([KvWrite, Attention, Linear { src: Z, dst: Attn, param: LinearParam::O, gelu: false }, Hook(Site::AttnOut)]);
+    ops.extend([KvWrite, Attention, Hook(Site::Z), Linear { src: Z, dst: Attn, param: LinearParam::O, gelu: false }, Hook(Site::AttnOut)]);
     if s.residual == Residual::Sequential {
         ops.push(Add { dst: X, src: Attn });
     }
@@ -154,6 +154,7 @@ pub fn block(s: &ModelSpec) -> Vec<Op> {
 pub fn site_slot(site: Site) -> Slot {
     match site {
         Site::ResidPre => Slot::X,
+        Site::Z => Slot::Z,
         Site::AttnOut => Slot::Attn,
         Site::MlpOut => Slot::Mlp,
     }

@@ -169,6 +169,9 @@ impl<B: Backend> Backend for Yielding<'_, B> {
     fn slot_len(&self, slot: usize) -> usize {
         self.0.slot_len(slot)
     }
+    fn fork_slot(&mut self, src: usize, dst: usize) -> tiller_core::Result<()> {
+        self.0.fork_slot(src, dst)
+    }
     async fn step(&mut self, req: &StepRequest) -> tiller_core::Result<StepOutput> {
         yield_now().await;
         self.0.step(req).await
