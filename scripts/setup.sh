@@ -9,7 +9,7 @@
 #   - Debian packages (root only): chromium chromium-driver (headless browser for the
 #     end-to-end tests), mesa-vulkan-drivers (lavapipe: Vulkan on the CPU, for the native
 #     wgpu tests), binaryen (wasm-opt, used by trunk for release builds)
-#   - the Rust target wasm32-unknown-unknown
+#   - the Rust target wasm32-unknown-unknown, and the rustfmt and clippy components
 #   - trunk 0.21.14 and wasm-bindgen-cli (exactly the wasm-bindgen version in Cargo.lock),
 #     built from crates.io with `cargo install`
 #   - the npm packages of tests/e2e (`npm ci`; playwright-core drives /usr/bin/chromium,
@@ -123,6 +123,21 @@ setup_wasm_target() {
     fi
 }
 
+# --- (b2) rustfmt and clippy (the test command's format check and lints) ------------------
+setup_components() {
+    local missing=()
+    cargo fmt --version > /dev/null 2>&1 || missing+=(rustfmt)
+    cargo clippy --version > /dev/null 2>&1 || missing+=(clippy)
+    if [ "${#missing[@]}" -eq 0 ]; then
+        say "ok: rustfmt and clippy already present"
+    elif command -v rustup > /dev/null 2>&1; then
+        say "missing Rust components: ${missing[*]}"
+        run rustup component add "${missing[@]}"
+    else
+        say "note: ${missing[*]} missing and no rustup to add them; the test command skips those checks"
+    fi
+}
+
 # --- (c) trunk ----------------------------------------------------------------------------
 setup_trunk() {
     local have=""
@@ -211,6 +226,7 @@ need_cmd cargo "install Rust (rustup) first"
 need_cmd rustc "install Rust (rustup) first"
 setup_apt
 setup_wasm_target
+setup_components
 setup_trunk
 setup_wasm_bindgen
 setup_e2e_npm

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every Tiller test, after installing what is missing (scripts/setup.sh).
 # Stages, in order; the first one that fails stops the run with a non-zero exit:
-#   1. native tests      cargo fmt --check, then cargo test --workspace (GPU tests on lavapipe;
-#                        the page's unit tests)
-#   2. wasm check        cargo check -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown
+#   1. native tests      cargo fmt --check, cargo clippy (every crate and target, -D warnings),
+#                        then cargo test --workspace (GPU tests on lavapipe; the page's unit tests)
+#   2. wasm check        cargo clippy -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown
+#                        -- -D warnings (type-checks and lints the engine as the page compiles it)
 #   3. page build        trunk build --release (at the repo root)
 #   4. end-to-end tests  node --test in tests/e2e (headless Chromium, WebGPU on SwiftShader)
 # The last line is a summary of the stages: "N passed, N failed" (", N skipped" if any).
@@ -88,6 +89,13 @@ native_tests() {
     else
         echo "note: rustfmt is not part of this toolchain, so formatting is not checked"
     fi
+    # Lints, as errors, on every crate and target (tests, examples, the page's native build).
+    if cargo clippy --version >/dev/null 2>&1; then
+        echo "+ cargo clippy --workspace --all-targets -- -D warnings"
+        cargo clippy --workspace --all-targets -- -D warnings
+    else
+        echo "note: clippy is not part of this toolchain, so lints are not checked"
+    fi
     # Every crate, the page's too: tiller-web's unit tests (share links, forms, the worker
     # protocol, the sweep chart's scales) are plain Rust and run natively.
     echo "+ cargo test --workspace"
@@ -95,10 +103,16 @@ native_tests() {
 }
 
 wasm_build() {
-    # Type-checks the engine crates on their own for wasm32 (the page build compiles them for
-    # real, as dependencies of tiller-web); `check` skips code generation that stage 3 redoes.
-    echo "+ cargo check -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown"
-    cargo check -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown
+    # Type-checks and lints the engine crates on their own for wasm32 (the page build compiles
+    # them for real, as dependencies of tiller-web); clippy, like `check`, skips the code
+    # generation that stage 3 does.
+    if cargo clippy --version >/dev/null 2>&1; then
+        echo "+ cargo clippy -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown -- -D warnings"
+        cargo clippy -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown -- -D warnings
+    else
+        echo "+ cargo check -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown"
+        cargo check -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown
+    fi
 }
 
 page_build() {

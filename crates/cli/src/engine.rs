@@ -19,7 +19,7 @@ pub enum Device {
 
 /// The engine a command runs on.
 pub enum Engine {
-    Cpu(CpuModel),
+    Cpu(Box<CpuModel>),
     Gpu(Box<GpuEngine>),
 }
 
@@ -177,7 +177,7 @@ pub fn open_model(dir: &Path, device: Option<Device>) -> Result<(Engine, Tokeniz
     let files = ModelFiles::read(dir)?;
     let gpu_refusal = files.declared_spec().and_then(|s| tiller_gpu::unsupported(&s));
     let engine = match device {
-        Some(Device::Cpu) => Engine::Cpu(open_cpu(&files)?),
+        Some(Device::Cpu) => Engine::Cpu(Box::new(open_cpu(&files)?)),
         Some(Device::Gpu) => {
             if let Some(why) = gpu_refusal {
                 bail!("{why}; use --device cpu");
@@ -187,11 +187,11 @@ pub fn open_model(dir: &Path, device: Option<Device>) -> Result<(Engine, Tokeniz
         None => match gpu_refusal {
             Some(why) => {
                 eprintln!("note: {why}, so this runs on the CPU reference (--device cpu)");
-                Engine::Cpu(open_cpu(&files)?)
+                Engine::Cpu(Box::new(open_cpu(&files)?))
             }
             None => match open_gpu(&files) {
                 Ok(e) => Engine::Gpu(Box::new(e)),
-                Err(e) if e.downcast_ref::<NoAdapter>().is_some() => Engine::Cpu(open_cpu(&files)?),
+                Err(e) if e.downcast_ref::<NoAdapter>().is_some() => Engine::Cpu(Box::new(open_cpu(&files)?)),
                 Err(e) => return Err(e),
             },
         },

@@ -106,15 +106,14 @@ impl Report {
     }
 }
 
-/// Runs `reps` dispatches of one matmul in one submit; returns seconds per dispatch.
+/// Runs `reps` dispatches of one `[rows, k] · [k, n]` matmul in one submit; returns seconds per
+/// dispatch.
 fn time_matmul(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     kernels: &Kernels,
     arena: &mut ParamsArena,
-    rows: u32,
-    k: u32,
-    n: u32,
+    (rows, k, n): (u32, u32, u32),
     reps: usize,
 ) -> f64 {
     let buf = |bytes: u64| {
@@ -221,9 +220,9 @@ fn main() -> BoxResult<()> {
     let kernels = Kernels::new(&device)?;
     let mut arena = ParamsArena::new(&device, &kernels);
     let (c, f) = (cfg.n_embd as u32, cfg.n_inner as u32);
-    let t_prompt_mm = time_matmul(&device, &queue, &kernels, &mut arena, args.prompt as u32, c, f, 4);
+    let t_prompt_mm = time_matmul(&device, &queue, &kernels, &mut arena, (args.prompt as u32, c, f), 4);
     let mm_gflops = 2.0 * args.prompt as f64 * c as f64 * f as f64 / t_prompt_mm / 1e9;
-    let t_decode_mm = time_matmul(&device, &queue, &kernels, &mut arena, 1, c, f, 16);
+    let t_decode_mm = time_matmul(&device, &queue, &kernels, &mut arena, (1, c, f), 16);
     let decode_gbs = c as f64 * f as f64 * 2.0 / t_decode_mm / 1e9;
     drop(kernels);
 

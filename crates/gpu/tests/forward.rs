@@ -117,7 +117,7 @@ fn injections_at_every_site_match_cpu() {
     // Front positions of sequence 0 get rows 0..3; sequence 1 gets row 1 on its last token.
     let map_a: Vec<u32> = vec![0, 1, 2, u32::MAX, u32::MAX, u32::MAX, u32::MAX, u32::MAX, 1];
     let map_b: Vec<u32> = (0..r as u32).map(|i| if i % 2 == 0 { 0 } else { u32::MAX }).collect();
-    let injections = vec![
+    let injections = [
         Injection { layer: 0, site: Site::ResidPre, head: None, mode: Mode::Add, table: table(3, 4.0), row_map: map_a.clone() },
         // Two at the same place add up.
         Injection { layer: 0, site: Site::ResidPre, head: None, mode: Mode::Add, table: table(1, 2.0), row_map: map_b.clone() },

@@ -250,8 +250,7 @@ mod tests {
 
     #[test]
     fn bad_numbers_are_sentences() {
-        let mut f = Form::default();
-        f.temperature = "hot".into();
+        let mut f = Form { temperature: "hot".into(), ..Default::default() };
         f.terms[0].layer = "-1".into();
         let errs = f.to_recipe(None).unwrap_err();
         assert_eq!(errs.len(), 2, "{errs:?}");

@@ -107,7 +107,7 @@ fn gpt2(f: &Fields, inferred: Option<&ModelSpec>) -> Result<ModelSpec> {
         need("vocab_size", inferred.map(|c| c.vocab_size))?,
     );
     spec.n_inner = f.usize("n_inner")?.unwrap_or(4 * n_embd);
-    spec.head_dim = if n_head > 0 { n_embd / n_head } else { 0 };
+    spec.head_dim = n_embd.checked_div(n_head).unwrap_or(0);
     if let Some(eps) = f.f64("layer_norm_epsilon")? {
         spec.norm.eps = eps as f32;
     }
@@ -165,7 +165,7 @@ fn llama_like(f: &Fields, family: Family) -> Result<ModelSpec> {
 fn gpt_neox(f: &Fields) -> Result<ModelSpec> {
     let n_embd = f.need("hidden_size")?;
     let n_head = f.need("num_attention_heads")?;
-    let head_dim = if n_head > 0 { n_embd / n_head } else { 0 };
+    let head_dim = n_embd.checked_div(n_head).unwrap_or(0);
     if n_head > 0 && n_embd % n_head != 0 {
         return Err(bad(format!("hidden_size {n_embd} is not a multiple of num_attention_heads {n_head}")));
     }
@@ -258,7 +258,7 @@ fn rope(f: &Fields, head_dim: usize, default_fraction: f64) -> Result<Rope> {
             return Err(bad("linear rope scaling needs a positive factor"));
         }
     }
-    if !(theta > 1.0) {
+    if theta.is_nan() || theta <= 1.0 {
         return Err(bad(format!("rope_theta is {theta}; it must be larger than 1")));
     }
     // Hugging Face: rotary_ndims = int(head_size * rotary_pct).
