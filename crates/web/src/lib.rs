@@ -11,6 +11,7 @@ pub mod app;
 pub mod chart;
 pub mod fmt;
 pub mod form;
+pub mod numbers;
 pub mod presets;
 pub mod protocol;
 pub mod share;

@@ -25,6 +25,8 @@ export const TESTIDS = [
   'sweep-csv', 'sweep-error',
   // Models with a chat template (issue 11).
   'chat', 'system', 'chat-rendered',
+  // Number fields (issue 18): `<id>-error` beside any number field, the coefficient's sign flip.
+  'term-coeff-flip', 'pair-coeff-flip',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];
@@ -33,7 +35,8 @@ const sel = (id) => `[data-testid="${id}"]`;
 
 /** Locator of a contract element (within `scope`, a page or a locator). */
 export function tid(scope, id) {
-  if (!TESTIDS.includes(id) && !/^(un)?steered-\d+$/.test(id)) {
+  const errorOf = id.endsWith('-error') && TESTIDS.includes(id.slice(0, -'-error'.length));
+  if (!TESTIDS.includes(id) && !errorOf && !/^(un)?steered-\d+$/.test(id)) {
     throw new Error(`tid(): '${id}' is not in the page's DOM contract`);
   }
   return scope.locator(sel(id));

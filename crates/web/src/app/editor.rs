@@ -2,11 +2,14 @@
 //! with validation errors and inline warnings as text.
 
 use leptos::prelude::*;
+use tiller_core::recipe::{MAX_COEFF, MAX_COMPARISONS};
 use tiller_core::{Positions, Site, Term};
 
 use super::client::{self, send};
+use super::fields::NumInput;
 use super::{Ctx, ModelState, RunState};
 use crate::form::{warnings, Form};
+use crate::numbers::{self, NumKind};
 use crate::presets::{self, PRESETS};
 use crate::protocol::ToWorker;
 
@@ -73,6 +76,7 @@ pub fn RecipeEditor() -> impl IntoView {
     let running = move || ctx.run_state.get() == RunState::Running;
     let can_run = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy();
     let on_run = move |_| {
+        ctx.fields_checked.set(true);
         validation.set(Vec::new());
         if let Err(errors) = client::run(ctx) {
             validation.set(errors);
@@ -162,7 +166,6 @@ fn Terms() -> impl IntoView {
     view! {
         <fieldset class="terms">
             <legend>"Steering terms: add coefficient × (activations of the text) before the layer"</legend>
-            <div class="term-head"><span>"text"</span><span>"layer"</span><span>"coefficient"</span><span></span></div>
             <For each=ids key=|id| *id children=move |id| view! { <TermRowView id=id/> }/>
             <button class="small" data-testid="term-add" on:click=move |_| {
                 let layer = ctx.form.with(|f| f.terms.last().and_then(|t| t.layer.trim().parse().ok())).unwrap_or(0);
@@ -190,17 +193,45 @@ fn TermRowView(
             }
         });
     };
-    let max_layer = move || ctx.depth().saturating_sub(1).to_string();
+    let last_layer = move || ctx.depth().saturating_sub(1);
+    let text = field(|t| t.text.clone());
+    let name = move || {
+        let t = text();
+        if t.is_empty() {
+            "this term".to_string()
+        } else {
+            format!("`{t}`")
+        }
+    };
+    let coeff = field(|t| t.coeff.clone());
+    let sign_class = move || match numbers::sign(&coeff()) {
+        1 => "term-row pos",
+        -1 => "term-row neg",
+        _ => "term-row",
+    };
     view! {
-        <div class="term-row" data-testid="term-row">
-            <input type="text" data-testid="term-text" placeholder="text, e.g. Love" prop:value=field(|t| t.text.clone())
+        <div class=sign_class data-testid="term-row">
+            <input type="text" data-testid="term-text" placeholder="text, e.g. Love" prop:value=text
+                aria-label="steering text"
                 on:input=move |ev| set(|t, v| t.text = v, event_target_value(&ev))/>
-            <input type="number" data-testid="term-layer" min="0" max=max_layer step="1" prop:value=field(|t| t.layer.clone())
-                on:input=move |ev| set(|t, v| t.layer = v, event_target_value(&ev))/>
-            <input type="number" data-testid="term-coeff" step="any" prop:value=field(|t| t.coeff.clone())
-                on:input=move |ev| set(|t, v| t.coeff = v, event_target_value(&ev))/>
-            <button class="small" data-testid="term-remove" title="Remove this term"
+            <button class="small term-remove" data-testid="term-remove" title="Remove this term" aria-label=move || format!("remove {}", name())
                 on:click=move |_| ctx.form.update(|f| f.terms.retain(|t| t.id != id))>"✕"</button>
+            <span class="term-cell term-layer-cell">
+                <span class="cap" aria-hidden="true">"layer"</span>
+                <NumInput testid="term-layer" label=Signal::derive(move || format!("the layer of {}", name()))
+                    value=Signal::derive(field(|t| t.layer.clone()))
+                    set=move |v| set(|t, v| t.layer = v, v)
+                    kind=Signal::derive(move || NumKind::whole(0, last_layer() as u64))
+                    slider=Signal::derive(move || (0.0, last_layer() as f64, 1.0))/>
+            </span>
+            <span class="term-cell term-coeff-cell">
+                <span class="cap" aria-hidden="true">"coefficient"</span>
+                <NumInput testid="term-coeff" label=Signal::derive(move || format!("the coefficient of {}", name()))
+                    value=Signal::derive(coeff)
+                    set=move |v| set(|t, v| t.coeff = v, v)
+                    kind=NumKind::real(-MAX_COEFF as f64, MAX_COEFF as f64)
+                    slider=Signal::derive(|| (-20.0, 20.0, 0.5)) flip=true/>
+            </span>
         </div>
     }
 }
@@ -266,32 +297,34 @@ fn PairShortcut() -> impl IntoView {
     let coeff = RwSignal::new("5".to_string());
     let error = RwSignal::new(None::<String>);
     let add = move |_| {
-        let l: Result<usize, _> = layer.get().trim().parse();
-        let c: Result<f32, _> = coeff.get().trim().parse();
+        let l = numbers::check(&layer.get(), NumKind::whole(0, ctx.depth().saturating_sub(1) as u64), "the pair's layer");
+        let c = numbers::check(&coeff.get(), NumKind::real(-MAX_COEFF as f64, MAX_COEFF as f64), "the pair's coefficient");
         match (l, c) {
-            (Ok(l), Ok(c)) if c.is_finite() => {
+            (Ok(l), Ok(c)) => {
                 error.set(None);
                 ctx.preset.set(String::new());
                 ctx.form.update(|f| {
-                    f.add_term(&a.get(), l, c);
-                    f.add_term(&b.get(), l, -c);
+                    f.add_term(&a.get(), l as usize, c as f32);
+                    f.add_term(&b.get(), l as usize, -c as f32);
                 });
             }
-            _ => error.set(Some(format!(
-                "the pair needs a whole-number layer and a number coefficient (got `{}` and `{}`)",
-                layer.get(),
-                coeff.get()
-            ))),
+            (l, c) => error.set(Some([l.err(), c.err()].into_iter().flatten().collect::<Vec<_>>().join("; "))),
         }
     };
     view! {
         <fieldset class="pair">
             <legend>"Contrast pair shortcut: adds +c × A and −c × B at one layer"</legend>
             <div class="pair-row">
-                <input type="text" data-testid="pair-a" placeholder="A, e.g. Love" prop:value=move || a.get() on:input=move |ev| a.set(event_target_value(&ev))/>
-                <input type="text" data-testid="pair-b" placeholder="B, e.g. Hate" prop:value=move || b.get() on:input=move |ev| b.set(event_target_value(&ev))/>
-                <label>"layer" <input type="number" min="0" max=move || ctx.depth().saturating_sub(1).to_string() data-testid="pair-layer" prop:value=move || layer.get() on:input=move |ev| layer.set(event_target_value(&ev))/></label>
-                <label>"c" <input type="number" step="any" data-testid="pair-coeff" prop:value=move || coeff.get() on:input=move |ev| coeff.set(event_target_value(&ev))/></label>
+                <input type="text" data-testid="pair-a" placeholder="A, e.g. Love" aria-label="pair text A (added)" prop:value=move || a.get() on:input=move |ev| a.set(event_target_value(&ev))/>
+                <input type="text" data-testid="pair-b" placeholder="B, e.g. Hate" aria-label="pair text B (subtracted)" prop:value=move || b.get() on:input=move |ev| b.set(event_target_value(&ev))/>
+                <span class="pair-num">"layer"
+                    <NumInput testid="pair-layer" label="the pair's layer" value=layer set=move |v| layer.set(v)
+                        kind=Signal::derive(move || NumKind::whole(0, ctx.depth().saturating_sub(1) as u64))/>
+                </span>
+                <span class="pair-num">"c"
+                    <NumInput testid="pair-coeff" label="the pair's coefficient" value=coeff set=move |v| coeff.set(v)
+                        kind=NumKind::real(-MAX_COEFF as f64, MAX_COEFF as f64) flip=true/>
+                </span>
                 <button class="small" data-testid="pair-add" on:click=add>"Add pair"</button>
             </div>
             {move || error.get().map(|e| view! { <p class="invalid">{e}</p> })}
@@ -360,13 +393,23 @@ fn NumberField(
     get: fn(&Form) -> String,
     /// Writes the field into the form.
     set: fn(&mut Form, String),
+    /// What it accepts.
+    #[prop(into)]
+    kind: Signal<NumKind>,
+    /// A slider beside it: (min, max, step).
+    #[prop(optional, into)]
+    slider: Option<Signal<(f64, f64, f64)>>,
 ) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
+    let value = Signal::derive(move || ctx.form.with(get));
+    let set = move |v: String| ctx.form.update(|f| set(f, v));
     view! {
         <label class="num" title=hint>
             <span>{label}</span>
-            <input type="number" step="any" id=testid data-testid=testid prop:value=move || ctx.form.with(get)
-                on:input=move |ev| ctx.form.update(|f| set(f, event_target_value(&ev)))/>
+            {match slider {
+                Some(slider) => view! { <NumInput testid=testid id=testid label=label value=value set=set kind=kind slider=slider/> }.into_any(),
+                None => view! { <NumInput testid=testid id=testid label=label value=value set=set kind=kind/> }.into_any(),
+            }}
         </label>
     }
 }
@@ -379,14 +422,22 @@ fn Sampling() -> impl IntoView {
         <fieldset class="sampling">
             <legend>"Sampling (the post's defaults: temperature 1, top-p 0.3, frequency penalty 1)"</legend>
             <div class="grid">
-                <NumberField testid="temperature" label="temperature" hint="Divides the logits; higher is more random." get=|f| f.temperature.clone() set=|f, v| f.temperature = v/>
-                <NumberField testid="top-p" label="top-p" hint="Keep the smallest set of tokens whose probability adds up to p (1 = off)." get=|f| f.top_p.clone() set=|f, v| f.top_p = v/>
-                <NumberField testid="top-k" label="top-k" hint="Keep only the k most likely tokens (0 = off)." get=|f| f.top_k.clone() set=|f, v| f.top_k = v/>
-                <NumberField testid="freq-penalty" label="frequency penalty" hint="Subtracted from a token's logit once per time it was generated." get=|f| f.freq_penalty.clone() set=|f, v| f.freq_penalty = v/>
-                <NumberField testid="rep-penalty" label="repetition penalty" hint="Hugging Face's repetition penalty over prompt and output (1 = off)." get=|f| f.rep_penalty.clone() set=|f, v| f.rep_penalty = v/>
-                <NumberField testid="n" label="comparisons" hint="How many unsteered/steered pairs to generate." get=|f| f.n.clone() set=|f, v| f.n = v/>
-                <NumberField testid="max-tokens" label="max new tokens" hint="Length of each completion." get=|f| f.max_tokens.clone() set=|f, v| f.max_tokens = v/>
-                <NumberField testid="seed" label="seed" hint="Same seed, recipe and GPU give the same completions." get=|f| f.seed.clone() set=|f, v| f.seed = v/>
+                <NumberField testid="temperature" label="temperature" hint="Divides the logits; higher is more random." get=|f| f.temperature.clone() set=|f, v| f.temperature = v
+                    kind=NumKind::above(0.0, 100.0) slider=Signal::derive(|| (0.05, 2.0, 0.05))/>
+                <NumberField testid="top-p" label="top-p" hint="Keep the smallest set of tokens whose probability adds up to p (1 = off)." get=|f| f.top_p.clone() set=|f, v| f.top_p = v
+                    kind=NumKind::above(0.0, 1.0)/>
+                <NumberField testid="top-k" label="top-k" hint="Keep only the k most likely tokens (0 = off)." get=|f| f.top_k.clone() set=|f, v| f.top_k = v
+                    kind=Signal::derive(move || NumKind::whole(0, ctx.config().map_or(u32::MAX as u64, |c| c.vocab_size as u64)))/>
+                <NumberField testid="freq-penalty" label="frequency penalty" hint="Subtracted from a token's logit once per time it was generated." get=|f| f.freq_penalty.clone() set=|f, v| f.freq_penalty = v
+                    kind=NumKind::real(-100.0, 100.0)/>
+                <NumberField testid="rep-penalty" label="repetition penalty" hint="Hugging Face's repetition penalty over prompt and output (1 = off)." get=|f| f.rep_penalty.clone() set=|f, v| f.rep_penalty = v
+                    kind=NumKind::above(0.0, 100.0)/>
+                <NumberField testid="n" label="comparisons" hint="How many unsteered/steered pairs to generate." get=|f| f.n.clone() set=|f, v| f.n = v
+                    kind=NumKind::whole(1, MAX_COMPARISONS as u64)/>
+                <NumberField testid="max-tokens" label="max new tokens" hint="Length of each completion." get=|f| f.max_tokens.clone() set=|f, v| f.max_tokens = v
+                    kind=Signal::derive(move || NumKind::whole(1, ctx.config().map_or(1024, |c| c.n_positions).saturating_sub(1) as u64))/>
+                <NumberField testid="seed" label="seed" hint="Same seed, recipe and GPU give the same completions." get=|f| f.seed.clone() set=|f, v| f.seed = v
+                    kind=NumKind::whole(0, u64::MAX)/>
             </div>
             <label class="check">
                 <input type="checkbox" data-testid="greedy" prop:checked=move || ctx.form.with(|f| f.greedy)

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod editor;
+pub mod fields;
 pub mod model;
 pub mod results;
 pub mod sharing;
@@ -180,6 +181,8 @@ pub struct Ctx {
     /// A source to load as soon as the worker is up (a share link naming a default model).
     pub autoload: StoredValue<Option<ModelSource>>,
     pub form: RwSignal<Form>,
+    /// Run was pressed: number fields show their problems without waiting for a blur.
+    pub fields_checked: RwSignal<bool>,
     pub preset: RwSignal<String>,
     /// The preset last applied, the depth it was scaled to, and the terms it produced.
     pub applied_preset: RwSignal<Option<(String, usize, Vec<tiller_core::Term>)>>,
@@ -226,6 +229,7 @@ impl Ctx {
             pending_confirm: RwSignal::new(None),
             autoload: StoredValue::new(None),
             form: RwSignal::new(Form::default()),
+            fields_checked: RwSignal::new(false),
             preset: RwSignal::new("love-hate".into()),
             applied_preset: RwSignal::new(None),
             counts: RwSignal::new(None),

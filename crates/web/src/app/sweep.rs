@@ -9,8 +9,10 @@ use tiller_core::Positions;
 use wasm_bindgen::{JsCast, JsValue};
 
 use super::client::{self, send};
+use super::fields::NumInput;
 use super::{Ctx, ModelState, RunState, SweepRun};
 use crate::chart::{self, ChartPoint, SweepChart, HEIGHT, MARGINS, WIDTH};
+use crate::numbers::NumKind;
 use crate::protocol::ToWorker;
 use crate::sweep::{Metric, XAxis};
 
@@ -219,13 +221,15 @@ fn SweepSettingsRow() -> impl IntoView {
             <label class="num" title="The first and last layer (inclusive) to move the terms to">
                 <span>"layers"</span>
                 <span class="range">
-                    <input type="number" min="0" max=move || last().to_string() step="1" data-testid="sweep-layer-from"
-                        prop:value=move || ctx.sweep_form.with(|f| f.layer_from.clone())
-                        on:input=move |ev| ctx.sweep_form.update(|f| f.layer_from = event_target_value(&ev))/>
+                    <NumInput testid="sweep-layer-from" label="the sweep's first layer"
+                        value=Signal::derive(move || ctx.sweep_form.with(|f| f.layer_from.clone()))
+                        set=move |v| ctx.sweep_form.update(|f| f.layer_from = v)
+                        kind=Signal::derive(move || NumKind::whole(0, last() as u64))/>
                     " to "
-                    <input type="number" min="0" max=move || last().to_string() step="1" data-testid="sweep-layer-to"
-                        prop:value=move || ctx.sweep_form.with(|f| f.layer_to.clone())
-                        on:input=move |ev| ctx.sweep_form.update(|f| f.layer_to = event_target_value(&ev))/>
+                    <NumInput testid="sweep-layer-to" label="the sweep's last layer"
+                        value=Signal::derive(move || ctx.sweep_form.with(|f| f.layer_to.clone()))
+                        set=move |v| ctx.sweep_form.update(|f| f.layer_to = v)
+                        kind=Signal::derive(move || NumKind::whole(0, last() as u64))/>
                 </span>
             </label>
             <button class="small" title="Every layer of the model" on:click=move |_| ctx.sweep_form.update(|f| {
