@@ -351,8 +351,12 @@ pub enum FromWorker {
         #[serde(default)]
         chat_template: bool,
     },
+    /// `kept`: the model loaded before is still loaded (the load failed before its weights
+    /// started to replace it), so the page can go on using it.
     LoadFailed {
         error: UserError,
+        #[serde(default)]
+        kept: bool,
     },
     /// `prompt_text`: the rendered chat template, when chat is on (or why it failed to render).
     Analysis {

@@ -10,7 +10,7 @@ export const OUT_DIR = path.join(E2E_DIR, 'out');
 
 /** Every data-testid of the contract. `unsteered-<i>` / `steered-<i>` are built by helpers. */
 export const TESTIDS = [
-  'model-select', 'model-repo', 'model-url', 'model-files', 'model-load', 'model-cancel',
+  'model-select', 'engine-select', 'model-repo', 'model-url', 'model-files', 'model-load', 'model-cancel',
   'model-size', 'progress', 'model-status', 'cache-size', 'cache-clear', 'error',
   'prompt', 'term-row', 'term-text', 'term-layer', 'term-coeff', 'term-remove', 'term-add',
   'pair-a', 'pair-b', 'pair-layer', 'pair-coeff', 'pair-add',

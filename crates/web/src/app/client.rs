@@ -106,10 +106,9 @@ pub fn load(ctx: Ctx, source: ModelSource) {
         ctx.run_state.set(RunState::Idle);
     }
     // A sweep stops by itself when the engine goes (its `sweep_done` says "stopped").
+    // The loaded model (if any) stays in `ctx.loaded` until the new one is ready or the load
+    // fails; the worker says then whether it is still there.
     ctx.error.set(None);
-    ctx.loaded.set(None);
-    ctx.counts.set(None);
-    ctx.vocab.set(VocabState::Empty);
     ctx.model_state.set(ModelState::Loading);
     ctx.loading_source.set(Some(source.clone()));
     let t = now_ms();
@@ -333,14 +332,31 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
             if !chat_template {
                 ctx.form.update(|f| f.chat = false);
             }
+            ctx.counts.set(None);
+            ctx.vocab.set(VocabState::Empty);
             ctx.loaded.set(Some(LoadedModel { source, config, engine, from_cache, bytes, note, wasm_memory, bos_default, chat_template }));
             ctx.model_state.set(ModelState::Ready);
             ctx.loading_source.set(None);
         }
-        FromWorker::LoadFailed { error } => {
+        FromWorker::LoadFailed { mut error, kept } => {
             let cancelled = error.kind == crate::protocol::ErrorKind::Cancelled;
-            ctx.model_state.set(if cancelled { ModelState::Idle } else { ModelState::Error });
             ctx.progress.set(None);
+            ctx.loading_source.set(None);
+            let previous = if kept { ctx.loaded.get_untracked() } else { None };
+            match &previous {
+                Some(l) => {
+                    ctx.model_state.set(ModelState::Ready);
+                    if !cancelled {
+                        error.message = format!("{} {} is still loaded and ready to run.", error.message, l.source.label());
+                    }
+                }
+                None => {
+                    ctx.loaded.set(None);
+                    ctx.counts.set(None);
+                    ctx.vocab.set(VocabState::Empty);
+                    ctx.model_state.set(if cancelled { ModelState::Idle } else { ModelState::Error });
+                }
+            }
             if !cancelled {
                 ctx.error.set(Some(Banner::from(error)));
             }

@@ -120,7 +120,8 @@ async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
         ToWorker::Load { source, hub, engine } => {
             let result = load(&source, &hub, engine, files).await;
             if let Err(error) = result {
-                post(&FromWorker::LoadFailed { error });
+                let kept = state().engine.borrow().is_some();
+                post(&FromWorker::LoadFailed { error, kept });
             }
             *state().loading.borrow_mut() = None;
             cache_info().await;
@@ -171,11 +172,10 @@ async fn query_size(id: u64, source: ModelSource, hub: String) {
 /// Builds the engine from a source; on success posts [`FromWorker::Loaded`].
 async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<web_sys::File>) -> Result<(), UserError> {
     let st = state();
-    // Free the old engine first: two models may not fit together.
-    st.epoch.set(st.epoch.get() + 1);
+    // The old engine stays until this load is past everything that can fail cheaply (missing
+    // files, a bad tokenizer, no adapter, a local file's header); it is freed just before the
+    // weights stream in, since two models may not fit together. A run in progress stops.
     st.stop.set(true);
-    *st.engine.borrow_mut() = None;
-    *st.tokenizer.borrow_mut() = None;
     let cancelled = Rc::new(Cell::new(false));
     let controller = AbortController::new().ok();
     if let Some(old) = st.loading.borrow_mut().replace(LoadHandle { controller: controller.clone(), cancelled: cancelled.clone() }) {
@@ -290,6 +290,16 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
         },
     };
 
+    if let Some(ModelInput::File(f)) = models.files.first() {
+        if let Err(e) = check_local_header(f).await {
+            builder.abandon();
+            return Err(e);
+        }
+    }
+    // From here on the old model is gone, whatever happens.
+    st.epoch.set(st.epoch.get() + 1);
+    *st.engine.borrow_mut() = None;
+    *st.tokenizer.borrow_mut() = None;
     let streamed = match stream_model(models, config_json.as_deref(), builder.sink(), signal.as_ref(), &cancelled).await {
         Ok(s) => s,
         Err(e) => {
@@ -376,6 +386,29 @@ async fn stream_model(
     }
     let config = loader.finish().map_err(|e| file_error(&e))?;
     Ok(Streamed { config, bytes: loaded, from_cache: all_cached })
+}
+
+/// Reads a picked `model.safetensors`'s header (its first bytes only) and checks it, so a
+/// file that is not safetensors fails before the loaded model is let go.
+async fn check_local_header(f: &web_sys::File) -> Result<(), UserError> {
+    let read = |start: u64, end: u64| async move {
+        let blob = f.slice_with_f64_and_f64(start as f64, end as f64).map_err(|_| ())?;
+        let buf = wasm_bindgen_futures::JsFuture::from(blob.array_buffer()).await.map_err(|_| ())?;
+        Ok::<Vec<u8>, ()>(js_sys::Uint8Array::new(&buf).to_vec())
+    };
+    let size = f.size() as u64;
+    let unreadable = || UserError::new(ErrorKind::BadFile, format!("{MODEL_FILE} could not be read from disk: pick it again"));
+    let first = read(0, 8.min(size)).await.map_err(|_| unreadable())?;
+    let len = tiller_core::weights::SafetensorsHeader::header_len(&first).map_err(|e| file_error(&e))?;
+    if 8 + len > size {
+        return Err(UserError::new(
+            ErrorKind::BadFile,
+            format!("{MODEL_FILE} is not a safetensors file: its header claims {len} bytes but the file has {size}"),
+        ));
+    }
+    let json = read(8, 8 + len).await.map_err(|_| unreadable())?;
+    tiller_core::weights::SafetensorsHeader::parse(&json, Some(size - 8 - len)).map_err(|e| file_error(&e))?;
+    Ok(())
 }
 
 /// Streams one weights file into the loader; returns whether it came from the cache.

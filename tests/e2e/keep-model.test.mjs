@@ -1,0 +1,107 @@
+// A failed load keeps the model that was working (issue 18): a repo id that 404s, a local
+// model.safetensors that is not safetensors, and WebGPU forced in a browser without an adapter
+// each fail with an error that names the cause and says the previous model is still loaded,
+// and Run works on it right after. Self-contained: its own servers and browsers.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { launch, watchPage } from './lib/browser.mjs';
+import { startServers, REPOS, FIXTURES } from './lib/env.mjs';
+import {
+  tid, pageUrl, setRecipe, setValue, pickHubRepo, loadModel, waitForState, errorText, confirmDownloadIfAsked,
+  readCompletions, screenshot, expectPresent, getValue,
+} from './lib/contract.mjs';
+
+const TIMEOUT = 180_000;
+const RECIPE = {
+  prompt: 'I hate you because',
+  terms: [{ text: 'Love', layer: 1, coeff: 4 }, { text: 'Hate', layer: 1, coeff: -4 }],
+  n: 1,
+  maxTokens: 4,
+};
+let servers;
+const sessions = [];
+
+before(async () => {
+  servers = await startServers();
+});
+
+after(async () => {
+  for (const s of sessions) await s.close().catch(() => {});
+  await servers?.close();
+});
+
+async function open(opts) {
+  const s = await launch(opts);
+  sessions.push(s);
+  const p = await s.context.newPage();
+  const probs = watchPage(p);
+  await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+  return { p, probs };
+}
+
+/** Runs the recipe and waits for this run (not an earlier one) to finish. */
+async function runOnce(p, seed) {
+  await setValue(p, 'seed', seed);
+  await tid(p, 'run').first().click();
+  await p.waitForFunction(() => document.querySelector('[data-testid="run-status"]')?.dataset.state !== 'done', null, { timeout: 5_000 }).catch(() => {});
+  await waitForState(p, 'run-status', 'done', TIMEOUT, { failOn: ['error'] });
+  const { unsteered, steered } = await readCompletions(p, 1);
+  assert.ok(unsteered[0] && steered[0], `a completion on each side (seed ${seed})`);
+}
+
+/** Clicks Load and expects the load to fail while the previous model stays ready. */
+async function failedLoadKeeps(p, why, label) {
+  await tid(p, 'model-load').first().click();
+  await confirmDownloadIfAsked(p, 2_000);
+  await p.waitForFunction(() => document.querySelector('[data-testid="error"]')?.textContent?.trim(), null, { timeout: TIMEOUT });
+  const state = await waitForState(p, 'model-status', ['ready', 'error'], TIMEOUT);
+  const err = await errorText(p);
+  assert.equal(state, 'ready', `${label}: the previous model was dropped (${err})`);
+  assert.match(err, why, `${label}: the error says what went wrong: ${err}`);
+  assert.match(err, /still loaded/, `${label}: the error says the previous model is still loaded: ${err}`);
+  assert.equal(await tid(p, 'run').first().isDisabled(), false, `${label}: Run is disabled after a failed load`);
+}
+
+test('a 404 repo id and a corrupt local file leave the loaded model runnable', { timeout: 400_000 }, async (t) => {
+  const { p, probs } = await open();
+  await pickHubRepo(p, REPOS.tiny);
+  await loadModel(p, { timeout: TIMEOUT });
+  await setRecipe(p, RECIPE);
+  await runOnce(p, 1);
+  const myPrompt = await getValue(p, 'prompt');
+
+  await pickHubRepo(p, 'tiny/no-such-repo');
+  await failedLoadKeeps(p, /404|not found|missing|tokenizer\.json/i, '404 repo');
+  await runOnce(p, 2);
+
+  // Local files: a model.safetensors of garbage beside the real tokenizer and config.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tiller-keep-'));
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), Buffer.from('This is not a safetensors file at all, only text.'.repeat(40)));
+  for (const f of ['tokenizer.json', 'config.json']) fs.copyFileSync(path.join(FIXTURES, 'tiny-gpt2', f), path.join(dir, f));
+  await setValue(p, 'model-select', 'local');
+  await expectPresent(p, 'model-files', 10_000);
+  await tid(p, 'model-files').first().setInputFiles(['model.safetensors', 'tokenizer.json', 'config.json'].map((f) => path.join(dir, f)));
+  await failedLoadKeeps(p, /model\.safetensors.*(header|not a safetensors)/i, 'corrupt local file');
+  await runOnce(p, 3);
+  assert.equal(await getValue(p, 'prompt'), myPrompt, 'the editor kept the prompt');
+  await screenshot(p, 'keep-model-after-failed-load', t);
+  assert.deepEqual(probs.pageErrors, [], 'no uncaught errors');
+});
+
+test('forcing WebGPU without an adapter leaves the CPU model runnable', { timeout: 400_000 }, async (t) => {
+  const { p, probs } = await open({ webgpu: false });
+  await pickHubRepo(p, REPOS.tiny);
+  await loadModel(p, { timeout: TIMEOUT });
+  assert.equal(await tid(p, 'model-status').first().getAttribute('data-engine'), 'cpu', 'without WebGPU, auto runs on the CPU');
+  await setRecipe(p, RECIPE);
+  await runOnce(p, 1);
+  await setValue(p, 'engine-select', 'gpu');
+  await failedLoadKeeps(p, /WebGPU/i, 'no adapter');
+  await runOnce(p, 2);
+  await screenshot(p, 'keep-model-no-adapter', t);
+  assert.deepEqual(probs.pageErrors, [], 'no uncaught errors');
+});
