@@ -21,6 +21,30 @@ pub const DEFAULT_MODELS: [(&str, u64); 5] = [
     ("gpt2-xl", 6_431_829_964),
 ];
 
+/// Small checkpoints of the other families that fit a browser, offered in the picker as Hub
+/// repos: (repo id, what it is, rough download size). The exact size is asked of the Hub when
+/// one is picked; `gated` repos need the user's Hugging Face token.
+pub struct Suggested {
+    pub repo: &'static str,
+    pub about: &'static str,
+    pub approx: &'static str,
+    pub gated: bool,
+}
+
+pub const SUGGESTED_MODELS: [Suggested; 6] = [
+    Suggested { repo: "Qwen/Qwen2.5-0.5B-Instruct", about: "Qwen2, chat", approx: "≈ 1 GB", gated: false },
+    Suggested { repo: "HuggingFaceTB/SmolLM2-360M-Instruct", about: "Llama architecture, chat", approx: "≈ 0.7 GB", gated: false },
+    Suggested { repo: "HuggingFaceTB/SmolLM2-135M-Instruct", about: "Llama architecture, chat", approx: "≈ 0.3 GB", gated: false },
+    Suggested { repo: "EleutherAI/pythia-160m", about: "GPT-NeoX", approx: "≈ 0.3 GB", gated: false },
+    Suggested { repo: "EleutherAI/pythia-410m", about: "GPT-NeoX", approx: "≈ 0.9 GB", gated: false },
+    Suggested { repo: "meta-llama/Llama-3.2-1B-Instruct", about: "Llama 3, chat; gated: needs a token", approx: "≈ 2.5 GB", gated: true },
+];
+
+/// The suggestion for a repo id, if it is one.
+pub fn suggested(repo: &str) -> Option<&'static Suggested> {
+    SUGGESTED_MODELS.iter().find(|m| m.repo == repo)
+}
+
 /// The Hub that serves `/<repo>/resolve/main/<file>`; `?hub=URL` on the page replaces it.
 pub const DEFAULT_HUB: &str = "https://huggingface.co";
 
@@ -50,6 +74,7 @@ impl ModelSource {
     pub fn select_value(&self) -> String {
         match self {
             Self::Default(name) => name.clone(),
+            Self::Hub(repo) if suggested(repo.trim()).is_some() => repo.trim().to_string(),
             Self::Hub(_) => "hub".into(),
             Self::Url(_) => "url".into(),
             Self::Local => "local".into(),
@@ -148,9 +173,22 @@ impl EngineChoice {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToWorker {
     /// The size of a source's `model.safetensors` (HEAD, then a one-byte Range request).
-    QuerySize { id: u64, source: ModelSource, hub: String },
+    /// `token`: the user's Hugging Face token, sent to the Hub endpoint only.
+    QuerySize {
+        id: u64,
+        source: ModelSource,
+        hub: String,
+        #[serde(default)]
+        token: Option<String>,
+    },
     /// Downloads (or reads from the cache, or from local files) and builds the engine.
-    Load { source: ModelSource, hub: String, engine: EngineChoice },
+    Load {
+        source: ModelSource,
+        hub: String,
+        engine: EngineChoice,
+        #[serde(default)]
+        token: Option<String>,
+    },
     /// Aborts a download in progress.
     CancelLoad,
     /// Token counts for the page's inline warnings (and the prompt as rendered through the

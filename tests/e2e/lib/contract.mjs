@@ -27,6 +27,8 @@ export const TESTIDS = [
   'chat', 'system', 'chat-rendered',
   // Number fields (issue 18): `<id>-error` beside any number field, the coefficient's sign flip.
   'term-coeff-flip', 'pair-coeff-flip',
+  // Gated repos (issue 11): the Hugging Face token and whether local storage keeps it.
+  'hf-token', 'hf-token-remember',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];

@@ -25,7 +25,11 @@ export const REPOS = {
   llama: 'tiny/tiny-llama', // GQA, llama3 rope, chat template (tokenizer_config.json)
   qwen2: 'tiny/tiny-qwen2', // q/k/v biases, untied head, sharded bf16 checkpoint
   neox: 'tiny/tiny-neox', // partial rotary, parallel residual, erf-GELU
+  gated: 'tiny/tiny-llama-gated', // 401 without GATED_TOKEN, like meta-llama/Llama-3.2-1B
 };
+
+/** The token the gated repo accepts. */
+export const GATED_TOKEN = 'hf_tillerTestToken123';
 
 /** Fixture files of the Hub repos: tiny-gpt2 has config.json; tiny-gpt2-f32 does not. */
 export function hubRepos() {
@@ -52,6 +56,7 @@ export function hubRepos() {
     [REPOS.llama]: { dir: path.join(FIXTURES, 'tiny-llama'), ...keep },
     [REPOS.qwen2]: { dir: path.join(FIXTURES, 'tiny-qwen2'), ...keep },
     [REPOS.neox]: { dir: path.join(FIXTURES, 'tiny-neox'), ...keep },
+    [REPOS.gated]: { dir: path.join(FIXTURES, 'tiny-llama'), gated: GATED_TOKEN, ...keep },
   };
 }
 

@@ -17,6 +17,8 @@
 //   files:    { name: Buffer } served from memory (override / add to dir)
 //   missing:  [names] answered 404 even if present in dir (e.g. config.json)
 //   bytesPerSec: throttle bodies (to watch progress, or to cancel mid-download)
+//   gated:    a token: every file answers 401 (like a gated repo) unless the request carries
+//             `Authorization: Bearer <token>`, and 403 for a wrong token
 //   redirect: answer *.safetensors with a 302 to a "CDN" on another origin (another port of
 //             this server), as the real Hub does for LFS files; the 302 carries X-Linked-Size
 //             and X-Linked-Etag. Requests are counted under the resolve path either way.
@@ -74,7 +76,7 @@ function loadRepo(spec) {
     const sha = crypto.createHash('sha256').update(data).digest('hex');
     entries.set(name, { data, etag: `"${sha}"`, sha });
   }
-  return { entries, bytesPerSec: spec.bytesPerSec || 0, redirect: !!spec.redirect };
+  return { entries, bytesPerSec: spec.bytesPerSec || 0, redirect: !!spec.redirect, gated: spec.gated || null };
 }
 
 /**
@@ -171,6 +173,15 @@ export async function startHubServer(repos) {
       return end(res, 404, {
         'Content-Type': 'application/json', 'X-Error-Code': 'RepoNotFound',
       }, JSON.stringify({ error: 'Repository not found' }));
+    }
+    if (r.gated && !viaCdn) {
+      const auth = req.headers.authorization || '';
+      if (auth !== `Bearer ${r.gated}`) {
+        const status = auth ? 403 : 401;
+        return end(res, status, {
+          'Content-Type': 'application/json', 'X-Error-Code': 'GatedRepo',
+        }, JSON.stringify({ error: auth ? 'Invalid credentials' : 'Access to this repo is restricted' }));
+      }
     }
     const f = r.entries.get(file);
     if (!f) {

@@ -114,7 +114,8 @@ pub fn load(ctx: Ctx, source: ModelSource) {
     let t = now_ms();
     ctx.progress.set(Some(Progress { loaded: 0, total: None, from_cache: false, started_ms: t, now_ms: t }));
     let files = if source == ModelSource::Local { files } else { Vec::new() };
-    send(ctx, &ToWorker::Load { source, hub: ctx.hub.get_value(), engine: ctx.engine_choice.get_untracked() }, &files);
+    let token = untrack(|| ctx.token_for(&source));
+    send(ctx, &ToWorker::Load { source, hub: ctx.hub.get_value(), engine: ctx.engine_choice.get_untracked(), token }, &files);
 }
 
 /// Queries the size of the chosen model whenever the picker changes (debounced for typing).
@@ -145,10 +146,11 @@ pub fn watch_size(ctx: Ctx) {
         ctx.size.set(SizeInfo::Querying(known));
         let delay = if source.is_default() { 0 } else { 600 };
         let hub = ctx.hub.get_value();
+        let token = ctx.token_for(&source);
         set_timeout(
             move || {
                 if ctx.last_size_id.get_value() == id {
-                    send(ctx, &ToWorker::QuerySize { id, source, hub }, &[]);
+                    send(ctx, &ToWorker::QuerySize { id, source, hub, token }, &[]);
                 }
             },
             std::time::Duration::from_millis(delay),

@@ -155,6 +155,29 @@ impl From<UserError> for Banner {
     }
 }
 
+/// The Hugging Face token in local storage, kept only when the user asks for it.
+pub mod token_store {
+    const KEY: &str = "tiller.hf_token";
+
+    fn storage() -> Option<web_sys::Storage> {
+        web_sys::window()?.local_storage().ok()?
+    }
+
+    pub fn load() -> Option<String> {
+        storage()?.get_item(KEY).ok()?.filter(|t| !t.is_empty())
+    }
+
+    /// Stores `token`, or forgets it when `None`.
+    pub fn save(token: Option<&str>) {
+        if let Some(s) = storage() {
+            let _ = match token {
+                Some(t) if !t.is_empty() => s.set_item(KEY, t),
+                _ => s.remove_item(KEY),
+            };
+        }
+    }
+}
+
 /// The page's state, shared through context. Every field is a `Copy` handle.
 #[derive(Clone, Copy)]
 pub struct Ctx {
@@ -165,6 +188,10 @@ pub struct Ctx {
     pub model_choice: RwSignal<String>,
     pub model_repo: RwSignal<String>,
     pub model_url: RwSignal<String>,
+    /// The user's Hugging Face token (for gated repos): in memory, and in local storage only
+    /// while `hf_remember` is ticked. Sent to the Hub endpoint only; never in share links.
+    pub hf_token: RwSignal<String>,
+    pub hf_remember: RwSignal<bool>,
     pub local_files: StoredValue<Vec<web_sys::File>, LocalStorage>,
     pub local_names: RwSignal<Vec<String>>,
     pub engine_choice: RwSignal<EngineChoice>,
@@ -216,6 +243,8 @@ impl Ctx {
             model_choice: RwSignal::new("gpt2".into()),
             model_repo: RwSignal::new(String::new()),
             model_url: RwSignal::new(String::new()),
+            hf_token: RwSignal::new(token_store::load().unwrap_or_default()),
+            hf_remember: RwSignal::new(token_store::load().is_some()),
             local_files: StoredValue::new_local(Vec::new()),
             local_names: RwSignal::new(Vec::new()),
             engine_choice: RwSignal::new(EngineChoice::Auto),
@@ -264,6 +293,7 @@ impl Ctx {
             "hub" => ModelSource::Hub(self.model_repo.get().trim().to_string()),
             "url" => ModelSource::Url(self.model_url.get().trim().to_string()),
             "local" => ModelSource::Local,
+            repo if crate::protocol::suggested(repo).is_some() => ModelSource::Hub(repo.to_string()),
             name => ModelSource::Default(name.to_string()),
         }
     }
@@ -276,6 +306,13 @@ impl Ctx {
             _ => {}
         }
         self.model_choice.set(source.select_value());
+    }
+
+    /// The Hugging Face token to send with requests for `source`: only for Hub sources (built-in
+    /// or a repo id), and only when one was typed.
+    pub fn token_for(&self, source: &ModelSource) -> Option<String> {
+        let token = self.hf_token.get().trim().to_string();
+        (matches!(source, ModelSource::Default(_) | ModelSource::Hub(_)) && !token.is_empty()).then_some(token)
     }
 
     /// The loaded model's shapes, if one is ready.
@@ -366,7 +403,7 @@ pub fn App() -> impl IntoView {
         <header class="top">
             <h1>"Tiller"</h1>
             <p class="lede">
-                "Steer GPT-2 by adding activation vectors (ActAdd), right here in your browser. "
+                "Steer a language model (GPT-2, Llama, Qwen2, Pythia) by adding activation vectors (ActAdd), right here in your browser. "
                 "1. Load a model. 2. Pick a preset or write a prompt and steering terms (e.g. +5 × \"Love\", −5 × \"Hate\" at layer 6). "
                 "3. Run: unsteered and steered completions appear side by side, from the same random seeds."
             </p>

@@ -6,7 +6,7 @@ use wasm_bindgen::JsCast;
 use super::client::{self, send};
 use super::{Ctx, ModelState, SizeInfo};
 use crate::fmt;
-use crate::protocol::{EngineChoice, ModelSource, ToWorker, DEFAULT_HUB, DEFAULT_MODELS};
+use crate::protocol::{EngineChoice, ModelSource, ToWorker, DEFAULT_HUB, DEFAULT_MODELS, SUGGESTED_MODELS};
 
 /// Takes the files of a file list (input or drop) into the state.
 fn take_files(ctx: Ctx, list: Option<web_sys::FileList>) {
@@ -25,15 +25,26 @@ fn take_files(ctx: Ctx, list: Option<web_sys::FileList>) {
 pub fn ModelPanel() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let choice = ctx.model_choice;
-    let options = DEFAULT_MODELS
-        .iter()
-        .map(|(name, _)| (name.to_string(), name.to_string()))
-        .chain([
-            ("hub".to_string(), "Other Hub repo…".to_string()),
-            ("url".to_string(), "Base URL…".to_string()),
-            ("local".to_string(), "Local files…".to_string()),
-        ])
-        .collect::<Vec<_>>();
+    let gpt2_options: Vec<(String, String)> =
+        DEFAULT_MODELS.iter().map(|(name, bytes)| (name.to_string(), format!("{name} · {}", crate::fmt::bytes(*bytes)))).collect();
+    let family_options: Vec<(String, String)> =
+        SUGGESTED_MODELS.iter().map(|m| (m.repo.to_string(), format!("{} · {} · {}", m.repo, m.about, m.approx))).collect();
+    let other_options = vec![
+        ("hub".to_string(), "Other Hub repo (GPT-2, Llama, Qwen2, GPT-NeoX)…".to_string()),
+        ("url".to_string(), "Base URL…".to_string()),
+        ("local".to_string(), "Local files…".to_string()),
+    ];
+    let option = move |(value, label): (String, String)| {
+        let v = value.clone();
+        view! { <option value=value prop:selected=move || choice.get() == v>{label}</option> }
+    };
+    let hub_source = move || !matches!(choice.get().as_str(), "url" | "local");
+    // The token is written to local storage only while "remember" is ticked.
+    Effect::new(move |_| {
+        let remember = ctx.hf_remember.get();
+        let token = ctx.hf_token.get();
+        super::token_store::save(remember.then_some(token.as_str()));
+    });
     let hub = ctx.hub.get_value();
     let hub_note =
         (hub != DEFAULT_HUB).then(|| view! { <p class="note" data-testid="hub-note">"Hub endpoint: " {hub.clone()} " (from ?hub=)"</p> });
@@ -51,13 +62,15 @@ pub fn ModelPanel() -> impl IntoView {
             <div class="row">
                 <label for="model-select">"Source"</label>
                 <select id="model-select" data-testid="model-select" on:change=move |ev| choice.set(event_target_value(&ev))>
-                    {options
-                        .into_iter()
-                        .map(|(value, label)| {
-                            let v = value.clone();
-                            view! { <option value=value prop:selected=move || choice.get() == v>{label}</option> }
-                        })
-                        .collect_view()}
+                    <optgroup label="GPT-2 (OpenAI)">
+                        {gpt2_options.into_iter().map(option).collect_view()}
+                    </optgroup>
+                    <optgroup label="Other families, from the Hub">
+                        {family_options.into_iter().map(option).collect_view()}
+                    </optgroup>
+                    <optgroup label="Anything else">
+                        {other_options.into_iter().map(option).collect_view()}
+                    </optgroup>
                 </select>
             </div>
             <Show when=move || choice.get() == "hub">
@@ -97,6 +110,21 @@ pub fn ModelPanel() -> impl IntoView {
                 </select>
                 <WebGpuNote/>
             </div>
+            <details class="token" class:hidden=move || !hub_source() prop:open=untrack(move || !ctx.hf_token.get().is_empty())>
+                <summary>"Hugging Face token (only for gated repos such as Llama 3.2)"</summary>
+                <div class="row">
+                <label for="hf-token">"Token"</label>
+                <input id="hf-token" type="password" data-testid="hf-token" autocomplete="off" spellcheck="false"
+                    placeholder="hf_…"
+                    prop:value=move || ctx.hf_token.get() on:input=move |ev| ctx.hf_token.set(event_target_value(&ev))/>
+                <label class="check">
+                    <input type="checkbox" data-testid="hf-token-remember" prop:checked=move || ctx.hf_remember.get()
+                        on:change=move |ev| ctx.hf_remember.set(event_target_checked(&ev))/>
+                    "remember in this browser"
+                </label>
+                </div>
+                <p class="note">"Sent only to the Hub, with this model's downloads; never put in share links. Get one at huggingface.co/settings/tokens (\"read\"), after accepting the repo's license."</p>
+            </details>
             <p class="size" data-testid="model-size">{move || size_text(&ctx.size.get())}</p>
             <div class="buttons">
                 <button class="primary" data-testid="model-load" disabled=loading

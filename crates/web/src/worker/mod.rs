@@ -116,8 +116,12 @@ async fn has_webgpu_adapter() -> bool {
 
 async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
     match msg {
-        ToWorker::QuerySize { id, source, hub } => query_size(id, source, hub).await,
-        ToWorker::Load { source, hub, engine } => {
+        ToWorker::QuerySize { id, source, hub, token } => {
+            net::set_token(&hub, token);
+            query_size(id, source, hub).await
+        }
+        ToWorker::Load { source, hub, engine, token } => {
+            net::set_token(&hub, token);
             let result = load(&source, &hub, engine, files).await;
             if let Err(error) = result {
                 let kept = state().engine.borrow().is_some();

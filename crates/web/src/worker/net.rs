@@ -39,6 +39,26 @@ pub async fn cached(cache: Option<&Cache>, url: &str) -> Option<Response> {
     hit.dyn_into::<Response>().ok()
 }
 
+thread_local! {
+    /// (Hub endpoint, token): the Hugging Face token goes with requests under the endpoint only.
+    static TOKEN: std::cell::RefCell<Option<(String, String)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The token for requests to `hub` (the page's Hub endpoint), or none.
+pub fn set_token(hub: &str, token: Option<String>) {
+    let prefix = format!("{}/", hub.trim_end_matches('/'));
+    TOKEN.with(|t| *t.borrow_mut() = token.filter(|t| !t.is_empty()).map(|t| (prefix, t)));
+}
+
+/// The `Authorization` header value for `url`, when a token is set and `url` is on its Hub.
+fn authorization(url: &str) -> Option<String> {
+    TOKEN.with(|t| t.borrow().as_ref().filter(|(prefix, _)| url.starts_with(prefix.as_str())).map(|(_, token)| format!("Bearer {token}")))
+}
+
+fn has_token() -> bool {
+    TOKEN.with(|t| t.borrow().is_some())
+}
+
 /// `fetch(url)` with an optional abort signal and method, turning failures into sentences
 /// that name the file. HTTP errors are errors.
 pub async fn fetch(url: &str, file: &str, method: &str, signal: Option<&AbortSignal>, range: Option<&str>) -> Result<Response, UserError> {
@@ -51,6 +71,9 @@ pub async fn fetch(url: &str, file: &str, method: &str, signal: Option<&AbortSig
         .map_err(|e| UserError::new(ErrorKind::Download, format!("`{url}` is not a URL the browser accepts ({})", js_error_text(&e))))?;
     if let Some(range) = range {
         let _ = request.headers().set("Range", range);
+    }
+    if let Some(auth) = authorization(url) {
+        let _ = request.headers().set("Authorization", &auth);
     }
     let resp = JsFuture::from(scope().fetch_with_request(&request)).await.map_err(|e| {
         if is_abort(&e) {
@@ -69,7 +92,12 @@ pub async fn fetch(url: &str, file: &str, method: &str, signal: Option<&AbortSig
     if !resp.ok() {
         let status = resp.status();
         let hint = match status {
-            401 | 403 => "the repo may be private or gated, which this page cannot log in to",
+            401 | 403 if has_token() => {
+                "your Hugging Face token was refused for this repo: check that it can read it (a \"read\" token) and that you accepted the repo's license on huggingface.co"
+            }
+            401 | 403 => {
+                "the repo is gated or private: accept its license on huggingface.co, then paste a Hugging Face access token (huggingface.co/settings/tokens, \"read\") in the token field of the model box"
+            }
             404 => "no such file: check the repo id or URL",
             416 => "the server refused the byte range",
             500..=599 => "the server had a problem: retry later",
@@ -226,5 +254,22 @@ pub async fn clear_cache() {
 pub async fn forget(cache: Option<&Cache>, url: &str) {
     if let Some(cache) = cache {
         let _ = JsFuture::from(cache.delete_with_str(url)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{authorization, set_token};
+
+    #[test]
+    fn the_token_goes_to_the_hub_endpoint_only() {
+        set_token("https://huggingface.co/", Some("hf_abc".into()));
+        assert_eq!(authorization("https://huggingface.co/meta-llama/x/resolve/main/config.json").as_deref(), Some("Bearer hf_abc"));
+        assert_eq!(authorization("https://huggingface.co.evil.example/x"), None, "a look-alike host");
+        assert_eq!(authorization("https://example.org/model/config.json"), None, "a base URL elsewhere");
+        set_token("https://huggingface.co", Some(String::new()));
+        assert_eq!(authorization("https://huggingface.co/a/resolve/main/config.json"), None, "an empty token is none");
+        set_token("https://huggingface.co", None);
+        assert_eq!(authorization("https://huggingface.co/a/resolve/main/config.json"), None);
     }
 }
