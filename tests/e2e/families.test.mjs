@@ -10,6 +10,7 @@ import { launch, watchPage } from './lib/browser.mjs';
 import { startServers, REPOS } from './lib/env.mjs';
 import {
   tid, pageUrl, setRecipe, pickHubRepo, loadModel, readCompletions, waitForState, screenshot, click, text,
+  setValue, readShareLink, confirmDownloadIfAsked,
 } from './lib/contract.mjs';
 
 const RUN_TIMEOUT = 180_000;
@@ -79,4 +80,25 @@ test('families-03-neox-steers', { timeout: 400_000 }, async (t) => {
   const errs = problems.consoleErrors.filter((e) => !/favicon\.ico|status of 404/.test(e));
   assert.deepEqual(errs, [], 'console errors');
   assert.deepEqual(problems.pageErrors, [], 'page errors');
+});
+
+test('families-04-a-bos-choice-survives-loading-and-links', { timeout: 400_000 }, async (t) => {
+  // Unticked by hand, BOS stays off when Llama (whose tokenizer adds one) loads...
+  await pickHubRepo(page, REPOS.llama);
+  await setValue(page, 'bos', true);
+  await setValue(page, 'bos', false);
+  await loadModel(page, { timeout: 180_000 });
+  assert.equal(await tid(page, 'bos').first().isChecked(), false, 'loading Llama overrode the BOS box the user unticked');
+  // ...and a link that says "no BOS" keeps it when the model loads in a fresh page.
+  const link = await readShareLink(page);
+  const other = await session.context.newPage();
+  try {
+    await other.goto(link, { waitUntil: 'load' });
+    await confirmDownloadIfAsked(other, 10_000);
+    await waitForState(other, 'model-status', 'ready', 180_000, { failOn: ['error'] });
+    assert.equal(await tid(other, 'bos').first().isChecked(), false, 'a link with BOS off came back with BOS on');
+    await screenshot(other, 'families-bos-from-link', t);
+  } finally {
+    await other.close().catch(() => {});
+  }
 });

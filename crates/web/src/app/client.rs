@@ -326,9 +326,10 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
         }
         FromWorker::Loaded { config, engine, from_cache, bytes, note, wasm_memory, bos_default, chat_template } => {
             let source = ctx.loading_source.get_untracked().unwrap_or_else(|| ctx.chosen_source());
-            // Other families follow their tokenizer's BOS default (Llama 3 adds one); a model
-            // without a chat template cannot render one.
-            if config.family != tiller_core::Family::Gpt2 {
+            // Other families follow their tokenizer's BOS default (Llama 3 adds one) unless the
+            // box was set by hand, a link or a history entry; a model without a chat template
+            // cannot render one.
+            if config.family != tiller_core::Family::Gpt2 && !ctx.bos_pinned.get_value() {
                 ctx.form.update(|f| f.bos = bos_default);
             }
             if !chat_template {

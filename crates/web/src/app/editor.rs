@@ -350,7 +350,10 @@ fn Options() -> impl IntoView {
         <div class="options">
             <label class="check">
                 <input type="checkbox" data-testid="bos" prop:checked=move || ctx.form.with(|f| f.bos)
-                    on:change=move |ev| ctx.form.update(|f| f.bos = event_target_checked(&ev))/>
+                    on:change=move |ev| {
+                        ctx.bos_pinned.set_value(true);
+                        ctx.form.update(|f| f.bos = event_target_checked(&ev));
+                    }/>
                 "BOS: put the tokenizer's BOS (<|endoftext|> for GPT-2) before the prompt and each steering text"
             </label>
             <ChatOptions/>

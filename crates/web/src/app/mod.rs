@@ -210,6 +210,9 @@ pub struct Ctx {
     pub form: RwSignal<Form>,
     /// Run was pressed: number fields show their problems without waiting for a blur.
     pub fields_checked: RwSignal<bool>,
+    /// The BOS box was set by the user, a share link or a history entry: a model that loads
+    /// then keeps it instead of applying its tokenizer's default.
+    pub bos_pinned: StoredValue<bool>,
     pub preset: RwSignal<String>,
     /// The preset last applied, the depth it was scaled to, and the terms it produced.
     pub applied_preset: RwSignal<Option<(String, usize, Vec<tiller_core::Term>)>>,
@@ -259,6 +262,7 @@ impl Ctx {
             autoload: StoredValue::new(None),
             form: RwSignal::new(Form::default()),
             fields_checked: RwSignal::new(false),
+            bos_pinned: StoredValue::new(false),
             preset: RwSignal::new("love-hate".into()),
             applied_preset: RwSignal::new(None),
             counts: RwSignal::new(None),

@@ -143,6 +143,7 @@ pub fn History() -> impl IntoView {
                         }>"show"</button>
                         <button class="small" data-testid="history-rerun" disabled=running on:click=move |_| {
                             ctx.form.set(Form::from_recipe(&rerun_recipe));
+                            ctx.bos_pinned.set_value(true);
                             ctx.preset.set(String::new());
                             let _ = client::run(ctx);
                         }>"re-run"</button>

@@ -23,6 +23,7 @@ pub fn restore_from_fragment(ctx: Ctx) {
     match share::decode(&hash) {
         Ok(Some(state)) => {
             ctx.form.set(Form::from_recipe(&state.recipe));
+            ctx.bos_pinned.set_value(true);
             ctx.preset.set(String::new());
             ctx.vocab_ln_f.set(state.vocab_ln_f);
             ctx.set_source(&state.model);
