@@ -144,3 +144,41 @@ test('every number field takes typed negative, decimal and exponent values exact
     await p.close().catch(() => {});
   }
 });
+
+test('the editor survives a reload, and a link pasted into the open tab asks, then restores', { timeout: 180_000 }, async (t) => {
+  const p = await session.context.newPage();
+  const probs = watchPage(p);
+  try {
+    await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+    await tid(p, 'term-row').first().waitFor({ timeout: 30_000 });
+    await typeInto(p, tid(p, 'prompt').first(), 'A prompt worth keeping');
+    const coeff = tid(tid(p, 'term-row').nth(0), 'term-coeff').first();
+    await typeInto(p, coeff, '1e'); // half-typed, kept as typed
+    await p.waitForTimeout(150);
+    await p.reload({ waitUntil: 'load' });
+    await tid(p, 'term-row').first().waitFor({ timeout: 30_000 });
+    assert.equal(await getValue(p, 'prompt'), 'A prompt worth keeping', 'the prompt came back after a reload');
+    assert.equal(await tid(tid(p, 'term-row').nth(0), 'term-coeff').first().inputValue(), '1e', 'the half-typed coefficient came back');
+
+    // A link made from one recipe, pasted while the editor holds another.
+    await typeInto(p, tid(tid(p, 'term-row').nth(0), 'term-coeff').first(), '3');
+    await typeInto(p, tid(p, 'prompt').first(), 'The prompt in the link');
+    await p.waitForTimeout(150);
+    const link = await readShareLink(p);
+    const hash = link.slice(link.indexOf('#'));
+    await typeInto(p, tid(p, 'prompt').first(), 'My unsaved prompt');
+    p.once('dialog', (d) => d.dismiss());
+    await p.evaluate((h) => { location.hash = h; }, hash);
+    await p.waitForTimeout(500);
+    assert.equal(await getValue(p, 'prompt'), 'My unsaved prompt', 'declining the dialog kept the editor');
+    await p.evaluate(() => { location.hash = ''; });
+    let asked = '';
+    p.once('dialog', (d) => { asked = d.message(); d.accept(); });
+    await p.evaluate((h) => { location.hash = h; }, hash);
+    await p.waitForFunction(() => document.querySelector('[data-testid="prompt"]').value === 'The prompt in the link', null, { timeout: 5_000 });
+    assert.match(asked, /replaces the recipe/, `the page asked first: ${asked}`);
+    assert.deepEqual(probs.pageErrors, [], 'no uncaught errors');
+  } finally {
+    await p.close().catch(() => {});
+  }
+});

@@ -2,10 +2,11 @@
 //! value is not lost), its conversion to a [`Recipe`] with every problem as a sentence, and
 //! the inline warnings that need token counts.
 
+use serde::{Deserialize, Serialize};
 use tiller_core::{ModelSpec, Positions, Recipe, Sampling, Site, Term};
 
 /// One row of the terms list.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TermRow {
     /// Stable key for the list (not part of the recipe).
     pub id: u32,
@@ -14,8 +15,8 @@ pub struct TermRow {
     pub coeff: String,
 }
 
-/// Everything the editor holds.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything the editor holds (kept in local storage as typed, so a reload loses nothing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Form {
     pub prompt: String,
     pub terms: Vec<TermRow>,

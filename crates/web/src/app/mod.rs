@@ -399,6 +399,7 @@ pub fn App() -> impl IntoView {
     let ctx = Ctx::new();
     provide_context(ctx);
     sharing::restore_from_fragment(ctx);
+    sharing::watch_editor_and_hash(ctx);
     client::start(ctx);
     client::watch_size(ctx);
     client::watch_analysis(ctx);

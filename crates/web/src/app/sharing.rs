@@ -17,7 +17,56 @@ pub fn page_url() -> String {
     href.split('#').next().unwrap_or_default().to_string()
 }
 
+/// The editor as typed, in local storage: saved on every change, restored on a visit without a
+/// link, so a reload (or a closed tab) loses nothing.
+pub mod editor_store {
+    use crate::form::Form;
+
+    const KEY: &str = "tiller.editor.v1";
+
+    fn storage() -> Option<web_sys::Storage> {
+        web_sys::window()?.local_storage().ok()?
+    }
+
+    pub fn load() -> Option<Form> {
+        serde_json::from_str(&storage()?.get_item(KEY).ok()??).ok()
+    }
+
+    pub fn save(form: &Form) {
+        if let (Some(s), Ok(json)) = (storage(), serde_json::to_string(form)) {
+            let _ = s.set_item(KEY, &json);
+        }
+    }
+}
+
+/// Keeps the editor in local storage, and answers a link pasted into this open tab: it asks
+/// before the link's recipe replaces an editor that holds something else.
+pub fn watch_editor_and_hash(ctx: Ctx) {
+    Effect::new(move |_| ctx.form.with(editor_store::save));
+    let handle = window_event_listener(leptos::ev::hashchange, move |_| {
+        let hash = window().location().hash().unwrap_or_default();
+        let recipe = match share::decode(&hash) {
+            Ok(Some(state)) => state.recipe,
+            Ok(None) => return,
+            Err(message) => {
+                return ctx.show_error(ErrorKind::Recipe, format!("{message}. The page kept what you had."));
+            }
+        };
+        let same = ctx.form.with_untracked(|f| f.to_recipe(None).ok()) == Some(recipe);
+        let ok = same
+            || window()
+                .confirm_with_message("Open the experiment in this link? It replaces the recipe in the editor (your current one stays in the history if you ran it).")
+                .unwrap_or(false);
+        if ok {
+            restore_from_fragment(ctx);
+        }
+    });
+    // The listener lives as long as the page.
+    std::mem::forget(handle);
+}
+
 /// Restores the state a share link carries; a damaged link is reported and the defaults stay.
+/// Without a link, the editor comes back as it was left (or with the first preset).
 pub fn restore_from_fragment(ctx: Ctx) {
     let hash = window().location().hash().unwrap_or_default();
     match share::decode(&hash) {
@@ -37,10 +86,16 @@ pub fn restore_from_fragment(ctx: Ctx) {
                 ctx.pending_confirm.set(Some(state.model));
             }
         }
-        Ok(None) => apply_preset(ctx, "love-hate", ctx.depth()),
+        Ok(None) => match editor_store::load() {
+            Some(form) => ctx.form.set(form),
+            None => apply_preset(ctx, "love-hate", ctx.depth()),
+        },
         Err(message) => {
-            apply_preset(ctx, "love-hate", ctx.depth());
-            ctx.show_error(ErrorKind::Recipe, format!("{message}. The page kept its defaults."));
+            match editor_store::load() {
+                Some(form) => ctx.form.set(form),
+                None => apply_preset(ctx, "love-hate", ctx.depth()),
+            }
+            ctx.show_error(ErrorKind::Recipe, format!("{message}. The page kept what you had."));
         }
     }
 }
