@@ -91,7 +91,10 @@ test('families-04-a-bos-choice-survives-loading-and-links', { timeout: 400_000 }
   assert.equal(await tid(page, 'bos').first().isChecked(), false, 'loading Llama overrode the BOS box the user unticked');
   // ...and a link that says "no BOS" keeps it when the model loads in a fresh page.
   const link = await readShareLink(page);
-  const other = await session.context.newPage();
+  // A browser of its own, as on another machine (a second WebGPU page beside this one's
+  // models can wait on SwiftShader for minutes).
+  const fresh = await launch();
+  const other = await fresh.context.newPage();
   try {
     await other.goto(link, { waitUntil: 'load' });
     await confirmDownloadIfAsked(other, 10_000);
@@ -99,6 +102,6 @@ test('families-04-a-bos-choice-survives-loading-and-links', { timeout: 400_000 }
     assert.equal(await tid(other, 'bos').first().isChecked(), false, 'a link with BOS off came back with BOS on');
     await screenshot(other, 'families-bos-from-link', t);
   } finally {
-    await other.close().catch(() => {});
+    await fresh.close().catch(() => {});
   }
 });

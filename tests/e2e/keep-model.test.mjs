@@ -88,6 +88,14 @@ test('a 404 repo id and a corrupt local file leave the loaded model runnable', {
   await failedLoadKeeps(p, /model\.safetensors.*(header|not a safetensors)/i, 'corrupt local file');
   await runOnce(p, 3);
   assert.equal(await getValue(p, 'prompt'), myPrompt, 'the editor kept the prompt');
+
+  // A recipe past the context cannot be run, and Run says why; fixing it enables Run again.
+  await setValue(p, 'max-tokens', 127);
+  await p.waitForFunction(() => document.querySelector('[data-testid="run"]').disabled, null, { timeout: 10_000 });
+  assert.match(await tid(p, 'run').first().getAttribute('title'), /context of 128/, 'Run says why it is disabled');
+  assert.match(await tid(p, 'run-status').first().textContent(), /Fix the recipe/);
+  await setValue(p, 'max-tokens', 4);
+  await p.waitForFunction(() => !document.querySelector('[data-testid="run"]').disabled, null, { timeout: 10_000 });
   await screenshot(p, 'keep-model-after-failed-load', t);
   assert.deepEqual(probs.pageErrors, [], 'no uncaught errors');
 });

@@ -74,7 +74,23 @@ pub fn RecipeEditor() -> impl IntoView {
         Some(warnings(&recipe, &counts, cfg.n_positions))
     };
     let running = move || ctx.run_state.get() == RunState::Running;
-    let can_run = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy();
+    // Why Run cannot start with this recipe: its first problem, or a prompt that (with the
+    // new tokens) does not fit the context. None: it can.
+    let blocked = move || -> Option<String> {
+        if let Some(e) = live_errors().into_iter().next() {
+            return Some(e);
+        }
+        let cfg = ctx.config()?;
+        let prompt = ctx.counts.get()?.prompt;
+        let max = ctx.form.with(|f| f.max_tokens.trim().parse::<usize>().ok())?;
+        (prompt + max > cfg.n_positions).then(|| {
+            format!(
+                "the prompt is {prompt} tokens and {max} new tokens are asked for, past the model's context of {}: shorten the prompt or ask for fewer tokens",
+                cfg.n_positions
+            )
+        })
+    };
+    let can_run = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy() && blocked().is_none();
     let on_run = move |_| {
         ctx.fields_checked.set(true);
         validation.set(Vec::new());
@@ -102,16 +118,18 @@ pub fn RecipeEditor() -> impl IntoView {
                 {move || shown_errors().into_iter().map(|e| view! { <p class="invalid" data-testid="validation">{e}</p> }).collect_view()}
             </div>
             <div class="buttons run-buttons">
-                <button class="primary big" data-testid="run" disabled=move || !can_run() on:click=on_run>"Run"</button>
+                <button class="primary big" data-testid="run" disabled=move || !can_run() on:click=on_run
+                    title=move || blocked().map(|b| format!("Fix the recipe to run: {b}"))>"Run"</button>
                 <button class="big" data-testid="stop" disabled=move || !running() on:click=move |_| send(ctx, &ToWorker::Stop, &[])>"Stop"</button>
                 <span class="run-status" data-testid="run-status" data-state=move || ctx.run_state.get().as_str()>
                     {move || match ctx.run_state.get() {
-                        RunState::Idle if ctx.model_state.get() != ModelState::Ready => "Load a model to run.",
-                        RunState::Idle => "Ready to run.",
-                        RunState::Running => "Generating…",
-                        RunState::Done if shown_stopped(ctx) => "Stopped.",
-                        RunState::Done => "Done.",
-                        RunState::Error => "The run failed (see the error above).",
+                        RunState::Idle if ctx.model_state.get() != ModelState::Ready => "Load a model to run.".to_string(),
+                        _ if blocked().is_some() && !running() => "Fix the recipe above to run.".to_string(),
+                        RunState::Idle => "Ready to run.".to_string(),
+                        RunState::Running => "Generating…".to_string(),
+                        RunState::Done if shown_stopped(ctx) => "Stopped.".to_string(),
+                        RunState::Done => "Done.".to_string(),
+                        RunState::Error => "The run failed (see the error above).".to_string(),
                     }}
                 </span>
             </div>
