@@ -46,12 +46,9 @@ impl Site {
     pub fn parse(s: &str) -> Option<Self> {
         Site::ALL.into_iter().find(|site| site.as_str() == s)
     }
-    /// Channels of the site's rows: `n_embd`, or NH·HD at [`Site::Z`].
+    /// Channels of the site's rows (its slot's width): `n_embd`, or NH·HD at [`Site::Z`].
     pub fn width(self, spec: &ModelSpec) -> usize {
-        match self {
-            Site::Z => spec.q_width(),
-            _ => spec.n_embd,
-        }
+        crate::arch::program::site_slot(self).width(spec)
     }
     /// Where the block reaches this site, for ordering hooks within a layer.
     pub fn order(self) -> usize {

@@ -121,9 +121,8 @@ impl Backend for CpuModel {
             for op in &block {
                 match *op {
                     Op::Hook(site) => {
-                        let slot = program::site_slot(site);
-                        let stride = slot.width(&spec);
-                        let x = slot_mut(&mut acts, slot);
+                        let stride = site.width(&spec);
+                        let x = slot_mut(&mut acts, program::site_slot(site));
                         intervene(x, req, &plan, l, site, stride);
                         for (i, cap) in plan.captures.iter().enumerate() {
                             if cap.layer == l && cap.site == site {

@@ -295,18 +295,27 @@ impl GpuEngine {
         self.log.check("allocating logits")
     }
 
+    /// The size to grow a per-step buffer to so it holds `bytes`: the next power of two, but
+    /// no more than one binding holds; an error (naming `what`, with `hint`) when `bytes` alone
+    /// is past that.
+    fn grown_size(&self, bytes: u64, what: &str, hint: &str) -> Result<u64> {
+        let limit = max_binding(&self.device);
+        if bytes > limit {
+            return Err(TillerError::input(format!(
+                "the step's {what} take {:.1} MB, more than this GPU binds ({:.1} MB){hint}",
+                bytes as f64 / MB,
+                limit as f64 / MB
+            )));
+        }
+        Ok(bytes.next_power_of_two().min(limit))
+    }
+
     fn ensure_inject(&mut self, bytes: u64) -> Result<()> {
         if bytes <= self.inject.size() {
             return Ok(());
         }
-        if bytes > max_binding(&self.device) {
-            return Err(TillerError::input(format!(
-                "the step's injection tables take {:.1} MB, more than this GPU binds ({:.1} MB)",
-                bytes as f64 / MB,
-                max_binding(&self.device) as f64 / MB
-            )));
-        }
-        self.inject = storage(&self.device, "injections", bytes.next_power_of_two(), wgpu::BufferUsages::COPY_DST);
+        let size = self.grown_size(bytes, "injection tables", "")?;
+        self.inject = storage(&self.device, "injections", size, wgpu::BufferUsages::COPY_DST);
         self.groups = None;
         self.log.check("allocating injection tables")
     }
@@ -315,14 +324,7 @@ impl GpuEngine {
         if bytes <= self.captures.size() {
             return Ok(());
         }
-        if bytes > max_binding(&self.device) {
-            return Err(TillerError::input(format!(
-                "the step's captures take {:.1} MB, more than this GPU binds ({:.1} MB); capture fewer rows per step",
-                bytes as f64 / MB,
-                max_binding(&self.device) as f64 / MB
-            )));
-        }
-        let size = bytes.next_power_of_two();
+        let size = self.grown_size(bytes, "captures", "; capture fewer rows per step")?;
         self.captures = storage(&self.device, "captures", size, wgpu::BufferUsages::COPY_SRC);
         self.captures_staging = mappable(&self.device, "captures readback", size);
         self.groups = None;
@@ -445,7 +447,7 @@ impl GpuEngine {
             words.extend_from_slice(&inj.row_map);
             inject.push(HookParams {
                 rows: r,
-                stride: program::site_slot(inj.site).width(&self.cfg) as u32,
+                stride: inj.site.width(&self.cfg) as u32,
                 col0: col0 as u32,
                 width: width as u32,
                 table_offset,
@@ -461,7 +463,7 @@ impl GpuEngine {
             words.extend_from_slice(&cap.rows);
             captures.push(HookParams {
                 rows: cap.rows.len() as u32,
-                stride: program::site_slot(cap.site).width(&self.cfg) as u32,
+                stride: cap.site.width(&self.cfg) as u32,
                 col0: cap.col0 as u32,
                 width: cap.width as u32,
                 table_offset,

@@ -53,8 +53,8 @@ pub fn check(text: &str, kind: NumKind, what: &str) -> Result<f64, String> {
             Ok(v as f64)
         }
         NumKind::Real { min, max, above_min } => {
-            // Rust reads "inf" and "NaN" as numbers; a person does not mean them.
-            let v = t.parse::<f64>().ok().filter(|v| v.is_finite() && !t.chars().any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E'));
+            // Rust reads "inf" and "NaN" (its only words) as numbers, never finite ones.
+            let v = t.parse::<f64>().ok().filter(|v| v.is_finite());
             let Some(v) = v else {
                 return Err(format!("{what}: `{t}` is not a number yet (e.g. -8, 0.7, 1e-3)"));
             };

@@ -114,7 +114,7 @@ pub fn load(ctx: Ctx, source: ModelSource) {
     let t = now_ms();
     ctx.progress.set(Some(Progress { loaded: 0, total: None, from_cache: false, started_ms: t, now_ms: t }));
     let files = if source == ModelSource::Local { files } else { Vec::new() };
-    let token = untrack(|| ctx.token_for(&source));
+    let token = untrack(|| ctx.hub_token());
     send(ctx, &ToWorker::Load { source, hub: ctx.hub.get_value(), engine: ctx.engine_choice.get_untracked(), token }, &files);
 }
 
@@ -146,7 +146,7 @@ pub fn watch_size(ctx: Ctx) {
         ctx.size.set(SizeInfo::Querying(known));
         let delay = if source.is_default() { 0 } else { 600 };
         let hub = ctx.hub.get_value();
-        let token = ctx.token_for(&source);
+        let token = ctx.hub_token();
         set_timeout(
             move || {
                 if ctx.last_size_id.get_value() == id {

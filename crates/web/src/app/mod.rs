@@ -12,6 +12,7 @@ pub mod fields;
 pub mod model;
 pub mod results;
 pub mod sharing;
+pub mod storage;
 pub mod sweep;
 pub mod vocab;
 
@@ -155,29 +156,6 @@ impl From<UserError> for Banner {
     }
 }
 
-/// The Hugging Face token in local storage, kept only when the user asks for it.
-pub mod token_store {
-    const KEY: &str = "tiller.hf_token";
-
-    fn storage() -> Option<web_sys::Storage> {
-        web_sys::window()?.local_storage().ok()?
-    }
-
-    pub fn load() -> Option<String> {
-        storage()?.get_item(KEY).ok()?.filter(|t| !t.is_empty())
-    }
-
-    /// Stores `token`, or forgets it when `None`.
-    pub fn save(token: Option<&str>) {
-        if let Some(s) = storage() {
-            let _ = match token {
-                Some(t) if !t.is_empty() => s.set_item(KEY, t),
-                _ => s.remove_item(KEY),
-            };
-        }
-    }
-}
-
 /// The page's state, shared through context. Every field is a `Copy` handle.
 #[derive(Clone, Copy)]
 pub struct Ctx {
@@ -246,8 +224,8 @@ impl Ctx {
             model_choice: RwSignal::new("gpt2".into()),
             model_repo: RwSignal::new(String::new()),
             model_url: RwSignal::new(String::new()),
-            hf_token: RwSignal::new(token_store::load().unwrap_or_default()),
-            hf_remember: RwSignal::new(token_store::load().is_some()),
+            hf_token: RwSignal::new(storage::load_token().unwrap_or_default()),
+            hf_remember: RwSignal::new(storage::load_token().is_some()),
             local_files: StoredValue::new_local(Vec::new()),
             local_names: RwSignal::new(Vec::new()),
             engine_choice: RwSignal::new(EngineChoice::Auto),
@@ -312,11 +290,10 @@ impl Ctx {
         self.model_choice.set(source.select_value());
     }
 
-    /// The Hugging Face token to send with requests for `source`: only for Hub sources (built-in
-    /// or a repo id), and only when one was typed.
-    pub fn token_for(&self, source: &ModelSource) -> Option<String> {
-        let token = self.hf_token.get().trim().to_string();
-        (matches!(source, ModelSource::Default(_) | ModelSource::Hub(_)) && !token.is_empty()).then_some(token)
+    /// The Hugging Face token, when one was typed. The worker sends it only to URLs under the
+    /// Hub endpoint, whatever the source.
+    pub fn hub_token(&self) -> Option<String> {
+        Some(self.hf_token.get().trim().to_string()).filter(|t| !t.is_empty())
     }
 
     /// The loaded model's shapes, if one is ready.

@@ -43,7 +43,7 @@ pub fn ModelPanel() -> impl IntoView {
     Effect::new(move |_| {
         let remember = ctx.hf_remember.get();
         let token = ctx.hf_token.get();
-        super::token_store::save(remember.then_some(token.as_str()));
+        super::storage::save_token(remember.then_some(token.as_str()));
     });
     let hub = ctx.hub.get_value();
     let hub_note =

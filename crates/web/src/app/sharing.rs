@@ -3,9 +3,8 @@
 
 use leptos::prelude::*;
 
-use super::client;
 use super::editor::apply_preset;
-use super::Ctx;
+use super::{client, storage, Ctx};
 use crate::form::Form;
 use crate::protocol::{ErrorKind, ModelSource};
 use crate::share::{self, ShareState};
@@ -17,32 +16,10 @@ pub fn page_url() -> String {
     href.split('#').next().unwrap_or_default().to_string()
 }
 
-/// The editor as typed, in local storage: saved on every change, restored on a visit without a
-/// link, so a reload (or a closed tab) loses nothing.
-pub mod editor_store {
-    use crate::form::Form;
-
-    const KEY: &str = "tiller.editor.v1";
-
-    fn storage() -> Option<web_sys::Storage> {
-        web_sys::window()?.local_storage().ok()?
-    }
-
-    pub fn load() -> Option<Form> {
-        serde_json::from_str(&storage()?.get_item(KEY).ok()??).ok()
-    }
-
-    pub fn save(form: &Form) {
-        if let (Some(s), Ok(json)) = (storage(), serde_json::to_string(form)) {
-            let _ = s.set_item(KEY, &json);
-        }
-    }
-}
-
 /// Keeps the editor in local storage, and answers a link pasted into this open tab: it asks
 /// before the link's recipe replaces an editor that holds something else.
 pub fn watch_editor_and_hash(ctx: Ctx) {
-    Effect::new(move |_| ctx.form.with(editor_store::save));
+    Effect::new(move |_| ctx.form.with(storage::save_editor));
     let handle = window_event_listener(leptos::ev::hashchange, move |_| {
         let hash = window().location().hash().unwrap_or_default();
         let recipe = match share::decode(&hash) {
@@ -86,12 +63,12 @@ pub fn restore_from_fragment(ctx: Ctx) {
                 ctx.pending_confirm.set(Some(state.model));
             }
         }
-        Ok(None) => match editor_store::load() {
+        Ok(None) => match storage::load_editor() {
             Some(form) => ctx.form.set(form),
             None => apply_preset(ctx, "love-hate", ctx.depth()),
         },
         Err(message) => {
-            match editor_store::load() {
+            match storage::load_editor() {
                 Some(form) => ctx.form.set(form),
                 None => apply_preset(ctx, "love-hate", ctx.depth()),
             }

@@ -1,0 +1,45 @@
+//! What the page keeps in the browser's local storage, under one key each: the editor as typed
+//! (so a reload loses nothing) and, only when the user asks, their Hugging Face token.
+
+use crate::form::Form;
+
+const EDITOR: &str = "tiller.editor.v1";
+const TOKEN: &str = "tiller.hf_token";
+
+fn local() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+fn get(key: &str) -> Option<String> {
+    local()?.get_item(key).ok()?
+}
+
+/// Stores `value` under `key`, or removes the key when `None`. Storage may be off (private
+/// windows, quota): then nothing is kept, silently.
+fn put(key: &str, value: Option<&str>) {
+    if let Some(s) = local() {
+        let _ = match value {
+            Some(v) => s.set_item(key, v),
+            None => s.remove_item(key),
+        };
+    }
+}
+
+pub fn load_editor() -> Option<Form> {
+    serde_json::from_str(&get(EDITOR)?).ok()
+}
+
+pub fn save_editor(form: &Form) {
+    if let Ok(json) = serde_json::to_string(form) {
+        put(EDITOR, Some(&json));
+    }
+}
+
+pub fn load_token() -> Option<String> {
+    get(TOKEN).filter(|t| !t.is_empty())
+}
+
+/// Keeps `token`, or forgets it when `None` or empty.
+pub fn save_token(token: Option<&str>) {
+    put(TOKEN, token.filter(|t| !t.is_empty()));
+}
