@@ -2,8 +2,8 @@
 # Builds the Tiller playground and serves it locally, rebuilding on changes.
 #
 #   bash scripts/serve.sh              serves http://127.0.0.1:8080
-#   PORT=9000 bash scripts/serve.sh    another port
-#   bash scripts/serve.sh --open       extra arguments go to `trunk serve`
+#   PORT=9000 bash scripts/serve.sh    another port (ADDRESS for another address)
+#   bash scripts/serve.sh --debug      extra arguments go to `cargo xtask serve`
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,13 +20,9 @@ ADDRESS="${ADDRESS:-127.0.0.1}"
 
 bash scripts/setup.sh
 
-if [ ! -f index.html ]; then
-    echo "serve: no index.html at the repo root yet: nothing to serve" >&2
-    exit 1
-fi
-
 echo
-echo "serve: building the page; once trunk says it is serving, open http://$ADDRESS:$PORT/"
+echo "serve: building the page (the first build takes several minutes); once it says it is"
+echo "serve: serving, open http://$ADDRESS:$PORT/"
 echo "serve: (to load a model from disk, see README.md, 'Serving a model from disk')"
 echo
-exec trunk serve --release --address "$ADDRESS" --port "$PORT" "$@"
+exec cargo xtask serve --address "$ADDRESS" --port "$PORT" "$@"

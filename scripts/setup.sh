@@ -8,10 +8,11 @@
 # What it installs (see README.md, "Quick start"):
 #   - Debian packages (root only): chromium chromium-driver (headless browser for the
 #     end-to-end tests), mesa-vulkan-drivers (lavapipe: Vulkan on the CPU, for the native
-#     wgpu tests), binaryen (wasm-opt, used by trunk for release builds)
+#     wgpu tests)
 #   - the Rust target wasm32-unknown-unknown, and the rustfmt and clippy components
-#   - trunk 0.21.14 and wasm-bindgen-cli (exactly the wasm-bindgen version in Cargo.lock),
-#     built from crates.io with `cargo install`
+#   - wasm-bindgen-cli (exactly the wasm-bindgen version in Cargo.lock), built from crates.io
+#     with `cargo install --debug` at opt-level 1 (minutes, where a release build takes ~10);
+#     `cargo xtask page` (xtask/src/page.rs) builds the page with it
 #   - the npm packages of tests/e2e (`npm ci`; playwright-core drives /usr/bin/chromium,
 #     no browser is ever downloaded)
 set -euo pipefail
@@ -19,8 +20,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-TRUNK_VERSION="0.21.14"
-APT_PACKAGES=(chromium chromium-driver mesa-vulkan-drivers binaryen)
+APT_PACKAGES=(chromium chromium-driver mesa-vulkan-drivers)
 WASM_TARGET="wasm32-unknown-unknown"
 
 DRY_RUN=0
@@ -28,7 +28,7 @@ for arg in "$@"; do
     case "$arg" in
         -n | --dry-run) DRY_RUN=1 ;;
         -h | --help)
-            sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -138,21 +138,7 @@ setup_components() {
     fi
 }
 
-# --- (c) trunk ----------------------------------------------------------------------------
-setup_trunk() {
-    local have=""
-    if command -v trunk > /dev/null 2>&1; then
-        have="$(trunk --version 2> /dev/null | awk '{print $2; exit}' || true)"
-    fi
-    if [ "$have" = "$TRUNK_VERSION" ]; then
-        say "ok: trunk $TRUNK_VERSION already present"
-        return
-    fi
-    say "trunk ${have:-not found}; want $TRUNK_VERSION (building it takes several minutes)"
-    cargo_install --locked "trunk@$TRUNK_VERSION"
-}
-
-# --- (d) wasm-bindgen-cli -----------------------------------------------------------------
+# --- (c) wasm-bindgen-cli -----------------------------------------------------------------
 # Prints the version of the `wasm-bindgen` crate recorded in Cargo.lock (empty if none).
 locked_wasm_bindgen_version() {
     [ -f Cargo.lock ] || return 0
@@ -181,11 +167,14 @@ setup_wasm_bindgen() {
         return
     fi
     say "wasm-bindgen-cli ${have:-not found}; Cargo.lock wants $want (building it takes a few minutes)"
-    # Deliberately without --locked (the CLI's own lock file may not build on this toolchain).
-    cargo_install wasm-bindgen-cli --version "$want"
+    # Deliberately without --locked (the CLI's own lock file does not resolve: it names a
+    # yanked prerelease). A dev build at opt-level 1 without debug info compiles in a fraction
+    # of a release build's time and still runs the page's bindgen in seconds.
+    CARGO_PROFILE_DEV_OPT_LEVEL=1 CARGO_PROFILE_DEV_DEBUG=false \
+        cargo_install --debug wasm-bindgen-cli --version "$want"
 }
 
-# --- (e) npm packages of the end-to-end tests ---------------------------------------------
+# --- (d) npm packages of the end-to-end tests ---------------------------------------------
 setup_e2e_npm() {
     local dir="tests/e2e"
     if [ ! -f "$dir/package-lock.json" ]; then
@@ -227,7 +216,6 @@ need_cmd rustc "install Rust (rustup) first"
 setup_apt
 setup_wasm_target
 setup_components
-setup_trunk
 setup_wasm_bindgen
 setup_e2e_npm
 say "done"

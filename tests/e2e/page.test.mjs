@@ -1,4 +1,4 @@
-// End-to-end tests of the Tiller page (issue 5, section 8): the trunk-built page served
+// End-to-end tests of the Tiller page (issue 5, section 8): the built page (`cargo xtask page`) served
 // locally, in headless Chromium with WebGPU on SwiftShader, loading tiny GPT-2s from a local
 // server that answers like the Hugging Face Hub (?hub=http://127.0.0.1:PORT).
 //

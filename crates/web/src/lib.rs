@@ -1,7 +1,7 @@
 //! Tiller's playground: the page (a Leptos client-side app, [`app`]) and the engine worker
 //! ([`worker`]) that downloads the model and runs it off the page's thread.
 //!
-//! The two are separate wasm binaries built by trunk from this one crate; they talk through
+//! The two are separate wasm binaries built from this one crate by `cargo xtask page`; they talk through
 //! [`protocol`] (serde JSON over `postMessage`). The page owns the UI state and share links
 //! ([`share`], [`form`], [`presets`], [`sweep`], [`chart`]); the worker owns the model, the tokenizer and the
 //! browser cache of model files. Nothing here computes GPT-2: that is `tiller-core` (and the

@@ -60,20 +60,17 @@ export function hubRepos() {
   };
 }
 
-/** Builds dist/ with `trunk build --release` only if dist/index.html is missing. */
+/** Builds dist/ with `cargo xtask page` only if dist/index.html is missing. */
 export function ensureDist() {
   if (fs.existsSync(path.join(DIST, 'index.html'))) return;
   if (process.env.TILLER_DIST) throw new Error(`TILLER_DIST=${DIST} has no index.html`);
-  if (!fs.existsSync(path.join(REPO_ROOT, 'index.html'))) {
-    throw new Error(`no page to test: ${REPO_ROOT}/index.html does not exist (the page is not written yet)`);
-  }
   const cargoBin = path.join(process.env.CARGO_HOME || path.join(process.env.HOME || '/root', '.cargo'), 'bin');
   const env = { ...process.env, PATH: `${cargoBin}:${process.env.PATH}` };
-  console.log('dist/index.html missing: running `trunk build --release` at the repo root');
-  const r = spawnSync('trunk', ['build', '--release'], { cwd: REPO_ROOT, env, stdio: 'inherit' });
-  if (r.error) throw new Error(`trunk build --release could not start: ${r.error.message} (run bash scripts/setup.sh)`);
-  if (r.status !== 0) throw new Error(`trunk build --release failed (exit ${r.status})`);
-  if (!fs.existsSync(path.join(DIST, 'index.html'))) throw new Error('trunk build did not produce dist/index.html');
+  console.log('dist/index.html missing: running `cargo xtask page` at the repo root');
+  const r = spawnSync('cargo', ['xtask', 'page'], { cwd: REPO_ROOT, env, stdio: 'inherit' });
+  if (r.error) throw new Error(`cargo xtask page could not start: ${r.error.message} (run bash scripts/setup.sh)`);
+  if (r.status !== 0) throw new Error(`cargo xtask page failed (exit ${r.status})`);
+  if (!fs.existsSync(path.join(DIST, 'index.html'))) throw new Error('cargo xtask page did not produce dist/index.html');
 }
 
 /** Starts the page server and the Hub-like server. */

@@ -1,4 +1,4 @@
-// A minimal static file server for the trunk-built page (dist/), on 127.0.0.1 with a free
+// A minimal static file server for the built page (dist/), on 127.0.0.1 with a free
 // port. Serves index.html for "/" and for unknown paths without an extension (single-page
 // app), with correct MIME types (application/wasm matters for streaming compilation).
 
