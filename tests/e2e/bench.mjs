@@ -3,13 +3,17 @@
 //
 //     cd tests/e2e && node bench.mjs [--model gpt2] [--layers N] [--tokens 32] [--n 1] [--runs 2]
 //
-// Builds a model with the shapes of a released GPT-2 and random f16 weights (std 0.02,
-// LayerNorms at 1 and 0, the real GPT-2 tokenizer), serves it from the Hub-like test server,
+// Builds a model with the shapes of a released checkpoint and random weights (std 0.02, norms
+// at 1 and 0): a GPT-2 (distilgpt2, gpt2, gpt2-medium, gpt2-large; f16, the real GPT-2
+// tokenizer) or Llama-3.2-1B (`--model llama-3.2-1b`: bf16, grouped-query attention 32/8,
+// llama3 rope, tied head, the real Llama 3.1 tokenizer), serves it from the Hub-like test server,
 // loads it in the page and runs greedy generations of `--tokens` tokens with `--n`
 // comparisons (2n sequences a step: n unsteered, n steered, one Love − Hate term pair at
 // layer 1). Prints the worker's own timing of each run (`run-timing`: first tokens, which
 // include the steering vectors and the prompt pass, then the mean wall-clock time of a decode
-// step with its readback and sampling) and the adapter the page reports. The first run
+// step with its readback and sampling), the load time and the worker's wasm memory after the
+// load (wasm memory only grows, so that is its peak while loading), and the adapter the page
+// reports. The first run
 // includes the GPU's shader compilation; the figures to read are the later runs'.
 
 import os from 'node:os';
@@ -20,11 +24,22 @@ import { startHubServer } from './lib/hub-server.mjs';
 import { startStaticServer } from './lib/static-server.mjs';
 import { attr, pageUrl, pickHubRepo, loadModel, setRecipe, text, tid, waitForState } from './lib/contract.mjs';
 
+/** GPT-2s: [layers, channels, heads]. */
 const SHAPES = {
   distilgpt2: [6, 768, 12],
   gpt2: [12, 768, 12],
   'gpt2-medium': [24, 1024, 16],
   'gpt2-large': [36, 1280, 20],
+};
+/** Llamas (the released config.json's fields), served with the real Llama 3.1 tokenizer of the
+ *  tiny-llama fixture. */
+const LLAMAS = {
+  'llama-3.2-1b': {
+    hidden_size: 2048, num_hidden_layers: 16, num_attention_heads: 32, num_key_value_heads: 8, head_dim: 64,
+    intermediate_size: 8192, vocab_size: 128256, max_position_embeddings: 131072, rms_norm_eps: 1e-5,
+    rope_theta: 500000.0, tie_word_embeddings: true,
+    rope_scaling: { factor: 32.0, high_freq_factor: 4.0, low_freq_factor: 1.0, original_max_position_embeddings: 8192, rope_type: 'llama3' },
+  },
 };
 
 function parseArgs(argv) {
@@ -43,7 +58,7 @@ function parseArgs(argv) {
     else if (flag === '--runs') a.runs = Number(value());
     else throw new Error(`unknown argument ${flag} (see the comment at the top of bench.mjs)`);
   }
-  if (!SHAPES[a.model]) throw new Error(`--model must be one of ${Object.keys(SHAPES).join(', ')}`);
+  if (!SHAPES[a.model] && !LLAMAS[a.model]) throw new Error(`--model must be one of ${[...Object.keys(SHAPES), ...Object.keys(LLAMAS)].join(', ')}`);
   return a;
 }
 
@@ -58,6 +73,12 @@ function f16Bits(x) {
   let h = sign | (exp << 10) | (mant >>> 13);
   if (mant & 0x1000) h += 1; // round half up
   return h;
+}
+
+/** bf16 bits of a finite f32 (round to nearest even). */
+function bf16Bits(x) {
+  const u = new Uint32Array(new Float32Array([x]).buffer)[0];
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
 /** A GPT-2 of the given shapes as one safetensors file (F16), and its config.json. */
@@ -77,12 +98,45 @@ function randomGpt2(nLayer, c, nHead) {
     );
   }
   tensors.push(['ln_f.weight', [c], 'one'], ['ln_f.bias', [c], 'zero']);
+  const config = { model_type: 'gpt2', n_layer: nLayer, n_embd: c, n_head: nHead, n_positions: P, n_ctx: P, vocab_size: V, layer_norm_epsilon: 1e-5, activation_function: 'gelu_new' };
+  return { model: safetensors(tensors, 'F16'), config: Buffer.from(JSON.stringify(config)) };
+}
 
+/** A Llama of the given config (Hugging Face names, [out, in] linears, tied head) in BF16. */
+function randomLlama(cfg, nLayer) {
+  const c = cfg.hidden_size;
+  const kv = cfg.num_key_value_heads * cfg.head_dim;
+  const tensors = [['model.embed_tokens.weight', [cfg.vocab_size, c], 'normal']];
+  for (let l = 0; l < nLayer; l++) {
+    const h = `model.layers.${l}.`;
+    tensors.push(
+      [`${h}input_layernorm.weight`, [c], 'one'],
+      [`${h}self_attn.q_proj.weight`, [cfg.num_attention_heads * cfg.head_dim, c], 'normal'],
+      [`${h}self_attn.k_proj.weight`, [kv, c], 'normal'],
+      [`${h}self_attn.v_proj.weight`, [kv, c], 'normal'],
+      [`${h}self_attn.o_proj.weight`, [c, cfg.num_attention_heads * cfg.head_dim], 'normal'],
+      [`${h}post_attention_layernorm.weight`, [c], 'one'],
+      [`${h}mlp.gate_proj.weight`, [cfg.intermediate_size, c], 'normal'],
+      [`${h}mlp.up_proj.weight`, [cfg.intermediate_size, c], 'normal'],
+      [`${h}mlp.down_proj.weight`, [c, cfg.intermediate_size], 'normal'],
+    );
+  }
+  tensors.push(['model.norm.weight', [c], 'one']);
+  const config = {
+    ...cfg, architectures: ['LlamaForCausalLM'], model_type: 'llama', num_hidden_layers: nLayer, hidden_act: 'silu',
+    attention_bias: false, mlp_bias: false, bos_token_id: 128000, eos_token_id: [128001, 128008, 128009], torch_dtype: 'bfloat16',
+  };
+  return { model: safetensors(tensors, 'BF16'), config: Buffer.from(JSON.stringify(config)) };
+}
+
+/** One safetensors file of 16-bit tensors: `normal` ones N(0, 0.02), `one` ones 1, `zero` 0. */
+function safetensors(tensors, dtype) {
+  const bits = dtype === 'BF16' ? bf16Bits : f16Bits;
   const header = {};
   let offset = 0;
   for (const [name, shape] of tensors) {
     const bytes = shape.reduce((a, b) => a * b, 1) * 2;
-    header[name] = { dtype: 'F16', shape, data_offsets: [offset, offset + bytes] };
+    header[name] = { dtype, shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
   let json = JSON.stringify(header);
@@ -97,31 +151,33 @@ function randomGpt2(nLayer, c, nHead) {
   const table = new Uint16Array(4096);
   for (let i = 0; i < table.length; i++) {
     const z = Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
-    table[i] = f16Bits(0.02 * z);
+    table[i] = bits(0.02 * z);
   }
   const data = new Uint16Array(buf.buffer, buf.byteOffset + 8 + json.length, offset / 2);
   let at = 0;
   for (const [, shape, kind] of tensors) {
     const n = shape.reduce((a, b) => a * b, 1);
     if (kind === 'normal') for (let i = 0; i < n; i++) data[at + i] = table[(s = (Math.imul(s, 1664525) + 1013904223) >>> 0) >>> 20];
-    else if (kind === 'one') data.fill(0x3c00, at, at + n);
+    else if (kind === 'one') data.fill(bits(1), at, at + n);
     at += n; // 'zero' is already zero
   }
-  const config = { model_type: 'gpt2', n_layer: nLayer, n_embd: c, n_head: nHead, n_positions: P, n_ctx: P, vocab_size: V, layer_norm_epsilon: 1e-5, activation_function: 'gelu_new' };
-  return { model: buf, config: Buffer.from(JSON.stringify(config)) };
+  return buf;
 }
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
-  const [fullLayers, c, nHead] = SHAPES[args.model];
+  const llama = LLAMAS[args.model];
+  const fullLayers = llama ? llama.num_hidden_layers : SHAPES[args.model][0];
   const nLayer = args.layers ?? fullLayers;
   ensureDist();
   const t0 = Date.now();
-  const { model, config } = randomGpt2(nLayer, c, nHead);
-  console.log(`model: ${args.model} shapes, ${nLayer} of ${fullLayers} layers, random f16 weights (${(model.length / 1e6).toFixed(0)} MB, made in ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  const { model, config } = llama ? randomLlama(llama, nLayer) : randomGpt2(nLayer, SHAPES[args.model][1], SHAPES[args.model][2]);
+  console.log(`model: ${args.model} shapes, ${nLayer} of ${fullLayers} layers, random ${llama ? 'bf16' : 'f16'} weights (${(model.length / 1e6).toFixed(0)} MB, made in ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
   const repo = `bench/${args.model}-${nLayer}`;
+  // The tokenizer (and for a Llama its tokenizer_config.json) comes from a fixture of the family.
+  const dir = path.join(FIXTURES, llama ? 'tiny-llama' : 'tiny-gpt2');
   const hub = await startHubServer({
-    [repo]: { dir: path.join(FIXTURES, 'tiny-gpt2'), files: { 'model.safetensors': model, 'config.json': config }, missing: ['golden.json'] },
+    [repo]: { dir, files: { 'model.safetensors': model, 'config.json': config }, missing: ['golden.json'] },
   });
   const site = await startStaticServer(DIST);
   const session = await launch();

@@ -67,7 +67,17 @@ test('families-01-llama-steers-and-renders-its-chat-template', { timeout: 400_00
   assert.match(rendered, /<\|start_header_id\|>user<\|end_header_id\|>\s+I hate you because<\|eot_id\|><\|start_header_id\|>assistant<\|end_header_id\|>/, rendered);
   await tid(page, 'run').first().click();
   await waitForState(page, 'run-status', 'done', RUN_TIMEOUT, { failOn: ['error'] });
+  const rawTerms = await readCompletions(page, 2);
   await screenshot(page, 'families-llama-chat', t);
+  // The steering texts through the template too: the unsteered side is the same run's, the
+  // steered side follows the templated vectors (a ~20-token pair sharing the prompt's header).
+  assert.equal(await tid(page, 'chat-terms').first().isChecked(), false, 'steering texts are raw by default');
+  await click(page, 'chat-terms');
+  await tid(page, 'run').first().click();
+  await waitForState(page, 'run-status', 'done', RUN_TIMEOUT, { failOn: ['error'] });
+  const templated = await readCompletions(page, 2);
+  assert.deepEqual(templated.unsteered, rawTerms.unsteered, 'the unsteered side does not depend on the steering texts');
+  assert.notDeepEqual(templated.steered, rawTerms.steered, 'templated steering texts gave the same completions as raw ones');
 });
 
 test('families-02-qwen2-sharded-checkpoint-steers', { timeout: 400_000 }, async (t) => {

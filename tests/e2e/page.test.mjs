@@ -262,6 +262,25 @@ e2e('03-run-recipe-streams-and-differs', async (t) => {
   assert.ok(rec.some((r) => r.state === 'running'), 'run-status never showed "running"');
   assert.notDeepEqual(res.steered, res.unsteered, 'steered and unsteered completions are identical');
   assert.notEqual(res.steered[0], res.unsteered[0], 'steered-0 equals unsteered-0');
+  // Each pair is marked where it departs: the text before the mark is the same on both
+  // sides, and the mark starts where the two first differ.
+  for (let i = 0; i < RECIPE.n; i++) {
+    // The elements' untrimmed text, in characters as the page counts them (code points).
+    const raw = async (id) => [...(await tid(page, id).first().textContent())];
+    const [u, st] = [await raw(`unsteered-${i}`), await raw(`steered-${i}`)];
+    let common = 0;
+    while (common < Math.min(u.length, st.length) && u[common] === st[common]) common++;
+    for (const [id, full] of [[`unsteered-${i}`, u], [`steered-${i}`, st]]) {
+      const departs = Number(await attr(page, id, 'data-departs'));
+      const mark = await tid(page, id).first().locator('mark.departs').textContent({ timeout: 1000 }).catch(() => '');
+      if (u.join('') === st.join('')) {
+        assert.equal(departs, -1, `${id}: an identical pair is not marked`);
+      } else {
+        assert.equal(departs, common, `${id}: data-departs is where the pair's texts first differ`);
+        assert.equal(mark, full.slice(common).join(''), `${id}: the mark holds the rest of the completion`);
+      }
+    }
+  }
   // The worker's timing of the run: one step per token, a positive time per step.
   const steps = Number(await attr(page, 'run-timing', 'data-steps'));
   const stepMs = Number(await attr(page, 'run-timing', 'data-step-ms'));

@@ -111,6 +111,11 @@ struct PromptArgs {
     /// A system message before the prompt (with --chat).
     #[arg(long, value_name = "TEXT", requires = "chat")]
     system: Option<String>,
+    /// With --chat, render each steering text through the chat template too (the same way as
+    /// the prompt, after the same system message), so a pair's template tokens line up with the
+    /// prompt's and cancel.
+    #[arg(long, requires = "chat")]
+    chat_terms: bool,
 }
 
 #[derive(Args)]
@@ -280,6 +285,7 @@ fn run_logits(a: LogitsArgs) -> Result<()> {
         prompt: a.prompt.prompt.clone(),
         chat: a.prompt.chat,
         system: a.prompt.system.clone().unwrap_or_default(),
+        chat_terms: a.prompt.chat_terms,
         terms: terms.clone(),
         bos,
         max_new_tokens: 0,
@@ -288,7 +294,7 @@ fn run_logits(a: LogitsArgs) -> Result<()> {
     };
     recipe.validate(&cfg)?;
     let prompt = steer::prompt_tokens(&tok, &recipe, cfg.n_positions)?;
-    let vectors = block_on(steer::steering_vectors(&mut engine, &tok, &terms, bos, Site::ResidPre))?;
+    let vectors = block_on(steer::steering_vectors(&mut engine, &tok, &terms, steer::TextEncoding::of_terms(&recipe), Site::ResidPre))?;
     steer::check_fits(&vectors, prompt.len(), Positions::Front)?;
     engine.reset(1, prompt.len())?;
     let spans = [RowSpan { start: 0, len: prompt.len(), steered: true }];
@@ -321,6 +327,7 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
         prompt: a.prompt.prompt.clone(),
         chat: a.prompt.chat,
         system: a.prompt.system.clone().unwrap_or_default(),
+        chat_terms: a.prompt.chat_terms,
         terms: a.steer.terms()?,
         bos: a.steer.bos(&tok),
         positions: match a.positions {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tiller_core::golden::{check_close, check_top, fixtures_dir, load_fixture, Fixture, SteeredGolden, TopEntry, MODELS};
 use tiller_core::sample::top_k_indices;
 use tiller_core::steer::{self, RowSpan};
-use tiller_core::{Backend, CpuModel, LogitRows, Positions, SeqStep, Site, StepRequest, Term, Tokenizer};
+use tiller_core::{Backend, CpuModel, LogitRows, Positions, Recipe, SeqStep, Site, StepRequest, Term, Tokenizer};
 
 /// A scratch folder unique to this test process and `name`.
 fn scratch(name: &str) -> PathBuf {
@@ -602,4 +602,62 @@ fn a_closed_stdout_pipe_is_not_a_panic() {
         assert!(!err.contains("panicked"), "{fmt}: {err}");
         assert!(out.status.success(), "{fmt}: {:?} {err}", out.status);
     }
+}
+
+/// `--chat --chat-terms`: the steering texts are rendered through the chat template as the
+/// prompt is, and the answer is the library's with the same encoding (the templated vectors
+/// differ from raw ones); `--chat-terms` without `--chat` is refused.
+#[test]
+fn chat_terms_template_the_steering_texts() {
+    let f = load_fixture("tiny-llama");
+    let (mut m, tok) = cpu_model(&f);
+    let terms = vec![Term { layer: 1, coeff: 4.0, text: "Love".into() }, Term { layer: 1, coeff: -4.0, text: "Hate".into() }];
+    let base = |extra: &[&str]| {
+        let mut a = strs(&["logits", "--model", &model_dir("tiny-llama"), "--prompt", "Tell me a story", "--json", "--top", "20"]);
+        a.extend(strs(&["--device", "cpu", "--chat", "--system", "Be brief."]));
+        a.extend(strs(extra));
+        a.extend(term_args(&terms));
+        a
+    };
+    let (templated, raw) = (base(&["--chat-terms"]), base(&[]));
+    let outs = run_all(&[templated.clone(), raw.clone()]);
+    let (vt, vr) = (stdout_json("--chat-terms", &templated, &outs[0]), stdout_json("--chat", &raw, &outs[1]));
+
+    let recipe = Recipe {
+        prompt: "Tell me a story".into(),
+        chat: true,
+        system: "Be brief.".into(),
+        chat_terms: true,
+        terms: terms.clone(),
+        bos: tok.bos_by_default(),
+        ..Recipe::default()
+    };
+    let prompt = steer::prompt_tokens(&tok, &recipe, 1 << 20).unwrap();
+    let mut want = |chat_terms: bool| {
+        let enc = steer::TextEncoding::of_terms(&Recipe { chat_terms, ..recipe.clone() });
+        let vectors = block_on(steer::steering_vectors(&mut m, &tok, &terms, enc, Site::ResidPre)).unwrap();
+        m.reset(1, prompt.len()).unwrap();
+        let spans = [RowSpan { start: 0, len: prompt.len(), steered: true }];
+        let req = StepRequest {
+            seqs: vec![SeqStep { slot: 0, tokens: prompt.clone() }],
+            injections: steer::injections(&vectors, Site::ResidPre, Positions::Front, &spans),
+            captures: vec![],
+            logits: LogitRows::Last,
+        };
+        let logits = block_on(m.step(&req)).unwrap().logits;
+        top_k_indices(&logits, 20).into_iter().map(|i| TopEntry { id: i as u32, logit: logits[i] }).collect::<Vec<_>>()
+    };
+    let (want_t, want_r) = (want(true), want(false));
+    check_cpu_top("--chat-terms", &top_of("--chat-terms", &vt, &prompt), &want_t);
+    check_cpu_top("--chat", &top_of("--chat", &vr, &prompt), &want_r);
+    assert_ne!(
+        want_t.iter().map(|e| e.logit).collect::<Vec<_>>(),
+        want_r.iter().map(|e| e.logit).collect::<Vec<_>>(),
+        "templating the texts changes the vectors"
+    );
+
+    let lone = strs(&["logits", "--model", &model_dir("tiny-llama"), "--prompt", "x", "--chat-terms", "--add", "1:1:a", "--device", "cpu"]);
+    let out = run(&lone);
+    assert!(!out.status.success(), "--chat-terms without --chat must fail");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--chat"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -100,6 +100,9 @@ pub struct Recipe {
     /// prompt), after `system` when it is not empty. The template writes its own BOS.
     pub chat: bool,
     pub system: String,
+    /// With chat on, render each steering text through the chat template too, as the prompt is
+    /// (steer::TextEncoding); off, they are raw text (BOS first when `bos` is on).
+    pub chat_terms: bool,
     pub positions: Positions,
     pub site: Site,
     pub sampling: Sampling,
@@ -118,6 +121,7 @@ impl Default for Recipe {
             bos: false,
             chat: false,
             system: String::new(),
+            chat_terms: false,
             positions: Positions::Front,
             site: Site::ResidPre,
             sampling: Sampling::default(),

@@ -37,11 +37,44 @@ pub fn encode_with_bos(tok: &Tokenizer, text: &str, bos: bool) -> Result<Vec<u32
     Ok(ids)
 }
 
+/// How steering texts become tokens: raw (BOS first when on), or each rendered through the
+/// model's chat template exactly as the prompt is (the user message, after the system message
+/// when there is one, with the generation prompt; the template writes its own BOS). Templated
+/// texts share the template's tokens at the front, so under `Positions::Front` a pair's
+/// difference lines up with the prompt's own template and cancels there.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TextEncoding {
+    pub bos: bool,
+    /// `Some(system)`: through the chat template (an empty system message is left out).
+    pub chat: Option<String>,
+}
+
+impl From<bool> for TextEncoding {
+    fn from(bos: bool) -> Self {
+        Self { bos, chat: None }
+    }
+}
+
+impl TextEncoding {
+    /// How a recipe's steering texts are encoded: templated when chat and `chat_terms` are on.
+    pub fn of_terms(recipe: &Recipe) -> Self {
+        Self { bos: recipe.bos, chat: (recipe.chat && recipe.chat_terms).then(|| recipe.system.clone()) }
+    }
+
+    pub fn encode(&self, tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+        match &self.chat {
+            Some(system) => tok.encode(&tok.render_chat(Some(system.as_str()).filter(|s| !s.is_empty()), text)?),
+            None => encode_with_bos(tok, text, self.bos),
+        }
+    }
+}
+
 /// One term of a layer group: (coefficient, padded tokens, tokens before padding).
 pub type PaddedTerm = (f32, Vec<u32>, usize);
 
 /// Terms grouped by layer (ascending), each group with its padded tokens.
-pub fn padded_terms(tok: &Tokenizer, terms: &[Term], bos: bool) -> Result<Vec<(usize, Vec<PaddedTerm>)>> {
+pub fn padded_terms(tok: &Tokenizer, terms: &[Term], encoding: impl Into<TextEncoding>) -> Result<Vec<(usize, Vec<PaddedTerm>)>> {
+    let encoding = encoding.into();
     let mut layers: Vec<usize> = terms.iter().map(|t| t.layer).collect();
     layers.sort_unstable();
     layers.dedup();
@@ -50,7 +83,7 @@ pub fn padded_terms(tok: &Tokenizer, terms: &[Term], bos: bool) -> Result<Vec<(u
         let mut group = Vec::new();
         for t in terms.iter().filter(|t| t.layer == layer) {
             // An empty text (without BOS) is all padding: " weddings" − "" contrasts with spaces.
-            let ids = encode_with_bos(tok, &t.text, bos)?;
+            let ids = encoding.encode(tok, &t.text)?;
             let len = ids.len();
             group.push((t.coeff, ids, len));
         }
@@ -73,13 +106,13 @@ pub async fn steering_vectors<B: Backend>(
     backend: &mut B,
     tok: &Tokenizer,
     terms: &[Term],
-    bos: bool,
+    encoding: impl Into<TextEncoding>,
     site: Site,
 ) -> Result<Vec<LayerVector>> {
     crate::recipe::check_site(site)?;
     let c = backend.config().n_embd;
     let mut out = Vec::new();
-    for (layer, group) in padded_terms(tok, terms, bos)? {
+    for (layer, group) in padded_terms(tok, terms, encoding)? {
         let n = group[0].1.len();
         backend.reset(group.len(), n)?;
         let req = StepRequest {

@@ -48,13 +48,13 @@ pub async fn decode_vocab<B: Backend>(
     backend: &mut B,
     tok: &Tokenizer,
     terms: &[Term],
-    bos: bool,
+    encoding: impl Into<steer::TextEncoding>,
     site: Site,
     k: usize,
     apply_ln_f: bool,
 ) -> Result<Vec<LayerVocab>> {
     let (c, v) = (backend.config().n_embd, backend.config().vocab_size);
-    let vectors = steer::steering_vectors(backend, tok, terms, bos, site).await?;
+    let vectors = steer::steering_vectors(backend, tok, terms, encoding, site).await?;
     let mut out = Vec::new();
     for lv in vectors {
         // Rows: each position, then the sum over positions.

@@ -210,3 +210,51 @@ fn same_seed_same_tokens_different_seed_different_tokens() {
     // Without steering, both sides are the same model with the same streams.
     assert_eq!(none.steered, none.unsteered);
 }
+
+/// With chat_terms, each steering text goes through the chat template as the prompt does: its
+/// tokens are the rendered text's, and a pair's shared template tokens at the front give
+/// exactly zero steering there (the same activations, +c and −c), so only the texts' own
+/// tokens and what follows them steer. Without chat_terms the texts stay raw.
+#[test]
+fn templated_steering_texts_share_the_prompt_template_and_cancel_on_it() {
+    let f = load_fixture("tiny-llama");
+    let (mut m, tok) = f.cpu_model();
+    assert!(tok.has_chat_template(), "tiny-llama ships a chat template");
+    let recipe = Recipe {
+        prompt: "Tell me about cats".into(),
+        chat: true,
+        system: "Be brief.".into(),
+        chat_terms: true,
+        terms: vec![term(1, 4.0, "Love"), term(1, -4.0, "Hate")],
+        ..Recipe::default()
+    };
+    let enc = steer::TextEncoding::of_terms(&recipe);
+    let love = enc.encode(&tok, "Love").unwrap();
+    assert_eq!(love, tok.encode(&tok.render_chat(Some("Be brief."), "Love").unwrap()).unwrap());
+    let hate = enc.encode(&tok, "Hate").unwrap();
+    // The prompt, rendered the same way, starts with the same template tokens.
+    let prompt = steer::prompt_tokens(&tok, &recipe, 1 << 20).unwrap();
+    let shared = love.iter().zip(&hate).take_while(|(a, b)| a == b).count();
+    assert!(shared > 3 && prompt[..shared] == love[..shared], "template prefix of {shared} tokens shared with the prompt");
+
+    let v = block_on(steer::steering_vectors(&mut m, &tok, &recipe.terms, enc, Site::ResidPre)).unwrap();
+    let c = m.config().n_embd;
+    assert_eq!(v[0].term_tokens[0][..love.len()], love[..]);
+    assert!(v[0].rows[..shared * c].iter().all(|&x| x == 0.0), "the shared template cancels exactly");
+    assert!(v[0].rows[shared * c..].iter().any(|&x| x != 0.0), "the texts themselves steer");
+
+    // Off (or chat off), the texts are raw: "Love" alone, BOS as the recipe says.
+    let raw = steer::TextEncoding::of_terms(&Recipe { chat_terms: false, ..recipe.clone() });
+    assert_eq!(raw.encode(&tok, "Love").unwrap(), steer::encode_with_bos(&tok, "Love", recipe.bos).unwrap());
+    let no_chat = steer::TextEncoding::of_terms(&Recipe { chat: false, ..recipe.clone() });
+    assert_eq!(no_chat.chat, None);
+
+    // generate() builds its vectors the same way: its steered side is the one these vectors give.
+    let r = Recipe { n: 1, max_new_tokens: 4, sampling: Sampling { greedy: true, ..Sampling::default() }, ..recipe.clone() };
+    let whole = block_on(generate(&mut f.cpu_model().0, &tok, &r, |_| Flow::Continue)).unwrap();
+    let mut m2 = f.cpu_model().0;
+    let by_hand = block_on(tiller_core::generate::generate_with_vectors(&mut m2, &tok, &r, &prompt, &v, &mut |_| Flow::Continue)).unwrap();
+    assert_eq!(whole.prompt_tokens, prompt);
+    assert_eq!(whole.steered[0].tokens, by_hand.steered[0].tokens);
+    assert_eq!(whole.unsteered[0].tokens, by_hand.unsteered[0].tokens);
+}

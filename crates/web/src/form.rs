@@ -25,6 +25,8 @@ pub struct Form {
     /// Render the prompt through the model's chat template.
     pub chat: bool,
     pub system: String,
+    /// With chat on, render the steering texts through the template too.
+    pub chat_terms: bool,
     pub positions: Positions,
     pub site: Site,
     pub temperature: String,
@@ -68,6 +70,7 @@ impl Form {
             bos: r.bos,
             chat: r.chat,
             system: r.system.clone(),
+            chat_terms: r.chat_terms,
             positions: r.positions,
             site: r.site,
             temperature: num(s.temperature),
@@ -157,6 +160,7 @@ impl Form {
             stop_at_eot: self.stop_at_eot,
             chat: self.chat,
             system: self.system.clone(),
+            chat_terms: self.chat_terms,
         };
         if max_new_tokens == 0 {
             return Err(vec!["max tokens is 0: ask for at least one new token".into()]);

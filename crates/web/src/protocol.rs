@@ -202,6 +202,9 @@ pub enum ToWorker {
         chat: bool,
         #[serde(default)]
         system: String,
+        /// With `chat`, the term texts are counted as rendered through the template too.
+        #[serde(default)]
+        chat_terms: bool,
     },
     /// Generates n unsteered and n steered completions, streaming [`FromWorker::RunStep`].
     Run { run_id: u64, recipe: Recipe },
@@ -210,7 +213,18 @@ pub enum ToWorker {
     /// A layer × coefficient sweep, streaming [`FromWorker::SweepProgress`].
     Sweep { run_id: u64, spec: SweepSpec },
     /// The decoded vocabulary of the steering tensors of these terms.
-    Vocab { id: u64, terms: Vec<Term>, bos: bool, site: Site, k: usize, ln_f: bool },
+    /// `chat_system`: the texts go through the chat template after this system message (the
+    /// recipe's chat and chat_terms on), as a run builds them; None: raw text.
+    Vocab {
+        id: u64,
+        terms: Vec<Term>,
+        bos: bool,
+        site: Site,
+        k: usize,
+        ln_f: bool,
+        #[serde(default)]
+        chat_system: Option<String>,
+    },
     /// Reports the cache's size.
     CacheInfo,
     /// Empties the cache.

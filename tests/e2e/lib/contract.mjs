@@ -24,7 +24,7 @@ export const TESTIDS = [
   'sweep-run', 'sweep-stop', 'sweep-progress', 'sweep-chart', 'sweep-point', 'sweep-tooltip',
   'sweep-csv', 'sweep-error',
   // Models with a chat template (issue 11).
-  'chat', 'system', 'chat-rendered',
+  'chat', 'system', 'chat-rendered', 'chat-terms',
   // Number fields (issue 18): `<id>-error` beside any number field, the coefficient's sign flip.
   'term-coeff-flip', 'pair-coeff-flip',
   // Gated repos (issue 11): the Hugging Face token and whether local storage keeps it.

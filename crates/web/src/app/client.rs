@@ -9,7 +9,8 @@ use super::{Banner, Ctx, LoadedModel, ModelState, Progress, RunRecord, RunState,
 use crate::form::TokenCounts;
 use crate::protocol::{default_size, envelope, ErrorKind, FromWorker, GenerationView, ModelSource, RunTiming, ToWorker};
 
-/// The worker script trunk writes next to the page (`data-type="worker"` + loader shim).
+/// The worker script `cargo xtask page` writes next to the page (it `importScripts` the
+/// worker's wasm-bindgen glue and starts its wasm).
 const WORKER_URL: &str = "./tiller-worker_loader.js";
 
 fn now_ms() -> f64 {
@@ -164,12 +165,12 @@ pub fn watch_analysis(ctx: Ctx) {
         if ctx.model_state.get() != ModelState::Ready {
             return;
         }
-        let (prompt, terms, bos, chat, system) = ctx
-            .form
-            .with(|f| (f.prompt.clone(), f.terms.iter().map(|t| t.text.clone()).collect::<Vec<_>>(), f.bos, f.chat, f.system.clone()));
+        let (prompt, terms, bos, chat, system, chat_terms) = ctx.form.with(|f| {
+            (f.prompt.clone(), f.terms.iter().map(|t| t.text.clone()).collect::<Vec<_>>(), f.bos, f.chat, f.system.clone(), f.chat_terms)
+        });
         let id = ctx.fresh_id();
         ctx.last_analysis_id.set_value(id);
-        send(ctx, &ToWorker::Analyze { id, prompt, terms, bos, chat, system }, &[]);
+        send(ctx, &ToWorker::Analyze { id, prompt, terms, bos, chat, system, chat_terms }, &[]);
     });
 }
 
@@ -228,6 +229,7 @@ pub fn decode_vocab(ctx: Ctx, recipe: &tiller_core::Recipe) {
         site: recipe.site,
         k: 10,
         ln_f: ctx.vocab_ln_f.get_untracked(),
+        chat_system: tiller_core::steer::TextEncoding::of_terms(recipe).chat,
     };
     send(ctx, &msg, &[]);
 }

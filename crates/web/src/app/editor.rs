@@ -300,6 +300,11 @@ fn ChatOptions() -> impl IntoView {
                         prop:value=move || ctx.form.with(|f| f.system.clone())
                         on:input=move |ev| ctx.form.update(|f| f.system = event_target_value(&ev))/>
                 </div>
+                <label class="check" style:display=move || if ctx.form.with(|f| f.chat) { "" } else { "none" }>
+                    <input type="checkbox" data-testid="chat-terms" prop:checked=move || ctx.form.with(|f| f.chat_terms)
+                        on:change=move |ev| ctx.form.update(|f| f.chat_terms = event_target_checked(&ev))/>
+                    "Template the steering texts too (each becomes a user message, so a pair's template tokens line up with the prompt's and cancel)"
+                </label>
             }
         })
     }

@@ -36,6 +36,46 @@ pub fn timing_summary(t: &RunTiming, sequences: usize) -> String {
     }
 }
 
+/// Where a steered completion first departs from its unsteered twin (same seed): the text
+/// before it is shared. `chars` counts characters of the shared text; `token` is the index of
+/// the first differing token. None while the two agree (so far, or entirely).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Departure {
+    pub chars: usize,
+    pub token: usize,
+}
+
+pub fn departure(unsteered: &str, steered: &str, ut: &[u32], st: &[u32]) -> Option<Departure> {
+    let token = ut.iter().zip(st).take_while(|(a, b)| a == b).count();
+    // Nothing to mark while the tokens agree, or when different tokens spell the same text.
+    if (token == ut.len() && token == st.len()) || unsteered == steered {
+        return None;
+    }
+    // The shared text is the texts' common prefix (a token may decode to part of a character,
+    // so the split is made on characters, not on the tokens' decodings).
+    let chars = unsteered.chars().zip(steered.chars()).take_while(|(a, b)| a == b).count();
+    Some(Departure { chars, token })
+}
+
+/// A completion with the part after its departure marked (`data-departs`: the character
+/// offset, -1 while the pair agrees). The element's text is the whole completion.
+fn departed(testid: String, text: &str, d: Option<Departure>) -> impl IntoView {
+    let (head, tail) = match d {
+        Some(d) => {
+            let at = text.char_indices().nth(d.chars).map_or(text.len(), |(i, _)| i);
+            (text[..at].to_string(), text[at..].to_string())
+        }
+        None => (text.to_string(), String::new()),
+    };
+    let title = d.map(|d| format!("the pair departs here, at generated token {}", d.token + 1));
+    view! {
+        <span class="gen" data-testid=testid data-departs=d.map_or(-1, |d| d.chars as i64) data-departs-token=d.map_or(-1, |d| d.token as i64)>
+            {head}
+            {(!tail.is_empty()).then(|| view! { <mark class="departs" title=title>{tail}</mark> })}
+        </span>
+    }
+}
+
 /// The shown run, side by side.
 #[component]
 pub fn Results() -> impl IntoView {
@@ -53,17 +93,20 @@ pub fn Results() -> impl IntoView {
             .map(|i| {
                 let u = run.generation.unsteered.get(i).map(|c| c.text.clone()).unwrap_or_default();
                 let s = run.generation.steered.get(i).map(|c| c.text.clone()).unwrap_or_default();
+                let ut = run.generation.unsteered.get(i).map(|c| c.tokens.as_slice()).unwrap_or_default();
+                let st = run.generation.steered.get(i).map(|c| c.tokens.as_slice()).unwrap_or_default();
+                let d = departure(&u, &s, ut, st);
                 let p1 = prompt.clone();
                 let p2 = prompt.clone();
                 view! {
                     <div class="pair-row-out">
                         <div class="completion unsteered">
                             <span class="prompt-echo">{p1}</span>
-                            <span class="gen" data-testid=format!("unsteered-{i}")>{u}</span>
+                            {departed(format!("unsteered-{i}"), &u, d)}
                         </div>
                         <div class="completion steered">
                             <span class="prompt-echo">{p2}</span>
-                            <span class="gen" data-testid=format!("steered-{i}")>{s}</span>
+                            {departed(format!("steered-{i}"), &s, d)}
                         </div>
                     </div>
                 }
@@ -86,6 +129,7 @@ pub fn Results() -> impl IntoView {
                 data-step-ms=timing.ms_per_step().unwrap_or(0.0)>
                 {timing_summary(&timing, 2 * n)}
             </p>
+            <p class="note departs-legend">"Highlighted: where each pair of completions departs from the other (the text before it is the same in both)."</p>
             <div class="columns-head"><h3>"Unsteered"</h3><h3>"Steered"</h3></div>
             {rows}
         }
@@ -160,5 +204,24 @@ pub fn History() -> impl IntoView {
                 <ol class="history-list">{items}</ol>
             </Show>
         </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn departure_is_the_first_differing_token_and_the_shared_text() {
+        assert_eq!(departure(" a b", " a b", &[1, 2], &[1, 2]), None);
+        assert_eq!(departure(" a b", " a c", &[1, 2], &[1, 3]), Some(Departure { chars: 3, token: 1 }));
+        assert_eq!(departure("x", "y", &[5], &[6]), Some(Departure { chars: 0, token: 0 }));
+        // One side longer (still streaming, or stopped at end of text): departs where it ends.
+        assert_eq!(departure(" a", " a b", &[1], &[1, 2]), Some(Departure { chars: 2, token: 1 }));
+        // Texts split mid-character: the count is of whole characters.
+        assert_eq!(departure("é1", "é2", &[9, 1], &[9, 2]), Some(Departure { chars: 1, token: 1 }));
+        // Tokens differ but decode alike so far (" the" + "n" vs " then"): the shared text is longer.
+        assert_eq!(departure(" then", " then!", &[7, 8], &[9, 10]), Some(Departure { chars: 5, token: 0 }));
+        assert_eq!(departure(" then", " then", &[7, 8], &[9]), None);
     }
 }

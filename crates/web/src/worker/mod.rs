@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use js_sys::Reflect;
 use tiller_core::generate::{self, Flow};
+use tiller_core::steer::TextEncoding;
 use tiller_core::sweep::SweepSpec;
 use tiller_core::weights::{StreamLoader, TensorSink};
 use tiller_core::{ModelSpec, Recipe, Site, Term, Tokenizer};
@@ -138,11 +139,15 @@ async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
                 }
             }
         }
-        ToWorker::Analyze { id, prompt, terms, bos, chat, system } => analyze(id, &prompt, &terms, bos, chat, &system),
+        ToWorker::Analyze { id, prompt, terms, bos, chat, system, chat_terms } => {
+            analyze(id, &prompt, &terms, bos, chat, &system, chat_terms)
+        }
         ToWorker::Run { run_id, recipe } => run(run_id, recipe).await,
         ToWorker::Stop => state().stop.set(true),
         ToWorker::Sweep { run_id, spec } => sweep(run_id, spec).await,
-        ToWorker::Vocab { id, terms, bos, site, k, ln_f } => vocab(id, &terms, bos, site, k, ln_f).await,
+        ToWorker::Vocab { id, terms, bos, site, k, ln_f, chat_system } => {
+            vocab(id, &terms, TextEncoding { bos, chat: chat_system }, site, k, ln_f).await
+        }
         ToWorker::CacheInfo => cache_info().await,
         ToWorker::CacheClear => {
             net::clear_cache().await;
@@ -505,9 +510,11 @@ fn file_error(e: &tiller_core::TillerError) -> UserError {
     err
 }
 
-fn analyze(id: u64, prompt: &str, terms: &[String], bos: bool, chat: bool, system: &str) {
+fn analyze(id: u64, prompt: &str, terms: &[String], bos: bool, chat: bool, system: &str, chat_terms: bool) {
     let Some(tok) = state().tokenizer.borrow().clone() else { return };
     let count = |text: &str| tiller_core::steer::encode_with_bos(&tok, text, bos).map(|ids| ids.len()).unwrap_or(0);
+    let terms_as = TextEncoding { bos, chat: (chat && chat_terms).then(|| system.to_string()) };
+    let count_term = |text: &str| terms_as.encode(&tok, text).map(|ids| ids.len()).unwrap_or(0);
     let (prompt_tokens, prompt_text) = if chat {
         let recipe = tiller_core::Recipe { prompt: prompt.to_string(), chat, system: system.to_string(), ..Default::default() };
         match tiller_core::steer::prompt_text(&tok, &recipe) {
@@ -517,7 +524,7 @@ fn analyze(id: u64, prompt: &str, terms: &[String], bos: bool, chat: bool, syste
     } else {
         (count(prompt), None)
     };
-    post(&FromWorker::Analysis { id, prompt_tokens, term_tokens: terms.iter().map(|t| count(t)).collect(), prompt_text });
+    post(&FromWorker::Analysis { id, prompt_tokens, term_tokens: terms.iter().map(|t| count_term(t)).collect(), prompt_text });
 }
 
 /// Takes the engine and tokenizer for a job, or says why not. While another job holds the
@@ -593,13 +600,13 @@ async fn run(run_id: u64, recipe: Recipe) {
     }
 }
 
-async fn vocab(id: u64, terms: &[Term], bos: bool, site: Site, k: usize, ln_f: bool) {
+async fn vocab(id: u64, terms: &[Term], encoding: TextEncoding, site: Site, k: usize, ln_f: bool) {
     let (mut engine, tok, epoch) = match take_engine().await {
         Ok(x) => x,
         Err(error) => return post(&FromWorker::VocabFailed { id, error }),
     };
     let result = with_backend!(&mut engine, |b| {
-        tiller_core::vocab::decode_vocab(&mut Yielding(b), &tok, terms, bos, site, k.clamp(1, 50), ln_f).await
+        tiller_core::vocab::decode_vocab(&mut Yielding(b), &tok, terms, encoding.clone(), site, k.clamp(1, 50), ln_f).await
     });
     put_back(engine, epoch);
     match result {
