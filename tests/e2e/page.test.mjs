@@ -312,6 +312,28 @@ e2e('03b-run-while-the-engine-is-busy', async (t) => {
   }
 });
 
+// Ctrl+Enter runs from the keyboard (here from inside the prompt box): the same run as the
+// button's, announced by the status line (a polite live region).
+e2e('03c-ctrl-enter-runs', async (t) => {
+  await ensureModel(page);
+  await setRecipe(page, { ...RECIPE, n: 1, maxTokens: 4 });
+  try {
+    const meta = async () => (await page.locator('.run-meta').first().textContent().catch(() => '')) || '';
+    const before = Number((/Run #(\d+)/.exec(await meta()) || [0, 0])[1]);
+    await tid(page, 'prompt').first().click();
+    await page.keyboard.press('Control+Enter');
+    await waitForState(page, 'run-status', 'done', RUN_TIMEOUT, { failOn: ['error'] });
+    const after = Number((/Run #(\d+)/.exec(await meta()) || [0, 0])[1]);
+    assert.equal(after, before + 1, `Ctrl+Enter started one run: ${await meta()}`);
+    assert.equal(await tid(page, 'prompt').first().inputValue(), RECIPE.prompt, 'Ctrl+Enter did not type into the prompt');
+    assert.equal(await tid(page, 'run-status').first().getAttribute('aria-live'), 'polite', 'the run status is a live region');
+    const res = await readCompletions(page, 1);
+    assert.ok(res.steered[0] && res.unsteered[0], 'the keyboard run produced completions');
+  } finally {
+    await setRecipe(page, RECIPE);
+  }
+});
+
 e2e('04-vocab-panel', async (t) => {
   await ensureModel(page);
   await expectPresent(page, 'vocab-panel', 30_000, 'with a model loaded and a recipe set');

@@ -204,7 +204,20 @@ pub fn run(ctx: Ctx) -> Result<(), Vec<String>> {
     ctx.run_state.set(RunState::Running);
     ctx.vocab.set(VocabState::Empty);
     send(ctx, &ToWorker::Run { run_id, recipe }, &[]);
+    show_results();
     Ok(())
+}
+
+/// Brings the completions into view when a run starts from where they are off screen (Run at
+/// the foot of a long recipe, or on a phone, where they sit below it).
+fn show_results() {
+    let Some(window) = web_sys::window() else { return };
+    let Some(el) = window.document().and_then(|d| d.query_selector(".results").ok().flatten()) else { return };
+    let top = el.get_bounding_client_rect().top();
+    let height = window.inner_height().ok().and_then(|h| h.as_f64()).unwrap_or(0.0);
+    if top < 0.0 || top > height - 80.0 {
+        el.scroll_into_view_with_bool(true);
+    }
 }
 
 /// Asks for the decoded vocabulary of the shown run's steering terms.

@@ -91,13 +91,26 @@ pub fn RecipeEditor() -> impl IntoView {
         })
     };
     let can_run = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy() && blocked().is_none();
-    let on_run = move |_| {
+    let start = move || {
         ctx.fields_checked.set(true);
         validation.set(Vec::new());
         if let Err(errors) = client::run(ctx) {
             validation.set(errors);
         }
     };
+    let on_run = move |_| start();
+    // Ctrl+Enter (Cmd+Enter on a Mac) runs from anywhere on the page, as the Run button would;
+    // while Run is disabled it only shows what blocks it.
+    let _shortcut = window_event_listener(leptos::ev::keydown, move |ev| {
+        if ev.key() == "Enter" && (ev.ctrl_key() || ev.meta_key()) {
+            ev.prevent_default();
+            if untrack(can_run) {
+                start();
+            } else {
+                ctx.fields_checked.set(true);
+            }
+        }
+    });
     view! {
         <div class="card recipe">
             <h2>"2 · Steering recipe"</h2>
@@ -119,9 +132,10 @@ pub fn RecipeEditor() -> impl IntoView {
             </div>
             <div class="buttons run-buttons">
                 <button class="primary big" data-testid="run" disabled=move || !can_run() on:click=on_run
-                    title=move || blocked().map(|b| format!("Fix the recipe to run: {b}"))>"Run"</button>
+                    aria-keyshortcuts="Control+Enter"
+                    title=move || blocked().map_or_else(|| "Run (Ctrl+Enter)".to_string(), |b| format!("Fix the recipe to run: {b}"))>"Run"</button>
                 <button class="big" data-testid="stop" disabled=move || !running() on:click=move |_| send(ctx, &ToWorker::Stop, &[])>"Stop"</button>
-                <span class="run-status" data-testid="run-status" data-state=move || ctx.run_state.get().as_str()>
+                <span class="run-status" data-testid="run-status" role="status" aria-live="polite" data-state=move || ctx.run_state.get().as_str()>
                     {move || match ctx.run_state.get() {
                         RunState::Idle if ctx.model_state.get() != ModelState::Ready => "Load a model to run.".to_string(),
                         _ if blocked().is_some() && !running() => "Fix the recipe above to run.".to_string(),

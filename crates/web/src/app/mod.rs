@@ -407,8 +407,8 @@ pub fn App() -> impl IntoView {
         </main>
         <footer class="foot">
             "Everything runs locally: model files come straight from the Hub (or your URL/files) into this tab and are cached by your browser. "
-            "Share links carry the whole recipe in the part after #. "
-            "Tests and mirrors: add ?hub=http://127.0.0.1:8081 to the address to use another Hub endpoint."
+            "Share links carry the whole recipe in the part after #, so opening one sends nothing anywhere. "
+            "Ctrl+Enter runs the recipe."
         </footer>
     }
 }
