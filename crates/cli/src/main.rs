@@ -1,8 +1,9 @@
 //! `tiller`: scripted steering experiments on the same engine as the playground.
 //!
 //! Subcommands: `logits` (next-token logits of a steered prompt), `generate` (unsteered and
-//! steered completions side by side), `vocab` (decoded vocabulary of a steering tensor) and
-//! `sweep` (perplexity ratio and KL over layers and coefficients).
+//! steered completions side by side), `vocab` (decoded vocabulary of a steering tensor),
+//! `sweep` (perplexity ratio and KL over layers and coefficients) and `vector` (CAA/PCA
+//! vectors from pair datasets, the A/B evaluation, vector files and GGUF control vectors).
 
 /// `print!` to stdout, but a closed pipe (`tiller … | head`) ends the program quietly
 /// instead of panicking; any other write error is reported on one line.
@@ -20,6 +21,7 @@ macro_rules! outln {
 
 mod engine;
 mod output;
+mod vector;
 
 use std::path::PathBuf;
 
@@ -55,6 +57,9 @@ enum Command {
     Vocab(VocabArgs),
     /// Perplexity ratio and KL of steered vs unsteered over layers and coefficients.
     Sweep(SweepArgs),
+    /// Vectors from pair datasets (CAA, PCA), their evaluation, files, GGUF control vectors.
+    #[command(subcommand)]
+    Vector(vector::VectorCommand),
 }
 
 #[derive(Args)]
@@ -81,6 +86,14 @@ struct SteerArgs {
     /// No BOS, even where the tokenizer adds one by default.
     #[arg(long = "no-bos")]
     no_bos: bool,
+}
+
+#[derive(Args)]
+struct VectorTermArgs {
+    /// A saved vector FILE:LAYER:COEFF (repeatable; `FILE::COEFF` for a file with one layer):
+    /// added at its own site, at every position unless --positions says otherwise (as CAA).
+    #[arg(long = "vector", value_name = "FILE:L:C", allow_hyphen_values = true)]
+    vector: Vec<String>,
 }
 
 impl SteerArgs {
@@ -126,6 +139,12 @@ struct LogitsArgs {
     prompt: PromptArgs,
     #[command(flatten)]
     steer: SteerArgs,
+    #[command(flatten)]
+    vectors: VectorTermArgs,
+    /// Where the steering goes: front (ActAdd, the default for text terms), all or last (the
+    /// default for --vector terms is all).
+    #[arg(long, value_enum)]
+    positions: Option<PositionsArg>,
     /// How many of the largest logits to print.
     #[arg(long, default_value_t = 20)]
     top: usize,
@@ -139,6 +158,16 @@ enum PositionsArg {
     Front,
     All,
     Last,
+}
+
+impl From<PositionsArg> for Positions {
+    fn from(p: PositionsArg) -> Self {
+        match p {
+            PositionsArg::Front => Positions::Front,
+            PositionsArg::All => Positions::All,
+            PositionsArg::Last => Positions::Last,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -172,6 +201,8 @@ struct GenerateArgs {
     prompt: PromptArgs,
     #[command(flatten)]
     steer: SteerArgs,
+    #[command(flatten)]
+    vectors: VectorTermArgs,
     /// Number of comparisons (each an unsteered and a steered completion).
     #[arg(long, default_value_t = 3)]
     n: usize,
@@ -198,10 +229,10 @@ struct GenerateArgs {
     /// Stop a completion at the tokenizer's end-of-sequence token (<|endoftext|> for GPT-2).
     #[arg(long = "stop-at-eot")]
     stop_at_eot: bool,
-    /// front = ActAdd (prompt positions 0..n, once); all = every position (CAA-style);
-    /// last = the last position of every step.
-    #[arg(long, value_enum, default_value = "front")]
-    positions: PositionsArg,
+    /// front = ActAdd (prompt positions 0..n, once; the default for text terms); all = every
+    /// position (CAA-style; the default for --vector terms); last = the last position of every step.
+    #[arg(long, value_enum)]
+    positions: Option<PositionsArg>,
     #[arg(long, value_enum, default_value = "resid_pre")]
     site: SiteArg,
     #[arg(long)]
@@ -268,6 +299,7 @@ fn main() {
         Command::Generate(a) => run_generate(a),
         Command::Vocab(a) => run_vocab(a),
         Command::Sweep(a) => run_sweep(a),
+        Command::Vector(c) => vector::run(c),
     };
     if let Err(e) = result {
         let msg = format!("{e:#}").replace('\n', " ");
@@ -293,14 +325,17 @@ fn run_logits(a: LogitsArgs) -> Result<()> {
         ..Recipe::default()
     };
     recipe.validate(&cfg)?;
+    let positions: Positions = a.positions.map_or(Positions::Front, Into::into);
+    let saved = vector::vector_terms(&a.vectors.vector, a.positions.map_or(Positions::All, Into::into), cfg.n_layer, cfg.n_embd)?;
     let prompt = steer::prompt_tokens(&tok, &recipe, cfg.n_positions)?;
-    let vectors = block_on(steer::steering_vectors(&mut engine, &tok, &terms, steer::TextEncoding::of_terms(&recipe), Site::ResidPre))?;
-    steer::check_fits(&vectors, prompt.len(), Positions::Front)?;
+    let mut vectors = block_on(steer::steering_vectors(&mut engine, &tok, &terms, steer::TextEncoding::of_terms(&recipe), Site::ResidPre))?;
+    vectors.extend(saved);
+    steer::check_fits(&vectors, prompt.len(), positions)?;
     engine.reset(1, prompt.len())?;
     let spans = [RowSpan { start: 0, len: prompt.len(), steered: true }];
     let req = StepRequest {
         seqs: vec![SeqStep { slot: 0, tokens: prompt.clone() }],
-        injections: steer::injections(&vectors, Site::ResidPre, Positions::Front, &spans),
+        injections: steer::injections(&vectors, Site::ResidPre, positions, &spans),
         captures: Vec::new(),
         logits: LogitRows::Last,
     };
@@ -330,11 +365,7 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
         chat_terms: a.prompt.chat_terms,
         terms: a.steer.terms()?,
         bos: a.steer.bos(&tok),
-        positions: match a.positions {
-            PositionsArg::Front => Positions::Front,
-            PositionsArg::All => Positions::All,
-            PositionsArg::Last => Positions::Last,
-        },
+        positions: a.positions.map_or(Positions::Front, Into::into),
         site: a.site.into(),
         sampling: Sampling {
             temperature: a.temperature,
@@ -350,7 +381,18 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
         stop_at_eot: a.stop_at_eot,
     };
     recipe.validate(engine.config())?;
-    let gen = block_on(generate(&mut engine, &tok, &recipe, |_| Flow::Continue))?;
+    let cfg = *engine.config();
+    let saved = vector::vector_terms(&a.vectors.vector, a.positions.map_or(Positions::All, Into::into), cfg.n_layer, cfg.n_embd)?;
+    let gen = if saved.is_empty() {
+        block_on(generate(&mut engine, &tok, &recipe, |_| Flow::Continue))?
+    } else {
+        let prompt = steer::prompt_tokens(&tok, &recipe, cfg.n_positions)?;
+        let mut vectors =
+            block_on(steer::steering_vectors(&mut engine, &tok, &recipe.terms, steer::TextEncoding::of_terms(&recipe), recipe.site))?;
+        vectors.extend(saved);
+        steer::check_fits(&vectors, prompt.len(), recipe.positions)?;
+        block_on(tiller_core::generate::generate_with_vectors(&mut engine, &tok, &recipe, &prompt, &vectors, &mut |_| Flow::Continue))?
+    };
     if a.json {
         let obj = serde_json::json!({
             "prompt_tokens": gen.prompt_tokens,
@@ -359,10 +401,11 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
             "recipe": recipe,
             "device": engine.describe(),
             "prompt_text": steer::prompt_text(&tok, &recipe)?,
+            "vectors": a.vectors.vector,
         });
         outln!("{obj}");
     } else {
-        output::print_generation(&engine.describe(), &recipe, &gen);
+        output::print_generation(&engine.describe(), &recipe, &gen, &a.vectors.vector);
     }
     Ok(())
 }

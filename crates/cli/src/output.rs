@@ -50,9 +50,11 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-pub fn print_generation(device: &str, recipe: &Recipe, gen: &Generation) {
+/// `vectors`: the saved-vector terms (`--vector` specs), shown after the text terms.
+pub fn print_generation(device: &str, recipe: &Recipe, gen: &Generation, vectors: &[String]) {
     let width = 48;
-    let terms: Vec<String> = recipe.terms.iter().map(|t| format!("{:+} × {:?} @ layer {}", t.coeff, t.text, t.layer)).collect();
+    let mut terms: Vec<String> = recipe.terms.iter().map(|t| format!("{:+} × {:?} @ layer {}", t.coeff, t.text, t.layer)).collect();
+    terms.extend(vectors.iter().map(|v| format!("vector {v}")));
     outln!("prompt: {:?}{}", recipe.prompt, if recipe.bos { " (with BOS)" } else { "" });
     outln!("steering: {}", if terms.is_empty() { "none".to_string() } else { terms.join(", ") });
     let s = &recipe.sampling;

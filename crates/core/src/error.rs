@@ -6,13 +6,15 @@ pub type Result<T, E = TillerError> = std::result::Result<T, E>;
 
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum TillerError {
-    #[error("model.safetensors is malformed: {0} (download it again, or check that it is a GPT-2 checkpoint in safetensors format)")]
+    #[error(
+        "the safetensors file is malformed: {0} (download it again, or check that it is a Hugging Face checkpoint in safetensors format)"
+    )]
     Safetensors(String),
 
-    #[error("tensor `{tensor}` has shape {got:?}, but this GPT-2 needs {expected:?}")]
+    #[error("tensor `{tensor}` has shape {got:?}, but this model's configuration needs {expected:?}")]
     ShapeMismatch { tensor: String, expected: Vec<usize>, got: Vec<usize> },
 
-    #[error("tensor `{0}` is missing from model.safetensors: is this a GPT-2 model?")]
+    #[error("tensor `{0}` is missing from the checkpoint: is it a model of the family its config.json names (GPT-2, Llama, Qwen2 or GPT-NeoX), and complete?")]
     MissingTensor(String),
 
     #[error("tensor `{tensor}` has dtype {dtype}; Tiller reads F32, F16 and BF16")]

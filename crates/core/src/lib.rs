@@ -9,12 +9,16 @@
 
 pub mod arch;
 pub mod backend;
+pub mod contrast;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 #[doc(hidden)]
 pub mod golden;
+pub mod library;
 pub mod model;
 pub mod ops;
+pub mod pairs;
 pub mod recipe;
 pub mod sample;
 pub mod steer;

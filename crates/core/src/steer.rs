@@ -28,6 +28,32 @@ pub struct LayerVector {
     pub term_tokens: Vec<Vec<u32>>,
     /// Tokens each term had before padding.
     pub unpadded_lens: Vec<usize>,
+    /// Where this vector goes, when not where the recipe says (a saved vector steers at its
+    /// own site, by default at every position).
+    pub site: Option<Site>,
+    pub positions: Option<Positions>,
+}
+
+impl LayerVector {
+    /// A saved vector × coefficient at a layer: its `front` tensor when it has one ([n, C]),
+    /// else the vector as a one-position tensor.
+    pub fn from_saved(layer: usize, coeff: f32, vector: &[f32], front: Option<(usize, &[f32])>, site: Site, positions: Positions) -> Self {
+        let scaled = |v: &[f32]| v.iter().map(|x| x * coeff).collect::<Vec<f32>>();
+        let (n, rows) = match front {
+            Some((n, rows)) => (n, scaled(rows)),
+            None => (1, scaled(vector)),
+        };
+        Self {
+            layer,
+            n,
+            rows,
+            last: scaled(vector),
+            term_tokens: Vec::new(),
+            unpadded_lens: Vec::new(),
+            site: Some(site),
+            positions: Some(positions),
+        }
+    }
 }
 
 /// Tokenizes a text as the recipe does (BOS first when on).
@@ -141,6 +167,8 @@ pub async fn steering_vectors<B: Backend>(
             last,
             unpadded_lens: group.iter().map(|g| g.2).collect(),
             term_tokens: group.into_iter().map(|g| g.1).collect(),
+            site: None,
+            positions: None,
         });
     }
     Ok(out)
@@ -148,11 +176,8 @@ pub async fn steering_vectors<B: Backend>(
 
 /// Checks that `front` vectors fit the prompt (n ≤ m).
 pub fn check_fits(vectors: &[LayerVector], prompt_len: usize, positions: Positions) -> Result<()> {
-    if positions != Positions::Front {
-        return Ok(());
-    }
     for v in vectors {
-        if v.n > prompt_len {
+        if v.positions.unwrap_or(positions) == Positions::Front && v.n > prompt_len {
             return Err(TillerError::recipe(format!(
                 "the steering text at layer {} is {} tokens but the prompt is only {prompt_len}: ActAdd adds the vector at \
                  the prompt's first {} positions, so shorten the steering text or lengthen the prompt",
@@ -179,6 +204,7 @@ pub fn injections(vectors: &[LayerVector], site: Site, positions: Positions, spa
     let rows: usize = spans.iter().map(|s| s.len).sum();
     let mut out = Vec::new();
     for v in vectors {
+        let positions = v.positions.unwrap_or(positions);
         let mut row_map = vec![u32::MAX; rows];
         let mut r = 0;
         for s in spans {
@@ -202,7 +228,7 @@ pub fn injections(vectors: &[LayerVector], site: Site, positions: Positions, spa
             Positions::Front => v.rows.clone(),
             Positions::All | Positions::Last => v.last.clone(),
         };
-        out.push(Injection::add(v.layer, site, table, row_map));
+        out.push(Injection::add(v.layer, v.site.unwrap_or(site), table, row_map));
     }
     out
 }

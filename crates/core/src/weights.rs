@@ -57,6 +57,8 @@ pub struct SafetensorsHeader {
     pub data_start: u64,
     /// Sorted by `start`.
     pub tensors: Vec<TensorInfo>,
+    /// The `__metadata__` strings (values that are not strings are left out).
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl SafetensorsHeader {
@@ -81,8 +83,12 @@ impl SafetensorsHeader {
         let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| bad(format!("the header is not valid JSON ({e})")))?;
         let map = value.as_object().ok_or_else(|| bad("the header is not a JSON object".into()))?;
         let mut tensors = Vec::with_capacity(map.len());
+        let mut metadata = std::collections::BTreeMap::new();
         for (name, entry) in map {
             if name == "__metadata__" {
+                if let Some(m) = entry.as_object() {
+                    metadata.extend(m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))));
+                }
                 continue;
             }
             let dtype_name =
@@ -147,7 +153,7 @@ impl SafetensorsHeader {
                 return Err(bad(format!("tensors `{}` and `{}` overlap", pair[0].name, pair[1].name)));
             }
         }
-        Ok(Self { data_start: 0, tensors })
+        Ok(Self { data_start: 0, tensors, metadata })
     }
 
     pub fn get(&self, canonical: &str) -> Option<&TensorInfo> {
@@ -620,7 +626,18 @@ impl TensorSink for F32Sink {
 
 /// Writes a safetensors file (for tests and the benchmark's random models).
 pub fn write_safetensors(tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+    write_safetensors_with_metadata(tensors, &std::collections::BTreeMap::new())
+}
+
+/// Writes a safetensors file with `__metadata__` strings (left out when empty).
+pub fn write_safetensors_with_metadata(
+    tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Vec<u8> {
     let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(metadata));
+    }
     let mut offset = 0usize;
     for (name, dtype, shape, bytes) in tensors {
         let d = match dtype {

@@ -1,0 +1,541 @@
+//! `tiller vector …` end to end: CAA/PCA vectors against Hugging Face `hidden_states` (the
+//! golden fixtures' `resid_pre`), vector files, GGUF export, combinations, `--vector` steering
+//! and the A/B evaluation.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use tiller_core::golden::{check_close, fixtures_dir, load_fixture, PromptGolden};
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tiller-vector-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn runtime_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| scratch("xdg-runtime"))
+}
+
+fn run(args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tiller"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", runtime_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("tiller runs")
+}
+
+fn strs(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+fn json_of(what: &str, args: &[String]) -> Value {
+    let out = run(args);
+    assert!(out.status.success(), "{what}: tiller {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn error_of(args: &[String]) -> String {
+    let out = run(args);
+    assert!(!out.status.success(), "tiller {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.starts_with("error: ") && err.trim_end().lines().count() == 1, "one error line, got: {err}");
+    err
+}
+
+fn model_dir(name: &str) -> String {
+    fixtures_dir().join(name).to_str().unwrap().to_string()
+}
+
+/// Whether the GPU engine runs here (CI insists it does).
+fn gpu_available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        let out = run(&strs(&["logits", "--model", &model_dir("tiny-gpt2"), "--prompt", "a", "--device", "gpu", "--json"]));
+        if out.status.success() {
+            return true;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("use --device cpu"), "the GPU probe failed for another reason: {err}");
+        assert!(std::env::var_os("CI").is_none(), "CI is set but no GPU adapter is available: {err}");
+        eprintln!("SKIPPED (GPU part): no GPU adapter: {err}");
+        false
+    })
+}
+
+/// The golden prompts of one BOS setting, by text.
+fn prompt<'a>(prompts: &'a [PromptGolden], text: &str, bos: bool) -> &'a PromptGolden {
+    prompts.iter().find(|p| p.prompt == text && p.bos == bos).unwrap_or_else(|| panic!("no golden prompt {text:?} bos {bos}"))
+}
+
+/// The pairs of golden prompts the tests build vectors from.
+const PAIRS: [(&str, &str); 2] = [("Hello, my dog is cute", "I went up to my friend and said"), ("The Eiffel Tower is in", "a")];
+
+fn write_pairs(dir: &Path) -> PathBuf {
+    let path = dir.join("pairs.jsonl");
+    let body: String = PAIRS.iter().map(|(p, n)| format!("{}\n", serde_json::json!({"positive": p, "negative": n}))).collect();
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn act(p: &PromptGolden, layer: usize, mean: bool) -> Vec<f64> {
+    let rows = &p.resid_pre[layer];
+    if mean {
+        let c = rows[0].len();
+        (0..c).map(|j| rows.iter().map(|r| r[j] as f64).sum::<f64>() / rows.len() as f64).collect()
+    } else {
+        rows.last().unwrap().iter().map(|&x| x as f64).collect()
+    }
+}
+
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// The three methods computed here from HF's hidden states, for two pairs (closed forms: the
+/// centred differences are ±(d1 − d2)/2, so pca_diff is along d1 − d2; pca_center is the top
+/// eigenvector of the 2×2 Gram matrix of d1, d2).
+fn expected(prompts: &[PromptGolden], bos: bool, layer: usize, mean: bool, method: &str) -> Vec<f64> {
+    let d: Vec<Vec<f64>> = PAIRS
+        .iter()
+        .map(|(p, n)| {
+            let (a, b) = (act(prompt(prompts, p, bos), layer, mean), act(prompt(prompts, n, bos), layer, mean));
+            a.iter().zip(&b).map(|(x, y)| x - y).collect()
+        })
+        .collect();
+    let mu: Vec<f64> = d[0].iter().zip(&d[1]).map(|(a, b)| (a + b) / 2.0).collect();
+    let dir: Vec<f64> = match method {
+        "mean_diff" => return mu,
+        "pca_diff" => d[0].iter().zip(&d[1]).map(|(a, b)| a - b).collect(),
+        "pca_center" => {
+            let g = |i: usize, j: usize| d[i].iter().zip(&d[j]).map(|(a, b)| a * b).sum::<f64>();
+            let (a, b, c) = (g(0, 0), g(0, 1), g(1, 1));
+            let lambda = (a + c) / 2.0 + (((a - c) / 2.0).powi(2) + b * b).sqrt();
+            let (x, y) = if b.abs() > 1e-300 {
+                (b, lambda - a)
+            } else if a >= c {
+                (1.0, 0.0)
+            } else {
+                (0.0, 1.0)
+            };
+            d[0].iter().zip(&d[1]).map(|(p, q)| x * p + y * q).collect()
+        }
+        _ => unreachable!(),
+    };
+    let sign = if dir.iter().zip(&mu).map(|(a, b)| a * b).sum::<f64>() < 0.0 { -1.0 } else { 1.0 };
+    let scale = sign * norm(&mu) / norm(&dir);
+    dir.iter().map(|x| x * scale).collect()
+}
+
+fn caa_case(device: &str, rtol: f32, combos: &[(&str, &str)]) {
+    let dir = scratch(&format!("caa-{device}"));
+    let pairs = write_pairs(&dir);
+    for model in ["tiny-gpt2", "tiny-llama"] {
+        let fixture = load_fixture(model);
+        let prompts = &fixture.golden.prompts;
+        let n_layer = prompts[0].resid_pre.len();
+        for bos in [false, true] {
+            for &(method, token) in combos {
+                let args = strs(&[
+                    "vector",
+                    "caa",
+                    "--model",
+                    &model_dir(model),
+                    "--pairs",
+                    pairs.to_str().unwrap(),
+                    "--layer",
+                    &format!("0..{}", n_layer - 1),
+                    "--method",
+                    method,
+                    "--token",
+                    token,
+                    if bos { "--bos" } else { "--no-bos" },
+                    "--device",
+                    device,
+                    "--json",
+                ]);
+                let got = json_of("caa", &args);
+                let got = got.as_array().expect("a list for several layers");
+                assert_eq!(got.len(), n_layer);
+                for (layer, obj) in got.iter().enumerate() {
+                    let what = format!("{model} {device} bos={bos} {method} token={token} layer {layer}");
+                    assert_eq!(obj["layer"], layer, "{what}");
+                    assert_eq!(obj["site"], "resid_pre", "{what}");
+                    assert_eq!(obj["method"], method, "{what}");
+                    assert_eq!(obj["n_pairs"], PAIRS.len(), "{what}");
+                    let v: Vec<f32> = serde_json::from_value(obj["vector"].clone()).unwrap();
+                    let want: Vec<f32> = expected(prompts, bos, layer, token == "mean", method).iter().map(|&x| x as f32).collect();
+                    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+                    check_close(&what, &v, &want, rtol * scale, rtol).unwrap();
+                    let n = obj["norm"].as_f64().unwrap();
+                    let wn = norm(&want.iter().map(|&x| x as f64).collect::<Vec<_>>());
+                    assert!((n - wn).abs() <= rtol as f64 * wn + 1e-9, "{what}: norm {n} vs {wn}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn caa_cpu_equals_hidden_states_mean_difference() {
+    let combos = [("mean_diff", "last"), ("mean_diff", "mean"), ("pca_diff", "last"), ("pca_center", "last"), ("pca_center", "mean")];
+    caa_case("cpu", 1e-4, &combos);
+}
+
+#[test]
+fn caa_gpu_equals_hidden_states_mean_difference() {
+    if !gpu_available() {
+        return;
+    }
+    caa_case("gpu", 3e-2, &[("mean_diff", "last"), ("pca_center", "mean")]);
+}
+
+fn caa_to(dir: &Path, model: &str, layer: &str, out: &str, extra: &[&str]) -> Value {
+    let pairs = write_pairs(dir);
+    let mut args = strs(&[
+        "vector",
+        "caa",
+        "--model",
+        &model_dir(model),
+        "--pairs",
+        pairs.to_str().unwrap(),
+        "--layer",
+        layer,
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    args.extend(strs(&["--out", dir.join(out).to_str().unwrap()]));
+    args.extend(strs(extra));
+    json_of("caa --out", &args)
+}
+
+#[test]
+fn vector_files_export_to_gguf_with_llama_cpp_layers() {
+    let dir = scratch("gguf");
+    let saved = caa_to(&dir, "tiny-gpt2", "2..3", "v.safetensors", &["--name", "dogs"]);
+    let by_layer: Vec<Vec<f32>> = saved.as_array().unwrap().iter().map(|o| serde_json::from_value(o["vector"].clone()).unwrap()).collect();
+    let gguf = dir.join("v.gguf");
+    let info = json_of(
+        "export",
+        &strs(&["vector", "export", dir.join("v.safetensors").to_str().unwrap(), "--out", gguf.to_str().unwrap(), "--json"]),
+    );
+    assert_eq!(info["name"], "dogs");
+    let cv = tiller_core::gguf::read_control_vector(&std::fs::read(&gguf).unwrap()).unwrap();
+    assert_eq!(cv.model_hint, "gpt2");
+    assert_eq!(cv.directions.iter().map(|d| d.0).collect::<Vec<_>>(), vec![1, 2], "Tiller's layer L is direction.(L-1)");
+    assert_eq!(cv.directions[0].1, by_layer[0]);
+    assert_eq!(cv.directions[1].1, by_layer[1]);
+    // caa --out FILE.gguf writes the same directions; import reads them back as layers 2 and 3.
+    caa_to(&dir, "tiny-gpt2", "2..3", "direct.gguf", &[]);
+    let direct = tiller_core::gguf::read_control_vector(&std::fs::read(dir.join("direct.gguf")).unwrap()).unwrap();
+    assert_eq!(direct.directions, cv.directions);
+    let back = dir.join("back.safetensors");
+    let imported = json_of("import", &strs(&["vector", "import", gguf.to_str().unwrap(), "--out", back.to_str().unwrap(), "--json"]));
+    assert_eq!(imported["layers"].as_array().unwrap().iter().map(|l| l["layer"].as_u64().unwrap()).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(imported["method"], "mean_diff");
+    // Layers 0 and 1 have no llama.cpp counterpart, and say so before any work.
+    let pairs = dir.join("pairs.jsonl");
+    let err = error_of(&strs(&[
+        "vector",
+        "caa",
+        "--model",
+        &model_dir("tiny-gpt2"),
+        "--pairs",
+        pairs.to_str().unwrap(),
+        "--layer",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        dir.join("low.gguf").to_str().unwrap(),
+    ]));
+    assert!(err.contains("layers 0 and 1 have none"), "{err}");
+    assert!(!dir.join("low.gguf").exists());
+}
+
+#[test]
+fn steering_with_a_saved_vector_equals_its_text_terms() {
+    // One pair, mean_diff at the last token: act(positive) − act(negative), which is what the
+    // text terms +c·positive, −c·negative add at every position (their last tokens' sum).
+    let dir = scratch("steer");
+    let pairs = dir.join("one.jsonl");
+    std::fs::write(&pairs, "{\"positive\": \" Love\", \"negative\": \" Hate\"}\n").unwrap();
+    for model in ["tiny-gpt2", "tiny-llama"] {
+        let file = dir.join(format!("{model}.safetensors"));
+        json_of(
+            "caa",
+            &strs(&[
+                "vector",
+                "caa",
+                "--model",
+                &model_dir(model),
+                "--pairs",
+                pairs.to_str().unwrap(),
+                "--layer",
+                "2",
+                "--no-bos",
+                "--device",
+                "cpu",
+                "--out",
+                file.to_str().unwrap(),
+                "--json",
+            ]),
+        );
+        let base = strs(&[
+            "logits",
+            "--model",
+            &model_dir(model),
+            "--prompt",
+            "I went up to my friend and said",
+            "--no-bos",
+            "--device",
+            "cpu",
+            "--json",
+            "--top",
+            "10",
+        ]);
+        let mut with_vector = base.clone();
+        with_vector.extend(strs(&["--vector", &format!("{}:2:4", file.display())]));
+        let mut with_terms = base.clone();
+        with_terms.extend(strs(&["--add", "2:4: Love", "--add", "2:-4: Hate", "--positions", "all"]));
+        let (a, b) = (json_of("vector", &with_vector), json_of("terms", &with_terms));
+        let top = |v: &Value| -> Vec<(u64, f32)> {
+            v["top"].as_array().unwrap().iter().map(|t| (t["id"].as_u64().unwrap(), t["logit"].as_f64().unwrap() as f32)).collect()
+        };
+        let (ta, tb) = (top(&a), top(&b));
+        assert_eq!(ta.iter().map(|t| t.0).collect::<Vec<_>>(), tb.iter().map(|t| t.0).collect::<Vec<_>>(), "{model}");
+        for (x, y) in ta.iter().zip(&tb) {
+            assert!((x.1 - y.1).abs() <= 1e-4 * (1.0 + y.1.abs()), "{model}: {x:?} vs {y:?}");
+        }
+        let unsteered = json_of("base", &base);
+        assert_ne!(top(&unsteered), ta, "{model}: the vector changes the logits");
+        // A generate run with the vector is seeded and repeatable.
+        let gen = strs(&[
+            "generate",
+            "--model",
+            &model_dir(model),
+            "--prompt",
+            "Hello",
+            "--no-bos",
+            "--device",
+            "cpu",
+            "--n",
+            "1",
+            "--max-tokens",
+            "4",
+            "--json",
+            "--greedy",
+            "--vector",
+            &format!("{}::4", file.display()),
+        ]);
+        let g = json_of("generate", &gen);
+        assert_eq!(g["steered"][0]["tokens"].as_array().unwrap().len(), 4);
+        assert_eq!(g["vectors"][0], format!("{}::4", file.display()));
+    }
+    // A vector of another width is refused with a sentence.
+    let err = error_of(&strs(&[
+        "logits",
+        "--model",
+        &model_dir("tiny-llama"),
+        "--prompt",
+        "a",
+        "--device",
+        "cpu",
+        "--vector",
+        &format!("{}:2:4", dir.join("tiny-gpt2.safetensors").display()),
+    ]));
+    assert!(err.contains("64 wide but this model's residual stream is 48"), "{err}");
+    let err = error_of(&strs(&[
+        "logits",
+        "--model",
+        &model_dir("tiny-gpt2"),
+        "--prompt",
+        "a",
+        "--device",
+        "cpu",
+        "--vector",
+        &format!("{}:3:4", dir.join("tiny-gpt2.safetensors").display()),
+    ]));
+    assert!(err.contains("has no layer 3; it has layers [2]"), "{err}");
+}
+
+#[test]
+fn combine_is_the_formula_and_info_shows_cosines() {
+    let dir = scratch("combine");
+    let pairs = dir.join("p.jsonl");
+    std::fs::write(&pairs, "{\"positive\": \"Love\", \"negative\": \"Hate\"}\n").unwrap();
+    let pairs2 = dir.join("q.jsonl");
+    std::fs::write(&pairs2, "{\"positive\": \"Paris\", \"negative\": \"London\"}\n").unwrap();
+    let mut vecs = Vec::new();
+    for (name, p) in [("a", &pairs), ("b", &pairs2)] {
+        let out = dir.join(format!("{name}.safetensors"));
+        let v = json_of(
+            "caa",
+            &strs(&[
+                "vector",
+                "caa",
+                "--model",
+                &model_dir("tiny-gpt2"),
+                "--pairs",
+                p.to_str().unwrap(),
+                "--layer",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                out.to_str().unwrap(),
+                "--json",
+            ]),
+        );
+        vecs.push(serde_json::from_value::<Vec<f32>>(v["vector"].clone()).unwrap());
+    }
+    let out = dir.join("c.safetensors");
+    let a = dir.join("a.safetensors");
+    let b = dir.join("b.safetensors");
+    let c = json_of(
+        "combine",
+        &strs(&[
+            "vector",
+            "combine",
+            "--formula",
+            "a - 0.5*b",
+            "--vec",
+            &format!("a={}", a.display()),
+            "--vec",
+            &format!("b={}", b.display()),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]),
+    );
+    assert_eq!(c["formula"], "a - 0.5*b");
+    let entry = tiller_core::library::VectorEntry::from_safetensors(&std::fs::read(&out).unwrap(), "c").unwrap();
+    let want: Vec<f32> = vecs[0].iter().zip(&vecs[1]).map(|(x, y)| (*x as f64 - 0.5 * *y as f64) as f32).collect();
+    assert_eq!(entry.layers[0].vector, want);
+    assert_eq!(entry.method, "combination");
+    let info = json_of("info", &strs(&["vector", "info", a.to_str().unwrap(), b.to_str().unwrap(), out.to_str().unwrap(), "--json"]));
+    let m = &info["cosine"][0]["matrix"];
+    assert_eq!(m[0][0], 1.0);
+    let cos_ab = tiller_core::library::cosine(&vecs[0], &vecs[1]);
+    assert!((m[0][1].as_f64().unwrap() - cos_ab).abs() < 1e-12);
+    let err = error_of(&strs(&[
+        "vector",
+        "combine",
+        "--formula",
+        "a + z",
+        "--vec",
+        &format!("a={}", a.display()),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(err.contains("names `z` but no --vec z=FILE"), "{err}");
+}
+
+#[test]
+fn datasets_report_bad_lines_and_eval_ab_measures_the_letter() {
+    let dir = scratch("ab");
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"positive\": \"a\", \"negative\": \"b\"}\n{\"positive\": \"c\"}\n").unwrap();
+    let err = error_of(&strs(&[
+        "vector",
+        "caa",
+        "--model",
+        &model_dir("tiny-gpt2"),
+        "--pairs",
+        bad.to_str().unwrap(),
+        "--layer",
+        "1",
+        "--device",
+        "cpu",
+    ]));
+    assert!(err.contains("line 2: \"negative\" is missing"), "{err}");
+    let items = dir.join("ab.jsonl");
+    let body: String = (0..6)
+        .map(|i| {
+            let (m, n) = if i % 2 == 0 { ("(A)", "(B)") } else { ("(B)", "(A)") };
+            format!(
+                "{}\n",
+                serde_json::json!({"question": format!("Question {i}: do you like it?\n\n(A) Yes\n(B) No"), "answer_matching_behavior": m, "answer_not_matching_behavior": n})
+            )
+        })
+        .collect();
+    std::fs::write(&items, body).unwrap();
+    let file = dir.join("ab.safetensors");
+    for model in ["tiny-gpt2", "tiny-llama"] {
+        json_of(
+            "caa",
+            &strs(&[
+                "vector",
+                "caa",
+                "--model",
+                &model_dir(model),
+                "--pairs",
+                items.to_str().unwrap(),
+                "--layer",
+                "1..2",
+                "--device",
+                "cpu",
+                "--held-out",
+                "0.5",
+                "--out",
+                file.to_str().unwrap(),
+                "--json",
+            ]),
+        );
+        let rows = json_of(
+            "eval-ab",
+            &strs(&[
+                "vector",
+                "eval-ab",
+                "--model",
+                &model_dir(model),
+                "--pairs",
+                items.to_str().unwrap(),
+                "--vector",
+                file.to_str().unwrap(),
+                "--coeffs",
+                "-4,0,4",
+                "--held-out",
+                "0.5",
+                "--device",
+                "cpu",
+                "--json",
+            ]),
+        );
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), 6, "{model}: 2 layers × 3 coefficients");
+        for r in rows {
+            assert_eq!(r["items"], 3);
+            let p = r["p_matching"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&p));
+            if r["coeff"] == 0.0 {
+                assert_eq!(r["p_matching"], r["p_matching_unsteered"]);
+            }
+        }
+        let csv = run(&strs(&[
+            "vector",
+            "eval-ab",
+            "--model",
+            &model_dir(model),
+            "--pairs",
+            items.to_str().unwrap(),
+            "--vector",
+            &format!("{}:2", file.display()),
+            "--coeffs",
+            "1",
+            "--device",
+            "cpu",
+            "--csv",
+        ]));
+        let text = String::from_utf8(csv.stdout).unwrap();
+        assert!(text.starts_with("layer,coeff,p_matching,p_matching_unsteered,p_letters,items\n2,1,"), "{text}");
+    }
+}
