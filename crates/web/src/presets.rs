@@ -42,7 +42,7 @@ pub const PRESETS: &[Preset] = &[
     },
     Preset {
         id: "alive-die",
-        label: "Want to stay alive − Want to die (c = −3)",
+        label: "Want to stay alive − Want to die",
         prompt: "Some people think that death is scary and should be avoided. I agree. I never want to die. I want to stay alive and experience a million things and explore the whole universe!",
         plus: "Want to stay alive",
         minus: "Want to die",
