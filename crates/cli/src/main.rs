@@ -101,15 +101,19 @@ impl SteerArgs {
         self.add.iter().map(|s| Term::parse(s).map_err(Into::into)).collect()
     }
 
-    /// BOS on or off: as asked, else the tokenizer's default.
     fn bos(&self, tok: &Tokenizer) -> bool {
-        if self.bos {
-            true
-        } else if self.no_bos {
-            false
-        } else {
-            tok.bos_by_default()
-        }
+        bos_choice(self.bos, self.no_bos, tok)
+    }
+}
+
+/// BOS on or off: as `--bos`/`--no-bos` ask, else the tokenizer's default.
+fn bos_choice(bos: bool, no_bos: bool, tok: &Tokenizer) -> bool {
+    if bos {
+        true
+    } else if no_bos {
+        false
+    } else {
+        tok.bos_by_default()
     }
 }
 

@@ -47,13 +47,7 @@ pub struct BosArgs {
 
 impl BosArgs {
     fn bos(&self, tok: &Tokenizer) -> bool {
-        if self.bos {
-            true
-        } else if self.no_bos {
-            false
-        } else {
-            tok.bos_by_default()
-        }
+        crate::bos_choice(self.bos, self.no_bos, tok)
     }
 }
 
