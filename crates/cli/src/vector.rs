@@ -32,6 +32,8 @@ pub enum VectorCommand {
     Combine(CombineArgs),
     /// What a vector file holds: provenance, layers, norms (and cosine similarities).
     Info(InfoArgs),
+    /// The decoded vocabulary of a saved vector (v · Wᵀ of the model's head), per layer.
+    Vocab(VocabArgs),
 }
 
 /// `--bos`/`--no-bos` for the dataset's texts.
@@ -256,6 +258,24 @@ pub struct InfoArgs {
     ignored: NoModelArgs,
 }
 
+#[derive(Args)]
+pub struct VocabArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A vector file, FILE or FILE:LAYER (every layer when none is given).
+    #[arg(long = "vector", value_name = "FILE[:LAYER]")]
+    vector: String,
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Apply the final norm before unembedding (logit lens).
+    #[arg(long = "ln-f")]
+    ln_f: bool,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    bos: BosArgs,
+}
+
 pub fn run(cmd: VectorCommand) -> Result<()> {
     match cmd {
         VectorCommand::Caa(a) => run_caa(a),
@@ -263,6 +283,7 @@ pub fn run(cmd: VectorCommand) -> Result<()> {
         VectorCommand::Export(a) | VectorCommand::Import(a) => run_convert(a),
         VectorCommand::Combine(a) => run_combine(a),
         VectorCommand::Info(a) => run_info(a),
+        VectorCommand::Vocab(a) => run_vocab(a),
     }
 }
 
@@ -429,7 +450,14 @@ fn run_caa(a: CaaArgs) -> Result<()> {
         for v in &results {
             let explained =
                 v.explained_variance.map(|e| format!(", first component {:.1}% of the variance", e * 100.0)).unwrap_or_default();
-            outln!("  layer {:>3} {}: norm {:.4}{explained}", v.layer, v.site.as_str(), v.norm);
+            outln!(
+                "  layer {:>3} {}: norm {:.4} ({:.2}× the texts' mean activation norm, {:.4}){explained}",
+                v.layer,
+                v.site.as_str(),
+                v.norm,
+                v.norm / v.activation_norm.max(f64::MIN_POSITIVE),
+                v.activation_norm
+            );
         }
         if let Some(out) = &a.out {
             outln!("saved to {}", out.display());
@@ -676,4 +704,38 @@ pub fn vector_terms(specs: &[String], positions: Positions, n_layer: usize, widt
         out.push(LayerVector::from_saved(l.layer, coeff, &l.vector, front, entry.site, positions));
     }
     Ok(out)
+}
+
+fn run_vocab(a: VocabArgs) -> Result<()> {
+    let _ = &a.bos; // no texts are tokenized; accepted like every subcommand
+    let (file, layer) = split_file_layer(&a.vector);
+    let entry = read_entry(&file)?;
+    let layers: Vec<&LayerEntry> = match layer {
+        Some(l) => vec![entry.pick(Some(l))?],
+        None => entry.layers.iter().collect(),
+    };
+    if entry.site == Site::Z {
+        bail!("the vector is at the attention heads (z), which the head cannot read");
+    }
+    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let mut out = Vec::new();
+    for l in layers {
+        let (top, bottom) = block_on(tiller_core::vocab::decode_vector(&mut engine, &tok, &l.vector, a.top, a.ln_f))
+            .with_context(|| file.display().to_string())?;
+        out.push((l.layer, top, bottom));
+    }
+    if a.json {
+        let v: Vec<serde_json::Value> =
+            out.iter().map(|(l, top, bottom)| serde_json::json!({"layer": l, "top": top, "bottom": bottom})).collect();
+        outln!("{}", serde_json::json!({"name": entry.name, "ln_f": a.ln_f, "layers": v}));
+    } else {
+        let show =
+            |e: &[tiller_core::vocab::VocabEntry]| e.iter().map(|x| format!("{:?} {:.2}", x.token, x.score)).collect::<Vec<_>>().join(", ");
+        for (l, top, bottom) in &out {
+            outln!("{} at layer {l}{}:", entry.name, if a.ln_f { " (after the final norm)" } else { "" });
+            outln!("  top:    {}", show(top));
+            outln!("  bottom: {}", show(bottom));
+        }
+    }
+    Ok(())
 }

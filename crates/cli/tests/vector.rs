@@ -177,6 +177,15 @@ fn caa_case(device: &str, rtol: f32, combos: &[(&str, &str)]) {
                     let n = obj["norm"].as_f64().unwrap();
                     let wn = norm(&want.iter().map(|&x| x as f64).collect::<Vec<_>>());
                     assert!((n - wn).abs() <= rtol as f64 * wn + 1e-9, "{what}: norm {n} vs {wn}");
+                    // The activation norm is the mean over the four texts of ‖act‖.
+                    let acts: Vec<f64> = PAIRS
+                        .iter()
+                        .flat_map(|(p, n)| [*p, *n])
+                        .map(|t| norm(&act(prompt(prompts, t, bos), layer, token == "mean")))
+                        .collect();
+                    let want_an = acts.iter().sum::<f64>() / acts.len() as f64;
+                    let an = obj["activation_norm"].as_f64().unwrap();
+                    assert!((an - want_an).abs() <= rtol as f64 * want_an, "{what}: activation norm {an} vs {want_an}");
                 }
             }
         }
@@ -538,4 +547,41 @@ fn datasets_report_bad_lines_and_eval_ab_measures_the_letter() {
         let text = String::from_utf8(csv.stdout).unwrap();
         assert!(text.starts_with("layer,coeff,p_matching,p_matching_unsteered,p_letters,items\n2,1,"), "{text}");
     }
+}
+
+#[test]
+fn a_saved_vector_decodes_as_the_head_reads_it() {
+    let dir = scratch("vocab");
+    let saved = caa_to(&dir, "tiny-gpt2", "2", "v.safetensors", &[]);
+    let v: Vec<f32> = serde_json::from_value(saved["vector"].clone()).unwrap();
+    let got = json_of(
+        "vocab",
+        &strs(&[
+            "vector",
+            "vocab",
+            "--model",
+            &model_dir("tiny-gpt2"),
+            "--vector",
+            dir.join("v.safetensors").to_str().unwrap(),
+            "--top",
+            "5",
+            "--device",
+            "cpu",
+            "--json",
+        ]),
+    );
+    // v · wteᵀ by hand from the weights.
+    let f = load_fixture("tiny-gpt2");
+    let w = f.cpu_weights();
+    let wte = w.get("wte.weight");
+    let scores: Vec<f64> = wte.chunks_exact(v.len()).map(|row| row.iter().zip(&v).map(|(a, b)| *a as f64 * *b as f64).sum()).collect();
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let top = got["layers"][0]["top"].as_array().unwrap();
+    for (k, t) in top.iter().enumerate() {
+        assert_eq!(t["id"].as_u64().unwrap() as usize, order[k], "rank {k}");
+        assert!((t["score"].as_f64().unwrap() - scores[order[k]]).abs() < 1e-3);
+    }
+    let bottom = got["layers"][0]["bottom"].as_array().unwrap();
+    assert_eq!(bottom[0]["id"].as_u64().unwrap() as usize, *order.last().unwrap());
 }

@@ -88,6 +88,9 @@ pub struct ContrastVector {
     pub norm: f64,
     /// ‖μ‖, the mean difference's norm (equal to `norm` for every method).
     pub mean_diff_norm: f64,
+    /// The mean norm of the texts' activations at this layer and site (the same token
+    /// choice): what `norm` compares with — the question "how big is coefficient 8?".
+    pub activation_norm: f64,
     /// PCA methods: the first component's share of the variance (of the centred differences
     /// for `pca_diff`, of the raw ones for `pca_center`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -201,6 +204,7 @@ pub async fn contrast_vector<B: Backend>(
     let Some(acts) = activations(backend, &texts, layer, site, token, progress).await? else {
         return Ok(None);
     };
+    let activation_norm = acts.iter().map(|a| norm(a)).sum::<f64>() / acts.len() as f64;
     let diffs: Vec<Vec<f64>> = acts.chunks_exact(2).map(|pn| pn[0].iter().zip(&pn[1]).map(|(a, b)| a - b).collect()).collect();
     let v = from_diffs(&diffs, method)?;
     Ok(Some(ContrastVector {
@@ -212,6 +216,7 @@ pub async fn contrast_vector<B: Backend>(
         norm: norm(&v.vector),
         vector: v.vector.iter().map(|&x| x as f32).collect(),
         mean_diff_norm: v.mean_norm,
+        activation_norm,
         explained_variance: v.explained,
     }))
 }

@@ -79,3 +79,23 @@ pub async fn decode_vocab<B: Backend>(
     }
     Ok(out)
 }
+
+/// The decoded vocabulary of one saved vector ([W] = `n_embd`): (top K, bottom K) of
+/// `v · Wᵀ`, after the final norm when `apply_ln_f`.
+pub async fn decode_vector<B: Backend>(
+    backend: &mut B,
+    tok: &Tokenizer,
+    vector: &[f32],
+    k: usize,
+    apply_ln_f: bool,
+) -> Result<(Vec<VocabEntry>, Vec<VocabEntry>)> {
+    let c = backend.config().n_embd;
+    if vector.len() != c {
+        return Err(crate::error::TillerError::input(format!(
+            "the vector is {} wide but this model's residual stream is {c}: it was made on another model",
+            vector.len()
+        )));
+    }
+    let scores = backend.unembed(vector, apply_ln_f).await?;
+    Ok((entries(tok, &scores, k, false), entries(tok, &scores, k, true)))
+}
