@@ -8,7 +8,10 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { spawnSync } from 'node:child_process';
 import { launch, watchPage } from './lib/browser.mjs';
 import { startServers, REPOS, FIXTURES, REPO_ROOT } from './lib/env.mjs';
@@ -75,6 +78,10 @@ test('page (CPU engine) and CLI (--device cpu) sample the same tokens', { timeou
   try {
     await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
     // engine-select is outside the shared DOM contract list; address it directly.
+    // The link names a Hub repo, so the page asks before downloading: not yet, the CPU engine first.
+    const ask = tid(p, 'confirm-cancel').first();
+    await ask.waitFor({ state: 'visible', timeout: 10_000 });
+    await ask.click();
     await p.locator('[data-testid="engine-select"]').selectOption('cpu');
     await pickHubRepo(p, REPOS.tiny);
     await loadModel(p, { timeout: 120_000 });
@@ -100,5 +107,85 @@ test('page (CPU engine) and CLI (--device cpu) sample the same tokens', { timeou
   } finally {
     await screenshot(p, 'determinism-page-vs-cli', t);
     await p.close();
+  }
+});
+
+/** IEEE half bits of a number that f16 holds exactly (normal or zero). */
+function f16Bits(x) {
+  if (x === 0) return 0;
+  const sign = x < 0 ? 0x8000 : 0;
+  const a = Math.abs(x);
+  const e = Math.floor(Math.log2(a));
+  const mant = Math.round((a / 2 ** e - 1) * 1024);
+  return sign | ((e + 15) << 10) | mant;
+}
+
+/** A Tiller vector file: `layer.L` [C] f32 (safetensors), as `tiller vector caa --out` writes. */
+function vectorFile(layer, values) {
+  const header = { [`layer.${layer}`]: { dtype: 'F32', shape: [values.length], data_offsets: [0, values.length * 4] }, __metadata__: { 'tiller.kind': 'vector', name: 'made-up', site: 'resid_pre' } };
+  let json = JSON.stringify(header);
+  while (json.length % 8) json += ' ';
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  const data = Buffer.alloc(values.length * 4);
+  values.forEach((v, i) => data.writeFloatLE(v, i * 4));
+  return Buffer.concat([len, Buffer.from(json), data]);
+}
+
+test('a share link carrying a saved vector steers the page as `--vector` steers the CLI', { timeout: 600_000 }, async (t) => {
+  // f16-exact values (quarters in [-2, 2]): the link's f16 and the file's f32 hold the same numbers.
+  const values = Array.from({ length: 64 }, (_, i) => (((i * 37) % 17) - 8) / 4);
+  const bits = Buffer.alloc(values.length * 2);
+  values.forEach((v, i) => bits.writeUInt16LE(f16Bits(v), i * 2));
+  const file = path.join(os.tmpdir(), `tiller-e2e-vector-${process.pid}.safetensors`);
+  fs.writeFileSync(file, vectorFile(2, values));
+  const recipe = {
+    prompt: RECIPE.prompt, terms: [],
+    vectors: [{ name: 'made-up', layer: 2, coeff: 3, site: 'resid_pre', positions: 'all', values: bits.toString('base64') }],
+    sampling: { temperature: 1, top_k: 0, top_p: 0.9, freq_penalty: 1, rep_penalty: 1, greedy: false },
+    seed: 99, n: 2, max_new_tokens: 10,
+  };
+  const state = { model: { hub: REPOS.tiny }, recipe };
+  const fragment = 'v1.' + zlib.deflateRawSync(Buffer.from(JSON.stringify(state))).toString('base64url');
+  const args = [
+    'generate', '--model', path.join(FIXTURES, 'tiny-gpt2'), '--device', 'cpu', '--json', '--prompt', recipe.prompt,
+    '--vector', `${file}:2:3`, '--temperature', '1', '--top-p', '0.9', '--freq-penalty', '1', '--n', '2', '--max-tokens', '10', '--seed', '99',
+  ];
+  const r = spawnSync(tillerBinary(), args, { cwd: REPO_ROOT, encoding: 'utf8', timeout: 600_000 });
+  assert.equal(r.status, 0, `tiller generate --vector failed:\n${r.stderr}`);
+  const want = JSON.parse(r.stdout);
+  const p = await session.context.newPage();
+  const probs = watchPage(p);
+  try {
+    await p.goto(pageUrl(servers.site.url, servers.hub.url, fragment), { waitUntil: 'load' });
+    const row = tid(p, 'vector-term-row').first();
+    await row.waitFor({ timeout: 30_000 });
+    assert.match(await row.textContent(), /\+3 × vector “made-up”.*layer 2, all positions/, 'the editor shows the vector term');
+    // The link names a Hub repo, so the page asks before downloading: not yet, the CPU engine first.
+    const ask = tid(p, 'confirm-cancel').first();
+    await ask.waitFor({ state: 'visible', timeout: 10_000 });
+    await ask.click();
+    await p.locator('[data-testid="engine-select"]').selectOption('cpu');
+    await pickHubRepo(p, REPOS.tiny);
+    await loadModel(p, { timeout: 120_000 });
+    await tid(p, 'run').first().click();
+    await waitForState(p, 'run-status', 'done', 240_000, { failOn: ['error'] });
+    const got = await readCompletions(p, 2);
+    const norm = (x) => (x || '').replace(/\s+/g, ' ').trim();
+    for (const side of ['unsteered', 'steered']) {
+      for (let i = 0; i < 2; i++) {
+        t.diagnostic(`${side}[${i}] page ${JSON.stringify(norm(got[side][i]))} | CLI ${JSON.stringify(norm(want[side][i].text))}`);
+        assert.ok(norm(got[side][i]).endsWith(norm(want[side][i].text)), `${side}[${i}] differs between the page and the CLI`);
+      }
+    }
+    assert.notDeepEqual(want.steered.map((c) => c.tokens), want.unsteered.map((c) => c.tokens), 'the vector changed nothing');
+    // Removing it leaves a recipe with no steering, which the editor says.
+    await tid(p, 'vector-term-remove').first().click();
+    await row.waitFor({ state: 'detached', timeout: 5_000 });
+    assert.deepEqual(probs.pageErrors, [], `page errors: ${probs.pageErrors.join('\n')}`);
+  } finally {
+    await screenshot(p, 'vector-link-page-vs-cli', t);
+    await p.close();
+    fs.rmSync(file, { force: true });
   }
 });

@@ -368,6 +368,7 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
         system: a.prompt.system.clone().unwrap_or_default(),
         chat_terms: a.prompt.chat_terms,
         terms: a.steer.terms()?,
+        vectors: Vec::new(),
         bos: a.steer.bos(&tok),
         positions: a.positions.map_or(Positions::Front, Into::into),
         site: a.site.into(),

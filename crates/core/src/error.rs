@@ -7,7 +7,7 @@ pub type Result<T, E = TillerError> = std::result::Result<T, E>;
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum TillerError {
     #[error(
-        "the safetensors file is malformed: {0} (download it again, or check that it is a Hugging Face checkpoint in safetensors format)"
+        "model.safetensors is malformed: {0} (download it again, or check that it is a Hugging Face checkpoint in safetensors format)"
     )]
     Safetensors(String),
 

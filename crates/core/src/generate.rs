@@ -49,7 +49,8 @@ pub async fn generate<B: Backend>(
     let cfg = *backend.config();
     recipe.validate(&cfg)?;
     let prompt = steer::prompt_tokens(tok, recipe, cfg.n_positions)?;
-    let vectors = steer::steering_vectors(backend, tok, &recipe.terms, steer::TextEncoding::of_terms(recipe), recipe.site).await?;
+    let mut vectors = steer::steering_vectors(backend, tok, &recipe.terms, steer::TextEncoding::of_terms(recipe), recipe.site).await?;
+    vectors.extend(steer::vector_terms(&recipe.vectors));
     steer::check_fits(&vectors, prompt.len(), recipe.positions)?;
     generate_with_vectors(backend, tok, recipe, &prompt, &vectors, &mut on_step).await
 }

@@ -29,6 +29,59 @@ impl Term {
     }
 }
 
+/// A saved vector × coefficient at a layer (a library vector in the page, CAA's way of
+/// steering): `coeff · values` added at `site` of `layer`, at `positions` (CAA: `all`).
+/// Values are f16-exact, and travel in JSON as base64 of their little-endian f16 bits, so a
+/// share link carries them compactly and reproduces them to the bit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VectorTerm {
+    pub name: String,
+    pub layer: usize,
+    pub coeff: f32,
+    #[serde(default)]
+    pub site: Site,
+    #[serde(default = "all_positions")]
+    pub positions: Positions,
+    #[serde(with = "f16_base64")]
+    pub values: Vec<f32>,
+}
+
+fn all_positions() -> Positions {
+    Positions::All
+}
+
+impl VectorTerm {
+    /// A term whose values are rounded to f16 (what a link can carry exactly).
+    pub fn new(name: &str, layer: usize, coeff: f32, site: Site, positions: Positions, values: &[f32]) -> Self {
+        let values = values.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+        Self { name: name.to_string(), layer, coeff, site, positions, values }
+    }
+}
+
+/// `Vec<f32>` as base64 (standard alphabet) of little-endian f16 bits.
+mod f16_base64 {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(values: &[f32], s: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = values.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = STANDARD.decode(text.as_bytes()).map_err(|_| serde::de::Error::custom("a vector's values are not base64"))?;
+        if bytes.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("a vector's values are not whole f16 numbers"));
+        }
+        Ok(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect())
+    }
+}
+
+/// At most this many saved-vector terms in a recipe.
+pub const MAX_VECTOR_TERMS: usize = 16;
+
 /// Which positions receive the steering vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -93,6 +146,9 @@ pub const MAX_COMPARISONS: usize = 16;
 pub struct Recipe {
     pub prompt: String,
     pub terms: Vec<Term>,
+    /// Saved vectors to steer with, beside the text terms (absent from links without any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vectors: Vec<VectorTerm>,
     /// Prepend the tokenizer's BOS to the prompt and the steering texts (the CLI's default is
     /// what the tokenizer's own post-processor does: on for Llama 3, off for GPT-2).
     pub bos: bool,
@@ -118,6 +174,7 @@ impl Default for Recipe {
         Self {
             prompt: String::new(),
             terms: Vec::new(),
+            vectors: Vec::new(),
             bos: false,
             chat: false,
             system: String::new(),
@@ -161,6 +218,37 @@ impl Recipe {
                 ));
             }
         }
+        if self.vectors.len() > MAX_VECTOR_TERMS {
+            return bad(format!("a recipe takes at most {MAX_VECTOR_TERMS} vector terms, not {}", self.vectors.len()));
+        }
+        for v in &self.vectors {
+            check_site(v.site)?;
+            if v.layer >= cfg.n_layer {
+                return bad(format!(
+                    "layer {} of the vector `{}` is out of range: this model has layers 0..{}",
+                    v.layer,
+                    v.name,
+                    cfg.n_layer - 1
+                ));
+            }
+            if !v.coeff.is_finite() || v.coeff.abs() > MAX_COEFF {
+                return bad(format!(
+                    "coefficient {} for the vector `{}` is not usable: use a finite number between -{MAX_COEFF} and {MAX_COEFF}",
+                    v.coeff, v.name
+                ));
+            }
+            if v.values.len() != cfg.n_embd {
+                return bad(format!(
+                    "the vector `{}` is {} wide but this model's residual stream is {}: it was made on another model",
+                    v.name,
+                    v.values.len(),
+                    cfg.n_embd
+                ));
+            }
+            if v.values.iter().any(|x| !x.is_finite()) {
+                return bad(format!("the vector `{}` holds values that are not finite numbers", v.name));
+            }
+        }
         let s = &self.sampling;
         if !(s.temperature.is_finite() && s.temperature > 0.0 && s.temperature <= 100.0) {
             return bad(format!("temperature {} must be between 0 (exclusive) and 100; use greedy for argmax", s.temperature));
@@ -181,5 +269,36 @@ impl Recipe {
             return bad(format!("{} new tokens cannot fit a context of {}", self.max_new_tokens, cfg.n_positions));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_terms_round_trip_as_f16_base64_and_are_checked() {
+        let v = VectorTerm::new("love", 2, 4.0, Site::ResidPre, Positions::All, &[0.1, -2.0, 65504.0, 1e-8]);
+        assert_eq!(v.values[1], -2.0);
+        assert_eq!(v.values[0], half::f16::from_f32(0.1).to_f32());
+        let r = Recipe { prompt: "a".into(), vectors: vec![v.clone()], ..Recipe::default() };
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"values\":\""), "{json}");
+        let back: Recipe = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        // Links without vectors neither write nor need the field; positions default to all.
+        assert!(!serde_json::to_string(&Recipe::default()).unwrap().contains("vectors"));
+        let minimal: VectorTerm = serde_json::from_str(r#"{"name":"x","layer":1,"coeff":2,"values":"ADw="}"#).unwrap();
+        assert_eq!((minimal.positions, minimal.site, minimal.values.clone()), (Positions::All, Site::ResidPre, vec![1.0]));
+        assert!(serde_json::from_str::<VectorTerm>(r#"{"name":"x","layer":1,"coeff":2,"values":"AD"}"#).is_err());
+        assert!(serde_json::from_str::<VectorTerm>(r#"{"name":"x","layer":1,"coeff":2,"values":"!!"}"#).is_err());
+        let cfg = ModelSpec::gpt2(4, 8, 2, 128, 10);
+        let err = |v: VectorTerm| Recipe { vectors: vec![v], ..Recipe::default() }.validate(&cfg).unwrap_err().to_string();
+        assert!(err(v.clone()).contains("4 wide but this model's residual stream is 8"), "{}", err(v.clone()));
+        let ok = VectorTerm::new("ok", 3, 1.0, Site::MlpOut, Positions::Last, &[1.0; 8]);
+        assert!(Recipe { vectors: vec![ok.clone()], ..Recipe::default() }.validate(&cfg).is_ok());
+        assert!(err(VectorTerm { layer: 4, ..ok.clone() }).contains("out of range"));
+        assert!(err(VectorTerm { coeff: f32::INFINITY, ..ok.clone() }).contains("not usable"));
+        assert!(err(VectorTerm { site: Site::Z, ..ok }).contains("steering vectors go at"));
     }
 }

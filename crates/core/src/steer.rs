@@ -174,6 +174,11 @@ pub async fn steering_vectors<B: Backend>(
     Ok(out)
 }
 
+/// A recipe's saved-vector terms as steering tensors (one position each).
+pub fn vector_terms(terms: &[crate::recipe::VectorTerm]) -> Vec<LayerVector> {
+    terms.iter().map(|t| LayerVector::from_saved(t.layer, t.coeff, &t.values, None, t.site, t.positions)).collect()
+}
+
 /// Checks that `front` vectors fit the prompt (n ≤ m).
 pub fn check_fits(vectors: &[LayerVector], prompt_len: usize, positions: Positions) -> Result<()> {
     for v in vectors {

@@ -3,6 +3,7 @@
 //! the inline warnings that need token counts.
 
 use serde::{Deserialize, Serialize};
+use tiller_core::recipe::VectorTerm;
 use tiller_core::{ModelSpec, Positions, Recipe, Sampling, Site, Term};
 
 /// One row of the terms list.
@@ -20,6 +21,9 @@ pub struct TermRow {
 pub struct Form {
     pub prompt: String,
     pub terms: Vec<TermRow>,
+    /// Saved vectors steering beside the text terms (from a share link, or the vector workbench).
+    #[serde(default)]
+    pub vectors: Vec<VectorTerm>,
     pub next_id: u32,
     pub bos: bool,
     /// Render the prompt through the model's chat template.
@@ -67,6 +71,7 @@ impl Form {
             prompt: r.prompt.clone(),
             next_id: terms.len() as u32,
             terms,
+            vectors: r.vectors.clone(),
             bos: r.bos,
             chat: r.chat,
             system: r.system.clone(),
@@ -136,7 +141,7 @@ impl Form {
         if self.prompt.is_empty() && !self.bos {
             errors.push("the prompt is empty: type a prompt (or turn BOS on)".into());
         }
-        if self.terms.is_empty() {
+        if self.terms.is_empty() && self.vectors.is_empty() {
             errors.push("there are no steering terms: add one (or a pair) to compare steered with unsteered text".into());
         }
         if !errors.is_empty() {
@@ -150,6 +155,7 @@ impl Form {
         let recipe = Recipe {
             prompt: self.prompt.clone(),
             terms,
+            vectors: self.vectors.clone(),
             bos: self.bos,
             positions: self.positions,
             site: self.site,
@@ -165,10 +171,20 @@ impl Form {
         if max_new_tokens == 0 {
             return Err(vec!["max tokens is 0: ask for at least one new token".into()]);
         }
-        // Before a model is loaded, check against GPT-2's context and the deepest GPT-2.
+        // Before a model is loaded, check against GPT-2's context and the deepest GPT-2 (a
+        // vector's width is checked once the model says what it is).
+        let loaded = cfg.is_some();
         let cfg =
             cfg.copied().or_else(|| ModelSpec::gpt2_preset("gpt2-xl")).ok_or_else(|| vec!["internal: no gpt2-xl preset".to_string()])?;
-        recipe.validate(&cfg).map_err(|e| vec![e.to_string()])?;
+        if loaded {
+            recipe.validate(&cfg).map_err(|e| vec![e.to_string()])?;
+        } else {
+            let unsized_vectors = Recipe {
+                vectors: recipe.vectors.iter().map(|v| VectorTerm { values: vec![0.0; cfg.n_embd], ..v.clone() }).collect(),
+                ..recipe.clone()
+            };
+            unsized_vectors.validate(&cfg).map_err(|e| vec![e.to_string()])?;
+        }
         Ok(recipe)
     }
 }
@@ -251,6 +267,23 @@ mod tests {
         assert_eq!(r.sampling, Sampling::default());
         let back = Form::from_recipe(&r);
         assert_eq!(back.to_recipe(None).unwrap(), r);
+    }
+
+    #[test]
+    fn vector_terms_ride_through_the_form() {
+        let mut recipe = Form::default().to_recipe(None).unwrap();
+        recipe.vectors = vec![VectorTerm::new("love", 3, 4.0, Site::ResidPre, Positions::All, &[0.1, -2.0, 3.3])];
+        let form = Form::from_recipe(&recipe);
+        // Before a model is loaded the width is not known; the layer and coefficient are checked.
+        assert_eq!(form.to_recipe(None).unwrap(), recipe);
+        let gpt2 = ModelSpec::gpt2_preset("gpt2").unwrap();
+        let err = form.to_recipe(Some(&gpt2)).unwrap_err();
+        assert!(err[0].contains("3 wide but this model's residual stream is 768"), "{err:?}");
+        let mut only_vectors = form.clone();
+        only_vectors.terms.clear();
+        assert!(only_vectors.to_recipe(None).is_ok(), "a vector alone is a steering term");
+        let json = serde_json::to_string(&form).unwrap();
+        assert_eq!(serde_json::from_str::<Form>(&json).unwrap(), form);
     }
 
     #[test]

@@ -65,6 +65,27 @@ mod tests {
     use super::*;
     use tiller_core::Term;
 
+    #[test]
+    fn vectors_travel_exactly_and_compactly() {
+        let mut st = state();
+        let values: Vec<f32> = (0..768).map(|i| (i as f32 * 0.731).sin() * 3.0).collect();
+        st.recipe.vectors = vec![tiller_core::recipe::VectorTerm::new(
+            "sentiment",
+            6,
+            4.0,
+            tiller_core::Site::ResidPre,
+            tiller_core::Positions::All,
+            &values,
+        )];
+        let link = encode(&st);
+        assert!(link.len() < 4000, "a gpt2 vector takes {} characters", link.len());
+        assert_eq!(decode(&link).unwrap().unwrap(), st);
+        // Values are f16: within f16's rounding of the originals.
+        for (a, b) in st.recipe.vectors[0].values.iter().zip(&values) {
+            assert!((a - b).abs() <= b.abs() * 1e-3 + 1e-7);
+        }
+    }
+
     fn state() -> ShareState {
         ShareState {
             model: ModelSource::Hub("someone/tiny".into()),

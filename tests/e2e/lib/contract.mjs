@@ -17,7 +17,7 @@ export const TESTIDS = [
   'bos', 'positions', 'site', 'temperature', 'top-p', 'top-k', 'freq-penalty', 'rep-penalty',
   'greedy', 'n', 'max-tokens', 'seed', 'run', 'stop', 'run-status', 'run-timing',
   'warning', 'vocab-panel', 'vocab-ln-f', 'vocab-entry', 'preset-select',
-  'share-copy', 'share-link', 'confirm-download',
+  'share-copy', 'share-link', 'confirm-download', 'confirm-cancel',
   // The sweep panel (issue 6).
   'sweep-panel', 'sweep-set', 'sweep-set-name', 'sweep-set-texts', 'sweep-set-remove', 'sweep-set-add',
   'sweep-layer-from', 'sweep-layer-to', 'sweep-coeffs', 'sweep-x', 'sweep-pick', 'sweep-metric',
@@ -29,6 +29,8 @@ export const TESTIDS = [
   'term-coeff-flip', 'pair-coeff-flip',
   // Gated repos (issue 11): the Hugging Face token and whether local storage keeps it.
   'hf-token', 'hf-token-remember',
+  // Saved-vector terms of a recipe (issue 12).
+  'vector-term-row', 'vector-term-remove',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];

@@ -199,11 +199,52 @@ fn Terms() -> impl IntoView {
         <fieldset class="terms">
             <legend>"Steering terms: add coefficient × (activations of the text) before the layer"</legend>
             <For each=ids key=|id| *id children=move |id| view! { <TermRowView id=id/> }/>
+            <VectorTermRows/>
             <button class="small" data-testid="term-add" on:click=move |_| {
                 let layer = ctx.form.with(|f| f.terms.last().and_then(|t| t.layer.trim().parse().ok())).unwrap_or(0);
                 ctx.form.update(|f| f.add_term("", layer, 1.0));
             }>"+ Add term"</button>
         </fieldset>
+    }
+}
+
+/// The recipe's saved-vector terms (from a share link): what each adds, and remove.
+#[component]
+fn VectorTermRows() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    move || {
+        ctx.form.with(|f| {
+            f.vectors
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let norm = v.values.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+                    let what = format!(
+                        "{:+} × vector “{}” (norm {:.2}, {} channels) at layer {}, {} positions, {}",
+                        v.coeff,
+                        v.name,
+                        norm,
+                        v.values.len(),
+                        v.layer,
+                        v.positions.as_str(),
+                        v.site.as_str()
+                    );
+                    let label = format!("remove the vector {}", v.name);
+                    let class = if v.coeff < 0.0 { "term-row vector-row neg" } else { "term-row vector-row pos" };
+                    view! {
+                        <div class=class data-testid="vector-term-row">
+                            <span class="vector-what">{what}</span>
+                            <button class="small term-remove" data-testid="vector-term-remove" title="Remove this vector" aria-label=label
+                                on:click=move |_| ctx.form.update(|f| {
+                                    if i < f.vectors.len() {
+                                        f.vectors.remove(i);
+                                    }
+                                })>"✕"</button>
+                        </div>
+                    }
+                })
+                .collect_view()
+        })
     }
 }
 
