@@ -16,7 +16,7 @@ import { spawnSync } from 'node:child_process';
 import { launch, watchPage } from './lib/browser.mjs';
 import { startServers, REPOS, FIXTURES, REPO_ROOT } from './lib/env.mjs';
 import {
-  tid, pageUrl, waitForState, pickHubRepo, loadModel, setRecipe, readCompletions, screenshot, attr,
+  tid, pageUrl, waitForState, pickHubRepo, loadModel, setRecipe, readCompletions, screenshot, attr, getValue, setValue,
 } from './lib/contract.mjs';
 
 const RECIPE = {
@@ -160,7 +160,8 @@ test('a share link carrying a saved vector steers the page as `--vector` steers 
     await p.goto(pageUrl(servers.site.url, servers.hub.url, fragment), { waitUntil: 'load' });
     const row = tid(p, 'vector-term-row').first();
     await row.waitFor({ timeout: 30_000 });
-    assert.match(await row.textContent(), /\+3 × vector “made-up”.*layer 2, all positions/, 'the editor shows the vector term');
+    assert.match(await row.textContent(), /vector “made-up”.*layer 2, all positions/, 'the editor shows the vector term');
+    assert.equal(await getValue(p, 'vector-term-coeff'), '3', 'the editor shows its coefficient');
     // The link names a Hub repo, so the page asks before downloading: not yet, the CPU engine first.
     const ask = tid(p, 'confirm-cancel').first();
     await ask.waitFor({ state: 'visible', timeout: 10_000 });
@@ -170,18 +171,38 @@ test('a share link carrying a saved vector steers the page as `--vector` steers 
     await loadModel(p, { timeout: 120_000 });
     await tid(p, 'run').first().click();
     await waitForState(p, 'run-status', 'done', 240_000, { failOn: ['error'] });
-    const got = await readCompletions(p, 2);
     const norm = (x) => (x || '').replace(/\s+/g, ' ').trim();
-    for (const side of ['unsteered', 'steered']) {
-      for (let i = 0; i < 2; i++) {
-        t.diagnostic(`${side}[${i}] page ${JSON.stringify(norm(got[side][i]))} | CLI ${JSON.stringify(norm(want[side][i].text))}`);
-        assert.ok(norm(got[side][i]).endsWith(norm(want[side][i].text)), `${side}[${i}] differs between the page and the CLI`);
+    const sameAsCli = async (how) => {
+      const got = await readCompletions(p, 2);
+      for (const side of ['unsteered', 'steered']) {
+        for (let i = 0; i < 2; i++) {
+          t.diagnostic(`${how}: ${side}[${i}] page ${JSON.stringify(norm(got[side][i]))} | CLI ${JSON.stringify(norm(want[side][i].text))}`);
+          assert.ok(norm(got[side][i]).endsWith(norm(want[side][i].text)), `${how}: ${side}[${i}] differs between the page and the CLI`);
+        }
       }
-    }
+    };
+    await sameAsCli('link');
     assert.notDeepEqual(want.steered.map((c) => c.tokens), want.unsteered.map((c) => c.tokens), 'the vector changed nothing');
-    // Removing it leaves a recipe with no steering, which the editor says.
+    // Remove it, then add the same file through the picker at coefficient 3: the same tokens.
     await tid(p, 'vector-term-remove').first().click();
     await row.waitFor({ state: 'detached', timeout: 5_000 });
+    await tid(p, 'vector-import').first().setInputFiles(file);
+    const note = tid(p, 'vector-import-note').first();
+    await note.waitFor({ timeout: 10_000 });
+    assert.match(await note.textContent(), /added “made-up” \(64 channels\) at layer 2 with coefficient 1/, 'the import says what it added');
+    await setValue(p, 'vector-term-coeff', 3);
+    await tid(p, 'run').first().click();
+    await p.waitForFunction(() => document.querySelector('[data-testid="run-status"]')?.dataset.state !== 'done', null, { timeout: 5_000 }).catch(() => {});
+    await waitForState(p, 'run-status', 'done', 240_000, { failOn: ['error'] });
+    await sameAsCli('file picker');
+    assert.match(await p.locator('[data-testid="history-entry"]').first().textContent(), /\+3 × vector “made-up” @2/, 'the history names the vector');
+    // A file that is not a vector says so and adds nothing.
+    const junk = path.join(os.tmpdir(), `tiller-e2e-junk-${process.pid}.safetensors`);
+    fs.writeFileSync(junk, 'not a vector file');
+    await tid(p, 'vector-import').first().setInputFiles(junk);
+    await p.waitForFunction(() => /unchanged/.test(document.querySelector('[data-testid="vector-import-note"]')?.textContent || ''), null, { timeout: 10_000 });
+    assert.equal(await tid(p, 'vector-term-row').count(), 1, 'a bad file changed the recipe');
+    fs.rmSync(junk, { force: true });
     assert.deepEqual(probs.pageErrors, [], `page errors: ${probs.pageErrors.join('\n')}`);
   } finally {
     await screenshot(p, 'vector-link-page-vs-cli', t);

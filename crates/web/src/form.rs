@@ -59,6 +59,39 @@ fn num(x: f32) -> String {
 }
 
 impl Form {
+    /// Adds a vector file's layers as vector terms (coefficient 1, every position, at the
+    /// file's site): a `tiller vector` safetensors file or a llama.cpp GGUF control vector.
+    /// Returns what was added, as a sentence; on an error the form is unchanged.
+    pub fn import_vector_file(&mut self, bytes: &[u8], file_name: &str) -> Result<String, String> {
+        use tiller_core::library::VectorEntry;
+        use tiller_core::recipe::MAX_VECTOR_TERMS;
+        let stem = file_name.rsplit_once('.').map_or(file_name, |(s, _)| s);
+        let entry =
+            if bytes.starts_with(b"GGUF") { VectorEntry::from_gguf(bytes, stem) } else { VectorEntry::from_safetensors(bytes, stem) }
+                .map_err(|e| format!("{file_name}: {e}"))?;
+        let room = MAX_VECTOR_TERMS - self.vectors.len().min(MAX_VECTOR_TERMS);
+        if entry.layers.len() > room {
+            return Err(format!(
+                "{file_name} holds vectors for {} layers, but the recipe has room for {room} more vector terms (at most {MAX_VECTOR_TERMS}): remove some, or export one layer with `tiller vector combine --layer`",
+                entry.layers.len()
+            ));
+        }
+        if entry.layers.is_empty() {
+            return Err(format!("{file_name} holds no vectors"));
+        }
+        for l in &entry.layers {
+            self.vectors.push(VectorTerm::new(&entry.name, l.layer, 1.0, entry.site, Positions::All, &l.vector));
+        }
+        let layers: Vec<String> = entry.layers.iter().map(|l| l.layer.to_string()).collect();
+        Ok(format!(
+            "added “{}” ({} channels) at layer{} {} with coefficient 1: set each coefficient below",
+            entry.name,
+            entry.width(),
+            if layers.len() == 1 { "" } else { "s" },
+            layers.join(", ")
+        ))
+    }
+
     pub fn from_recipe(r: &Recipe) -> Self {
         let s = &r.sampling;
         let terms: Vec<TermRow> = r
@@ -284,6 +317,46 @@ mod tests {
         assert!(only_vectors.to_recipe(None).is_ok(), "a vector alone is a steering term");
         let json = serde_json::to_string(&form).unwrap();
         assert_eq!(serde_json::from_str::<Form>(&json).unwrap(), form);
+    }
+
+    #[test]
+    fn vector_files_import_as_terms() {
+        use tiller_core::library::{LayerEntry, VectorEntry};
+        let entry = VectorEntry {
+            name: "love".into(),
+            method: "mean_diff".into(),
+            site: Site::MlpOut,
+            layers: vec![
+                LayerEntry { layer: 2, vector: vec![0.5, -1.0, 2.0], front: None },
+                LayerEntry { layer: 4, vector: vec![1.0, 0.25, -0.5], front: None },
+            ],
+            ..Default::default()
+        };
+        let mut form = Form::default();
+        let said = form.import_vector_file(&entry.to_safetensors().unwrap(), "love.safetensors").unwrap();
+        assert!(said.contains("“love” (3 channels) at layers 2, 4"), "{said}");
+        assert_eq!(form.vectors.len(), 2);
+        assert_eq!((form.vectors[1].layer, form.vectors[1].coeff, form.vectors[1].site), (4, 1.0, Site::MlpOut));
+        assert_eq!(form.vectors[0].values, vec![0.5, -1.0, 2.0]);
+        // GGUF: llama.cpp's direction.(L-1) is Tiller's layer L.
+        let resid = VectorEntry { site: Site::ResidPre, ..entry.clone() };
+        let (gguf, _) = resid.to_gguf("gpt2").unwrap();
+        let mut g = Form::default();
+        g.import_vector_file(&gguf, "love.gguf").unwrap();
+        assert_eq!(g.vectors.iter().map(|v| v.layer).collect::<Vec<_>>(), vec![2, 4]);
+        assert_eq!(g.vectors[1].values, vec![1.0, 0.25, -0.5]);
+        // Garbage and a full recipe are sentences, and leave the form as it was.
+        let before = form.clone();
+        let err = form.import_vector_file(b"not a vector file at all", "x.safetensors").unwrap_err();
+        assert!(err.starts_with("x.safetensors: "), "{err}");
+        for _ in 0..7 {
+            form.import_vector_file(&entry.to_safetensors().unwrap(), "love.safetensors").unwrap();
+        }
+        let full = form.clone();
+        let err = form.import_vector_file(&entry.to_safetensors().unwrap(), "love.safetensors").unwrap_err();
+        assert!(err.contains("room for 0 more"), "{err}");
+        assert_eq!(form, full);
+        assert_ne!(before, full);
     }
 
     #[test]

@@ -30,7 +30,7 @@ export const TESTIDS = [
   // Gated repos (issue 11): the Hugging Face token and whether local storage keeps it.
   'hf-token', 'hf-token-remember',
   // Saved-vector terms of a recipe (issue 12).
-  'vector-term-row', 'vector-term-remove',
+  'vector-term-row', 'vector-term-remove', 'vector-term-coeff', 'vector-import', 'vector-import-note',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];

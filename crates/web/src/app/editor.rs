@@ -208,44 +208,137 @@ fn Terms() -> impl IntoView {
     }
 }
 
-/// The recipe's saved-vector terms (from a share link): what each adds, and remove.
+/// The recipe's saved-vector terms (from a vector file or a share link): what each adds, its
+/// coefficient, remove; and the file picker that imports one.
 #[component]
 fn VectorTermRows() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    move || {
-        ctx.form.with(|f| {
-            f.vectors
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let norm = v.values.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
-                    let what = format!(
-                        "{:+} × vector “{}” (norm {:.2}, {} channels) at layer {}, {} positions, {}",
-                        v.coeff,
-                        v.name,
-                        norm,
-                        v.values.len(),
-                        v.layer,
-                        v.positions.as_str(),
-                        v.site.as_str()
-                    );
-                    let label = format!("remove the vector {}", v.name);
-                    let class = if v.coeff < 0.0 { "term-row vector-row neg" } else { "term-row vector-row pos" };
-                    view! {
-                        <div class=class data-testid="vector-term-row">
-                            <span class="vector-what">{what}</span>
-                            <button class="small term-remove" data-testid="vector-term-remove" title="Remove this vector" aria-label=label
-                                on:click=move |_| ctx.form.update(|f| {
-                                    if i < f.vectors.len() {
-                                        f.vectors.remove(i);
-                                    }
-                                })>"✕"</button>
-                        </div>
-                    }
-                })
-                .collect_view()
-        })
+    // Rows are keyed by (removals so far, index, name, layer): typing a coefficient keeps its
+    // row (and focus); a removal renumbers every row.
+    let removals = RwSignal::new(0usize);
+    let keys = move || {
+        let gen = removals.get();
+        ctx.form.with(|f| f.vectors.iter().enumerate().map(|(i, v)| (gen, i, v.name.clone(), v.layer)).collect::<Vec<_>>())
+    };
+    let note = RwSignal::new(None::<(bool, String)>);
+    let import = move |ev: leptos::ev::Event| {
+        use wasm_bindgen::JsCast as _;
+        let input = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok());
+        let Some(input) = input else { return };
+        let Some(file) = input.files().and_then(|l| l.get(0)) else { return };
+        input.set_value("");
+        let name = file.name();
+        if file.size() > tiller_core::library::MAX_FILE_BYTES as f64 {
+            note.set(Some((
+                false,
+                format!(
+                    "{name} is {:.0} MB, larger than any vector file: pick a vector made by `tiller vector` or a GGUF control vector",
+                    file.size() / 1e6
+                ),
+            )));
+            return;
+        }
+        wasm_bindgen_futures::spawn_local(async move {
+            let bytes = match wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await {
+                Ok(buf) => js_sys::Uint8Array::new(&buf).to_vec(),
+                Err(e) => return note.set(Some((false, format!("{name} could not be read ({e:?}): pick it again")))),
+            };
+            let mut form = ctx.form.get_untracked();
+            match form.import_vector_file(&bytes, &name) {
+                Ok(said) => {
+                    ctx.form.set(form);
+                    note.set(Some((true, said)));
+                }
+                Err(e) => note.set(Some((false, format!("{e}. The recipe is unchanged.")))),
+            }
+        });
+    };
+    view! {
+        <For each=keys key=|k| k.clone() children=move |(_, i, _, _)| view! { <VectorTermRow index=i removals=removals/> }/>
+        <div class="vector-import">
+            <label>
+                <span class="cap">"Add a saved vector: a "<code>".safetensors"</code>" from "<code>"tiller vector"</code>", or a llama.cpp GGUF control vector"</span>
+                <input type="file" accept=".safetensors,.gguf" data-testid="vector-import" on:change=import/>
+            </label>
+            {move || note.get().map(|(ok, text)| view! {
+                <p class=if ok { "note" } else { "invalid" } data-testid="vector-import-note" role="status">{text}</p>
+            })}
+        </div>
     }
+}
+
+/// One vector term: what it adds (name, norm, width, layer, positions, site), its coefficient.
+#[component]
+fn VectorTermRow(index: usize, removals: RwSignal<usize>) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let get = move |f: &Form| f.vectors.get(index).cloned();
+    let what = move || {
+        ctx.form.with(|f| get(f)).map(|v| {
+            let norm = v.values.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+            format!(
+                "vector “{}” (norm {:.2}, {} channels) at layer {}, {} positions, {}",
+                v.name,
+                norm,
+                v.values.len(),
+                v.layer,
+                v.positions.as_str(),
+                v.site.as_str()
+            )
+        })
+    };
+    let coeff = move || ctx.form.with(|f| get(f).map_or(0.0, |v| v.coeff));
+    let class = move || if coeff() < 0.0 { "term-row vector-row neg" } else { "term-row vector-row pos" };
+    // The text as typed; the form holds its value once it is a number in range. A text that
+    // parses to another value than the form's was overwritten (a link, history): show the form's.
+    let typed = RwSignal::new(format_coeff(coeff()));
+    let value = Signal::derive(move || {
+        let t = typed.get();
+        match t.trim().parse::<f32>() {
+            Ok(x) if x != coeff() => format_coeff(coeff()),
+            _ => t,
+        }
+    });
+    let set = move |t: String| {
+        typed.set(t.clone());
+        if let Ok(x) = t.trim().parse::<f32>() {
+            if x.is_finite() && x.abs() <= MAX_COEFF {
+                ctx.form.update(|f| {
+                    if let Some(v) = f.vectors.get_mut(index) {
+                        v.coeff = x;
+                    }
+                });
+            }
+        }
+    };
+    let name = move || ctx.form.with(|f| get(f).map(|v| v.name).unwrap_or_default());
+    view! {
+        <div class=class data-testid="vector-term-row">
+            <span class="vector-what">{what}</span>
+            <button class="small term-remove" data-testid="vector-term-remove" title="Remove this vector"
+                aria-label=move || format!("remove the vector {}", name())
+                on:click=move |_| {
+                    ctx.form.update(|f| {
+                        if index < f.vectors.len() {
+                            f.vectors.remove(index);
+                        }
+                    });
+                    removals.update(|n| *n += 1);
+                }>"✕"</button>
+            <span class="term-cell term-coeff-cell">
+                <span class="cap" aria-hidden="true">"coefficient"</span>
+                <NumInput testid="vector-term-coeff" label=Signal::derive(move || format!("the coefficient of the vector {}", name()))
+                    value=value
+                    set=set
+                    kind=NumKind::real(-MAX_COEFF as f64, MAX_COEFF as f64)
+                    slider=Signal::derive(|| (-20.0, 20.0, 0.5)) flip=true/>
+            </span>
+        </div>
+    }
+}
+
+/// A coefficient as a person types it: `3`, not `3.0`.
+fn format_coeff(x: f32) -> String {
+    format!("{x}")
 }
 
 /// One term: text, layer (bounded by the model's depth), coefficient, remove.
@@ -324,7 +417,11 @@ fn TokenCounts() -> impl IntoView {
         let rendered = counts.prompt_text.clone().filter(|_| ctx.form.with(|f| f.chat));
         Some(view! {
             <p class="note" data-testid="token-count">
-                {format!("Tokens: prompt {} (context {}); terms {terms}.", counts.prompt, cfg.n_positions)}
+                {if terms.is_empty() {
+                    format!("Tokens: prompt {} (context {}).", counts.prompt, cfg.n_positions)
+                } else {
+                    format!("Tokens: prompt {} (context {}); terms {terms}.", counts.prompt, cfg.n_positions)
+                }}
             </p>
             {rendered.map(|text| view! {
                 <div class="rendered-prompt">

@@ -14,14 +14,12 @@ fn shown(ctx: Ctx) -> Option<RunRecord> {
     ctx.runs.with(|runs| runs.iter().find(|r| r.id == id).cloned())
 }
 
-/// A one-line summary of a recipe's terms: `+5 × "Love" −5 × "Hate" @6`.
+/// A one-line summary of a recipe's terms: `+5 × "Love" −5 × "Hate" @6 +3 × vector “calm” @2`.
 pub fn terms_summary(recipe: &tiller_core::Recipe) -> String {
-    recipe
-        .terms
-        .iter()
-        .map(|t| format!("{}{} × \"{}\" @{}", if t.coeff >= 0.0 { "+" } else { "−" }, t.coeff.abs(), t.text, t.layer))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let sign = |c: f32| if c >= 0.0 { "+" } else { "−" };
+    let texts = recipe.terms.iter().map(|t| format!("{}{} × \"{}\" @{}", sign(t.coeff), t.coeff.abs(), t.text, t.layer));
+    let vectors = recipe.vectors.iter().map(|v| format!("{}{} × vector “{}” @{}", sign(v.coeff), v.coeff.abs(), v.name, v.layer));
+    texts.chain(vectors).collect::<Vec<_>>().join(" ")
 }
 
 /// How fast the run went: "first tokens after 0.42 s, then 95 ms per step (6 sequences a step)".
