@@ -78,10 +78,6 @@ test('page (CPU engine) and CLI (--device cpu) sample the same tokens', { timeou
   try {
     await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
     // engine-select is outside the shared DOM contract list; address it directly.
-    // The link names a Hub repo, so the page asks before downloading: not yet, the CPU engine first.
-    const ask = tid(p, 'confirm-cancel').first();
-    await ask.waitFor({ state: 'visible', timeout: 10_000 });
-    await ask.click();
     await p.locator('[data-testid="engine-select"]').selectOption('cpu');
     await pickHubRepo(p, REPOS.tiny);
     await loadModel(p, { timeout: 120_000 });
