@@ -16,7 +16,7 @@ import { spawnSync } from 'node:child_process';
 import { launch, watchPage } from './lib/browser.mjs';
 import { startServers, REPOS, FIXTURES, REPO_ROOT } from './lib/env.mjs';
 import {
-  tid, pageUrl, waitForState, pickHubRepo, loadModel, setRecipe, readCompletions, screenshot, attr, getValue, setValue,
+  tid, pageUrl, waitForState, pickHubRepo, loadModel, setRecipe, readCompletions, screenshot, attr, getValue,
 } from './lib/contract.mjs';
 
 const RECIPE = {
@@ -186,7 +186,16 @@ test('a share link carrying a saved vector steers the page as `--vector` steers 
     const note = tid(p, 'vector-import-note').first();
     await note.waitFor({ timeout: 10_000 });
     assert.match(await note.textContent(), /added “made-up” \(64 channels\) at layer 2 with coefficient 1/, 'the import says what it added');
-    await setValue(p, 'vector-term-coeff', 3);
+    // Typed key by key, as a person would (a half-typed `-` is kept, then replaced by 3).
+    const vcoeff = tid(p, 'vector-term-coeff').first();
+    await vcoeff.click();
+    await p.keyboard.press('Control+A');
+    await p.keyboard.press('Backspace');
+    await p.keyboard.type('-', { delay: 15 });
+    assert.equal(await vcoeff.inputValue(), '-', 'a half-typed coefficient is kept');
+    await p.keyboard.press('Backspace');
+    await p.keyboard.type('3', { delay: 15 });
+    assert.equal(await vcoeff.inputValue(), '3');
     await tid(p, 'run').first().click();
     await p.waitForFunction(() => document.querySelector('[data-testid="run-status"]')?.dataset.state !== 'done', null, { timeout: 5_000 }).catch(() => {});
     await waitForState(p, 'run-status', 'done', 240_000, { failOn: ['error'] });

@@ -310,9 +310,7 @@ fn is_gguf(p: &Path) -> bool {
 pub fn read_entry(path: &Path) -> Result<VectorEntry> {
     let bytes = read_limited(path, library::MAX_FILE_BYTES)?;
     let name = file_stem(path);
-    let entry =
-        if bytes.starts_with(b"GGUF") { VectorEntry::from_gguf(&bytes, &name) } else { VectorEntry::from_safetensors(&bytes, &name) };
-    entry.with_context(|| path.display().to_string())
+    VectorEntry::from_bytes(&bytes, &name).with_context(|| path.display().to_string())
 }
 
 /// The GGUF model hint for an entry: llama.cpp's architecture names.

@@ -54,7 +54,8 @@ fn bad(msg: String) -> TillerError {
     TillerError::input(msg)
 }
 
-fn norm(v: &[f32]) -> f64 {
+/// The Euclidean norm, summed in f64.
+pub fn norm(v: &[f32]) -> f64 {
     v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt()
 }
 
@@ -139,6 +140,16 @@ impl VectorEntry {
             }
         }
         Ok(crate::weights::write_safetensors_with_metadata(&tensors, &meta))
+    }
+
+    /// Reads a vector file of either format, told apart by its first bytes: a llama.cpp GGUF
+    /// control vector or a `tiller vector` safetensors file.
+    pub fn from_bytes(bytes: &[u8], fallback_name: &str) -> Result<Self> {
+        if bytes.starts_with(b"GGUF") {
+            Self::from_gguf(bytes, fallback_name)
+        } else {
+            Self::from_safetensors(bytes, fallback_name)
+        }
     }
 
     /// Reads a vector file; `fallback_name` names an entry whose metadata has no name.

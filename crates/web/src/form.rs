@@ -66,9 +66,7 @@ impl Form {
         use tiller_core::library::VectorEntry;
         use tiller_core::recipe::MAX_VECTOR_TERMS;
         let stem = file_name.rsplit_once('.').map_or(file_name, |(s, _)| s);
-        let entry =
-            if bytes.starts_with(b"GGUF") { VectorEntry::from_gguf(bytes, stem) } else { VectorEntry::from_safetensors(bytes, stem) }
-                .map_err(|e| format!("{file_name}: {e}"))?;
+        let entry = VectorEntry::from_bytes(bytes, stem).map_err(|e| format!("{file_name}: {e}"))?;
         let room = MAX_VECTOR_TERMS - self.vectors.len().min(MAX_VECTOR_TERMS);
         if entry.layers.len() > room {
             return Err(format!(

@@ -274,11 +274,10 @@ fn VectorTermRow(index: usize, removals: RwSignal<usize>) -> impl IntoView {
     let get = move |f: &Form| f.vectors.get(index).cloned();
     let what = move || {
         ctx.form.with(|f| get(f)).map(|v| {
-            let norm = v.values.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
             format!(
                 "vector “{}” (norm {:.2}, {} channels) at layer {}, {} positions, {}",
                 v.name,
-                norm,
+                tiller_core::library::norm(&v.values),
                 v.values.len(),
                 v.layer,
                 v.positions.as_str(),
@@ -290,11 +289,11 @@ fn VectorTermRow(index: usize, removals: RwSignal<usize>) -> impl IntoView {
     let class = move || if coeff() < 0.0 { "term-row vector-row neg" } else { "term-row vector-row pos" };
     // The text as typed; the form holds its value once it is a number in range. A text that
     // parses to another value than the form's was overwritten (a link, history): show the form's.
-    let typed = RwSignal::new(format_coeff(coeff()));
+    let typed = RwSignal::new(coeff().to_string());
     let value = Signal::derive(move || {
         let t = typed.get();
         match t.trim().parse::<f32>() {
-            Ok(x) if x != coeff() => format_coeff(coeff()),
+            Ok(x) if x != coeff() => coeff().to_string(),
             _ => t,
         }
     });
@@ -334,11 +333,6 @@ fn VectorTermRow(index: usize, removals: RwSignal<usize>) -> impl IntoView {
             </span>
         </div>
     }
-}
-
-/// A coefficient as a person types it: `3`, not `3.0`.
-fn format_coeff(x: f32) -> String {
-    format!("{x}")
 }
 
 /// One term: text, layer (bounded by the model's depth), coefficient, remove.
