@@ -14,7 +14,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { spawnSync } from 'node:child_process';
 import { launch, watchPage } from './lib/browser.mjs';
-import { startServers, REPOS, FIXTURES, REPO_ROOT } from './lib/env.mjs';
+import { startServers, REPOS, FIXTURES, REPO_ROOT, tillerBinary } from './lib/env.mjs';
 import {
   tid, pageUrl, waitForState, pickHubRepo, loadModel, setRecipe, readCompletions, screenshot, attr, getValue,
 } from './lib/contract.mjs';
@@ -42,18 +42,6 @@ after(async () => {
   await session?.close?.().catch(() => {});
   await servers?.close();
 });
-
-/**
- * The `tiller` binary as `cargo test --workspace` (the test command's stage 1) builds it: the
- * same command with --no-run is then a no-op, where `cargo run -p tiller-cli` would resolve
- * features for one package and rebuild the dependencies (minutes on 2 cores).
- */
-function tillerBinary() {
-  const r = spawnSync('cargo', ['test', '--workspace', '--no-run', '-q'], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 1_800_000 });
-  assert.equal(r.status, 0, `cargo test --workspace --no-run failed:\n${r.stderr}`);
-  const target = process.env.CARGO_TARGET_DIR ? path.resolve(REPO_ROOT, process.env.CARGO_TARGET_DIR) : path.join(REPO_ROOT, 'target');
-  return path.join(target, 'debug', 'tiller');
-}
 
 /** `tiller generate --device cpu --json` on the fixture. */
 function cli(recipe) {

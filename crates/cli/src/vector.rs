@@ -9,8 +9,8 @@ use pollster::block_on;
 use tiller_core::contrast::{self, Method, TokenChoice};
 use tiller_core::generate::Flow;
 use tiller_core::library::{self, LayerEntry, VectorEntry};
-use tiller_core::pairs::{self, Pair};
-use tiller_core::steer::{LayerVector, TextEncoding};
+use tiller_core::pairs::{self, Pair, PairEncoding};
+use tiller_core::steer::LayerVector;
 use tiller_core::{Backend, Positions, Site, Tokenizer};
 
 use crate::engine::{open_model, Device};
@@ -93,28 +93,13 @@ impl DatasetArgs {
         Ok(())
     }
 
-    /// (encoding of text pairs, encoding of multiple-choice items).
-    fn encodings(&self, tok: &Tokenizer) -> Result<(TextEncoding, TextEncoding)> {
-        let bos = self.bos.bos(tok);
+    fn encoding(&self, tok: &Tokenizer) -> Result<PairEncoding> {
         let system = self.system.clone().unwrap_or_default();
-        if self.chat && !tok.has_chat_template() {
-            bail!("--chat: this model's tokenizer_config.json has no chat template");
-        }
-        let texts = TextEncoding { bos, chat: self.chat.then(|| system.clone()) };
-        let choices = TextEncoding { bos, chat: (!self.no_chat && tok.has_chat_template()).then_some(system) };
-        Ok((texts, choices))
+        PairEncoding::new(tok, self.bos.bos(tok), self.chat, !self.no_chat, &system).context("--chat")
     }
 
     fn tokens(&self, tok: &Tokenizer, pairs: &[Pair]) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
-        let (texts, choices) = self.encodings(tok)?;
-        pairs
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let enc = if matches!(p, Pair::Choice { .. }) { &choices } else { &texts };
-                p.tokens(tok, enc).with_context(|| format!("pair {}", i + 1))
-            })
-            .collect()
+        Ok(self.encoding(tok)?.tokens(tok, pairs)?)
     }
 }
 
@@ -313,30 +298,10 @@ pub fn read_entry(path: &Path) -> Result<VectorEntry> {
     VectorEntry::from_bytes(&bytes, &name).with_context(|| path.display().to_string())
 }
 
-/// The GGUF model hint for an entry: llama.cpp's architecture names.
-fn default_hint(entry: &VectorEntry) -> String {
-    let m = entry.model.to_ascii_lowercase();
-    if let Some(h) = entry.extra.get("gguf.model_hint") {
-        return h.clone();
-    }
-    for (key, hint) in
-        [("llama", "llama"), ("qwen", "qwen2"), ("pythia", "gptneox"), ("neox", "gptneox"), ("gpt2", "gpt2"), ("gpt-2", "gpt2")]
-    {
-        if m.contains(key) {
-            return hint.into();
-        }
-    }
-    if entry.model.is_empty() {
-        "unknown".into()
-    } else {
-        entry.model.clone()
-    }
-}
-
 /// Writes an entry in the format the file's extension names; returns notes for stderr.
 fn write_entry(entry: &VectorEntry, out: &Path, hint: Option<&str>) -> Result<Vec<String>> {
     let (bytes, notes) = if is_gguf(out) {
-        let hint = hint.map(String::from).unwrap_or_else(|| default_hint(entry));
+        let hint = hint.map(String::from).unwrap_or_else(|| entry.gguf_model_hint());
         entry.to_gguf(&hint)?
     } else {
         (entry.to_safetensors()?, Vec::new())
@@ -412,17 +377,8 @@ fn run_caa(a: CaaArgs) -> Result<()> {
         results.push(v);
     }
     let dataset = a.data.pairs.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let entry = VectorEntry {
-        name: a.name.clone().unwrap_or_else(|| format!("{} {}", file_stem(&a.data.pairs), method.as_str())),
-        model: model_name(&a.model.model),
-        site,
-        method: method.as_str().into(),
-        source: format!("{dataset} ({} pairs, token {})", train.len(), token.as_str()),
-        created: now_rfc3339(),
-        formula: None,
-        extra: Default::default(),
-        layers: results.iter().map(|v| LayerEntry { layer: v.layer, vector: v.vector.clone(), front: None }).collect(),
-    };
+    let name = a.name.clone().unwrap_or_else(|| format!("{} {}", file_stem(&a.data.pairs), method.as_str()));
+    let entry = contrast::to_entry(&results, &name, &model_name(&a.model.model), &dataset, train.len(), &now_rfc3339());
     if let Some(out) = &a.out {
         for note in write_entry(&entry, out, None)? {
             eprintln!("note: {note}");
@@ -509,7 +465,7 @@ fn run_eval_ab(a: EvalAbArgs) -> Result<()> {
         }
     }
     let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
-    let (_, choices) = a.data.encodings(&tok)?;
+    let choices = a.data.encoding(&tok)?.choices;
     let items = contrast::ab_items(&tok, &choices, held).with_context(|| a.data.pairs.display().to_string())?;
     let rows = block_on(contrast::eval_ab(&mut engine, &items, &vectors, site.unwrap_or_default(), &coeffs, &mut |_, _| Flow::Continue))?
         .context("the run was stopped")?;

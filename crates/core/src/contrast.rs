@@ -75,7 +75,7 @@ impl TokenChoice {
 }
 
 /// A vector made from pairs, with what it is.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContrastVector {
     pub layer: usize,
     pub site: Site,
@@ -95,6 +95,34 @@ pub struct ContrastVector {
     /// for `pca_diff`, of the raw ones for `pca_center`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explained_variance: Option<f64>,
+}
+
+/// A library entry holding these vectors (one per layer, made from the same pairs the same
+/// way): provenance names the dataset, its number of pairs and the token choice; each layer's
+/// mean activation norm is kept as `activation_norm.L`, so a reader can compare.
+pub fn to_entry(
+    vectors: &[ContrastVector],
+    name: &str,
+    model: &str,
+    dataset: &str,
+    n_pairs: usize,
+    created: &str,
+) -> crate::library::VectorEntry {
+    let first = vectors.first();
+    let mut layers: Vec<crate::library::LayerEntry> =
+        vectors.iter().map(|v| crate::library::LayerEntry { layer: v.layer, vector: v.vector.clone(), front: None }).collect();
+    layers.sort_by_key(|l| l.layer);
+    crate::library::VectorEntry {
+        name: name.into(),
+        model: model.into(),
+        site: first.map(|v| v.site).unwrap_or_default(),
+        method: first.map(|v| v.method.as_str()).unwrap_or_default().into(),
+        source: format!("{dataset} ({n_pairs} pairs, token {})", first.map(|v| v.token.as_str()).unwrap_or("last")),
+        created: created.into(),
+        formula: None,
+        extra: vectors.iter().map(|v| (format!("activation_norm.{}", v.layer), format!("{}", v.activation_norm))).collect(),
+        layers,
+    }
 }
 
 /// At most this many rows (tokens) in one capture step.

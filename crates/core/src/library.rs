@@ -293,6 +293,28 @@ impl VectorEntry {
         Ok((crate::gguf::write_control_vector(model_hint, &directions, &extra)?, notes))
     }
 
+    /// The `controlvector.model_hint` to export with: llama.cpp's architecture name for the
+    /// model the entry was made on (`llama`, `qwen2`, `gptneox`, `gpt2`), the hint of an
+    /// imported GGUF file, else the model's own name.
+    pub fn gguf_model_hint(&self) -> String {
+        if let Some(h) = self.extra.get("gguf.model_hint") {
+            return h.clone();
+        }
+        let m = self.model.to_ascii_lowercase();
+        for (key, hint) in
+            [("llama", "llama"), ("qwen", "qwen2"), ("pythia", "gptneox"), ("neox", "gptneox"), ("gpt2", "gpt2"), ("gpt-2", "gpt2")]
+        {
+            if m.contains(key) {
+                return hint.into();
+            }
+        }
+        if self.model.is_empty() {
+            "unknown".into()
+        } else {
+            self.model.clone()
+        }
+    }
+
     /// An entry from a GGUF control vector: `direction.N` becomes Tiller's layer N+1.
     pub fn from_gguf(bytes: &[u8], fallback_name: &str) -> Result<Self> {
         let cv = crate::gguf::read_control_vector(bytes)?;

@@ -57,6 +57,42 @@ impl Pair {
     }
 }
 
+/// How a dataset's texts become tokens: `texts` for positive/negative pairs, `choices` for
+/// multiple-choice items.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairEncoding {
+    pub texts: TextEncoding,
+    pub choices: TextEncoding,
+}
+
+impl PairEncoding {
+    /// `chat`: pair texts go through the chat template as the user message (as steering texts
+    /// do with chat terms on); `choice_chat`: choice items go through it (question as the user
+    /// message, answer as the assistant's) when the tokenizer has a template, else CAA's base
+    /// form. `system` is the chat template's system message (empty: none).
+    pub fn new(tok: &Tokenizer, bos: bool, chat: bool, choice_chat: bool, system: &str) -> Result<Self> {
+        if chat && !tok.has_chat_template() {
+            return Err(bad("this model's tokenizer_config.json has no chat template, so texts cannot go through one".into()));
+        }
+        Ok(Self {
+            texts: TextEncoding { bos, chat: chat.then(|| system.to_string()) },
+            choices: TextEncoding { bos, chat: (choice_chat && tok.has_chat_template()).then(|| system.to_string()) },
+        })
+    }
+
+    /// Every pair's (positive, negative) tokens; an error names the pair (1-based).
+    pub fn tokens(&self, tok: &Tokenizer, pairs: &[Pair]) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let enc = if matches!(p, Pair::Choice { .. }) { &self.choices } else { &self.texts };
+                p.tokens(tok, enc).map_err(|e| bad(format!("pair {}: {e}", i + 1)))
+            })
+            .collect()
+    }
+}
+
 /// A choice item's prompt tokens and each answer's tokens (see [`Pair::tokens`]).
 pub fn choice_tokens(
     tok: &Tokenizer,

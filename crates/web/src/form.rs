@@ -63,19 +63,25 @@ impl Form {
     /// file's site): a `tiller vector` safetensors file or a llama.cpp GGUF control vector.
     /// Returns what was added, as a sentence; on an error the form is unchanged.
     pub fn import_vector_file(&mut self, bytes: &[u8], file_name: &str) -> Result<String, String> {
-        use tiller_core::library::VectorEntry;
-        use tiller_core::recipe::MAX_VECTOR_TERMS;
         let stem = file_name.rsplit_once('.').map_or(file_name, |(s, _)| s);
-        let entry = VectorEntry::from_bytes(bytes, stem).map_err(|e| format!("{file_name}: {e}"))?;
+        let entry = tiller_core::library::VectorEntry::from_bytes(bytes, stem).map_err(|e| format!("{file_name}: {e}"))?;
+        self.add_vector_entry(&entry).map_err(|e| format!("{file_name} {e}"))
+    }
+
+    /// Adds a library entry's layers as vector terms (coefficient 1, every position, at the
+    /// entry's site). Returns what was added, as a sentence; on an error (which reads after the
+    /// entry's name or file name) the form is unchanged.
+    pub fn add_vector_entry(&mut self, entry: &tiller_core::library::VectorEntry) -> Result<String, String> {
+        use tiller_core::recipe::MAX_VECTOR_TERMS;
         let room = MAX_VECTOR_TERMS - self.vectors.len().min(MAX_VECTOR_TERMS);
         if entry.layers.len() > room {
             return Err(format!(
-                "{file_name} holds vectors for {} layers, but the recipe has room for {room} more vector terms (at most {MAX_VECTOR_TERMS}): remove some, or export one layer with `tiller vector combine --layer`",
+                "holds vectors for {} layers, but the recipe has room for {room} more vector terms (at most {MAX_VECTOR_TERMS}): remove some, or keep one layer with `tiller vector combine --layer`",
                 entry.layers.len()
             ));
         }
         if entry.layers.is_empty() {
-            return Err(format!("{file_name} holds no vectors"));
+            return Err("holds no vectors".into());
         }
         for l in &entry.layers {
             self.vectors.push(VectorTerm::new(&entry.name, l.layer, 1.0, entry.site, Positions::All, &l.vector));

@@ -3,7 +3,7 @@
 //!
 //! The two are separate wasm binaries built from this one crate by `cargo xtask page`; they talk through
 //! [`protocol`] (serde JSON over `postMessage`). The page owns the UI state and share links
-//! ([`share`], [`form`], [`presets`], [`sweep`], [`chart`]); the worker owns the model, the tokenizer and the
+//! ([`share`], [`form`], [`presets`], [`sweep`], [`chart`], [`vectors`]); the worker owns the model, the tokenizer and the
 //! browser cache of model files. Nothing here computes GPT-2: that is `tiller-core` (and the
 //! GPU engine, `tiller-gpu`).
 
@@ -16,4 +16,5 @@ pub mod presets;
 pub mod protocol;
 pub mod share;
 pub mod sweep;
+pub mod vectors;
 pub mod worker;

@@ -86,6 +86,14 @@ impl ModelSource {
     }
 
     /// A short label for history entries and status lines.
+    /// The model's name in a vector's provenance: a Hub id, a URL, a default's name.
+    pub fn model_id(&self) -> String {
+        match self {
+            Self::Default(name) | Self::Hub(name) | Self::Url(name) => name.clone(),
+            Self::Local => "local files".into(),
+        }
+    }
+
     pub fn label(&self) -> String {
         match self {
             Self::Default(name) => name.clone(),
@@ -225,6 +233,9 @@ pub enum ToWorker {
         #[serde(default)]
         chat_system: Option<String>,
     },
+    /// Builds a CAA / PCA vector from contrast pairs, streaming [`FromWorker::BuildProgress`];
+    /// Stop ends it.
+    BuildVector { run_id: u64, spec: crate::vectors::BuildSpec },
     /// Reports the cache's size.
     CacheInfo,
     /// Empties the cache.
@@ -456,6 +467,22 @@ pub enum FromWorker {
     },
     VocabFailed {
         id: u64,
+        error: UserError,
+    },
+    /// `done` of `total` texts of a vector build have run.
+    BuildProgress {
+        run_id: u64,
+        done: usize,
+        total: usize,
+    },
+    /// The vector, made from `n_pairs` pairs; None when it was stopped.
+    BuildDone {
+        run_id: u64,
+        vector: Option<tiller_core::contrast::ContrastVector>,
+        n_pairs: usize,
+    },
+    BuildFailed {
+        run_id: u64,
         error: UserError,
     },
     CacheInfo {

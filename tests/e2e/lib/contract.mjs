@@ -31,6 +31,13 @@ export const TESTIDS = [
   'hf-token', 'hf-token-remember',
   // Saved-vector terms of a recipe (issue 12).
   'vector-term-row', 'vector-term-remove', 'vector-term-coeff', 'vector-import', 'vector-import-note',
+  // The Vectors area (issue 12): pairs, build, library, combination, cosine matrix.
+  'vectors-panel', 'vec-preset', 'vec-lists', 'vec-pairs', 'vec-positive', 'vec-negative', 'vec-pairs-file',
+  'vec-pairs-summary', 'vec-layer', 'vec-site', 'vec-method', 'vec-token', 'vec-held-out', 'vec-name',
+  'vec-build', 'vec-stop', 'vec-status', 'vec-progress', 'vec-error',
+  'vec-library-count', 'vec-entry', 'vec-entry-name', 'vec-entry-what', 'vec-entry-norms',
+  'vec-use', 'vec-download', 'vec-download-gguf', 'vec-delete', 'vec-library-import', 'vec-library-note',
+  'vec-formula', 'vec-combine-name', 'vec-combine', 'vec-cos-layer', 'vec-cosine', 'vec-cosine-cell',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];

@@ -13,6 +13,18 @@ export const REPO_ROOT = path.resolve(E2E_DIR, '..', '..');
 export const DIST = process.env.TILLER_DIST ? path.resolve(process.env.TILLER_DIST) : path.join(REPO_ROOT, 'dist');
 export const FIXTURES = path.join(REPO_ROOT, 'tests', 'fixtures');
 
+/**
+ * The `tiller` binary as `cargo test --workspace` (the test command's stage 1) builds it: the
+ * same command with --no-run is then a no-op, where `cargo run -p tiller-cli` would resolve
+ * features for one package and rebuild the dependencies (minutes on 2 cores).
+ */
+export function tillerBinary() {
+  const r = spawnSync('cargo', ['test', '--workspace', '--no-run', '-q'], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 1_800_000 });
+  if (r.status !== 0) throw new Error(`cargo test --workspace --no-run failed:\n${r.stderr}`);
+  const target = process.env.CARGO_TARGET_DIR ? path.resolve(REPO_ROOT, process.env.CARGO_TARGET_DIR) : path.join(REPO_ROOT, 'target');
+  return path.join(target, 'debug', 'tiller');
+}
+
 /** Repo ids the Hub-like server answers for. */
 export const REPOS = {
   tiny: 'tiny/tiny-gpt2',

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
 
-use super::{Banner, Ctx, LoadedModel, ModelState, Progress, RunRecord, RunState, SizeInfo, SweepRun, VocabState};
+use super::{Banner, BuildRun, Ctx, LoadedModel, ModelState, Progress, RunRecord, RunState, SizeInfo, SweepRun, VocabState};
 use crate::form::TokenCounts;
 use crate::protocol::{default_size, envelope, ErrorKind, FromWorker, GenerationView, ModelSource, RunTiming, ToWorker};
 
@@ -182,6 +182,9 @@ pub fn run(ctx: Ctx) -> Result<(), Vec<String>> {
     if untrack(|| ctx.sweeping()) {
         return Err(vec!["a sweep is running: wait for it or stop it first".into()]);
     }
+    if untrack(|| ctx.building()) {
+        return Err(vec!["a vector is being built (Vectors): wait for it or stop it first".into()]);
+    }
     let recipe = ctx.form.with_untracked(|f| f.to_recipe(Some(&loaded.config)))?;
     let run_id = ctx.fresh_id();
     ctx.error.set(None);
@@ -272,6 +275,44 @@ pub fn run_sweep(ctx: Ctx) -> Result<(), Vec<String>> {
     }));
     send(ctx, &ToWorker::Sweep { run_id, spec }, &[]);
     Ok(())
+}
+
+/// Starts building a vector from the Vectors area's pairs; returns the problems instead when
+/// it cannot run.
+pub fn build_vector(ctx: Ctx) -> Result<(), Vec<String>> {
+    let Some(loaded) = ctx.loaded.get_untracked() else {
+        return Err(vec!["load a model first (left, top)".into()]);
+    };
+    if untrack(|| ctx.busy()) {
+        return Err(vec!["the engine is busy with a run, a sweep or a build: wait for it or stop it first".into()]);
+    }
+    // Texts are tokenized as the recipe tokenizes steering texts: its BOS box, and the chat
+    // template when both "chat" and "terms through the template too" are on.
+    let (bos, chat, system) = ctx.form.with_untracked(|f| (f.bos, f.chat && f.chat_terms, f.system.clone()));
+    let spec = ctx.vec_form.with_untracked(|f| f.to_spec(loaded.config.n_layer, bos, chat, &system))?;
+    let run_id = ctx.fresh_id();
+    ctx.vec_build.set(Some(BuildRun {
+        id: run_id,
+        spec: spec.clone(),
+        model: loaded.source.model_id(),
+        state: RunState::Running,
+        done: 0,
+        total: 0,
+        stopped: false,
+        error: None,
+        saved_as: None,
+    }));
+    send(ctx, &ToWorker::BuildVector { run_id, spec }, &[]);
+    Ok(())
+}
+
+/// Updates the current build when it is `run_id`.
+fn update_build(ctx: Ctx, run_id: u64, f: impl FnOnce(&mut BuildRun)) {
+    ctx.vec_build.update(|b| {
+        if let Some(b) = b.as_mut().filter(|b| b.id == run_id) {
+            f(b);
+        }
+    });
 }
 
 /// Marks a running sweep as failed.
@@ -443,6 +484,53 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                 ctx.vocab.set(VocabState::Error(error.message));
             }
         }
+        FromWorker::BuildProgress { run_id, done, total } => update_build(ctx, run_id, |b| {
+            b.done = done;
+            b.total = total;
+        }),
+        FromWorker::BuildDone { run_id, vector, n_pairs } => {
+            let Some(build) = ctx.vec_build.get_untracked().filter(|b| b.id == run_id) else { return };
+            match vector {
+                None => update_build(ctx, run_id, |b| {
+                    b.state = RunState::Done;
+                    b.stopped = true;
+                }),
+                Some(v) => {
+                    let entry = tiller_core::contrast::to_entry(
+                        &[v],
+                        &build.spec.name,
+                        &build.model,
+                        &build.spec.dataset_name,
+                        n_pairs,
+                        &super::vectors::now_rfc3339(),
+                    );
+                    let saved = super::vectors::save_entry(ctx, entry);
+                    update_build(ctx, run_id, |b| {
+                        b.state = RunState::Done;
+                        match saved {
+                            Ok(name) => b.saved_as = Some(name),
+                            Err(e) => {
+                                b.state = RunState::Error;
+                                b.error = Some(e);
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        FromWorker::BuildFailed { run_id, error } => {
+            update_build(ctx, run_id, |b| {
+                b.state = RunState::Error;
+                b.error = Some(error.message.clone());
+            });
+            if matches!(error.kind, ErrorKind::DeviceLost | ErrorKind::OutOfMemory) {
+                if error.kind == ErrorKind::DeviceLost {
+                    ctx.model_state.set(ModelState::Error);
+                    ctx.loaded.set(None);
+                }
+                ctx.error.set(Some(Banner::from(error)));
+            }
+        }
         FromWorker::CacheInfo { bytes, files } => ctx.cache.set(Some((bytes, files))),
         FromWorker::Fatal { error } => {
             ctx.model_state.set(ModelState::Error);
@@ -451,6 +539,12 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                 ctx.run_state.set(RunState::Error);
             }
             fail_sweep(ctx, &error.message);
+            ctx.vec_build.update(|b| {
+                if let Some(b) = b.as_mut().filter(|b| b.state == RunState::Running) {
+                    b.state = RunState::Error;
+                    b.error = Some(error.message.clone());
+                }
+            });
             ctx.error.set(Some(Banner::from(error)));
             // After a panic the worker's wasm instance cannot be trusted: start a fresh one.
             restart(ctx);

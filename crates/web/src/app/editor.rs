@@ -222,26 +222,12 @@ fn VectorTermRows() -> impl IntoView {
     };
     let note = RwSignal::new(None::<(bool, String)>);
     let import = move |ev: leptos::ev::Event| {
-        use wasm_bindgen::JsCast as _;
-        let input = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok());
-        let Some(input) = input else { return };
-        let Some(file) = input.files().and_then(|l| l.get(0)) else { return };
-        input.set_value("");
+        let Some(file) = super::files::picked_file(&ev) else { return };
         let name = file.name();
-        if file.size() > tiller_core::library::MAX_FILE_BYTES as f64 {
-            note.set(Some((
-                false,
-                format!(
-                    "{name} is {:.0} MB, larger than any vector file: pick a vector made by `tiller vector` or a GGUF control vector",
-                    file.size() / 1e6
-                ),
-            )));
-            return;
-        }
         wasm_bindgen_futures::spawn_local(async move {
-            let bytes = match wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await {
-                Ok(buf) => js_sys::Uint8Array::new(&buf).to_vec(),
-                Err(e) => return note.set(Some((false, format!("{name} could not be read ({e:?}): pick it again")))),
+            let bytes = match super::files::read_bytes(&file, tiller_core::library::MAX_FILE_BYTES, "a vector file").await {
+                Ok(b) => b,
+                Err(e) => return note.set(Some((false, format!("{e}. The recipe is unchanged.")))),
             };
             let mut form = ctx.form.get_untracked();
             match form.import_vector_file(&bytes, &name) {

@@ -4,16 +4,20 @@
 //!
 //! Layout: left, the model ([`model`]) and the steering recipe ([`editor`]); right, the
 //! results ([`results`]), the layer × coefficient sweep ([`sweep`]), the decoded vocabulary
-//! ([`vocab`]) and the share link ([`sharing`]).
+//! ([`vocab`]), the vector workbench ([`vectors`]: pairs → CAA/PCA vectors, the library kept in
+//! IndexedDB by [`idb`]) and the share link ([`sharing`]).
 
 pub mod client;
 pub mod editor;
 pub mod fields;
+pub mod files;
+pub mod idb;
 pub mod model;
 pub mod results;
 pub mod sharing;
 pub mod storage;
 pub mod sweep;
+pub mod vectors;
 pub mod vocab;
 
 use leptos::prelude::*;
@@ -135,6 +139,22 @@ pub struct SweepRun {
     pub error: Option<String>,
 }
 
+/// The latest vector build (Vectors area).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildRun {
+    pub id: u64,
+    pub spec: crate::vectors::BuildSpec,
+    /// The model it runs on, for the entry's provenance.
+    pub model: String,
+    pub state: RunState,
+    pub done: usize,
+    pub total: usize,
+    pub stopped: bool,
+    pub error: Option<String>,
+    /// The name it was saved under.
+    pub saved_as: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum VocabState {
     Empty,
@@ -208,6 +228,13 @@ pub struct Ctx {
     /// Whether the sweep panel is unfolded (a link with sweep settings unfolds it).
     pub sweep_open: RwSignal<bool>,
     pub sweep: RwSignal<Option<SweepRun>>,
+    /// The Vectors area: the build form as typed, the latest build, the library (mirrored in
+    /// IndexedDB), the library's last message (ok?, text), and whether the area is unfolded.
+    pub vec_form: RwSignal<crate::vectors::VectorForm>,
+    pub vec_build: RwSignal<Option<BuildRun>>,
+    pub library: RwSignal<crate::vectors::Library>,
+    pub library_note: RwSignal<Option<(bool, String)>>,
+    pub vectors_open: RwSignal<bool>,
     /// Latest request ids; answers to older requests are dropped.
     pub last_size_id: StoredValue<u64>,
     pub last_analysis_id: StoredValue<u64>,
@@ -254,6 +281,11 @@ impl Ctx {
             sweep_depth: StoredValue::new(DEFAULT_DEPTH),
             sweep_open: RwSignal::new(false),
             sweep: RwSignal::new(None),
+            vec_form: RwSignal::new(crate::vectors::VectorForm::new(DEFAULT_DEPTH)),
+            vec_build: RwSignal::new(None),
+            library: RwSignal::new(Default::default()),
+            library_note: RwSignal::new(None),
+            vectors_open: RwSignal::new(false),
             last_size_id: StoredValue::new(0),
             last_analysis_id: StoredValue::new(0),
             last_vocab_id: StoredValue::new(0),
@@ -317,9 +349,15 @@ impl Ctx {
         self.sweep.with(|s| s.as_ref().is_some_and(|s| s.state == RunState::Running))
     }
 
-    /// Whether the engine is busy with a run or a sweep (it does one thing at a time).
+    /// Whether a vector build is running.
+    pub fn building(&self) -> bool {
+        self.vec_build.with(|b| b.as_ref().is_some_and(|b| b.state == RunState::Running))
+    }
+
+    /// Whether the engine is busy with a run, a sweep or a vector build (it does one thing at a
+    /// time).
     pub fn busy(&self) -> bool {
-        self.run_state.get() == RunState::Running || self.sweeping()
+        self.run_state.get() == RunState::Running || self.sweeping() || self.building()
     }
 
     /// Sets the sweep panel (share links), its "every layer" range for the current depth.
@@ -380,6 +418,7 @@ pub fn App() -> impl IntoView {
     client::start(ctx);
     client::watch_size(ctx);
     client::watch_analysis(ctx);
+    vectors::load_library(ctx);
 
     view! {
         <header class="top">
@@ -400,6 +439,7 @@ pub fn App() -> impl IntoView {
             <section class="right">
                 <results::Results/>
                 <sweep::SweepPanel/>
+                <vectors::VectorsPanel/>
                 <vocab::VocabPanel/>
                 <sharing::SharePanel/>
                 <results::History/>

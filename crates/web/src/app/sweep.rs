@@ -6,7 +6,6 @@
 use leptos::prelude::*;
 use tiller_core::sweep::SweepRow;
 use tiller_core::Positions;
-use wasm_bindgen::{JsCast, JsValue};
 
 use super::client::{self, send};
 use super::fields::NumInput;
@@ -552,31 +551,7 @@ fn tip_lines(p: &ChartPoint) -> Vec<String> {
     ]
 }
 
-/// Saves the rows as CSV (`tiller_core::sweep::to_csv`) through a Blob and an object URL.
+/// Saves the rows as CSV (`tiller_core::sweep::to_csv`).
 fn download_csv(rows: &[SweepRow], filename: &str) -> Result<(), String> {
-    let err = |e: JsValue| format!("{e:?}");
-    let csv = tiller_core::sweep::to_csv(rows);
-    let parts = js_sys::Array::of1(&JsValue::from_str(&csv));
-    let options = web_sys::BlobPropertyBag::new();
-    options.set_type("text/csv");
-    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options).map_err(err)?;
-    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(err)?;
-    let doc = document();
-    let a: web_sys::HtmlAnchorElement = doc.create_element("a").map_err(err)?.unchecked_into();
-    a.set_href(&url);
-    a.set_download(filename);
-    a.set_class_name("hidden");
-    if let Some(body) = doc.body() {
-        let _ = body.append_child(&a);
-    }
-    a.click();
-    a.remove();
-    // The browser has the data once the download started; free it a little later.
-    set_timeout(
-        move || {
-            let _ = web_sys::Url::revoke_object_url(&url);
-        },
-        std::time::Duration::from_secs(30),
-    );
-    Ok(())
+    super::files::download(tiller_core::sweep::to_csv(rows).as_bytes(), "text/csv", filename)
 }

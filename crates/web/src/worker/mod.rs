@@ -145,6 +145,7 @@ async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
         ToWorker::Run { run_id, recipe } => run(run_id, recipe).await,
         ToWorker::Stop => state().stop.set(true),
         ToWorker::Sweep { run_id, spec } => sweep(run_id, spec).await,
+        ToWorker::BuildVector { run_id, spec } => build_vector(run_id, spec).await,
         ToWorker::Vocab { id, terms, bos, site, k, ln_f, chat_system } => {
             vocab(id, &terms, TextEncoding { bos, chat: chat_system }, site, k, ln_f).await
         }
@@ -675,6 +676,53 @@ async fn sweep(run_id: u64, spec: SweepSpec) {
     match result {
         Ok(()) => post(&FromWorker::SweepDone { run_id, stopped }),
         Err(e) => post(&FromWorker::SweepFailed { run_id, error: user_error(&e) }),
+    }
+}
+
+/// Builds a vector from pairs (`tiller vector caa`'s computation): the pairs are tokenized as
+/// the CLI tokenizes them, then run in capture-only steps, reporting texts done.
+async fn build_vector(run_id: u64, spec: crate::vectors::BuildSpec) {
+    let fail = |error: UserError| post(&FromWorker::BuildFailed { run_id, error });
+    let (mut engine, tok, epoch) = match take_engine().await {
+        Ok(x) => x,
+        Err(error) => return fail(error),
+    };
+    let prepared = spec.training_pairs().map_err(|m| UserError::new(ErrorKind::Recipe, m)).and_then(|pairs| {
+        let enc = tiller_core::pairs::PairEncoding::new(&tok, spec.bos, spec.chat, true, &spec.system).map_err(|e| user_error(&e))?;
+        enc.tokens(&tok, &pairs).map_err(|e| user_error(&e))
+    });
+    let seqs = match prepared {
+        Ok(s) => s,
+        Err(error) => {
+            put_back(engine, epoch);
+            return fail(error);
+        }
+    };
+    let st = state();
+    st.stop.set(false);
+    let result = with_backend!(&mut engine, |b| {
+        tiller_core::contrast::contrast_vector(
+            &mut Yielding(b),
+            &seqs,
+            spec.layer,
+            spec.site,
+            spec.method,
+            spec.token,
+            &mut |done, total| {
+                post(&FromWorker::BuildProgress { run_id, done, total });
+                if st.stop.get() {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            },
+        )
+        .await
+    });
+    put_back(engine, epoch);
+    match result {
+        Ok(vector) => post(&FromWorker::BuildDone { run_id, vector, n_pairs: seqs.len() }),
+        Err(e) => fail(user_error(&e)),
     }
 }
 

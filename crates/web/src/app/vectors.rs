@@ -1,0 +1,558 @@
+//! The Vectors area: build a CAA / PCA vector from many contrast pairs (a shipped set, pasted
+//! pairs, two lists or a file), keep every vector in a library that survives reloads
+//! (IndexedDB, [`super::idb`]), read each one's norm beside the activations it came from,
+//! combine vectors by a formula, compare them in a cosine matrix, download them (safetensors,
+//! llama.cpp GGUF) and put one in the recipe. The logic is plain Rust in [`crate::vectors`].
+
+use leptos::prelude::*;
+use tiller_core::contrast::{Method, TokenChoice};
+use tiller_core::library::VectorEntry;
+use tiller_core::Site;
+
+use super::client::{self, send};
+use super::fields::NumInput;
+use super::{files, idb, Ctx, ModelState, RunState};
+use crate::numbers::NumKind;
+use crate::protocol::ToWorker;
+use crate::vectors::{describe, norms_line, Library, Stored, DATASETS};
+
+/// The current time as RFC 3339 (UTC).
+pub fn now_rfc3339() -> String {
+    tiller_core::library::rfc3339_utc((js_sys::Date::now() / 1000.0) as u64)
+}
+
+/// A fresh storage key; keys sort in the order entries were made.
+fn fresh_key(ctx: Ctx) -> String {
+    format!("{:013}-{:06}", js_sys::Date::now() as u64, ctx.fresh_id())
+}
+
+/// Adds an entry to the library (a unique name) and stores it; returns the name it got. A
+/// storage failure keeps the entry for this tab and says so.
+pub fn save_entry(ctx: Ctx, entry: VectorEntry) -> Result<String, String> {
+    let stored = ctx.library.with_untracked(|l| l.admit(entry, fresh_key(ctx)))?;
+    let name = stored.entry.name.clone();
+    persist(ctx, &stored);
+    ctx.library.update(|l| l.entries.push(stored));
+    Ok(name)
+}
+
+/// Writes an entry to IndexedDB in the background.
+fn persist(ctx: Ctx, stored: &Stored) {
+    let Ok(bytes) = stored.entry.to_safetensors() else { return };
+    let (id, name) = (stored.id.clone(), stored.entry.name.clone());
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Err(e) = idb::put(&id, &bytes).await {
+            ctx.library_note.set(Some((
+                false,
+                format!("“{name}” could not be saved in this browser ({e}): it stays until this tab closes; download it to keep it."),
+            )));
+        }
+    });
+}
+
+/// Reads the stored library (once, when the page starts).
+pub fn load_library(ctx: Ctx) {
+    wasm_bindgen_futures::spawn_local(async move {
+        match idb::all().await {
+            Ok(mut records) => {
+                records.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut lib = Library::default();
+                let mut unreadable = 0;
+                for (id, bytes) in records {
+                    match VectorEntry::from_safetensors(&bytes, "vector") {
+                        Ok(entry) => lib.entries.push(Stored { id, entry, bytes: bytes.len() }),
+                        Err(_) => unreadable += 1,
+                    }
+                }
+                // Entries made before the stored ones arrived stay, after them.
+                ctx.library.update(|l| {
+                    let made_now = std::mem::take(&mut l.entries);
+                    lib.entries.extend(made_now);
+                    *l = lib;
+                });
+                if unreadable > 0 {
+                    ctx.library_note.set(Some((false, format!("{unreadable} stored vector(s) could not be read and are not listed."))));
+                }
+            }
+            Err(e) => ctx.library_note.set(Some((
+                false,
+                format!("The vector library could not be opened ({e}): vectors made now last until this tab closes; download them to keep them."),
+            ))),
+        }
+    });
+}
+
+/// A file name from an entry's name.
+fn file_stem(name: &str) -> String {
+    let s: String = name.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' }).collect();
+    let s = s.trim_matches('-').to_string();
+    if s.is_empty() {
+        "vector".into()
+    } else {
+        s
+    }
+}
+
+/// The area.
+#[component]
+pub fn VectorsPanel() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    view! {
+        <details class="card vectors" data-testid="vectors-panel" prop:open=move || ctx.vectors_open.get()
+            on:toggle=move |ev| ctx.vectors_open.set(event_target::<web_sys::HtmlDetailsElement>(&ev).open())>
+            <summary><h2>"5 · Vectors: build one from many pairs, keep, combine, export"</h2></summary>
+            <p class="note">
+                "ActAdd takes one pair of texts. CAA (Rimsky et al.) averages the activation difference over many pairs, at the last token of each text; "
+                "PCA (as repeng does) takes the main direction of those differences instead. Build one here; it goes into your library, which this browser keeps. "
+                "“Use in recipe” adds it to the editor as a vector term at every position, as CAA steers."
+            </p>
+            <BuildForm/>
+            <LibraryView/>
+        </details>
+    }
+}
+
+/// Dataset, settings, Build / Stop, progress.
+#[component]
+fn BuildForm() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let depth = move || ctx.depth();
+    let seen_depth = StoredValue::new(super::DEFAULT_DEPTH);
+    Effect::new(move |_| {
+        let new = depth();
+        let old = seen_depth.get_value();
+        if old != new {
+            seen_depth.set_value(new);
+            ctx.vec_form.update(|f| f.follow_depth(old, new));
+        }
+    });
+    let clicked = RwSignal::new(Vec::<String>::new());
+    Effect::new(move |_| {
+        ctx.vec_form.track();
+        ctx.model_state.track();
+        clicked.set(Vec::new());
+    });
+    let summary = move || ctx.vec_form.with(|f| f.summary());
+    let live = Memo::new(move |_| {
+        let (bos, chat, system) = ctx.form.with(|f| (f.bos, f.chat && f.chat_terms, f.system.clone()));
+        ctx.vec_form.with(|f| f.to_spec(depth(), bos, chat, &system).err()).unwrap_or_default()
+    });
+    let errors = move || {
+        let mut e: Vec<String> = live.get().into_iter().filter(|m| !m.starts_with("the pairs: ")).collect();
+        e.extend(clicked.get());
+        if let Some(failed) = ctx.vec_build.with(|b| b.as_ref().and_then(|b| b.error.clone())) {
+            e.push(format!("The build failed: {failed}"));
+        }
+        e
+    };
+    let can_build = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy() && live.with(Vec::is_empty);
+    let on_build = move |_| {
+        clicked.set(Vec::new());
+        if let Err(e) = client::build_vector(ctx) {
+            clicked.set(e);
+        }
+    };
+    let on_file = move |ev: web_sys::Event| {
+        let Some(file) = files::picked_file(&ev) else { return };
+        wasm_bindgen_futures::spawn_local(async move {
+            let name = file.name();
+            match files::read_bytes(&file, tiller_core::pairs::MAX_DATASET_BYTES, "a pair dataset").await {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => ctx.vec_form.update(|f| f.set_text(text, Some(name))),
+                    Err(e) => {
+                        let line = e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+                        clicked.set(vec![format!("{name} is not UTF-8 text (line {line} holds bytes that are not): save it as UTF-8. The pairs above are unchanged.")]);
+                    }
+                },
+                Err(e) => clicked.set(vec![format!("{e}. The pairs above are unchanged.")]),
+            }
+        });
+    };
+    let sites = [
+        (Site::ResidPre, "resid_pre: the residual stream before the block"),
+        (Site::AttnOut, "attn_out: the attention's output"),
+        (Site::MlpOut, "mlp_out: the MLP's output"),
+    ];
+    let methods = [
+        (Method::MeanDiff, "mean_diff: the mean difference (CAA)"),
+        (Method::PcaDiff, "pca_diff: first principal component of the differences (repeng)"),
+        (Method::PcaCenter, "pca_center: repeng's centred variant"),
+    ];
+    let tokens = [(TokenChoice::Last, "the last token of each text"), (TokenChoice::Mean, "the mean over each text's tokens")];
+    let lists = move || ctx.vec_form.with(|f| f.lists);
+    view! {
+        <fieldset class="vec-build">
+            <legend>"Build a vector from contrast pairs"</legend>
+            <div class="row">
+                <label for="vec-preset">"Pairs"</label>
+                <select id="vec-preset" data-testid="vec-preset" on:change=move |ev| {
+                    let v = event_target_value(&ev);
+                    ctx.vec_form.update(|f| if v.is_empty() { f.preset.clear() } else { f.pick_preset(&v) });
+                }>
+                    {DATASETS.iter().map(|d| view! {
+                        <option value=d.id prop:selected=move || ctx.vec_form.with(|f| f.preset == d.id)>{d.label}</option>
+                    }).collect_view()}
+                    <option value="" prop:selected=move || ctx.vec_form.with(|f| f.preset.is_empty())>"My own pairs (edit below, or pick a file)"</option>
+                </select>
+            </div>
+            <label class="check">
+                <input type="checkbox" data-testid="vec-lists" prop:checked=lists
+                    on:change=move |ev| ctx.vec_form.update(|f| f.lists = event_target_checked(&ev))/>
+                "Two lists instead: one text per line, the i-th positive against the i-th negative"
+            </label>
+            {move || if lists() {
+                view! {
+                    <div class="vec-lists">
+                        <label><span class="cap">"Positive texts (carry the concept)"</span>
+                            <textarea rows="5" data-testid="vec-positive" prop:value=move || ctx.vec_form.with(|f| f.positive.clone())
+                                on:input=move |ev| ctx.vec_form.update(|f| f.positive = event_target_value(&ev))></textarea></label>
+                        <label><span class="cap">"Negative texts (lack it)"</span>
+                            <textarea rows="5" data-testid="vec-negative" prop:value=move || ctx.vec_form.with(|f| f.negative.clone())
+                                on:input=move |ev| ctx.vec_form.update(|f| f.negative = event_target_value(&ev))></textarea></label>
+                    </div>
+                }.into_any()
+            } else {
+                view! {
+                    <label class="vec-pairs"><span class="cap">"One JSON object per line: "<code>"{\"positive\": \"…\", \"negative\": \"…\"}"</code>", or CAA's "<code>"{\"question\", \"answer_matching_behavior\", \"answer_not_matching_behavior\"}"</code></span>
+                        <textarea rows="6" spellcheck="false" data-testid="vec-pairs" prop:value=move || ctx.vec_form.with(|f| f.jsonl.clone())
+                            on:input=move |ev| ctx.vec_form.update(|f| f.set_text(event_target_value(&ev), None))></textarea></label>
+                }.into_any()
+            }}
+            <label class="vec-file"><span class="cap">"…or read a .jsonl / .json file"</span>
+                <input type="file" accept=".jsonl,.json,.txt" data-testid="vec-pairs-file" on:change=on_file/></label>
+            {move || match summary() {
+                Ok(s) => view! { <p class="note" data-testid="vec-pairs-summary" data-ok="true">{s}</p> }.into_any(),
+                Err(e) => view! { <p class="invalid" data-testid="vec-pairs-summary" data-ok="false" role="status">{e}</p> }.into_any(),
+            }}
+            <div class="vec-settings">
+                <span class="term-cell">
+                    <span class="cap">"layer"</span>
+                    <NumInput testid="vec-layer" label="the vector's layer"
+                        value=Signal::derive(move || ctx.vec_form.with(|f| f.layer.clone()))
+                        set=move |t: String| ctx.vec_form.update(|f| f.layer = t)
+                        kind=Signal::derive(move || NumKind::whole(0, depth().saturating_sub(1) as u64))
+                        slider=Signal::derive(move || (0.0, depth().saturating_sub(1) as f64, 1.0))/>
+                </span>
+                <label><span class="cap">"site"</span>
+                    <select data-testid="vec-site" on:change=move |ev| {
+                        let s = Site::parse(&event_target_value(&ev)).unwrap_or_default();
+                        ctx.vec_form.update(|f| f.site = s);
+                    }>
+                        {sites.into_iter().map(|(s, label)| view! {
+                            <option value=s.as_str() prop:selected=move || ctx.vec_form.with(|f| f.site == s)>{label}</option>
+                        }).collect_view()}
+                    </select></label>
+                <label><span class="cap">"method"</span>
+                    <select data-testid="vec-method" on:change=move |ev| {
+                        let m = Method::parse(&event_target_value(&ev)).unwrap_or_default();
+                        ctx.vec_form.update(|f| f.method = m);
+                    }>
+                        {methods.into_iter().map(|(m, label)| view! {
+                            <option value=m.as_str() prop:selected=move || ctx.vec_form.with(|f| f.method == m)>{label}</option>
+                        }).collect_view()}
+                    </select></label>
+                <label><span class="cap">"activation of"</span>
+                    <select data-testid="vec-token" on:change=move |ev| {
+                        let t = TokenChoice::parse(&event_target_value(&ev)).unwrap_or_default();
+                        ctx.vec_form.update(|f| f.token = t);
+                    }>
+                        {tokens.into_iter().map(|(t, label)| view! {
+                            <option value=t.as_str() prop:selected=move || ctx.vec_form.with(|f| f.token == t)>{label}</option>
+                        }).collect_view()}
+                    </select></label>
+                <span class="term-cell">
+                    <span class="cap">"held out (fraction)"</span>
+                    <NumInput testid="vec-held-out" label="the fraction of pairs held out"
+                        value=Signal::derive(move || ctx.vec_form.with(|f| f.held_out.clone()))
+                        set=move |t: String| ctx.vec_form.update(|f| f.held_out = t)
+                        kind=NumKind::real(0.0, 0.9)/>
+                </span>
+                <label><span class="cap">"name in the library"</span>
+                    <input type="text" data-testid="vec-name"
+                        placeholder=move || ctx.vec_form.with(|f| f.entry_name(f.layer.trim().parse().unwrap_or(0)))
+                        prop:value=move || ctx.vec_form.with(|f| f.name.clone())
+                        on:input=move |ev| ctx.vec_form.update(|f| f.name = event_target_value(&ev))/></label>
+            </div>
+            <p class="note">"Texts are tokenized as the editor tokenizes steering texts: its BOS box, and the chat template when “chat” and “terms through the template” are both on."</p>
+            <div class="validation">
+                {move || errors().into_iter().map(|e| view! { <p class="invalid" data-testid="vec-error">{e}</p> }).collect_view()}
+            </div>
+            <div class="buttons">
+                <button class="primary" data-testid="vec-build" disabled=move || !can_build() on:click=on_build>"Build vector"</button>
+                <button data-testid="vec-stop" disabled=move || !ctx.building() on:click=move |_| send(ctx, &ToWorker::Stop, &[])>"Stop"</button>
+                <span class="run-status" data-testid="vec-status"
+                    data-state=move || ctx.vec_build.with(|b| b.as_ref().map_or("idle", |b| b.state.as_str()))>{move || build_status(ctx)}</span>
+            </div>
+            {move || ctx.vec_build.with(|b| b.as_ref().filter(|b| b.state == RunState::Running && b.total > 0).map(|b| view! {
+                <progress data-testid="vec-progress" max=b.total value=b.done></progress>
+            }))}
+        </fieldset>
+    }
+}
+
+fn build_status(ctx: Ctx) -> String {
+    let ready = ctx.model_state.get() == ModelState::Ready;
+    ctx.vec_build.with(|b| match b {
+        None if !ready => "Load a model to build a vector.".into(),
+        None => "Ready to build.".into(),
+        Some(b) => match b.state {
+            RunState::Running if b.total == 0 => "Building…".into(),
+            RunState::Running => format!("Building… {} of {} texts.", b.done, b.total),
+            RunState::Done if b.stopped => "Stopped; nothing was saved.".into(),
+            RunState::Done => format!("Saved to the library as “{}”.", b.saved_as.clone().unwrap_or_default()),
+            RunState::Error => "Failed (see above).".into(),
+            RunState::Idle => String::new(),
+        },
+    })
+}
+
+/// The library: entries, combination, cosine matrix, import.
+#[component]
+fn LibraryView() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let total = move || ctx.library.with(|l| (l.entries.len(), l.entries.iter().map(|s| s.bytes as u64).sum::<u64>()));
+    let ids = move || ctx.library.with(|l| l.entries.iter().map(|s| s.id.clone()).collect::<Vec<_>>());
+    let on_import = move |ev: web_sys::Event| {
+        let Some(file) = files::picked_file(&ev) else { return };
+        wasm_bindgen_futures::spawn_local(async move {
+            let name = file.name();
+            let result = match files::read_bytes(&file, tiller_core::library::MAX_FILE_BYTES, "a vector file").await {
+                Ok(bytes) => {
+                    let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s);
+                    VectorEntry::from_bytes(&bytes, stem).map_err(|e| format!("{name}: {e}")).and_then(|mut e| {
+                        if e.created.is_empty() {
+                            e.created = now_rfc3339();
+                        }
+                        save_entry(ctx, e)
+                    })
+                }
+                Err(e) => Err(e),
+            };
+            ctx.library_note.set(Some(match result {
+                Ok(saved) => (true, format!("Imported {name} as “{saved}”.")),
+                Err(e) => (false, format!("{e}. The library is unchanged.")),
+            }));
+        });
+    };
+    view! {
+        <fieldset class="vec-library">
+            <legend>"Library (kept in this browser)"</legend>
+            <p class="note" data-testid="vec-library-count">{move || {
+                let (n, bytes) = total();
+                if n == 0 {
+                    "No vectors yet: build one above, or import a file.".to_string()
+                } else {
+                    format!("{n} vector{}, {} in all.", if n == 1 { "" } else { "s" }, crate::fmt::bytes(bytes))
+                }
+            }}</p>
+            <For each=ids key=|id| id.clone() children=move |id| view! { <EntryRow id=id/> }/>
+            <label class="vec-file"><span class="cap">"Import a "<code>".safetensors"</code>" from "<code>"tiller vector"</code>" or a llama.cpp GGUF control vector"</span>
+                <input type="file" accept=".safetensors,.gguf" data-testid="vec-library-import" on:change=on_import/></label>
+            {move || ctx.library_note.get().map(|(ok, text)| view! {
+                <p class=if ok { "note" } else { "invalid" } data-testid="vec-library-note" role="status">{text}</p>
+            })}
+            <Combine/>
+            <Cosines/>
+        </fieldset>
+    }
+}
+
+/// One entry: its name (editable), what it is, its norms, and its actions.
+#[component]
+fn EntryRow(id: String) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let id = StoredValue::new(id);
+    let entry = move || ctx.library.with(|l| l.get(&id.get_value()).cloned());
+    let name = move || entry().map(|s| s.entry.name).unwrap_or_default();
+    let note = move |ok: bool, text: String| ctx.library_note.set(Some((ok, text)));
+    let rename = move |ev: web_sys::Event| {
+        let typed = event_target_value(&ev);
+        let Some(mut stored) = entry() else { return };
+        let new = ctx.library.with_untracked(|l| l.unique_name(&typed, Some(&stored.id)));
+        if new == stored.entry.name {
+            return;
+        }
+        let old = std::mem::replace(&mut stored.entry.name, new.clone());
+        persist(ctx, &stored);
+        ctx.library.update(|l| {
+            if let Some(s) = l.entries.iter_mut().find(|s| s.id == stored.id) {
+                *s = stored;
+            }
+        });
+        note(true, format!("Renamed “{old}” to “{new}”."));
+    };
+    let use_it = move |_| {
+        let Some(s) = entry() else { return };
+        let mut form = ctx.form.get_untracked();
+        if let Some(cfg) = ctx.config() {
+            if s.entry.width() != cfg.n_embd {
+                return note(
+                    false,
+                    format!(
+                        "“{}” is {} wide, but the loaded model's residual stream is {}: it was made on another model.",
+                        s.entry.name,
+                        s.entry.width(),
+                        cfg.n_embd
+                    ),
+                );
+            }
+        }
+        match form.add_vector_entry(&s.entry) {
+            Ok(said) => {
+                ctx.form.set(form);
+                note(true, format!("In the recipe: {said} (editor, left)."));
+            }
+            Err(e) => note(false, format!("“{}” {e}.", s.entry.name)),
+        }
+    };
+    let download = move |gguf: bool| {
+        let Some(s) = entry() else { return };
+        let stem = file_stem(&s.entry.name);
+        let result = if gguf {
+            s.entry.to_gguf(&s.entry.gguf_model_hint()).map_err(|e| e.to_string()).and_then(|(bytes, notes)| {
+                files::download(&bytes, "application/octet-stream", &format!("{stem}.gguf"))?;
+                Ok(notes)
+            })
+        } else {
+            s.entry.to_safetensors().map_err(|e| e.to_string()).and_then(|bytes| {
+                files::download(&bytes, "application/octet-stream", &format!("{stem}.safetensors"))?;
+                Ok(Vec::new())
+            })
+        };
+        match result {
+            Ok(notes) if !notes.is_empty() => note(true, notes.join(" ")),
+            Ok(_) => {}
+            Err(e) => note(false, format!("“{}” cannot be exported that way: {e}", s.entry.name)),
+        }
+    };
+    let delete = move |_| {
+        let Some(s) = entry() else { return };
+        ctx.library.update(|l| l.entries.retain(|x| x.id != s.id));
+        let id = s.id.clone();
+        let name = s.entry.name.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            match idb::delete(&id).await {
+                Ok(()) => note(true, format!("Deleted “{name}”.")),
+                Err(e) => note(false, format!("“{name}” is gone from this tab, but the browser's copy could not be deleted ({e}).")),
+            }
+        });
+    };
+    let gguf_ok = move || entry().is_some_and(|s| s.entry.site == Site::ResidPre && s.entry.layers.iter().all(|l| l.layer >= 2));
+    view! {
+        <div class="vec-entry" data-testid="vec-entry" data-name=name>
+            <input type="text" class="vec-entry-name" data-testid="vec-entry-name" aria-label="the vector's name"
+                prop:value=name on:change=rename/>
+            <span class="vec-entry-what" data-testid="vec-entry-what">{move || entry().map(|s| describe(&s.entry)).unwrap_or_default()}</span>
+            <span class="vec-entry-norms" data-testid="vec-entry-norms">{move || entry().map(|s| norms_line(&s.entry)).unwrap_or_default()}</span>
+            <span class="vec-entry-size">{move || entry().map(|s| crate::fmt::bytes(s.bytes as u64)).unwrap_or_default()}</span>
+            <div class="buttons">
+                <button class="small" data-testid="vec-use" on:click=use_it>"Use in recipe"</button>
+                <button class="small" data-testid="vec-download" on:click=move |_| download(false)>"Download .safetensors"</button>
+                <button class="small" data-testid="vec-download-gguf" disabled=move || !gguf_ok()
+                    title="A llama.cpp control vector (--control-vector): resid_pre at layers 2 and above"
+                    on:click=move |_| download(true)>"Download .gguf"</button>
+                <button class="small" data-testid="vec-delete" aria-label=move || format!("delete the vector {}", name()) on:click=delete>"Delete"</button>
+            </div>
+        </div>
+    }
+}
+
+/// A new entry from a formula over the library's names.
+#[component]
+fn Combine() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let formula = RwSignal::new(String::new());
+    let name = RwSignal::new(String::new());
+    let example = move || {
+        ctx.library.with(|l| match l.entries.as_slice() {
+            [a, b, ..] => format!("\"{}\" - 0.5*\"{}\"", a.entry.name, b.entry.name),
+            [a] => format!("2*\"{}\"", a.entry.name),
+            [] => "a - b + 0.5*c".into(),
+        })
+    };
+    let on_combine = move |_| {
+        let result = ctx.library.with_untracked(|l| l.combine(&formula.get_untracked(), &name.get_untracked())).and_then(|mut e| {
+            e.created = now_rfc3339();
+            let norms = norms_line(&e);
+            save_entry(ctx, e).map(|saved| (saved, norms))
+        });
+        ctx.library_note.set(Some(match result {
+            Ok((saved, norms)) => (true, format!("Saved “{saved}” ({norms}).")),
+            Err(e) => (false, e),
+        }));
+    };
+    view! {
+        <div class="vec-combine">
+            <label><span class="cap">"Combine: a formula over the names above (quote names with spaces)"</span>
+                <input type="text" data-testid="vec-formula" spellcheck="false" placeholder=example
+                    prop:value=move || formula.get() on:input=move |ev| formula.set(event_target_value(&ev))/></label>
+            <label><span class="cap">"name"</span>
+                <input type="text" data-testid="vec-combine-name" placeholder="the formula"
+                    prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev))/></label>
+            <button class="small" data-testid="vec-combine" disabled=move || formula.with(|f| f.trim().is_empty()) on:click=on_combine>"Combine"</button>
+        </div>
+    }
+}
+
+/// The cosine similarity of the entries at one layer, as a heatmap.
+#[component]
+fn Cosines() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let layers = move || ctx.library.with(Library::shared_layers);
+    let picked = RwSignal::new(None::<usize>);
+    let layer = move || {
+        let ls = layers();
+        picked.get().filter(|l| ls.contains(l)).or_else(|| ls.first().copied())
+    };
+    move || {
+        let l = layer()?;
+        let (names, m) = ctx.library.with(|lib| lib.cosines_at(l));
+        let n = names.len();
+        const CELL: usize = 34;
+        const LEFT: usize = 28;
+        let size = LEFT + n * CELL;
+        let cells = (0..n * n)
+            .map(|k| {
+                let (i, j) = (k / n, k % n);
+                let v = m[k];
+                // Red for alike, blue for opposite, white for unrelated.
+                let t = v.clamp(-1.0, 1.0);
+                let (r, g, b) = if t >= 0.0 {
+                    (255.0, 255.0 * (1.0 - t * 0.75), 255.0 * (1.0 - t * 0.75))
+                } else {
+                    (255.0 * (1.0 + t * 0.75), 255.0 * (1.0 + t * 0.75), 255.0)
+                };
+                let (x, y) = (LEFT + j * CELL, LEFT + i * CELL);
+                view! {
+                    <g data-testid="vec-cosine-cell" data-value=format!("{v:.4}")>
+                        <title>{format!("cos(“{}”, “{}”) = {v:.3}", names[i], names[j])}</title>
+                        <rect x=x y=y width=CELL height=CELL fill=format!("rgb({r:.0},{g:.0},{b:.0})") stroke="#fff"/>
+                        <text x=x + CELL / 2 y=y + CELL / 2 + 4 text-anchor="middle" font-size="11">{format!("{v:.2}")}</text>
+                    </g>
+                }
+            })
+            .collect_view();
+        let heads = (0..n)
+            .map(|i| {
+                view! {
+                    <text x=LEFT + i * CELL + CELL / 2 y=LEFT - 8 text-anchor="middle" font-size="11">{(i + 1).to_string()}</text>
+                    <text x=LEFT - 8 y=LEFT + i * CELL + CELL / 2 + 4 text-anchor="end" font-size="11">{(i + 1).to_string()}</text>
+                }
+            })
+            .collect_view();
+        let legend = names.iter().map(|name| view! { <li>{name.clone()}</li> }).collect_view();
+        let options = layers()
+            .into_iter()
+            .map(|x| view! { <option value=x.to_string() prop:selected=move || layer() == Some(x)>{format!("layer {x}")}</option> })
+            .collect_view();
+        Some(view! {
+            <div class="vec-cosines">
+                <label><span class="cap">"Cosine similarity of the vectors at"</span>
+                    <select data-testid="vec-cos-layer" on:change=move |ev| picked.set(event_target_value(&ev).parse().ok())>{options}</select></label>
+                <svg data-testid="vec-cosine" role="img" aria-label=format!("cosine similarity matrix of {n} vectors at layer {l}")
+                    width=size height=size viewBox=format!("0 0 {size} {size}")>{heads}{cells}</svg>
+                <ol class="vec-cos-legend">{legend}</ol>
+            </div>
+        })
+    }
+}
