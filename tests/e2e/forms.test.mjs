@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import zlib from 'node:zlib';
 import { launch, watchPage } from './lib/browser.mjs';
 import { startServers } from './lib/env.mjs';
-import { tid, pageUrl, readShareLink, screenshot, reveal, getValue } from './lib/contract.mjs';
+import { tid, pageUrl, readShareLink, screenshot, getValue, typeInto } from './lib/contract.mjs';
 
 let servers;
 let session;
@@ -30,15 +30,6 @@ function decodeLink(link) {
   const frag = link.slice(link.indexOf('#') + 1);
   assert.ok(frag.startsWith('v1.'), `a v1 link: ${link.slice(0, 80)}`);
   return JSON.parse(zlib.inflateRawSync(Buffer.from(frag.slice(3), 'base64url')).toString('utf8'));
-}
-
-/** Clears a field and types `text` key by key, as a person would. */
-async function typeInto(page, loc, text) {
-  await reveal(loc);
-  await loc.click();
-  await page.keyboard.press('Control+A');
-  await page.keyboard.press('Backspace');
-  await page.keyboard.type(text, { delay: 15 });
 }
 
 /** Leaves the field (Tab), so it checks itself. */

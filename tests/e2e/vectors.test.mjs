@@ -14,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { launch, watchPage } from './lib/browser.mjs';
 import { startServers, REPOS, FIXTURES, REPO_ROOT, tillerBinary } from './lib/env.mjs';
 import {
-  tid, pageUrl, waitForState, pickHubRepo, loadModel, setRecipe, readCompletions, readShareLink, screenshot, reveal,
+  tid, pageUrl, waitForState, pickHubRepo, loadModel, setRecipe, readCompletions, readShareLink, screenshot, typeInto,
 } from './lib/contract.mjs';
 
 let servers;
@@ -48,14 +48,6 @@ async function openPanel(p) {
   const panel = tid(p, 'vectors-panel').first();
   await panel.waitFor({ timeout: 30_000 });
   if (!(await panel.evaluate((d) => d.open))) await panel.locator('summary').click();
-}
-
-async function typeInto(p, loc, text) {
-  await reveal(loc);
-  await loc.click();
-  await p.keyboard.press('Control+A');
-  await p.keyboard.press('Backspace');
-  await p.keyboard.type(text, { delay: 10 });
 }
 
 async function loadTinyCpu(p) {

@@ -284,6 +284,15 @@ export async function readCompletions(page, n) {
   return { unsteered: u, steered: s };
 }
 
+/** Clears a field and types `text` key by key, as a person would (never `fill()`). */
+export async function typeInto(page, loc, text) {
+  await reveal(loc);
+  await loc.click();
+  await page.keyboard.press('Control+A');
+  await page.keyboard.press('Backspace');
+  await page.keyboard.type(text, { delay: 15 });
+}
+
 /** The share link: href of an <a>, value of an <input>/<textarea>, or the element's text. */
 export async function readShareLink(page) {
   const loc = tid(page, 'share-link').first();
