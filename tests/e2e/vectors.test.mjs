@@ -198,3 +198,65 @@ test('CAA in the page: build, keep across a reload, combine, export, steer, shar
     await p.close();
   }
 });
+
+test('A/B evaluation in the page: the chart equals tiller vector eval-ab', { timeout: 600_000 }, async (t) => {
+  const p = await session.context.newPage();
+  const probs = watchPage(p);
+  try {
+    await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+    await openPanel(p);
+    await loadTinyCpu(p);
+    // Plain pairs cannot be evaluated: the form says why.
+    await tid(p, 'vec-preset').first().selectOption('sentiment');
+    await p.waitForFunction(() => /multiple-choice items/.test(document.querySelector('[data-testid="vec-eval-items"]')?.textContent || ''), null, { timeout: 5_000 });
+    assert.ok(await tid(p, 'vec-eval-run').first().isDisabled(), 'Evaluate is off for plain pairs');
+
+    // The A/B set, a quarter held out: the vector is built from 9 items, evaluated on 3.
+    await typeInto(p, tid(p, 'vec-held-out').first(), '0.25');
+    await typeInto(p, tid(p, 'vec-name').first(), 'optimism');
+    await build(p, 'optimism-ab', 1);
+    assert.match(await tid(p, 'vec-eval-items').first().textContent(), /the 3 held-out items/);
+    const pick = p.locator('[data-testid="vec-eval-pick"][data-name="optimism"]');
+    assert.ok(await pick.isChecked(), 'the vector just built is ticked for the evaluation');
+    await typeInto(p, tid(p, 'vec-eval-coeffs').first(), '-4, 0, 4');
+    await tid(p, 'vec-eval-run').first().click();
+    await waitForState(p, 'vec-eval-status', 'done', 240_000, { failOn: ['error'] });
+    const points = await tid(p, 'vec-eval-point').evaluateAll((els) => els.map((e) => ({ coeff: Number(e.dataset.coeff), p: Number(e.dataset.value) })));
+    assert.equal(points.length, 3, 'one line of three coefficients');
+
+    // The CLI on the same vector file, items and coefficients.
+    const st = await download(p, p.locator('[data-testid="vec-entry"][data-name="optimism"]'), 'vec-download');
+    const r = spawnSync(tillerBinary(), [
+      'vector', 'eval-ab', '--model', path.join(FIXTURES, 'tiny-gpt2'), '--device', 'cpu', '--json',
+      '--pairs', path.join(REPO_ROOT, 'datasets', 'optimism-ab.jsonl'), '--held-out', '0.25',
+      '--vector', st.file, '--coeffs=-4,0,4',
+    ], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 600_000 });
+    assert.equal(r.status, 0, `tiller vector eval-ab failed:\n${r.stderr}`);
+    const want = JSON.parse(r.stdout);
+    assert.equal(want.length, 3);
+    for (const w of want) {
+      const got = points.find((q) => q.coeff === w.coeff);
+      assert.ok(got, `no point at coefficient ${w.coeff}`);
+      assert.ok(Math.abs(got.p - w.p_matching) < 1e-6, `coefficient ${w.coeff}: page ${got.p}, CLI ${w.p_matching}`);
+      assert.equal(w.items, 3);
+    }
+    t.diagnostic(`p(matching) by coefficient: ${want.map((w) => `${w.coeff}: ${w.p_matching.toFixed(4)}`).join(', ')}`);
+
+    // CSV, as the CLI writes it.
+    const [dl] = await Promise.all([p.waitForEvent('download', { timeout: 15_000 }), tid(p, 'vec-eval-csv').first().click()]);
+    const csvFile = path.join(os.tmpdir(), `tiller-e2e-${process.pid}-ab.csv`);
+    await dl.saveAs(csvFile);
+    const csv = fs.readFileSync(csvFile, 'utf8').trim().split('\n');
+    assert.equal(csv[0], 'layer,coeff,p_matching,p_matching_unsteered,p_letters,items');
+    assert.equal(csv.length, 4);
+    await tid(p, 'vec-eval-chart').first().scrollIntoViewIfNeeded();
+    await screenshot(p, 'vectors-eval-chart', t);
+
+    // Nothing ticked: a sentence instead of a run.
+    await pick.uncheck();
+    await p.waitForFunction(() => /tick at least one library vector/.test(document.querySelector('[data-testid="vec-eval-error"]')?.textContent || ''), null, { timeout: 5_000 });
+    assert.deepEqual(probs.pageErrors, [], `page errors: ${probs.pageErrors.join('\n')}`);
+  } finally {
+    await p.close();
+  }
+});

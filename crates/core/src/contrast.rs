@@ -482,7 +482,7 @@ pub fn ab_items(
 }
 
 /// One point of the behavioural chart.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AbRow {
     pub layer: usize,
     pub coeff: f32,

@@ -1,7 +1,8 @@
-//! The geometry of a small line chart (scales, "nice" ticks, labels) and the sweep's chart
-//! laid out in it, kept apart from the view so it can be tested without a browser. The sweep
-//! panel draws it as inline SVG.
+//! The geometry of a small line chart (scales, "nice" ticks, labels) and the two charts laid
+//! out in it: the sweep's and the A/B evaluation's, kept apart from the view so they can be
+//! tested without a browser. `app::charts` draws them as inline SVG.
 
+use tiller_core::contrast::AbRow;
 use tiller_core::sweep::{SweepRow, SweepSpec};
 
 use crate::sweep::{Metric, XAxis};
@@ -135,17 +136,18 @@ pub fn polyline(points: &[(f64, f64)]) -> String {
     points.iter().enumerate().map(|(i, (x, y))| format!("{}{x:.1},{y:.1}", if i == 0 { "M" } else { " L" })).collect()
 }
 
-/// One point of the sweep chart, in SVG units, with the values the tooltip shows.
+/// One point of a chart, in SVG units, with what the tooltip says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChartPoint {
+    /// The line's name (a sweep's evaluation set, an evaluated vector).
     pub set: String,
     pub color: &'static str,
     pub layer: usize,
     pub coeff: f32,
-    /// The plotted metric's value.
+    /// The plotted value.
     pub value: f64,
-    pub ppl_ratio: f64,
-    pub kl: f64,
+    /// The tooltip's lines under the name.
+    pub tip: Vec<String>,
     pub x: f64,
     pub y: f64,
 }
@@ -178,7 +180,7 @@ pub struct SweepChart {
     /// (y in SVG units, label).
     pub y_ticks: Vec<(f64, String)>,
     /// The "no change" line: y in SVG units and its label.
-    pub reference: (f64, &'static str),
+    pub reference: (f64, String),
     /// When every coefficient (x = layer) or layer (x = coefficient) is drawn: what each line
     /// style means, e.g. ("", "× 0"), ("8 4", "× 2"). Empty when one value is picked.
     pub styles: Vec<(&'static str, String)>,
@@ -253,8 +255,11 @@ pub fn sweep_chart(spec: &SweepSpec, rows: &[SweepRow], x: XAxis, metric: Metric
                     layer: r.layer,
                     coeff: r.coeff,
                     value: metric.of(r),
-                    ppl_ratio: r.ppl_ratio,
-                    kl: r.kl,
+                    tip: vec![
+                        format!("layer {} · coefficient × {}", r.layer, r.coeff),
+                        format!("perplexity ratio {}", value_text(r.ppl_ratio)),
+                        format!("KL {} nats", value_text(r.kl)),
+                    ],
                     x: x_scale.map(x_of(r)),
                     y: y_scale.map(metric.of(r)),
                 })
@@ -286,14 +291,68 @@ pub fn sweep_chart(spec: &SweepSpec, rows: &[SweepRow], x: XAxis, metric: Metric
         series,
         x_ticks: spaced_ticks(&xs, &x_scale, gap).into_iter().map(|v| (x_scale.map(v), format!("{}", v as f32))).collect(),
         y_ticks: y_ticks.into_iter().map(|v| (y_scale.map(v), format!("{v:.dec$}"))).collect(),
-        reference: (y_scale.map(no_change), if metric == Metric::PplRatio { "1 = no change" } else { "0 = no change" }),
+        reference: (y_scale.map(no_change), if metric == Metric::PplRatio { "1 = no change" } else { "0 = no change" }.into()),
         styles,
+    }
+}
+
+/// Lays out CAA's behavioural chart: x the coefficient, y the mean p(matching answer), one
+/// line per evaluated vector (`labels`, in the order of `rows`: each vector's rows are one per
+/// coefficient, as [`tiller_core::contrast::eval_ab`] returns them), and the unsteered
+/// model's value as the reference line.
+pub fn ab_chart(rows: &[AbRow], labels: &[String], coeffs: &[f32]) -> SweepChart {
+    let xs: Vec<f64> = coeffs.iter().map(|&c| c as f64).collect();
+    let x_scale = position_axis(&xs);
+    let unsteered = rows.first().map_or(0.5, |r| r.p_matching_unsteered);
+    let values: Vec<f64> = rows.iter().map(|r| r.p_matching).filter(|v| v.is_finite()).collect();
+    let (y_scale, y_ticks, dec) = value_axis(&values, Some(unsteered), 5);
+    let per_line = coeffs.len().max(1);
+    let series = rows
+        .chunks(per_line)
+        .zip(labels)
+        .enumerate()
+        .map(|(i, (line, label))| {
+            let color = PALETTE[i % PALETTE.len()];
+            let mut points: Vec<ChartPoint> = line
+                .iter()
+                .filter(|r| r.p_matching.is_finite())
+                .map(|r| ChartPoint {
+                    set: label.clone(),
+                    color,
+                    layer: r.layer,
+                    coeff: r.coeff,
+                    value: r.p_matching,
+                    tip: vec![
+                        format!("layer {} · coefficient {}", r.layer, r.coeff),
+                        format!("p(matching) {:.3} (unsteered {:.3})", r.p_matching, r.p_matching_unsteered),
+                        format!("the two letters hold {:.1}% of p", 100.0 * r.p_letters),
+                    ],
+                    x: x_scale.map(r.coeff as f64),
+                    y: y_scale.map(r.p_matching),
+                })
+                .collect();
+            points.sort_by(|a, b| a.x.total_cmp(&b.x));
+            let path = polyline(&points.iter().map(|p| (p.x, p.y)).collect::<Vec<_>>());
+            ChartSeries { name: label.clone(), color, dash: "", path, points }
+        })
+        .collect();
+    let items = rows.first().map_or(0, |r| r.items);
+    SweepChart {
+        title: format!("p(matching answer) by coefficient, {items} item{}", if items == 1 { "" } else { "s" }),
+        x_label: "coefficient",
+        y_label: "p(matching answer letter)",
+        series,
+        x_ticks: spaced_ticks(&xs, &x_scale, 28.0).into_iter().map(|v| (x_scale.map(v), format!("{}", v as f32))).collect(),
+        y_ticks: y_ticks.into_iter().map(|v| (y_scale.map(v), format!("{v:.dec$}"))).collect(),
+        reference: (y_scale.map(unsteered), format!("unsteered {unsteered:.3}")),
+        styles: Vec::new(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tiller_core::contrast::AbRow;
     use tiller_core::sweep::EvalSet;
     use tiller_core::{Site, Term};
 
@@ -401,5 +460,25 @@ mod tests {
         assert_eq!(value_text(0.012345), "0.01235");
         assert_eq!(value_text(123.456), "123.5");
         assert_eq!(polyline(&[(1.0, 2.0), (3.0, 4.0)]), "M1.0,2.0 L3.0,4.0");
+    }
+
+    #[test]
+    fn ab_chart_draws_a_line_per_vector_against_the_coefficient() {
+        let row = |layer, coeff: f32, p| AbRow { layer, coeff, p_matching: p, p_matching_unsteered: 0.5, p_letters: 0.9, items: 12 };
+        let rows = vec![row(1, -2.0, 0.2), row(1, 0.0, 0.5), row(1, 2.0, 0.8), row(3, -2.0, 0.4), row(3, 0.0, 0.5), row(3, 2.0, 0.55)];
+        let labels = vec!["a L1".to_string(), "b L3".to_string()];
+        let c = ab_chart(&rows, &labels, &[-2.0, 0.0, 2.0]);
+        assert_eq!(c.series.len(), 2);
+        assert_eq!(c.point_count(), 6);
+        assert_eq!(c.series[1].name, "b L3");
+        assert!(c.title.contains("12 items"));
+        assert_eq!(c.reference.1, "unsteered 0.500");
+        // Higher p is drawn higher (smaller SVG y), and the points run left to right.
+        let a = &c.series[0].points;
+        assert!(a[0].y > a[1].y && a[1].y > a[2].y);
+        assert!(a[0].x < a[1].x && a[1].x < a[2].x);
+        assert!((a[1].y - c.reference.0).abs() < 1e-9);
+        // A line still running (fewer rows) draws what it has.
+        assert_eq!(ab_chart(&rows[..3], &labels, &[-2.0, 0.0, 2.0]).series.len(), 1);
     }
 }

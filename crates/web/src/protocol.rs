@@ -236,6 +236,9 @@ pub enum ToWorker {
     /// Builds a CAA / PCA vector from contrast pairs, streaming [`FromWorker::BuildProgress`];
     /// Stop ends it.
     BuildVector { run_id: u64, spec: crate::vectors::BuildSpec },
+    /// CAA's behavioural measure of library vectors, streaming [`FromWorker::EvalProgress`];
+    /// Stop ends it.
+    EvalAb { run_id: u64, spec: crate::vectors::EvalSpec },
     /// Reports the cache's size.
     CacheInfo,
     /// Empties the cache.
@@ -482,6 +485,24 @@ pub enum FromWorker {
         n_pairs: usize,
     },
     BuildFailed {
+        run_id: u64,
+        error: UserError,
+    },
+    /// `done` of `total` batches of an A/B evaluation have run.
+    EvalProgress {
+        run_id: u64,
+        done: usize,
+        total: usize,
+    },
+    /// The evaluation's rows (each vector's, one per coefficient, in the spec's order); empty
+    /// when it was stopped.
+    EvalDone {
+        run_id: u64,
+        rows: Vec<tiller_core::contrast::AbRow>,
+        items: usize,
+        stopped: bool,
+    },
+    EvalFailed {
         run_id: u64,
         error: UserError,
     },

@@ -212,7 +212,7 @@ impl VectorForm {
         Ok(s)
     }
 
-    fn held_out_fraction(&self) -> Result<f64, String> {
+    pub fn held_out_fraction(&self) -> Result<f64, String> {
         check(&self.held_out, NumKind::real(0.0, 0.9), "held out")
     }
 
@@ -290,14 +290,15 @@ impl Library {
         (2..).map(|i| format!("{name} ({i})")).find(|n| !taken(n)).expect("a free name")
     }
 
-    /// Checks a new entry in: a unique name, a room check. Returns the stored form.
-    pub fn admit(&self, mut entry: VectorEntry, id: String) -> Result<Stored, String> {
+    /// Checks a new entry in: a unique name, a room check. Returns the stored form and the
+    /// safetensors bytes to keep.
+    pub fn admit(&self, mut entry: VectorEntry, id: String) -> Result<(Stored, Vec<u8>), String> {
         if self.entries.len() >= MAX_ENTRIES {
             return Err(format!("the library holds {MAX_ENTRIES} vectors, as many as it keeps: delete some first"));
         }
         entry.name = self.unique_name(&entry.name, None);
-        let bytes = entry.to_safetensors().map_err(|e| e.to_string())?.len();
-        Ok(Stored { id, entry, bytes })
+        let bytes = entry.to_safetensors().map_err(|e| e.to_string())?;
+        Ok((Stored { id, entry, bytes: bytes.len() }, bytes))
     }
 
     /// A linear combination of entries named in `formula` (`a - b + 0.5*c`; quote names
@@ -390,6 +391,151 @@ pub fn norms_line(e: &VectorEntry) -> String {
         .join("; ")
 }
 
+/// The most lines one evaluation draws.
+pub const MAX_EVAL_LINES: usize = 16;
+
+/// What the worker needs for CAA's behavioural measure (`tiller vector eval-ab`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSpec {
+    pub dataset: DatasetText,
+    /// The last fraction of the items is evaluated (all of them when 0), as the build form
+    /// holds it out of the vector.
+    pub held_out: f64,
+    pub bos: bool,
+    pub chat: bool,
+    pub system: String,
+    pub site: Site,
+    /// (layer, vector): one line of the chart each.
+    pub vectors: Vec<(usize, Vec<f32>)>,
+    pub coeffs: Vec<f32>,
+}
+
+impl EvalSpec {
+    /// The items evaluated: the held-out part of the set, or all of it when none is held out.
+    pub fn eval_pairs(&self) -> Result<Vec<Pair>, String> {
+        let all = self.dataset.parse()?;
+        Ok(if self.held_out > 0.0 { pairs::split_held_out(&all, self.held_out).1.to_vec() } else { all })
+    }
+}
+
+/// The evaluation's settings as typed: the library entries ticked and the coefficients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalForm {
+    /// Entry ids, in the order they were ticked.
+    pub picked: Vec<String>,
+    pub coeffs: String,
+}
+
+impl Default for EvalForm {
+    fn default() -> Self {
+        Self { picked: Vec::new(), coeffs: "-2, -1, 0, 1, 2".into() }
+    }
+}
+
+impl EvalForm {
+    pub fn toggle(&mut self, id: &str, on: bool) {
+        self.picked.retain(|p| p != id);
+        if on {
+            self.picked.push(id.into());
+        }
+    }
+
+    /// The spec for the worker and each line's label, or every problem as a sentence. The
+    /// items are the build form's pairs (multiple-choice ones), its held-out part when it
+    /// holds some out; `width` is the loaded model's residual width.
+    #[allow(clippy::too_many_arguments)]
+    pub fn to_spec(
+        &self,
+        form: &VectorForm,
+        library: &Library,
+        depth: usize,
+        width: usize,
+        bos: bool,
+        chat: bool,
+        system: &str,
+    ) -> Result<(EvalSpec, Vec<String>), Vec<String>> {
+        let mut errors = Vec::new();
+        let held_out = form.held_out_fraction().unwrap_or_else(|e| {
+            errors.push(e);
+            0.0
+        });
+        match form.dataset().parse() {
+            Err(e) => errors.push(format!("the pairs: {e}")),
+            Ok(all) => {
+                let plain = all.iter().filter(|p| !matches!(p, Pair::Choice { .. })).count();
+                if plain > 0 {
+                    errors.push(format!(
+                        "the A/B evaluation needs multiple-choice items (\"question\", \"answer_matching_behavior\", \"answer_not_matching_behavior\"), \
+                         and {plain} of these {} pairs are plain texts: pick the Optimism A/B set, or load a file in CAA's form",
+                        all.len()
+                    ));
+                } else if held_out > 0.0 && pairs::split_held_out(&all, held_out).1.is_empty() {
+                    errors.push("the held-out part of the set is empty: hold out a larger fraction, or 0 to evaluate every item".into());
+                }
+            }
+        }
+        let coeffs = crate::sweep::parse_coeffs(&self.coeffs).map_err(|e| errors.push(e)).unwrap_or_default();
+        let mut vectors = Vec::new();
+        let mut labels = Vec::new();
+        let mut site = None;
+        let picked: Vec<&Stored> = self.picked.iter().filter_map(|id| library.get(id)).collect();
+        if picked.is_empty() {
+            errors.push("tick at least one library vector to evaluate".into());
+        }
+        for s in picked {
+            let e = &s.entry;
+            if site.is_some_and(|x| x != e.site) {
+                errors.push(format!(
+                    "“{}” is at {}, another ticked vector at {}: evaluate one site at a time",
+                    e.name,
+                    e.site.as_str(),
+                    site.map_or("", Site::as_str)
+                ));
+                continue;
+            }
+            site = Some(e.site);
+            if e.width() != width {
+                errors.push(format!(
+                    "“{}” is {} wide but the loaded model's residual stream is {width}: it was made on another model",
+                    e.name,
+                    e.width()
+                ));
+                continue;
+            }
+            for l in &e.layers {
+                if l.layer >= depth {
+                    errors.push(format!(
+                        "“{}” has a vector at layer {}, past this model's last layer {}",
+                        e.name,
+                        l.layer,
+                        depth.saturating_sub(1)
+                    ));
+                    continue;
+                }
+                labels.push(if e.layers.len() == 1 { e.name.clone() } else { format!("{} @ L{}", e.name, l.layer) });
+                vectors.push((l.layer, l.vector.clone()));
+            }
+        }
+        if vectors.len() > MAX_EVAL_LINES {
+            errors.push(format!("{} lines (vectors × layers) are ticked; the chart draws at most {MAX_EVAL_LINES}", vectors.len()));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let spec = EvalSpec {
+            dataset: form.dataset(),
+            held_out,
+            bos,
+            chat,
+            system: system.into(),
+            site: site.unwrap_or_default(),
+            vectors,
+            coeffs,
+        };
+        Ok((spec, labels))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,7 +554,7 @@ mod tests {
     fn lib(entries: Vec<VectorEntry>) -> Library {
         let mut l = Library::default();
         for (i, e) in entries.into_iter().enumerate() {
-            let s = l.admit(e, format!("id{i}")).unwrap();
+            let (s, _) = l.admit(e, format!("id{i}")).unwrap();
             l.entries.push(s);
         }
         l
@@ -490,5 +636,37 @@ mod tests {
         e.extra.insert("activation_norm.2".into(), "50".into());
         assert_eq!(norms_line(&e), "L2: norm 5.00 (the texts' activations: 50.0, so coefficient 1 adds 10%)");
         assert!(describe(&e).starts_with("mean_diff at resid_pre layer 2, 2 channels; made on m"));
+    }
+
+    #[test]
+    fn the_evaluation_takes_ab_items_and_ticked_vectors() {
+        let mut form = VectorForm::new(4);
+        let l = lib(vec![entry("a", 1, vec![1.0, 0.0]), entry("b", 3, vec![0.0, 1.0]), entry("wide", 1, vec![0.0; 3])]);
+        let ids: Vec<String> = l.entries.iter().map(|s| s.id.clone()).collect();
+        let mut eval = EvalForm::default();
+        // Plain pairs, nothing ticked.
+        let errs = eval.to_spec(&form, &l, 4, 2, true, false, "").unwrap_err();
+        assert!(errs.iter().any(|e| e.contains("multiple-choice items") && e.contains("16 of these 16")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("tick at least one")), "{errs:?}");
+        form.pick_preset("optimism-ab");
+        eval.toggle(&ids[1], true);
+        eval.toggle(&ids[0], true);
+        let (spec, labels) = eval.to_spec(&form, &l, 4, 2, true, false, "").unwrap();
+        assert_eq!(labels, ["b", "a"]);
+        assert_eq!(spec.vectors, vec![(3, vec![0.0, 1.0]), (1, vec![1.0, 0.0])]);
+        assert_eq!(spec.coeffs, vec![-2.0, -1.0, 0.0, 1.0, 2.0]);
+        assert_eq!(spec.eval_pairs().unwrap().len(), 12);
+        // Held out: only the last part is evaluated.
+        form.held_out = "0.25".into();
+        let (spec, _) = eval.to_spec(&form, &l, 4, 2, true, false, "").unwrap();
+        assert_eq!(spec.eval_pairs().unwrap().len(), 3);
+        // Too shallow a model, another width, bad coefficients.
+        assert!(eval.to_spec(&form, &l, 2, 2, true, false, "").unwrap_err()[0].contains("past this model's last layer 1"));
+        eval.toggle(&ids[2], true);
+        eval.toggle(&ids[1], false);
+        eval.coeffs = "1, x".into();
+        let errs = eval.to_spec(&form, &l, 4, 2, true, false, "").unwrap_err();
+        assert!(errs.iter().any(|e| e.contains("“wide” is 3 wide")), "{errs:?}");
+        assert_eq!(errs.len(), 2, "{errs:?}");
     }
 }

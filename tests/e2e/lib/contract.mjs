@@ -38,6 +38,9 @@ export const TESTIDS = [
   'vec-library-count', 'vec-entry', 'vec-entry-name', 'vec-entry-what', 'vec-entry-norms',
   'vec-use', 'vec-download', 'vec-download-gguf', 'vec-delete', 'vec-library-import', 'vec-library-note',
   'vec-formula', 'vec-combine-name', 'vec-combine', 'vec-cos-layer', 'vec-cosine', 'vec-cosine-cell',
+  // The A/B evaluation (issue 12): vectors ticked, coefficients, run, chart, CSV.
+  'vec-eval-items', 'vec-eval-pick', 'vec-eval-coeffs', 'vec-eval-run', 'vec-eval-stop', 'vec-eval-status',
+  'vec-eval-progress', 'vec-eval-error', 'vec-eval-chart', 'vec-eval-point', 'vec-eval-tooltip', 'vec-eval-csv',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];

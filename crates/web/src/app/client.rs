@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
 
-use super::{Banner, BuildRun, Ctx, LoadedModel, ModelState, Progress, RunRecord, RunState, SizeInfo, SweepRun, VocabState};
+use super::{Banner, BuildRun, Ctx, EvalRun, LoadedModel, ModelState, Progress, RunRecord, RunState, SizeInfo, SweepRun, VocabState};
 use crate::form::TokenCounts;
 use crate::protocol::{default_size, envelope, ErrorKind, FromWorker, GenerationView, ModelSource, RunTiming, ToWorker};
 
@@ -306,6 +306,46 @@ pub fn build_vector(ctx: Ctx) -> Result<(), Vec<String>> {
     Ok(())
 }
 
+/// Starts an A/B evaluation of the ticked library vectors on the build form's items.
+pub fn eval_ab(ctx: Ctx) -> Result<(), Vec<String>> {
+    let Some(loaded) = ctx.loaded.get_untracked() else {
+        return Err(vec!["load a model first (left, top)".into()]);
+    };
+    if untrack(|| ctx.busy()) {
+        return Err(vec!["the engine is busy with a run, a sweep, a build or an evaluation: wait for it or stop it first".into()]);
+    }
+    // Items are tokenized as the build tokenizes them.
+    let (bos, chat, system) = ctx.form.with_untracked(|f| (f.bos, f.chat && f.chat_terms, f.system.clone()));
+    let (spec, labels) = ctx.eval_form.with_untracked(|e| {
+        ctx.vec_form.with_untracked(|f| {
+            ctx.library.with_untracked(|l| e.to_spec(f, l, loaded.config.n_layer, loaded.config.n_embd, bos, chat, &system))
+        })
+    })?;
+    let run_id = ctx.fresh_id();
+    ctx.vec_eval.set(Some(EvalRun {
+        id: run_id,
+        labels,
+        coeffs: spec.coeffs.clone(),
+        state: RunState::Running,
+        done: 0,
+        total: 0,
+        rows: Vec::new(),
+        items: 0,
+        stopped: false,
+        error: None,
+    }));
+    send(ctx, &ToWorker::EvalAb { run_id, spec }, &[]);
+    Ok(())
+}
+
+fn update_eval(ctx: Ctx, run_id: Option<u64>, f: impl FnOnce(&mut EvalRun)) {
+    ctx.vec_eval.update(|e| {
+        if let Some(e) = e.as_mut().filter(|e| run_id.is_none_or(|id| e.id == id)) {
+            f(e);
+        }
+    });
+}
+
 /// Updates the current build when it is `run_id`.
 fn update_build(ctx: Ctx, run_id: u64, f: impl FnOnce(&mut BuildRun)) {
     ctx.vec_build.update(|b| {
@@ -505,6 +545,12 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                         &super::vectors::now_rfc3339(),
                     );
                     let saved = super::vectors::save_entry(ctx, entry);
+                    // The new vector is ticked for the A/B evaluation.
+                    if saved.is_ok() {
+                        if let Some(id) = ctx.library.with_untracked(|l| l.entries.last().map(|s| s.id.clone())) {
+                            ctx.eval_form.update(|e| e.toggle(&id, true));
+                        }
+                    }
                     update_build(ctx, run_id, |b| {
                         b.state = RunState::Done;
                         match saved {
@@ -516,6 +562,29 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                         }
                     });
                 }
+            }
+        }
+        FromWorker::EvalProgress { run_id, done, total } => update_eval(ctx, Some(run_id), |e| {
+            e.done = done;
+            e.total = total;
+        }),
+        FromWorker::EvalDone { run_id, rows, items, stopped } => update_eval(ctx, Some(run_id), |e| {
+            e.state = RunState::Done;
+            e.rows = rows;
+            e.items = items;
+            e.stopped = stopped;
+        }),
+        FromWorker::EvalFailed { run_id, error } => {
+            update_eval(ctx, Some(run_id), |e| {
+                e.state = RunState::Error;
+                e.error = Some(error.message.clone());
+            });
+            if matches!(error.kind, ErrorKind::DeviceLost | ErrorKind::OutOfMemory) {
+                if error.kind == ErrorKind::DeviceLost {
+                    ctx.model_state.set(ModelState::Error);
+                    ctx.loaded.set(None);
+                }
+                ctx.error.set(Some(Banner::from(error)));
             }
         }
         FromWorker::BuildFailed { run_id, error } => {
@@ -543,6 +612,12 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                 if let Some(b) = b.as_mut().filter(|b| b.state == RunState::Running) {
                     b.state = RunState::Error;
                     b.error = Some(error.message.clone());
+                }
+            });
+            update_eval(ctx, None, |e| {
+                if e.state == RunState::Running {
+                    e.state = RunState::Error;
+                    e.error = Some(error.message.clone());
                 }
             });
             ctx.error.set(Some(Banner::from(error)));

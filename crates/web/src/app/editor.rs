@@ -6,7 +6,7 @@ use tiller_core::recipe::{MAX_COEFF, MAX_COMPARISONS};
 use tiller_core::{Positions, Site, Term};
 
 use super::client::{self, send};
-use super::fields::NumInput;
+use super::fields::{form_errors, ChoiceSelect, ErrorList, NumInput};
 use super::{Ctx, ModelState, RunState};
 use crate::form::{warnings, Form};
 use crate::numbers::{self, NumKind};
@@ -58,15 +58,7 @@ pub fn RecipeEditor() -> impl IntoView {
         let cfg = ctx.config();
         ctx.form.with(|f| f.to_recipe(cfg.as_ref()).err()).unwrap_or_default()
     };
-    let shown_errors = move || {
-        let mut e = validation.get();
-        for l in live_errors() {
-            if !e.contains(&l) {
-                e.push(l);
-            }
-        }
-        e
-    };
+    let shown_errors = Signal::derive(move || form_errors(validation.get(), live_errors(), None));
     let inline_warnings = move || {
         let cfg = ctx.config()?;
         let counts = ctx.counts.get()?;
@@ -127,9 +119,7 @@ pub fn RecipeEditor() -> impl IntoView {
             <div class="warnings">
                 {move || inline_warnings().unwrap_or_default().into_iter().map(|w| view! { <p class="warning" data-testid="warning">"⚠ " {w}</p> }).collect_view()}
             </div>
-            <div class="validation">
-                {move || shown_errors().into_iter().map(|e| view! { <p class="invalid" data-testid="validation">{e}</p> }).collect_view()}
-            </div>
+            <ErrorList testid="validation" errors=shown_errors/>
             <div class="buttons run-buttons">
                 <button class="primary big" data-testid="run" disabled=move || !can_run() on:click=on_run
                     aria-keyshortcuts="Control+Enter"
@@ -514,25 +504,15 @@ fn Options() -> impl IntoView {
             <ChatOptions/>
             <div class="row">
                 <label for="positions">"Positions"</label>
-                <select id="positions" data-testid="positions" on:change=move |ev| {
-                    let p = Positions::parse(&event_target_value(&ev)).unwrap_or_default();
-                    ctx.form.update(|f| f.positions = p);
-                }>
-                    {positions.into_iter().map(|(p, label)| view! {
-                        <option value=p.as_str() prop:selected=move || ctx.form.with(|f| f.positions == p)>{label}</option>
-                    }).collect_view()}
-                </select>
+                <ChoiceSelect testid="positions" id="positions" options=positions.to_vec()
+                    value=Signal::derive(move || ctx.form.with(|f| f.positions))
+                    set=move |v: Positions| ctx.form.update(|f| f.positions = v)/>
             </div>
             <div class="row">
                 <label for="site">"Site"</label>
-                <select id="site" data-testid="site" on:change=move |ev| {
-                    let s = Site::parse(&event_target_value(&ev)).unwrap_or_default();
-                    ctx.form.update(|f| f.site = s);
-                }>
-                    {sites.into_iter().map(|(s, label)| view! {
-                        <option value=s.as_str() prop:selected=move || ctx.form.with(|f| f.site == s)>{label}</option>
-                    }).collect_view()}
-                </select>
+                <ChoiceSelect testid="site" id="site" options=sites.to_vec()
+                    value=Signal::derive(move || ctx.form.with(|f| f.site))
+                    set=move |v: Site| ctx.form.update(|f| f.site = v)/>
             </div>
         </div>
     }

@@ -118,9 +118,99 @@ pub fn NumInput(
     }
 }
 
+/// A value a `<select>` chooses: the option's `value` attribute is its key.
+pub trait Choice: Copy + PartialEq + Send + Sync + 'static {
+    fn key(self) -> &'static str;
+}
+
+impl Choice for tiller_core::Site {
+    fn key(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Choice for tiller_core::Positions {
+    fn key(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Choice for tiller_core::contrast::Method {
+    fn key(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Choice for tiller_core::contrast::TokenChoice {
+    fn key(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// A `<select>` over fixed choices, each with its label, bound to a value of the form.
+#[component]
+pub fn ChoiceSelect<T: Choice>(
+    /// The `data-testid`.
+    testid: &'static str,
+    /// The element id, for a `<label for>` elsewhere.
+    #[prop(optional)]
+    id: Option<&'static str>,
+    /// The choices in order, with their labels.
+    options: Vec<(T, &'static str)>,
+    /// The value chosen now.
+    #[prop(into)]
+    value: Signal<T>,
+    /// Receives the value picked.
+    #[prop(into)]
+    set: Callback<T>,
+) -> impl IntoView {
+    let keys: Vec<T> = options.iter().map(|(t, _)| *t).collect();
+    view! {
+        <select id=id data-testid=testid on:change=move |ev| {
+            let picked = event_target_value(&ev);
+            if let Some(t) = keys.iter().find(|t| t.key() == picked) {
+                set.run(*t);
+            }
+        }>
+            {options.into_iter().map(|(t, label)| view! {
+                <option value=t.key() prop:selected=move || value.get() == t>{label}</option>
+            }).collect_view()}
+        </select>
+    }
+}
+
+/// The messages a form shows under it, in order and each once: those of the last press of
+/// its button (kept until the form changes), then the live ones, then a failed job's.
+pub fn form_errors(clicked: Vec<String>, live: Vec<String>, failed: Option<String>) -> Vec<String> {
+    let mut all = clicked;
+    for m in live.into_iter().chain(failed) {
+        if !all.contains(&m) {
+            all.push(m);
+        }
+    }
+    all
+}
+
+/// The list of a form's problems, each a `<p>` with `testid`.
+#[component]
+pub fn ErrorList(testid: &'static str, #[prop(into)] errors: Signal<Vec<String>>) -> impl IntoView {
+    view! {
+        <div class="validation">
+            {move || errors.get().into_iter().map(|e| view! { <p class="invalid" data-testid=testid>{e}</p> }).collect_view()}
+        </div>
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::slider_text;
+    use super::{form_errors, slider_text};
+
+    #[test]
+    fn form_errors_keep_order_and_show_each_once() {
+        let e = form_errors(vec!["a".into(), "b".into()], vec!["b".into(), "c".into()], Some("The build failed: x".into()));
+        assert_eq!(e, ["a", "b", "c", "The build failed: x"]);
+        assert!(form_errors(Vec::new(), Vec::new(), None).is_empty());
+    }
 
     #[test]
     fn slider_values_read_as_typed_numbers() {

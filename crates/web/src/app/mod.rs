@@ -7,6 +7,7 @@
 //! ([`vocab`]), the vector workbench ([`vectors`]: pairs → CAA/PCA vectors, the library kept in
 //! IndexedDB by [`idb`]) and the share link ([`sharing`]).
 
+pub mod charts;
 pub mod client;
 pub mod editor;
 pub mod fields;
@@ -155,6 +156,22 @@ pub struct BuildRun {
     pub saved_as: Option<String>,
 }
 
+/// The latest A/B evaluation (Vectors area).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalRun {
+    pub id: u64,
+    /// Each line's name, in the rows' order.
+    pub labels: Vec<String>,
+    pub coeffs: Vec<f32>,
+    pub state: RunState,
+    pub done: usize,
+    pub total: usize,
+    pub rows: Vec<tiller_core::contrast::AbRow>,
+    pub items: usize,
+    pub stopped: bool,
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum VocabState {
     Empty,
@@ -232,6 +249,8 @@ pub struct Ctx {
     /// IndexedDB), the library's last message (ok?, text), and whether the area is unfolded.
     pub vec_form: RwSignal<crate::vectors::VectorForm>,
     pub vec_build: RwSignal<Option<BuildRun>>,
+    pub eval_form: RwSignal<crate::vectors::EvalForm>,
+    pub vec_eval: RwSignal<Option<EvalRun>>,
     pub library: RwSignal<crate::vectors::Library>,
     pub library_note: RwSignal<Option<(bool, String)>>,
     pub vectors_open: RwSignal<bool>,
@@ -283,6 +302,8 @@ impl Ctx {
             sweep: RwSignal::new(None),
             vec_form: RwSignal::new(crate::vectors::VectorForm::new(DEFAULT_DEPTH)),
             vec_build: RwSignal::new(None),
+            eval_form: RwSignal::new(Default::default()),
+            vec_eval: RwSignal::new(None),
             library: RwSignal::new(Default::default()),
             library_note: RwSignal::new(None),
             vectors_open: RwSignal::new(false),
@@ -354,10 +375,15 @@ impl Ctx {
         self.vec_build.with(|b| b.as_ref().is_some_and(|b| b.state == RunState::Running))
     }
 
+    /// Whether an A/B evaluation is running.
+    pub fn evaluating(&self) -> bool {
+        self.vec_eval.with(|e| e.as_ref().is_some_and(|e| e.state == RunState::Running))
+    }
+
     /// Whether the engine is busy with a run, a sweep or a vector build (it does one thing at a
     /// time).
     pub fn busy(&self) -> bool {
-        self.run_state.get() == RunState::Running || self.sweeping() || self.building()
+        self.run_state.get() == RunState::Running || self.sweeping() || self.building() || self.evaluating()
     }
 
     /// Sets the sweep panel (share links), its "every layer" range for the current depth.

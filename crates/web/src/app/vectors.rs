@@ -9,8 +9,9 @@ use tiller_core::contrast::{Method, TokenChoice};
 use tiller_core::library::VectorEntry;
 use tiller_core::Site;
 
+use super::charts::ChartView;
 use super::client::{self, send};
-use super::fields::NumInput;
+use super::fields::{form_errors, ChoiceSelect, ErrorList, NumInput};
 use super::{files, idb, Ctx, ModelState, RunState};
 use crate::numbers::NumKind;
 use crate::protocol::ToWorker;
@@ -29,16 +30,15 @@ fn fresh_key(ctx: Ctx) -> String {
 /// Adds an entry to the library (a unique name) and stores it; returns the name it got. A
 /// storage failure keeps the entry for this tab and says so.
 pub fn save_entry(ctx: Ctx, entry: VectorEntry) -> Result<String, String> {
-    let stored = ctx.library.with_untracked(|l| l.admit(entry, fresh_key(ctx)))?;
+    let (stored, bytes) = ctx.library.with_untracked(|l| l.admit(entry, fresh_key(ctx)))?;
     let name = stored.entry.name.clone();
-    persist(ctx, &stored);
+    persist(ctx, &stored, bytes);
     ctx.library.update(|l| l.entries.push(stored));
     Ok(name)
 }
 
-/// Writes an entry to IndexedDB in the background.
-fn persist(ctx: Ctx, stored: &Stored) {
-    let Ok(bytes) = stored.entry.to_safetensors() else { return };
+/// Writes an entry's safetensors `bytes` to IndexedDB in the background.
+fn persist(ctx: Ctx, stored: &Stored, bytes: Vec<u8>) {
     let (id, name) = (stored.id.clone(), stored.entry.name.clone());
     wasm_bindgen_futures::spawn_local(async move {
         if let Err(e) = idb::put(&id, &bytes).await {
@@ -107,6 +107,7 @@ pub fn VectorsPanel() -> impl IntoView {
                 "“Use in recipe” adds it to the editor as a vector term at every position, as CAA steers."
             </p>
             <BuildForm/>
+            <EvalPanel/>
             <LibraryView/>
         </details>
     }
@@ -137,14 +138,12 @@ fn BuildForm() -> impl IntoView {
         let (bos, chat, system) = ctx.form.with(|f| (f.bos, f.chat && f.chat_terms, f.system.clone()));
         ctx.vec_form.with(|f| f.to_spec(depth(), bos, chat, &system).err()).unwrap_or_default()
     });
-    let errors = move || {
-        let mut e: Vec<String> = live.get().into_iter().filter(|m| !m.starts_with("the pairs: ")).collect();
-        e.extend(clicked.get());
-        if let Some(failed) = ctx.vec_build.with(|b| b.as_ref().and_then(|b| b.error.clone())) {
-            e.push(format!("The build failed: {failed}"));
-        }
-        e
-    };
+    // The pairs' problem shows on the line under them, not again here.
+    let errors = Signal::derive(move || {
+        let live = live.get().into_iter().filter(|m| !m.starts_with("the pairs: ")).collect();
+        let failed = ctx.vec_build.with(|b| b.as_ref().and_then(|b| b.error.clone())).map(|f| format!("The build failed: {f}"));
+        form_errors(clicked.get(), live, failed)
+    });
     let can_build = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy() && live.with(Vec::is_empty);
     let on_build = move |_| {
         clicked.set(Vec::new());
@@ -234,32 +233,17 @@ fn BuildForm() -> impl IntoView {
                         slider=Signal::derive(move || (0.0, depth().saturating_sub(1) as f64, 1.0))/>
                 </span>
                 <label><span class="cap">"site"</span>
-                    <select data-testid="vec-site" on:change=move |ev| {
-                        let s = Site::parse(&event_target_value(&ev)).unwrap_or_default();
-                        ctx.vec_form.update(|f| f.site = s);
-                    }>
-                        {sites.into_iter().map(|(s, label)| view! {
-                            <option value=s.as_str() prop:selected=move || ctx.vec_form.with(|f| f.site == s)>{label}</option>
-                        }).collect_view()}
-                    </select></label>
+                    <ChoiceSelect testid="vec-site" options=sites.to_vec()
+                        value=Signal::derive(move || ctx.vec_form.with(|f| f.site))
+                        set=move |v: Site| ctx.vec_form.update(|f| f.site = v)/></label>
                 <label><span class="cap">"method"</span>
-                    <select data-testid="vec-method" on:change=move |ev| {
-                        let m = Method::parse(&event_target_value(&ev)).unwrap_or_default();
-                        ctx.vec_form.update(|f| f.method = m);
-                    }>
-                        {methods.into_iter().map(|(m, label)| view! {
-                            <option value=m.as_str() prop:selected=move || ctx.vec_form.with(|f| f.method == m)>{label}</option>
-                        }).collect_view()}
-                    </select></label>
+                    <ChoiceSelect testid="vec-method" options=methods.to_vec()
+                        value=Signal::derive(move || ctx.vec_form.with(|f| f.method))
+                        set=move |v: Method| ctx.vec_form.update(|f| f.method = v)/></label>
                 <label><span class="cap">"activation of"</span>
-                    <select data-testid="vec-token" on:change=move |ev| {
-                        let t = TokenChoice::parse(&event_target_value(&ev)).unwrap_or_default();
-                        ctx.vec_form.update(|f| f.token = t);
-                    }>
-                        {tokens.into_iter().map(|(t, label)| view! {
-                            <option value=t.as_str() prop:selected=move || ctx.vec_form.with(|f| f.token == t)>{label}</option>
-                        }).collect_view()}
-                    </select></label>
+                    <ChoiceSelect testid="vec-token" options=tokens.to_vec()
+                        value=Signal::derive(move || ctx.vec_form.with(|f| f.token))
+                        set=move |v: TokenChoice| ctx.vec_form.update(|f| f.token = v)/></label>
                 <span class="term-cell">
                     <span class="cap">"held out (fraction)"</span>
                     <NumInput testid="vec-held-out" label="the fraction of pairs held out"
@@ -274,9 +258,7 @@ fn BuildForm() -> impl IntoView {
                         on:input=move |ev| ctx.vec_form.update(|f| f.name = event_target_value(&ev))/></label>
             </div>
             <p class="note">"Texts are tokenized as the editor tokenizes steering texts: its BOS box, and the chat template when “chat” and “terms through the template” are both on."</p>
-            <div class="validation">
-                {move || errors().into_iter().map(|e| view! { <p class="invalid" data-testid="vec-error">{e}</p> }).collect_view()}
-            </div>
+            <ErrorList testid="vec-error" errors=errors/>
             <div class="buttons">
                 <button class="primary" data-testid="vec-build" disabled=move || !can_build() on:click=on_build>"Build vector"</button>
                 <button data-testid="vec-stop" disabled=move || !ctx.building() on:click=move |_| send(ctx, &ToWorker::Stop, &[])>"Stop"</button>
@@ -304,6 +286,145 @@ fn build_status(ctx: Ctx) -> String {
             RunState::Idle => String::new(),
         },
     })
+}
+
+/// CAA's behavioural measure: ticked library vectors against the build form's A/B items,
+/// the chart of p(matching) by coefficient (one line per vector and layer), CSV.
+#[component]
+fn EvalPanel() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let clicked = RwSignal::new(Vec::<String>::new());
+    Effect::new(move |_| {
+        ctx.eval_form.track();
+        ctx.vec_form.track();
+        ctx.model_state.track();
+        clicked.set(Vec::new());
+    });
+    let live = Memo::new(move |_| {
+        let Some(cfg) = ctx.config() else { return Vec::new() };
+        let (bos, chat, system) = ctx.form.with(|f| (f.bos, f.chat && f.chat_terms, f.system.clone()));
+        ctx.eval_form
+            .with(|e| ctx.vec_form.with(|f| ctx.library.with(|l| e.to_spec(f, l, cfg.n_layer, cfg.n_embd, bos, chat, &system).err())))
+            .unwrap_or_default()
+    });
+    // The pairs' own problem shows under them already.
+    let errors = Signal::derive(move || {
+        let live = live.get().into_iter().filter(|m| !m.starts_with("the pairs: ")).collect();
+        let failed = ctx.vec_eval.with(|e| e.as_ref().and_then(|e| e.error.clone())).map(|f| format!("The evaluation failed: {f}"));
+        form_errors(clicked.get(), live, failed)
+    });
+    let ready = move || ctx.model_state.get() == ModelState::Ready;
+    let can_eval = move || ready() && !ctx.busy() && live.with(Vec::is_empty);
+    let on_eval = move |_| {
+        clicked.set(Vec::new());
+        if let Err(e) = client::eval_ab(ctx) {
+            clicked.set(e);
+        }
+    };
+    let entries = move || {
+        ctx.library.with(|l| l.entries.iter().map(|s| (s.id.clone(), s.entry.name.clone(), s.entry.layer_numbers())).collect::<Vec<_>>())
+    };
+    let picks = move || {
+        entries()
+            .into_iter()
+            .map(|(id, name, layers)| {
+                let checked = {
+                    let id = id.clone();
+                    move || ctx.eval_form.with(|e| e.picked.contains(&id))
+                };
+                let layers = layers.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ");
+                view! {
+                    <label class="check">
+                        <input type="checkbox" data-testid="vec-eval-pick" data-name=name.clone() prop:checked=checked
+                            on:change=move |ev| ctx.eval_form.update(|e| e.toggle(&id, event_target_checked(&ev)))/>
+                        {format!("{name} (layer {layers})")}
+                    </label>
+                }
+            })
+            .collect_view()
+    };
+    let items_line = move || {
+        ctx.vec_form.with(|f| {
+            let pairs = f.dataset().parse().ok()?;
+            let choices = pairs.iter().filter(|p| matches!(p, tiller_core::pairs::Pair::Choice { .. })).count();
+            (choices == pairs.len() && choices > 0).then(|| {
+                let held = f.held_out_fraction().unwrap_or(0.0);
+                let n = if held > 0.0 { tiller_core::pairs::split_held_out(&pairs, held).1.len() } else { pairs.len() };
+                if held > 0.0 {
+                    format!("Evaluates the {n} held-out items of the set above (the vector did not see them).")
+                } else {
+                    format!("Evaluates all {n} items of the set above; hold some out (above) to test on items the vector did not see.")
+                }
+            })
+        })
+    };
+    let status = move || {
+        ctx.vec_eval.with(|e| match e {
+            None if !ready() => "Load a model to evaluate.".to_string(),
+            None => "Ready to evaluate.".into(),
+            Some(e) => match e.state {
+                RunState::Running if e.total == 0 => "Evaluating…".into(),
+                RunState::Running => format!("Evaluating… batch {} of {}.", e.done, e.total),
+                RunState::Done if e.stopped => "Stopped; nothing to chart.".into(),
+                RunState::Done => format!("Done: {} items, {} lines.", e.items, e.labels.len()),
+                RunState::Error => "Failed (see above).".into(),
+                RunState::Idle => String::new(),
+            },
+        })
+    };
+    let chart = move || {
+        ctx.vec_eval.with(|e| {
+            let e = e.as_ref().filter(|e| e.state == RunState::Done && !e.rows.is_empty())?;
+            let chart = crate::chart::ab_chart(&e.rows, &e.labels, &e.coeffs);
+            let rows = e.rows.clone();
+            let save = move |_| {
+                if let Err(err) = files::download(tiller_core::contrast::ab_csv(&rows).as_bytes(), "text/csv", "tiller-ab-eval.csv") {
+                    ctx.library_note.set(Some((false, err)));
+                }
+            };
+            Some(view! {
+                <ChartView chart=chart testid="vec-eval"/>
+                <p class="note">
+                    "Each line is a vector added at every position of the question with the coefficient on the x axis; y is the mean over items of "
+                    "p(matching letter) / (p(matching) + p(other letter)) at the answer letter. Lines rising to the right: the vector pushes the model "
+                    "towards the behaviour. Hover a point for the share of probability the two letters hold: a low share means the model is not answering with a letter at all."
+                </p>
+                <div class="buttons"><button class="small" data-testid="vec-eval-csv" on:click=save>"Download CSV"</button></div>
+            })
+        })
+    };
+    view! {
+        <fieldset class="vec-eval">
+            <legend>"Evaluate: does the vector change the model's A/B answers? (CAA's measure)"</legend>
+            <p class="note" data-testid="vec-eval-items">
+                {move || items_line().unwrap_or_else(|| "Needs multiple-choice items above, such as the Optimism A/B set: each question ends at its answer letter.".into())}
+            </p>
+            <div class="vec-eval-picks" role="group" aria-label="library vectors to evaluate">
+                {move || if entries().is_empty() {
+                    view! { <p class="note">"Build a vector (above) or import one (below) to evaluate it."</p> }.into_any()
+                } else {
+                    picks().into_any()
+                }}
+            </div>
+            <label class="num coeffs" title="Coefficients, comma-separated: 0 is the unsteered model">
+                <span>"coefficients"</span>
+                <input type="text" data-testid="vec-eval-coeffs" placeholder="-2, -1, 0, 1, 2"
+                    prop:value=move || ctx.eval_form.with(|e| e.coeffs.clone())
+                    on:input=move |ev| ctx.eval_form.update(|e| e.coeffs = event_target_value(&ev))/>
+            </label>
+            <ErrorList testid="vec-eval-error" errors=errors/>
+            <div class="buttons">
+                <button class="primary" data-testid="vec-eval-run" disabled=move || !can_eval() on:click=on_eval>"Evaluate"</button>
+                <button data-testid="vec-eval-stop" disabled=move || !ctx.evaluating() on:click=move |_| send(ctx, &ToWorker::Stop, &[])>"Stop"</button>
+                <span class="run-status" data-testid="vec-eval-status" role="status" aria-live="polite"
+                    data-state=move || ctx.vec_eval.with(|e| e.as_ref().map_or("idle", |e| e.state.as_str()))>{status}</span>
+            </div>
+            {move || ctx.vec_eval.with(|e| e.as_ref().filter(|e| e.state == RunState::Running && e.total > 0).map(|e| view! {
+                <progress data-testid="vec-eval-progress" max=e.total value=e.done></progress>
+            }))}
+            {chart}
+        </fieldset>
+    }
 }
 
 /// The library: entries, combination, cosine matrix, import.
@@ -373,7 +494,9 @@ fn EntryRow(id: String) -> impl IntoView {
             return;
         }
         let old = std::mem::replace(&mut stored.entry.name, new.clone());
-        persist(ctx, &stored);
+        let Ok(bytes) = stored.entry.to_safetensors() else { return };
+        stored.bytes = bytes.len();
+        persist(ctx, &stored, bytes);
         ctx.library.update(|l| {
             if let Some(s) = l.entries.iter_mut().find(|s| s.id == stored.id) {
                 *s = stored;

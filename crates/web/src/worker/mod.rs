@@ -146,6 +146,7 @@ async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
         ToWorker::Stop => state().stop.set(true),
         ToWorker::Sweep { run_id, spec } => sweep(run_id, spec).await,
         ToWorker::BuildVector { run_id, spec } => build_vector(run_id, spec).await,
+        ToWorker::EvalAb { run_id, spec } => eval_ab(run_id, spec).await,
         ToWorker::Vocab { id, terms, bos, site, k, ln_f, chat_system } => {
             vocab(id, &terms, TextEncoding { bos, chat: chat_system }, site, k, ln_f).await
         }
@@ -528,52 +529,71 @@ fn analyze(id: u64, prompt: &str, terms: &[String], bos: bool, chat: bool, syste
     post(&FromWorker::Analysis { id, prompt_tokens, term_tokens: terms.iter().map(|t| count_term(t)).collect(), prompt_text });
 }
 
-/// Takes the engine and tokenizer for a job, or says why not. While another job holds the
-/// engine (a run, a sweep, or the vocabulary the page asks for when a run ends) this waits
-/// for it instead of refusing, so a Run pressed just after a run finished is not lost.
-async fn take_engine() -> Result<(Engine, Rc<Tokenizer>, u64), UserError> {
-    let st = state();
-    while st.engine.borrow().is_none() && st.holders.get() > 0 {
-        engine::sleep_ms(5).await;
+/// The engine and tokenizer lent to one job. Dropping the lease puts the engine back (unless a
+/// model was loaded meanwhile), so every way out of a job returns it.
+struct Lease {
+    engine: Option<Engine>,
+    tok: Rc<Tokenizer>,
+    epoch: u64,
+}
+
+impl Lease {
+    /// Takes the engine for a job, or says why not. While another job holds it (a run, a
+    /// sweep, or the vocabulary the page asks for when a run ends) this waits for it instead
+    /// of refusing, so a Run pressed just after a run finished is not lost.
+    async fn take() -> Result<Lease, UserError> {
+        let st = state();
+        while st.engine.borrow().is_none() && st.holders.get() > 0 {
+            engine::sleep_ms(5).await;
+        }
+        let tok = st.tokenizer.borrow().clone();
+        let engine = st.engine.borrow_mut().take();
+        match (engine, tok) {
+            (Some(e), Some(tok)) => {
+                st.holders.set(st.holders.get() + 1);
+                Ok(Lease { engine: Some(e), tok, epoch: st.epoch.get() })
+            }
+            (Some(e), None) => {
+                *st.engine.borrow_mut() = Some(e);
+                Err(UserError::new(ErrorKind::Internal, "the tokenizer is missing: load the model again"))
+            }
+            (None, _) => Err(UserError::new(
+                ErrorKind::Recipe,
+                "no model is ready (still loading, busy, or not loaded): load one, or wait for the current run",
+            )),
+        }
     }
-    let tok = st.tokenizer.borrow().clone();
-    let engine = st.engine.borrow_mut().take();
-    match (engine, tok) {
-        (Some(e), Some(t)) => {
-            st.holders.set(st.holders.get() + 1);
-            Ok((e, t, st.epoch.get()))
-        }
-        (Some(e), None) => {
-            *st.engine.borrow_mut() = Some(e);
-            Err(UserError::new(ErrorKind::Internal, "the tokenizer is missing: load the model again"))
-        }
-        (None, _) => Err(UserError::new(
-            ErrorKind::Recipe,
-            "no model is ready (still loading, busy, or not loaded): load one, or wait for the current run",
-        )),
+
+    fn engine(&mut self) -> &mut Engine {
+        self.engine.as_mut().expect("a lease holds its engine until dropped")
     }
 }
 
-fn put_back(engine: Engine, epoch: u64) {
-    let st = state();
-    st.holders.set(st.holders.get().saturating_sub(1));
-    if st.epoch.get() == epoch {
-        *st.engine.borrow_mut() = Some(engine);
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let st = state();
+        st.holders.set(st.holders.get().saturating_sub(1));
+        if let Some(engine) = self.engine.take() {
+            if st.epoch.get() == self.epoch {
+                *st.engine.borrow_mut() = Some(engine);
+            }
+        }
     }
 }
 
 async fn run(run_id: u64, recipe: Recipe) {
-    let (mut engine, tok, epoch) = match take_engine().await {
-        Ok(x) => x,
+    let mut lease = match Lease::take().await {
+        Ok(l) => l,
         Err(error) => return post(&FromWorker::RunFailed { run_id, error }),
     };
+    let tok = lease.tok.clone();
     let st = state();
     st.stop.set(false);
     let mut stopped = false;
     let start = js_sys::Date::now();
     let mut last = start;
     let mut timing = RunTiming::default();
-    let result = with_backend!(&mut engine, |b| {
+    let result = with_backend!(lease.engine(), |b| {
         let mut yielding = Yielding(b);
         generate::generate(&mut yielding, &tok, &recipe, |g| {
             let now = js_sys::Date::now();
@@ -594,7 +614,7 @@ async fn run(run_id: u64, recipe: Recipe) {
         })
         .await
     });
-    put_back(engine, epoch);
+    drop(lease);
     match result {
         Ok(g) => post(&FromWorker::RunDone { run_id, generation: GenerationView::from(&g), stopped, timing }),
         Err(e) => post(&FromWorker::RunFailed { run_id, error: user_error(&e) }),
@@ -602,14 +622,15 @@ async fn run(run_id: u64, recipe: Recipe) {
 }
 
 async fn vocab(id: u64, terms: &[Term], encoding: TextEncoding, site: Site, k: usize, ln_f: bool) {
-    let (mut engine, tok, epoch) = match take_engine().await {
-        Ok(x) => x,
+    let mut lease = match Lease::take().await {
+        Ok(l) => l,
         Err(error) => return post(&FromWorker::VocabFailed { id, error }),
     };
-    let result = with_backend!(&mut engine, |b| {
+    let tok = lease.tok.clone();
+    let result = with_backend!(lease.engine(), |b| {
         tiller_core::vocab::decode_vocab(&mut Yielding(b), &tok, terms, encoding.clone(), site, k.clamp(1, 50), ln_f).await
     });
-    put_back(engine, epoch);
+    drop(lease);
     match result {
         Ok(layers) => post(&FromWorker::Vocab { id, layers: layers.iter().map(LayerVocabView::from).collect() }),
         Err(e) => post(&FromWorker::VocabFailed { id, error: user_error(&e) }),
@@ -620,12 +641,12 @@ async fn vocab(id: u64, terms: &[Term], encoding: TextEncoding, site: Site, k: u
 /// soon as they exist: `tiller_core::sweep::sweep` hands rows back only when it returns. The
 /// price is the unsteered pass, repeated once per layer (one step in `1 + coefficients`).
 async fn sweep(run_id: u64, spec: SweepSpec) {
-    let (mut engine, tok, epoch) = match take_engine().await {
-        Ok(x) => x,
+    let mut lease = match Lease::take().await {
+        Ok(l) => l,
         Err(error) => return post(&FromWorker::SweepFailed { run_id, error }),
     };
-    if let Err(error) = sweep_fits(&spec, &tok, engine_vocab(&engine)) {
-        put_back(engine, epoch);
+    let tok = lease.tok.clone();
+    if let Err(error) = sweep_fits(&spec, &tok, engine_vocab(lease.engine())) {
         return post(&FromWorker::SweepFailed { run_id, error });
     }
     let st = state();
@@ -636,7 +657,7 @@ async fn sweep(run_id: u64, spec: SweepSpec) {
     for (i, &layer) in spec.layers.iter().enumerate() {
         let one = SweepSpec { layers: vec![layer], ..spec.clone() };
         let mut steps = 0;
-        let rows = with_backend!(&mut engine, |b| {
+        let rows = with_backend!(lease.engine(), |b| {
             tiller_core::sweep::sweep(&mut Yielding(b), &tok, &one, |done, total| {
                 // Every layer takes the same number of steps.
                 steps = total;
@@ -672,7 +693,7 @@ async fn sweep(run_id: u64, spec: SweepSpec) {
             }
         }
     }
-    put_back(engine, epoch);
+    drop(lease);
     match result {
         Ok(()) => post(&FromWorker::SweepDone { run_id, stopped }),
         Err(e) => post(&FromWorker::SweepFailed { run_id, error: user_error(&e) }),
@@ -683,24 +704,22 @@ async fn sweep(run_id: u64, spec: SweepSpec) {
 /// the CLI tokenizes them, then run in capture-only steps, reporting texts done.
 async fn build_vector(run_id: u64, spec: crate::vectors::BuildSpec) {
     let fail = |error: UserError| post(&FromWorker::BuildFailed { run_id, error });
-    let (mut engine, tok, epoch) = match take_engine().await {
-        Ok(x) => x,
+    let mut lease = match Lease::take().await {
+        Ok(l) => l,
         Err(error) => return fail(error),
     };
+    let tok = lease.tok.clone();
     let prepared = spec.training_pairs().map_err(|m| UserError::new(ErrorKind::Recipe, m)).and_then(|pairs| {
         let enc = tiller_core::pairs::PairEncoding::new(&tok, spec.bos, spec.chat, true, &spec.system).map_err(|e| user_error(&e))?;
         enc.tokens(&tok, &pairs).map_err(|e| user_error(&e))
     });
     let seqs = match prepared {
         Ok(s) => s,
-        Err(error) => {
-            put_back(engine, epoch);
-            return fail(error);
-        }
+        Err(error) => return fail(error),
     };
     let st = state();
     st.stop.set(false);
-    let result = with_backend!(&mut engine, |b| {
+    let result = with_backend!(lease.engine(), |b| {
         tiller_core::contrast::contrast_vector(
             &mut Yielding(b),
             &seqs,
@@ -719,9 +738,47 @@ async fn build_vector(run_id: u64, spec: crate::vectors::BuildSpec) {
         )
         .await
     });
-    put_back(engine, epoch);
+    drop(lease);
     match result {
         Ok(vector) => post(&FromWorker::BuildDone { run_id, vector, n_pairs: seqs.len() }),
+        Err(e) => fail(user_error(&e)),
+    }
+}
+
+/// CAA's behavioural measure (`tiller vector eval-ab`'s computation): the multiple-choice
+/// items tokenized as the build tokenizes them, cut at the answer letter, then the
+/// probability of the matching letter with each vector × each coefficient.
+async fn eval_ab(run_id: u64, spec: crate::vectors::EvalSpec) {
+    let fail = |error: UserError| post(&FromWorker::EvalFailed { run_id, error });
+    let mut lease = match Lease::take().await {
+        Ok(l) => l,
+        Err(error) => return fail(error),
+    };
+    let tok = lease.tok.clone();
+    let prepared = spec.eval_pairs().map_err(|m| UserError::new(ErrorKind::Recipe, m)).and_then(|pairs| {
+        let enc = tiller_core::pairs::PairEncoding::new(&tok, spec.bos, spec.chat, true, &spec.system).map_err(|e| user_error(&e))?;
+        tiller_core::contrast::ab_items(&tok, &enc.choices, &pairs).map_err(|e| user_error(&e))
+    });
+    let items = match prepared {
+        Ok(items) => items,
+        Err(error) => return fail(error),
+    };
+    let st = state();
+    st.stop.set(false);
+    let result = with_backend!(lease.engine(), |b| {
+        tiller_core::contrast::eval_ab(&mut Yielding(b), &items, &spec.vectors, spec.site, &spec.coeffs, &mut |done, total| {
+            post(&FromWorker::EvalProgress { run_id, done, total });
+            if st.stop.get() {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        })
+        .await
+    });
+    drop(lease);
+    match result {
+        Ok(rows) => post(&FromWorker::EvalDone { run_id, stopped: rows.is_none(), rows: rows.unwrap_or_default(), items: items.len() }),
         Err(e) => fail(user_error(&e)),
     }
 }
