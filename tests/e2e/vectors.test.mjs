@@ -252,6 +252,35 @@ test('A/B evaluation in the page: the chart equals tiller vector eval-ab', { tim
     await tid(p, 'vec-eval-chart').first().scrollIntoViewIfNeeded();
     await screenshot(p, 'vectors-eval-chart', t);
 
+    // Read it: its vocabulary and its size against the editor's prompt, as `tiller vector vocab --prompt`.
+    const entry = p.locator('[data-testid="vec-entry"][data-name="optimism"]');
+    await tid(entry, 'vec-read').first().click();
+    await waitForState(p, 'vec-reading', 'done', 60_000, { failOn: ['error'] });
+    const prompt = await tid(p, 'prompt').first().inputValue();
+    const layer = tid(entry, 'vec-reading-layer').first();
+    const shown = await layer.evaluate((d) => ({
+      norm: Number(d.dataset.norm),
+      residual: Number(d.dataset.residual),
+      top: [...d.querySelectorAll('[data-testid="vec-read-top"] li')].map((li) => Number(li.dataset.id)),
+      text: d.textContent,
+    }));
+    const v = spawnSync(tillerBinary(), [
+      'vector', 'vocab', '--model', path.join(FIXTURES, 'tiny-gpt2'), '--device', 'cpu', '--json',
+      '--vector', st.file, '--prompt', prompt,
+    ], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 600_000 });
+    assert.equal(v.status, 0, `tiller vector vocab failed:\n${v.stderr}`);
+    const cli = JSON.parse(v.stdout).layers[0];
+    assert.deepEqual(shown.top, cli.top.map((e) => e.id), 'the page and the CLI decode the same top tokens');
+    assert.ok(Math.abs(shown.norm - cli.norm) <= 1e-9 * cli.norm, `norm: page ${shown.norm}, CLI ${cli.norm}`);
+    assert.ok(Math.abs(shown.residual - cli.residual_norm) <= 1e-6 * cli.residual_norm, `residual norm: page ${shown.residual}, CLI ${cli.residual_norm}`);
+    assert.match(shown.text, /Layer 1: norm [\d.]+; the prompt's residual stream there: [\d.]+, so coefficient 1 adds \d+%/);
+    await screenshot(p, 'vectors-reading', t);
+    // The logit lens reads it again; Hide folds it.
+    await tid(entry, 'vec-read-lnf').first().check();
+    await waitForState(p, 'vec-reading', 'done', 60_000, { failOn: ['error'] });
+    await tid(entry, 'vec-read').first().click();
+    await p.waitForFunction(() => !document.querySelector('[data-testid="vec-reading"]'), null, { timeout: 5_000 });
+
     // Nothing ticked: a sentence instead of a run.
     await pick.uncheck();
     await p.waitForFunction(() => /tick at least one library vector/.test(document.querySelector('[data-testid="vec-eval-error"]')?.textContent || ''), null, { timeout: 5_000 });

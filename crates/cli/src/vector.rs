@@ -255,6 +255,11 @@ pub struct VocabArgs {
     /// Apply the final norm before unembedding (logit lens).
     #[arg(long = "ln-f")]
     ln_f: bool,
+    /// Also measure the residual stream at each layer for this prompt: the median over its
+    /// tokens (the first left out) of ‖resid_pre‖, beside the vector's norm ("how big is
+    /// coefficient 8?"). Tokenized with --bos/--no-bos.
+    #[arg(long)]
+    prompt: Option<String>,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -661,7 +666,6 @@ pub fn vector_terms(specs: &[String], positions: Positions, n_layer: usize, widt
 }
 
 fn run_vocab(a: VocabArgs) -> Result<()> {
-    let _ = &a.bos; // no texts are tokenized; accepted like every subcommand
     let (file, layer) = split_file_layer(&a.vector);
     let entry = read_entry(&file)?;
     let layers: Vec<&LayerEntry> = match layer {
@@ -676,17 +680,46 @@ fn run_vocab(a: VocabArgs) -> Result<()> {
     for l in layers {
         let (top, bottom) = block_on(tiller_core::vocab::decode_vector(&mut engine, &tok, &l.vector, a.top, a.ln_f))
             .with_context(|| file.display().to_string())?;
-        out.push((l.layer, top, bottom));
+        out.push((l.layer, tiller_core::library::norm(&l.vector), top, bottom));
     }
+    let residual = match &a.prompt {
+        Some(p) => {
+            let ids = tiller_core::steer::encode_with_bos(&tok, p, a.bos.bos(&tok))?;
+            let wanted: Vec<usize> = out.iter().map(|o| o.0).collect();
+            Some((ids.len(), block_on(contrast::residual_norms(&mut engine, &ids, &wanted)).context("--prompt")?))
+        }
+        None => None,
+    };
+    let residual_at = |i: usize| residual.as_ref().map(|(_, n)| n[i]);
     if a.json {
-        let v: Vec<serde_json::Value> =
-            out.iter().map(|(l, top, bottom)| serde_json::json!({"layer": l, "top": top, "bottom": bottom})).collect();
-        outln!("{}", serde_json::json!({"name": entry.name, "ln_f": a.ln_f, "layers": v}));
+        let v: Vec<serde_json::Value> = out
+            .iter()
+            .enumerate()
+            .map(|(i, (l, norm, top, bottom))| {
+                let mut o = serde_json::json!({"layer": l, "norm": norm, "top": top, "bottom": bottom});
+                if let Some(r) = residual_at(i) {
+                    o["residual_norm"] = serde_json::json!(r);
+                }
+                o
+            })
+            .collect();
+        let mut o = serde_json::json!({"name": entry.name, "ln_f": a.ln_f, "layers": v});
+        if let Some((n, _)) = &residual {
+            o["prompt_tokens"] = serde_json::json!(n);
+        }
+        outln!("{o}");
     } else {
         let show =
             |e: &[tiller_core::vocab::VocabEntry]| e.iter().map(|x| format!("{:?} {:.2}", x.token, x.score)).collect::<Vec<_>>().join(", ");
-        for (l, top, bottom) in &out {
+        for (i, (l, norm, top, bottom)) in out.iter().enumerate() {
             outln!("{} at layer {l}{}:", entry.name, if a.ln_f { " (after the final norm)" } else { "" });
+            match residual_at(i) {
+                Some(r) => outln!(
+                    "  norm {norm:.3}; the prompt's residual stream here: {r:.3} (coefficient 1 adds {:.0}% of it)",
+                    100.0 * norm / r
+                ),
+                None => outln!("  norm {norm:.3}"),
+            }
             outln!("  top:    {}", show(top));
             outln!("  bottom: {}", show(bottom));
         }

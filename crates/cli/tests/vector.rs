@@ -585,3 +585,36 @@ fn a_saved_vector_decodes_as_the_head_reads_it() {
     let bottom = got["layers"][0]["bottom"].as_array().unwrap();
     assert_eq!(bottom[0]["id"].as_u64().unwrap() as usize, *order.last().unwrap());
 }
+
+#[test]
+fn vocab_with_a_prompt_measures_the_residual_stream_there() {
+    let dir = scratch("vocab-prompt");
+    let saved = caa_to(&dir, "tiny-gpt2", "2", "v.safetensors", &[]);
+    let v: Vec<f32> = serde_json::from_value(saved["vector"].clone()).unwrap();
+    let got = json_of(
+        "vocab --prompt",
+        &strs(&[
+            "vector",
+            "vocab",
+            "--model",
+            &model_dir("tiny-gpt2"),
+            "--vector",
+            dir.join("v.safetensors").to_str().unwrap(),
+            "--prompt",
+            "I went up to my friend and said",
+            "--device",
+            "cpu",
+            "--json",
+        ]),
+    );
+    let layer = &got["layers"][0];
+    let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    assert!((layer["norm"].as_f64().unwrap() - norm).abs() < 1e-6 * norm);
+    // The same median the core computes from the model's own capture.
+    let f = load_fixture("tiny-gpt2");
+    let (mut m, tok) = f.cpu_model();
+    let ids = tiller_core::steer::encode_with_bos(&tok, "I went up to my friend and said", false).unwrap();
+    assert_eq!(got["prompt_tokens"].as_u64().unwrap() as usize, ids.len());
+    let want = pollster::block_on(tiller_core::contrast::residual_norms(&mut m, &ids, &[2])).unwrap()[0];
+    assert!((layer["residual_norm"].as_f64().unwrap() - want).abs() < 1e-9 * want, "{layer} vs {want}");
+}

@@ -147,3 +147,32 @@ fn chat_items_go_through_the_template() {
     assert_eq!(pos, want);
     assert_eq!(pairs::base_choice_prompt(" q "), "Input: q\nResponse:");
 }
+
+/// The residual norms a vector is read against: the median over positions (the first left out)
+/// of ‖hidden_states[L]‖ as Hugging Face dumped them, for every family.
+#[test]
+fn residual_norms_are_medians_of_hugging_face_hidden_states() {
+    for name in tiller_core::golden::MODELS {
+        let f = load_fixture(name);
+        let (mut m, _) = f.cpu_model();
+        let p = &f.golden.prompts[1];
+        assert!(p.tokens.len() >= 3, "{name}: a prompt of several tokens");
+        let layers: Vec<usize> = (0..p.resid_pre.len()).rev().collect();
+        let got = block_on(contrast::residual_norms(&mut m, &p.tokens, &layers)).unwrap();
+        for (&layer, g) in layers.iter().zip(&got) {
+            let mut norms: Vec<f64> =
+                p.resid_pre[layer].iter().skip(1).map(|r| r.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt()).collect();
+            norms.sort_by(f64::total_cmp);
+            let n = norms.len();
+            let want = if n % 2 == 1 { norms[n / 2] } else { (norms[n / 2 - 1] + norms[n / 2]) / 2.0 };
+            assert!((g - want).abs() <= 1e-4 * want.max(1.0), "{name} layer {layer}: {g} vs {want}");
+        }
+        // One token: that token's norm; bad input is a sentence.
+        let one = block_on(contrast::residual_norms(&mut m, &p.tokens[..1], &[0])).unwrap()[0];
+        let want = p.resid_pre[0][0].iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+        assert!((one - want).abs() <= 1e-4 * want.max(1.0), "{name}: one token {one} vs {want}");
+        assert!(block_on(contrast::residual_norms(&mut m, &[], &[0])).unwrap_err().to_string().contains("no tokens"));
+        let depth = m.config().n_layer;
+        assert!(block_on(contrast::residual_norms(&mut m, &p.tokens, &[depth])).unwrap_err().to_string().contains("out of range"));
+    }
+}

@@ -239,6 +239,10 @@ pub enum ToWorker {
     /// CAA's behavioural measure of library vectors, streaming [`FromWorker::EvalProgress`];
     /// Stop ends it.
     EvalAb { run_id: u64, spec: crate::vectors::EvalSpec },
+    /// Reads a library vector: each layer's decoded vocabulary (`k` top and bottom tokens,
+    /// after the final norm when `ln_f`) and the residual stream's size at that layer for the
+    /// editor's prompt (`prompt`, tokenized as a run tokenizes it; None: no prompt).
+    ReadVector { id: u64, layers: Vec<(usize, Vec<f32>)>, k: usize, ln_f: bool, prompt: Option<Recipe> },
     /// Reports the cache's size.
     CacheInfo,
     /// Empties the cache.
@@ -351,6 +355,17 @@ pub struct VocabEntryView {
     pub score: f32,
 }
 
+/// One layer of a library vector, read against the loaded model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VectorReading {
+    pub layer: usize,
+    pub norm: f64,
+    pub top: Vec<VocabEntryView>,
+    pub bottom: Vec<VocabEntryView>,
+    /// The median ‖resid_pre‖ over the prompt's tokens (the first left out) at this layer.
+    pub residual_norm: Option<f64>,
+}
+
 /// The decoded vocabulary of one layer's steering tensor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerVocabView {
@@ -362,11 +377,15 @@ pub struct LayerVocabView {
     pub term_tokens: Vec<Vec<String>>,
 }
 
+impl From<&tiller_core::vocab::VocabEntry> for VocabEntryView {
+    fn from(e: &tiller_core::vocab::VocabEntry) -> Self {
+        Self { id: e.id, token: e.token.clone(), score: e.score }
+    }
+}
+
 impl From<&tiller_core::vocab::LayerVocab> for LayerVocabView {
     fn from(v: &tiller_core::vocab::LayerVocab) -> Self {
-        let list = |es: &[tiller_core::vocab::VocabEntry]| {
-            es.iter().map(|e| VocabEntryView { id: e.id, token: e.token.clone(), score: e.score }).collect::<Vec<_>>()
-        };
+        let list = |es: &[tiller_core::vocab::VocabEntry]| es.iter().map(VocabEntryView::from).collect::<Vec<_>>();
         Self {
             layer: v.layer,
             positions: v.positions.iter().map(|p| list(p)).collect(),
@@ -486,6 +505,19 @@ pub enum FromWorker {
     },
     BuildFailed {
         run_id: u64,
+        error: UserError,
+    },
+    /// A library vector read: one reading per layer, in the request's order.
+    VectorRead {
+        id: u64,
+        layers: Vec<VectorReading>,
+        /// The prompt's tokens, when it was measured.
+        prompt_tokens: Option<usize>,
+        /// Why the prompt could not be measured (e.g. it is empty).
+        prompt_problem: Option<String>,
+    },
+    VectorReadFailed {
+        id: u64,
         error: UserError,
     },
     /// `done` of `total` batches of an A/B evaluation have run.

@@ -41,6 +41,8 @@ export const TESTIDS = [
   // The A/B evaluation (issue 12): vectors ticked, coefficients, run, chart, CSV.
   'vec-eval-items', 'vec-eval-pick', 'vec-eval-coeffs', 'vec-eval-run', 'vec-eval-stop', 'vec-eval-status',
   'vec-eval-progress', 'vec-eval-error', 'vec-eval-chart', 'vec-eval-point', 'vec-eval-tooltip', 'vec-eval-csv',
+  // Reading a library vector (issue 12): vocabulary and norm against the prompt's residual stream.
+  'vec-read', 'vec-reading', 'vec-reading-layer', 'vec-read-top', 'vec-read-bottom', 'vec-read-lnf',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];

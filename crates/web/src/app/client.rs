@@ -5,7 +5,9 @@ use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, Worker};
 
-use super::{Banner, BuildRun, Ctx, EvalRun, LoadedModel, ModelState, Progress, RunRecord, RunState, SizeInfo, SweepRun, VocabState};
+use super::{
+    Banner, BuildRun, Ctx, EvalRun, LoadedModel, ModelState, Progress, Reading, RunRecord, RunState, SizeInfo, SweepRun, VocabState,
+};
 use crate::form::TokenCounts;
 use crate::protocol::{default_size, envelope, ErrorKind, FromWorker, GenerationView, ModelSource, RunTiming, ToWorker};
 
@@ -338,6 +340,44 @@ pub fn eval_ab(ctx: Ctx) -> Result<(), Vec<String>> {
     Ok(())
 }
 
+/// Reads a library entry against the loaded model: each layer's decoded vocabulary and the
+/// residual stream's size there for the editor's prompt.
+pub fn read_vector(ctx: Ctx, entry: &str, ln_f: bool) -> Result<(), String> {
+    if ctx.loaded.with_untracked(Option::is_none) {
+        return Err("load a model first (left, top) to read a vector against it".into());
+    }
+    if untrack(|| ctx.busy()) {
+        return Err("the engine is busy with a run, a sweep, a build or an evaluation: wait for it or stop it first".into());
+    }
+    let Some(stored) = ctx.library.with_untracked(|l| l.get(entry).cloned()) else {
+        return Err("that vector is no longer in the library".into());
+    };
+    if stored.entry.site == tiller_core::Site::Z {
+        return Err(format!("“{}” is at the attention heads (z), which the unembedding cannot read", stored.entry.name));
+    }
+    let layers: Vec<(usize, Vec<f32>)> = stored.entry.layers.iter().map(|l| (l.layer, l.vector.clone())).collect();
+    let prompt = ctx.form.with_untracked(|f| tiller_core::Recipe {
+        prompt: f.prompt.clone(),
+        bos: f.bos,
+        chat: f.chat,
+        system: f.system.clone(),
+        ..Default::default()
+    });
+    let id = ctx.fresh_id();
+    ctx.vec_reading.set(Some(Reading {
+        id,
+        entry: entry.to_string(),
+        ln_f,
+        state: RunState::Running,
+        layers: Vec::new(),
+        prompt_tokens: None,
+        prompt_problem: None,
+        error: None,
+    }));
+    send(ctx, &ToWorker::ReadVector { id, layers, k: 10, ln_f, prompt: Some(prompt) }, &[]);
+    Ok(())
+}
+
 fn update_eval(ctx: Ctx, run_id: Option<u64>, f: impl FnOnce(&mut EvalRun)) {
     ctx.vec_eval.update(|e| {
         if let Some(e) = e.as_mut().filter(|e| run_id.is_none_or(|id| e.id == id)) {
@@ -564,6 +604,20 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                 }
             }
         }
+        FromWorker::VectorRead { id, layers, prompt_tokens, prompt_problem } => ctx.vec_reading.update(|r| {
+            if let Some(r) = r.as_mut().filter(|r| r.id == id) {
+                r.state = RunState::Done;
+                r.layers = layers;
+                r.prompt_tokens = prompt_tokens;
+                r.prompt_problem = prompt_problem;
+            }
+        }),
+        FromWorker::VectorReadFailed { id, error } => ctx.vec_reading.update(|r| {
+            if let Some(r) = r.as_mut().filter(|r| r.id == id) {
+                r.state = RunState::Error;
+                r.error = Some(error.message.clone());
+            }
+        }),
         FromWorker::EvalProgress { run_id, done, total } => update_eval(ctx, Some(run_id), |e| {
             e.done = done;
             e.total = total;

@@ -172,6 +172,20 @@ pub struct EvalRun {
     pub error: Option<String>,
 }
 
+/// A library vector being read (its vocabulary, its size against the prompt's residual stream).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub id: u64,
+    /// The library entry's id.
+    pub entry: String,
+    pub ln_f: bool,
+    pub state: RunState,
+    pub layers: Vec<crate::protocol::VectorReading>,
+    pub prompt_tokens: Option<usize>,
+    pub prompt_problem: Option<String>,
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum VocabState {
     Empty,
@@ -251,6 +265,7 @@ pub struct Ctx {
     pub vec_build: RwSignal<Option<BuildRun>>,
     pub eval_form: RwSignal<crate::vectors::EvalForm>,
     pub vec_eval: RwSignal<Option<EvalRun>>,
+    pub vec_reading: RwSignal<Option<Reading>>,
     pub library: RwSignal<crate::vectors::Library>,
     pub library_note: RwSignal<Option<(bool, String)>>,
     pub vectors_open: RwSignal<bool>,
@@ -304,6 +319,7 @@ impl Ctx {
             vec_build: RwSignal::new(None),
             eval_form: RwSignal::new(Default::default()),
             vec_eval: RwSignal::new(None),
+            vec_reading: RwSignal::new(None),
             library: RwSignal::new(Default::default()),
             library_note: RwSignal::new(None),
             vectors_open: RwSignal::new(false),

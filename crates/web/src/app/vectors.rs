@@ -561,6 +561,15 @@ fn EntryRow(id: String) -> impl IntoView {
         });
     };
     let gguf_ok = move || entry().is_some_and(|s| s.entry.site == Site::ResidPre && s.entry.layers.iter().all(|l| l.layer >= 2));
+    let reading_here = move || ctx.vec_reading.with(|r| r.as_ref().is_some_and(|r| r.entry == id.get_value()));
+    let read = move |_| {
+        if reading_here() {
+            return ctx.vec_reading.set(None);
+        }
+        if let Err(e) = client::read_vector(ctx, &id.get_value(), false) {
+            note(false, format!("“{}” cannot be read now: {e}.", name()));
+        }
+    };
     view! {
         <div class="vec-entry" data-testid="vec-entry" data-name=name>
             <input type="text" class="vec-entry-name" data-testid="vec-entry-name" aria-label="the vector's name"
@@ -574,8 +583,87 @@ fn EntryRow(id: String) -> impl IntoView {
                 <button class="small" data-testid="vec-download-gguf" disabled=move || !gguf_ok()
                     title="A llama.cpp control vector (--control-vector): resid_pre at layers 2 and above"
                     on:click=move |_| download(true)>"Download .gguf"</button>
+                <button class="small" data-testid="vec-read" aria-expanded=move || reading_here().to_string()
+                    title="Its closest tokens in the unembedding, and its size against the residual stream for the editor's prompt"
+                    disabled=move || ctx.model_state.get() != ModelState::Ready on:click=read>
+                    {move || if reading_here() { "Hide reading" } else { "Read it" }}</button>
                 <button class="small" data-testid="vec-delete" aria-label=move || format!("delete the vector {}", name()) on:click=delete>"Delete"</button>
             </div>
+            {move || reading_here().then(|| view! { <ReadingView/> })}
+        </div>
+    }
+}
+
+/// The reading of the entry being read: per layer, its norm against the prompt's residual
+/// stream and the tokens it points towards and away from.
+#[component]
+fn ReadingView() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let reading = move || ctx.vec_reading.get();
+    let ln_f = move || reading().is_some_and(|r| r.ln_f);
+    let relook = move |ev: web_sys::Event| {
+        let Some(r) = ctx.vec_reading.get_untracked() else { return };
+        if let Err(e) = client::read_vector(ctx, &r.entry, event_target_checked(&ev)) {
+            ctx.library_note.set(Some((false, format!("The vector cannot be read now: {e}."))));
+        }
+    };
+    let tokens = |entries: Vec<crate::protocol::VocabEntryView>, testid: &'static str| {
+        view! {
+            <ol class="vec-read-tokens" data-testid=testid>
+                {entries.into_iter().map(|e| view! {
+                    <li data-id=e.id.to_string() data-score=format!("{}", e.score) title=format!("token id {}, score {:+.3}", e.id, e.score)>
+                        <code>{e.token.replace(' ', "␣").replace('\n', "⏎")}</code>
+                    </li>
+                }).collect_view()}
+            </ol>
+        }
+    };
+    let body = move || {
+        let r = reading()?;
+        Some(match r.state {
+            RunState::Running | RunState::Idle => view! { <p class="note">"Reading…"</p> }.into_any(),
+            RunState::Error => view! { <p class="invalid">{format!("The reading failed: {}", r.error.unwrap_or_default())}</p> }.into_any(),
+            RunState::Done => {
+                let prompt_line = match (&r.prompt_tokens, &r.prompt_problem) {
+                    (Some(n), _) => format!("Against the editor's prompt ({n} token{}): the residual stream's size is the median of ‖x‖ over its tokens after the first.", if *n == 1 { "" } else { "s" }),
+                    (None, Some(p)) => format!("The editor's prompt could not be measured ({p}); the vocabulary is below."),
+                    (None, None) => String::new(),
+                };
+                let layers = r
+                    .layers
+                    .into_iter()
+                    .map(|l| {
+                        let size = match l.residual_norm {
+                            Some(x) if x > 0.0 => format!(
+                                "Layer {}: norm {:.3}; the prompt's residual stream there: {:.3}, so coefficient 1 adds {:.0}% of it and coefficient 8 adds {:.0}%.",
+                                l.layer, l.norm, x, 100.0 * l.norm / x, 800.0 * l.norm / x
+                            ),
+                            _ => format!("Layer {}: norm {:.3}.", l.layer, l.norm),
+                        };
+                        view! {
+                            <div class="vec-reading-layer" data-testid="vec-reading-layer" data-layer=l.layer.to_string()
+                                data-norm=format!("{}", l.norm) data-residual=l.residual_norm.map(|x| format!("{x}")).unwrap_or_default()>
+                                <p class="vec-read-size">{size}</p>
+                                <div class="vec-read-lists">
+                                    <span class="cap">"towards"</span>{tokens(l.top, "vec-read-top")}
+                                    <span class="cap">"away from"</span>{tokens(l.bottom, "vec-read-bottom")}
+                                </div>
+                            </div>
+                        }
+                    })
+                    .collect_view();
+                view! { <p class="note">{prompt_line}</p> {layers} }.into_any()
+            }
+        })
+    };
+    view! {
+        <div class="vec-reading" data-testid="vec-reading" data-state=move || reading().map_or("idle", |r| r.state.as_str())>
+            <label class="check">
+                <input type="checkbox" data-testid="vec-read-lnf" prop:checked=ln_f on:change=relook/>
+                "after the final norm (the logit lens)"
+            </label>
+            <p class="note">"The tokens whose unembedding rows have the largest (and smallest) dot product with the vector: a heuristic for what it points at, not a decoding."</p>
+            {body}
         </div>
     }
 }

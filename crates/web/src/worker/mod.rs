@@ -21,7 +21,7 @@ use web_sys::{AbortController, DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::protocol::{
     envelope, EngineChoice, ErrorKind, FromWorker, GenerationView, LayerVocabView, ModelSource, RunTiming, ToWorker, UserError,
-    CONFIG_FILE, INDEX_FILE, MODEL_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
+    VectorReading, VocabEntryView, CONFIG_FILE, INDEX_FILE, MODEL_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
 };
 use engine::{cpu_sink, request_gpu, user_error, with_backend, Builder, Engine, Yielding};
 use tiller_gpu::GpuEngine;
@@ -147,6 +147,7 @@ async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
         ToWorker::Sweep { run_id, spec } => sweep(run_id, spec).await,
         ToWorker::BuildVector { run_id, spec } => build_vector(run_id, spec).await,
         ToWorker::EvalAb { run_id, spec } => eval_ab(run_id, spec).await,
+        ToWorker::ReadVector { id, layers, k, ln_f, prompt } => read_vector(id, &layers, k, ln_f, prompt).await,
         ToWorker::Vocab { id, terms, bos, site, k, ln_f, chat_system } => {
             vocab(id, &terms, TextEncoding { bos, chat: chat_system }, site, k, ln_f).await
         }
@@ -781,6 +782,64 @@ async fn eval_ab(run_id: u64, spec: crate::vectors::EvalSpec) {
         Ok(rows) => post(&FromWorker::EvalDone { run_id, stopped: rows.is_none(), rows: rows.unwrap_or_default(), items: items.len() }),
         Err(e) => fail(user_error(&e)),
     }
+}
+
+/// Reads a library vector (`tiller vector vocab --prompt`'s computation): each layer's
+/// decoded vocabulary, and the prompt's residual norm there. A prompt that cannot be measured
+/// (empty, too long) leaves the norms out and says why; the vocabulary still comes.
+async fn read_vector(id: u64, layers: &[(usize, Vec<f32>)], k: usize, ln_f: bool, prompt: Option<Recipe>) {
+    let fail = |error: UserError| post(&FromWorker::VectorReadFailed { id, error });
+    let mut lease = match Lease::take().await {
+        Ok(l) => l,
+        Err(error) => return fail(error),
+    };
+    let tok = lease.tok.clone();
+    let result =
+        with_backend!(lease.engine(), |b| read_layers(&mut Yielding(b), &tok, layers, k.clamp(1, 50), ln_f, prompt.as_ref()).await);
+    drop(lease);
+    match result {
+        Ok((layers, prompt_tokens, prompt_problem)) => post(&FromWorker::VectorRead { id, layers, prompt_tokens, prompt_problem }),
+        Err(e) => fail(user_error(&e)),
+    }
+}
+
+/// [`read_vector`]'s work on one engine: (readings, the prompt's tokens, why it could not be
+/// measured).
+async fn read_layers<B: tiller_core::Backend>(
+    b: &mut B,
+    tok: &Tokenizer,
+    layers: &[(usize, Vec<f32>)],
+    k: usize,
+    ln_f: bool,
+    prompt: Option<&Recipe>,
+) -> Result<(Vec<VectorReading>, Option<usize>, Option<String>), tiller_core::TillerError> {
+    let mut readings = Vec::new();
+    for (layer, v) in layers {
+        let (top, bottom) = tiller_core::vocab::decode_vector(b, tok, v, k, ln_f).await?;
+        readings.push(VectorReading {
+            layer: *layer,
+            norm: tiller_core::library::norm(v),
+            top: top.iter().map(VocabEntryView::from).collect(),
+            bottom: bottom.iter().map(VocabEntryView::from).collect(),
+            residual_norm: None,
+        });
+    }
+    let Some(recipe) = prompt else { return Ok((readings, None, None)) };
+    let n_positions = b.config().n_positions;
+    let measured = match tiller_core::steer::prompt_tokens(tok, &Recipe { max_new_tokens: 0, ..recipe.clone() }, n_positions) {
+        Ok(ids) => {
+            let wanted: Vec<usize> = layers.iter().map(|(l, _)| *l).collect();
+            tiller_core::contrast::residual_norms(b, &ids, &wanted).await.map(|n| (ids.len(), n))
+        }
+        Err(e) => Err(e),
+    };
+    Ok(match measured {
+        Ok((n, norms)) => {
+            readings.iter_mut().zip(norms).for_each(|(r, x)| r.residual_norm = Some(x));
+            (readings, Some(n), None)
+        }
+        Err(e) => (readings, None, Some(e.to_string())),
+    })
 }
 
 fn engine_vocab(engine: &Engine) -> usize {
