@@ -211,9 +211,11 @@ test('A/B evaluation in the page: the chart equals tiller vector eval-ab', { tim
     await p.waitForFunction(() => /multiple-choice items/.test(document.querySelector('[data-testid="vec-eval-items"]')?.textContent || ''), null, { timeout: 5_000 });
     assert.ok(await tid(p, 'vec-eval-run').first().isDisabled(), 'Evaluate is off for plain pairs');
 
-    // The A/B set, a quarter held out: the vector is built from 9 items, evaluated on 3.
+    // The A/B set, a quarter held out, layers 1 through 2: one entry with a vector at each,
+    // built from 9 items and evaluated on the other 3.
     await typeInto(p, tid(p, 'vec-held-out').first(), '0.25');
     await typeInto(p, tid(p, 'vec-name').first(), 'optimism');
+    await typeInto(p, tid(p, 'vec-layer-to').first(), '2');
     await build(p, 'optimism-ab', 1);
     assert.match(await tid(p, 'vec-eval-items').first().textContent(), /the 3 held-out items/);
     const pick = p.locator('[data-testid="vec-eval-pick"][data-name="optimism"]');
@@ -221,8 +223,11 @@ test('A/B evaluation in the page: the chart equals tiller vector eval-ab', { tim
     await typeInto(p, tid(p, 'vec-eval-coeffs').first(), '-4, 0, 4');
     await tid(p, 'vec-eval-run').first().click();
     await waitForState(p, 'vec-eval-status', 'done', 240_000, { failOn: ['error'] });
-    const points = await tid(p, 'vec-eval-point').evaluateAll((els) => els.map((e) => ({ coeff: Number(e.dataset.coeff), p: Number(e.dataset.value) })));
-    assert.equal(points.length, 3, 'one line of three coefficients');
+    const points = await tid(p, 'vec-eval-point').evaluateAll((els) => els.map((e) => ({
+      set: e.dataset.set, layer: Number(e.dataset.layer), coeff: Number(e.dataset.coeff), p: Number(e.dataset.value),
+    })));
+    assert.equal(points.length, 6, 'two lines (layers 1 and 2) of three coefficients');
+    assert.deepEqual([...new Set(points.map((q) => q.set))], ['optimism @ L1', 'optimism @ L2']);
 
     // The CLI on the same vector file, items and coefficients.
     const st = await download(p, p.locator('[data-testid="vec-entry"][data-name="optimism"]'), 'vec-download');
@@ -233,14 +238,14 @@ test('A/B evaluation in the page: the chart equals tiller vector eval-ab', { tim
     ], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 600_000 });
     assert.equal(r.status, 0, `tiller vector eval-ab failed:\n${r.stderr}`);
     const want = JSON.parse(r.stdout);
-    assert.equal(want.length, 3);
+    assert.equal(want.length, 6);
     for (const w of want) {
-      const got = points.find((q) => q.coeff === w.coeff);
-      assert.ok(got, `no point at coefficient ${w.coeff}`);
-      assert.ok(Math.abs(got.p - w.p_matching) < 1e-6, `coefficient ${w.coeff}: page ${got.p}, CLI ${w.p_matching}`);
+      const got = points.find((q) => q.coeff === w.coeff && q.layer === w.layer);
+      assert.ok(got, `no point at layer ${w.layer}, coefficient ${w.coeff}`);
+      assert.ok(Math.abs(got.p - w.p_matching) < 1e-6, `layer ${w.layer}, coefficient ${w.coeff}: page ${got.p}, CLI ${w.p_matching}`);
       assert.equal(w.items, 3);
     }
-    t.diagnostic(`p(matching) by coefficient: ${want.map((w) => `${w.coeff}: ${w.p_matching.toFixed(4)}`).join(', ')}`);
+    t.diagnostic(`p(matching) by layer and coefficient: ${want.map((w) => `L${w.layer} ${w.coeff}: ${w.p_matching.toFixed(4)}`).join(', ')}`);
 
     // CSV, as the CLI writes it.
     const [dl] = await Promise.all([p.waitForEvent('download', { timeout: 15_000 }), tid(p, 'vec-eval-csv').first().click()]);
@@ -248,7 +253,7 @@ test('A/B evaluation in the page: the chart equals tiller vector eval-ab', { tim
     await dl.saveAs(csvFile);
     const csv = fs.readFileSync(csvFile, 'utf8').trim().split('\n');
     assert.equal(csv[0], 'layer,coeff,p_matching,p_matching_unsteered,p_letters,items');
-    assert.equal(csv.length, 4);
+    assert.equal(csv.length, 7);
     await tid(p, 'vec-eval-chart').first().scrollIntoViewIfNeeded();
     await screenshot(p, 'vectors-eval-chart', t);
 
@@ -257,6 +262,7 @@ test('A/B evaluation in the page: the chart equals tiller vector eval-ab', { tim
     await tid(entry, 'vec-read').first().click();
     await waitForState(p, 'vec-reading', 'done', 60_000, { failOn: ['error'] });
     const prompt = await tid(p, 'prompt').first().inputValue();
+    assert.equal(await tid(entry, 'vec-reading-layer').count(), 2, 'a reading per layer');
     const layer = tid(entry, 'vec-reading-layer').first();
     const shown = await layer.evaluate((d) => ({
       norm: Number(d.dataset.norm),

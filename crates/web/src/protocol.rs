@@ -497,10 +497,11 @@ pub enum FromWorker {
         done: usize,
         total: usize,
     },
-    /// The vector, made from `n_pairs` pairs; None when it was stopped.
+    /// The vectors (one per layer asked for), made from `n_pairs` pairs; None when it was
+    /// stopped.
     BuildDone {
         run_id: u64,
-        vector: Option<tiller_core::contrast::ContrastVector>,
+        vectors: Option<Vec<tiller_core::contrast::ContrastVector>>,
         n_pairs: usize,
     },
     BuildFailed {

@@ -79,7 +79,8 @@ pub struct BuildSpec {
     /// The dataset's name, for provenance (a preset's id, a file's name, or "pasted pairs").
     pub dataset_name: String,
     pub dataset: DatasetText,
-    pub layer: usize,
+    /// One vector per layer, in order (one entry holds them all).
+    pub layers: Vec<usize>,
     pub site: Site,
     pub method: Method,
     pub token: TokenChoice,
@@ -111,6 +112,8 @@ pub struct VectorForm {
     /// The name of the file the pairs came from, when they did.
     pub file_name: Option<String>,
     pub layer: String,
+    /// The last layer of a range ("" for the one layer).
+    pub layer_to: String,
     pub site: Site,
     pub method: Method,
     pub token: TokenChoice,
@@ -130,6 +133,7 @@ impl VectorForm {
             negative: String::new(),
             file_name: None,
             layer: (depth / 2).to_string(),
+            layer_to: String::new(),
             site: Site::ResidPre,
             method: Method::MeanDiff,
             token: TokenChoice::Last,
@@ -145,6 +149,9 @@ impl VectorForm {
             Ok(l) if l != old / 2 && l < new => {}
             Err(_) if !self.layer.trim().is_empty() => {}
             _ => self.layer = (new / 2).to_string(),
+        }
+        if self.layer_to.trim().parse::<usize>().is_ok_and(|l| l >= new) {
+            self.layer_to.clear();
         }
     }
 
@@ -186,15 +193,21 @@ impl VectorForm {
         }
     }
 
-    /// The name the entry gets: the one typed, else `dataset method L<layer>`.
-    pub fn entry_name(&self, layer: usize) -> String {
+    /// The name the entry gets: the one typed, else `dataset method L<layer>` (`L<a>-<b>` for
+    /// a range).
+    pub fn entry_name(&self, layers: &[usize]) -> String {
         let typed = self.name.trim();
         if !typed.is_empty() {
             return typed.to_string();
         }
         let stem = self.dataset_name();
         let stem = stem.rsplit_once('.').map_or(stem.as_str(), |(s, _)| s).to_string();
-        format!("{stem} {} L{layer}", self.method.as_str())
+        let at = match layers {
+            [] => String::new(),
+            [l] => format!(" L{l}"),
+            [a, .., b] => format!(" L{a}-{b}"),
+        };
+        format!("{stem} {}{at}", self.method.as_str())
     }
 
     /// What the dataset holds, for the line under it: "16 pairs" or its problem.
@@ -219,11 +232,29 @@ impl VectorForm {
     /// The spec for the worker, or every problem as a sentence.
     pub fn to_spec(&self, depth: usize, bos: bool, chat: bool, system: &str) -> Result<BuildSpec, Vec<String>> {
         let mut errors = Vec::new();
-        let layer = match check(&self.layer, NumKind::whole(0, depth.saturating_sub(1) as u64), "layer") {
+        let last = depth.saturating_sub(1) as u64;
+        let layer = match check(&self.layer, NumKind::whole(0, last), "layer") {
             Ok(l) => l as usize,
             Err(e) => {
                 errors.push(e);
                 0
+            }
+        };
+        let layer_to = if self.layer_to.trim().is_empty() {
+            layer
+        } else {
+            match check(&self.layer_to, NumKind::whole(0, last), "through layer") {
+                Ok(l) if (l as usize) < layer => {
+                    errors.push(format!(
+                        "through layer: {l} is before the first layer {layer}: give a later one, or leave it empty for one layer"
+                    ));
+                    layer
+                }
+                Ok(l) => l as usize,
+                Err(e) => {
+                    errors.push(e);
+                    layer
+                }
             }
         };
         let held_out = self.held_out_fraction().unwrap_or_else(|e| {
@@ -240,10 +271,10 @@ impl VectorForm {
             return Err(errors);
         }
         Ok(BuildSpec {
-            name: self.entry_name(layer),
+            name: self.entry_name(&(layer..=layer_to).collect::<Vec<_>>()),
             dataset_name: self.dataset_name(),
             dataset: self.dataset(),
-            layer,
+            layers: (layer..=layer_to).collect(),
             site: self.site,
             method: self.method,
             token: self.token,
@@ -567,14 +598,28 @@ mod tests {
         }
         let mut f = VectorForm::new(12);
         let spec = f.to_spec(12, true, false, "").unwrap();
-        assert_eq!((spec.layer, spec.name.as_str(), spec.dataset_name.as_str()), (6, "sentiment mean_diff L6", "sentiment"));
+        assert_eq!(
+            (spec.layers.as_slice(), spec.name.as_str(), spec.dataset_name.as_str()),
+            (&[6][..], "sentiment mean_diff L6", "sentiment")
+        );
+        // A range of layers: one entry, a vector per layer.
+        f.layer_to = "8".into();
+        let range = f.to_spec(12, true, false, "").unwrap();
+        assert_eq!((range.layers, range.name.as_str()), (vec![6, 7, 8], "sentiment mean_diff L6-8"));
+        f.layer_to = "5".into();
+        assert!(f.to_spec(12, true, false, "").unwrap_err()[0].contains("before the first layer 6"));
+        f.layer_to = "12".into();
+        assert!(f.to_spec(12, true, false, "").unwrap_err()[0].starts_with("through layer: "));
+        f.follow_depth(12, 4);
+        assert_eq!(f.layer_to, "", "a range end past the new model's last layer goes");
+        let mut f = VectorForm::new(12);
         assert_eq!(spec.training_pairs().unwrap().len(), 16);
         f.held_out = "0.25".into();
         assert_eq!(f.to_spec(12, true, false, "").unwrap().training_pairs().unwrap().len(), 12);
         assert_eq!(f.summary().unwrap(), "16 pairs, the last 4 held out");
         // Edited text is no longer the preset; a file keeps its name.
         f.set_text("{\"positive\": \"a\", \"negative\": \"b\"}".into(), Some("mine.jsonl".into()));
-        assert_eq!(f.entry_name(3), "mine mean_diff L3");
+        assert_eq!(f.entry_name(&[3]), "mine mean_diff L3");
         f.lists = true;
         f.positive = "a\nb".into();
         f.negative = "c".into();

@@ -33,7 +33,7 @@ export const TESTIDS = [
   'vector-term-row', 'vector-term-remove', 'vector-term-coeff', 'vector-import', 'vector-import-note',
   // The Vectors area (issue 12): pairs, build, library, combination, cosine matrix.
   'vectors-panel', 'vec-preset', 'vec-lists', 'vec-pairs', 'vec-positive', 'vec-negative', 'vec-pairs-file',
-  'vec-pairs-summary', 'vec-layer', 'vec-site', 'vec-method', 'vec-token', 'vec-held-out', 'vec-name',
+  'vec-pairs-summary', 'vec-layer', 'vec-layer-to', 'vec-site', 'vec-method', 'vec-token', 'vec-held-out', 'vec-name',
   'vec-build', 'vec-stop', 'vec-status', 'vec-progress', 'vec-error',
   'vec-library-count', 'vec-entry', 'vec-entry-name', 'vec-entry-what', 'vec-entry-norms',
   'vec-use', 'vec-download', 'vec-download-gguf', 'vec-delete', 'vec-library-import', 'vec-library-note',

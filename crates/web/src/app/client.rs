@@ -568,16 +568,16 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
             b.done = done;
             b.total = total;
         }),
-        FromWorker::BuildDone { run_id, vector, n_pairs } => {
+        FromWorker::BuildDone { run_id, vectors, n_pairs } => {
             let Some(build) = ctx.vec_build.get_untracked().filter(|b| b.id == run_id) else { return };
-            match vector {
+            match vectors {
                 None => update_build(ctx, run_id, |b| {
                     b.state = RunState::Done;
                     b.stopped = true;
                 }),
                 Some(v) => {
                     let entry = tiller_core::contrast::to_entry(
-                        &[v],
+                        &v,
                         &build.spec.name,
                         &build.model,
                         &build.spec.dataset_name,

@@ -65,13 +65,20 @@ pub fn NumInput(
     /// A placeholder.
     #[prop(optional)]
     placeholder: &'static str,
+    /// An empty field is fine (the setting is optional).
+    #[prop(optional)]
+    empty_ok: bool,
 ) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let touched = RwSignal::new(false);
     let error_id = fresh_id("num-error");
     let problem = move || {
         let shown = touched.get() || ctx.fields_checked.get();
-        shown.then(|| numbers::check(&value.get(), kind.get(), &label.get()).err()).flatten()
+        let text = value.get();
+        if empty_ok && text.trim().is_empty() {
+            return None;
+        }
+        shown.then(|| numbers::check(&text, kind.get(), &label.get()).err()).flatten()
     };
     let error_ref = error_id.clone();
     let input = view! {

@@ -232,6 +232,14 @@ fn BuildForm() -> impl IntoView {
                         kind=Signal::derive(move || NumKind::whole(0, depth().saturating_sub(1) as u64))
                         slider=Signal::derive(move || (0.0, depth().saturating_sub(1) as f64, 1.0))/>
                 </span>
+                <span class="term-cell">
+                    <span class="cap">"through layer (optional)"</span>
+                    <NumInput testid="vec-layer-to" label="the last layer of a range"
+                        value=Signal::derive(move || ctx.vec_form.with(|f| f.layer_to.clone()))
+                        set=move |t: String| ctx.vec_form.update(|f| f.layer_to = t)
+                        kind=Signal::derive(move || NumKind::whole(0, depth().saturating_sub(1) as u64))
+                        empty_ok=true placeholder="one layer"/>
+                </span>
                 <label><span class="cap">"site"</span>
                     <ChoiceSelect testid="vec-site" options=sites.to_vec()
                         value=Signal::derive(move || ctx.vec_form.with(|f| f.site))
@@ -253,7 +261,10 @@ fn BuildForm() -> impl IntoView {
                 </span>
                 <label><span class="cap">"name in the library"</span>
                     <input type="text" data-testid="vec-name"
-                        placeholder=move || ctx.vec_form.with(|f| f.entry_name(f.layer.trim().parse().unwrap_or(0)))
+                        placeholder=move || {
+                            let (bos, chat, system) = ctx.form.with(|f| (f.bos, f.chat && f.chat_terms, f.system.clone()));
+                            ctx.vec_form.with(|f| f.to_spec(depth(), bos, chat, &system).map(|s| s.name).unwrap_or_else(|_| f.entry_name(&[])))
+                        }
                         prop:value=move || ctx.vec_form.with(|f| f.name.clone())
                         on:input=move |ev| ctx.vec_form.update(|f| f.name = event_target_value(&ev))/></label>
             </div>
@@ -279,6 +290,7 @@ fn build_status(ctx: Ctx) -> String {
         None => "Ready to build.".into(),
         Some(b) => match b.state {
             RunState::Running if b.total == 0 => "Building…".into(),
+            RunState::Running if b.spec.layers.len() > 1 => format!("Building… {} of {} texts × layers.", b.done, b.total),
             RunState::Running => format!("Building… {} of {} texts.", b.done, b.total),
             RunState::Done if b.stopped => "Stopped; nothing was saved.".into(),
             RunState::Done => format!("Saved to the library as “{}”.", b.saved_as.clone().unwrap_or_default()),

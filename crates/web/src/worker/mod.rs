@@ -720,30 +720,28 @@ async fn build_vector(run_id: u64, spec: crate::vectors::BuildSpec) {
     };
     let st = state();
     st.stop.set(false);
-    let result = with_backend!(lease.engine(), |b| {
-        tiller_core::contrast::contrast_vector(
-            &mut Yielding(b),
-            &seqs,
-            spec.layer,
-            spec.site,
-            spec.method,
-            spec.token,
-            &mut |done, total| {
-                post(&FromWorker::BuildProgress { run_id, done, total });
+    let (n_layers, n_texts) = (spec.layers.len(), 2 * seqs.len());
+    let mut vectors = Vec::with_capacity(n_layers);
+    for (i, &layer) in spec.layers.iter().enumerate() {
+        let result = with_backend!(lease.engine(), |b| {
+            tiller_core::contrast::contrast_vector(&mut Yielding(b), &seqs, layer, spec.site, spec.method, spec.token, &mut |done, _| {
+                post(&FromWorker::BuildProgress { run_id, done: i * n_texts + done, total: n_layers * n_texts });
                 if st.stop.get() {
                     Flow::Stop
                 } else {
                     Flow::Continue
                 }
-            },
-        )
-        .await
-    });
-    drop(lease);
-    match result {
-        Ok(vector) => post(&FromWorker::BuildDone { run_id, vector, n_pairs: seqs.len() }),
-        Err(e) => fail(user_error(&e)),
+            })
+            .await
+        });
+        match result {
+            Ok(Some(v)) => vectors.push(v),
+            Ok(None) => return post(&FromWorker::BuildDone { run_id, vectors: None, n_pairs: seqs.len() }),
+            Err(e) => return fail(user_error(&e)),
+        }
     }
+    drop(lease);
+    post(&FromWorker::BuildDone { run_id, vectors: Some(vectors), n_pairs: seqs.len() });
 }
 
 /// CAA's behavioural measure (`tiller vector eval-ab`'s computation): the multiple-choice
