@@ -76,6 +76,8 @@ test('a 404 repo id and a corrupt local file leave the loaded model runnable', {
 
   await pickHubRepo(p, 'tiny/no-such-repo');
   await failedLoadKeeps(p, /404|not found|missing|tokenizer\.json/i, '404 repo');
+  assert.equal(await tid(p, 'error').first().getAttribute('data-kind'), 'not_found', 'a 404 is "not found", not a broken download');
+  assert.equal(await p.locator('[data-testid="error-retry"]').count(), 0, 'no Retry is offered for a repo that is not there');
   await runOnce(p, 2);
 
   // Local files: a model.safetensors of garbage beside the real tokenizer and config.

@@ -170,6 +170,10 @@ test('CAA in the page: build, keep across a reload, combine, export, steer, shar
     await p.reload({ waitUntil: 'load' });
     await openPanel(p);
     await p.waitForFunction(() => document.querySelectorAll('[data-testid="vec-entry"]').length === 2, null, { timeout: 15_000 });
+    // The run survives the reload too: in the history, and shown.
+    const kept = await p.locator('[data-testid="history-entry"]').evaluateAll((els) => els.map((e) => e.textContent));
+    assert.ok(kept.some((h) => h.includes('"I think that"') && h.includes('mix')), `the run is in the history after a reload: ${kept}`);
+    assert.deepEqual(await readCompletions(p, 2), here, 'the reloaded page shows the run it had');
 
     // 8. A fresh browser (no library) opens the link and gets the same completions.
     const other = await launch();
@@ -205,7 +209,20 @@ test('A/B evaluation in the page: the chart equals tiller vector eval-ab', { tim
   try {
     await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
     await openPanel(p);
+    // Every phase of the load is named while it lasts (issue 18: the page never looks stuck).
+    await p.evaluate(() => {
+      window.tillerPhases = [];
+      new MutationObserver((records) => {
+        for (const r of records) {
+          const v = r.target.getAttribute('data-phase');
+          if (v && window.tillerPhases.at(-1) !== v) window.tillerPhases.push(v);
+        }
+      }).observe(document.body, { subtree: true, attributes: true, attributeFilter: ['data-phase'] });
+    });
     await loadTinyCpu(p);
+    const phases = await p.evaluate(() => window.tillerPhases);
+    assert.deepEqual(phases, ['files', 'weights', 'setup'], `the load's phases, in order: ${phases}`);
+    assert.equal(await tid(p, 'model-status').first().getAttribute('data-phase'), null, 'no phase once loaded');
     // Plain pairs cannot be evaluated: the form says why.
     await tid(p, 'vec-preset').first().selectOption('sentiment');
     await p.waitForFunction(() => /multiple-choice items/.test(document.querySelector('[data-testid="vec-eval-items"]')?.textContent || ''), null, { timeout: 5_000 });

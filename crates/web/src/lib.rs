@@ -3,7 +3,7 @@
 //!
 //! The two are separate wasm binaries built from this one crate by `cargo xtask page`; they talk through
 //! [`protocol`] (serde JSON over `postMessage`). The page owns the UI state and share links
-//! ([`share`], [`form`], [`presets`], [`sweep`], [`chart`], [`vectors`]); the worker owns the model, the tokenizer and the
+//! ([`share`], [`form`], [`history`], [`presets`], [`sweep`], [`chart`], [`vectors`]); the worker owns the model, the tokenizer and the
 //! browser cache of model files. Nothing here computes GPT-2: that is `tiller-core` (and the
 //! GPU engine, `tiller-gpu`).
 
@@ -11,6 +11,7 @@ pub mod app;
 pub mod chart;
 pub mod fmt;
 pub mod form;
+pub mod history;
 pub mod numbers;
 pub mod presets;
 pub mod protocol;

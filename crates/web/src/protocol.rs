@@ -262,6 +262,10 @@ pub enum ErrorKind {
     DeviceLost,
     /// A download failed (offer retry).
     Download,
+    /// The file or repo cannot be had as named: the server says it is not there or not
+    /// readable with this token (HTTP 401/403/404/410), or the id or URL is not one. Retrying
+    /// would give the same answer; the message says what to fix.
+    NotFound,
     /// A model file is malformed (the message names the file).
     BadFile,
     /// The recipe cannot run (the message says what to change).
@@ -288,6 +292,7 @@ impl ErrorKind {
             Self::OutOfMemory => "out_of_memory",
             Self::DeviceLost => "device_lost",
             Self::Download => "download",
+            Self::NotFound => "not_found",
             Self::BadFile => "bad_file",
             Self::Recipe => "recipe",
             Self::Cancelled => "cancelled",
@@ -397,6 +402,42 @@ impl From<&tiller_core::vocab::LayerVocab> for LayerVocabView {
     }
 }
 
+/// The phases of a load, in order: each has its own words in the page, so it never looks stuck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadPhase {
+    /// config.json, tokenizer.json and the like.
+    Files,
+    /// Asking the browser for a WebGPU adapter and device.
+    Adapter,
+    /// Streaming the weights into the engine.
+    Weights,
+    /// After the last byte: the engine compiles its kernels and finishes its buffers.
+    Setup,
+}
+
+impl LoadPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Files => "files",
+            Self::Adapter => "adapter",
+            Self::Weights => "weights",
+            Self::Setup => "setup",
+        }
+    }
+
+    /// What the page says while in this phase.
+    pub fn words(self, gpu: bool) -> &'static str {
+        match self {
+            Self::Files => "reading the model's description and tokenizer",
+            Self::Adapter => "asking the browser for the GPU",
+            Self::Weights => "streaming the weights into the engine",
+            Self::Setup if gpu => "setting up the GPU: compiling its kernels and finishing the weights (a few seconds, no download)",
+            Self::Setup => "setting up the CPU engine (no download)",
+        }
+    }
+}
+
 /// Worker → page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -411,6 +452,13 @@ pub enum FromWorker {
         bytes: Option<u64>,
         cached: bool,
         error: Option<String>,
+    },
+    /// A load reached a new phase (the weights' own progress comes as [`FromWorker::Progress`]).
+    LoadPhase {
+        phase: LoadPhase,
+        /// Whether the engine being built is the GPU's (known from the weights phase on).
+        #[serde(default)]
+        gpu: bool,
     },
     /// Download or read progress of one file.
     Progress {

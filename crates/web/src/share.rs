@@ -52,11 +52,20 @@ pub fn decode(fragment: &str) -> Result<Option<ShareState>, String> {
             "this share link is not a Tiller link (it should start with #v1.)".to_string()
         });
     };
-    let damaged = |what: &str| format!("this share link is damaged ({what}): it may have been cut off when copied");
-    let packed = URL_SAFE_NO_PAD.decode(body.as_bytes()).map_err(|_| damaged("not base64url"))?;
-    let json = miniz_oxide::inflate::decompress_to_vec_with_limit(&packed, MAX_JSON)
-        .map_err(|_| damaged("the compressed data does not inflate"))?;
-    let state: ShareState = serde_json::from_slice(&json).map_err(|e| damaged(&format!("its settings do not parse: {e}")))?;
+    let damaged =
+        |what: &str| format!("this share link is damaged ({what}): it may have been cut off or changed when copied; copy it again");
+    let packed = URL_SAFE_NO_PAD.decode(body.as_bytes()).map_err(|_| damaged("it holds characters a Tiller link never has"))?;
+    let json =
+        miniz_oxide::inflate::decompress_to_vec_with_limit(&packed, MAX_JSON).map_err(|_| damaged("its packed settings are incomplete"))?;
+    let state: ShareState = serde_json::from_slice(&json).map_err(|e| {
+        damaged(if e.is_eof() {
+            "its settings stop short"
+        } else if e.is_data() {
+            "a setting in it has a value this page does not accept"
+        } else {
+            "its settings are not in the form this page writes"
+        })
+    })?;
     Ok(Some(state))
 }
 
@@ -130,6 +139,12 @@ mod tests {
         cut.truncate(link.len() / 2);
         assert!(decode(&cut).unwrap_err().contains("damaged"));
         assert!(decode("v1.!!!").unwrap_err().contains("damaged"));
+        // Plain words, never a parser's ("expected `,` at line 1 column 463").
+        let packed = |json: &[u8]| format!("v1.{}", URL_SAFE_NO_PAD.encode(miniz_oxide::deflate::compress_to_vec(json, 9)));
+        let short = decode(&packed(br#"{"model":{"default":"gpt2"},"recipe":{"prompt":"Hi""#)).unwrap_err();
+        assert!(short.contains("stop short") && !short.contains("line 1"), "{short}");
+        let bad = decode(&packed(br#"{"model":{"default":"gpt2"},"recipe":{"prompt":5}}"#)).unwrap_err();
+        assert!(bad.contains("a value this page does not accept") && !bad.contains("column"), "{bad}");
         assert!(decode("v9.abc").unwrap_err().contains("v9"));
         assert!(decode("hello").unwrap_err().contains("not a Tiller link"));
         assert_eq!(decode(""), Ok(None));

@@ -92,7 +92,7 @@ pub fn send(ctx: Ctx, msg: &ToWorker, files: &[web_sys::File]) {
 pub fn load(ctx: Ctx, source: ModelSource) {
     if let Err(e) = source.base_url(&ctx.hub.get_value()) {
         if source != ModelSource::Local {
-            ctx.show_error(ErrorKind::Download, e);
+            ctx.show_error(ErrorKind::NotFound, e);
             return;
         }
     }
@@ -460,7 +460,9 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                 *p = Some(Progress { loaded, total, from_cache, started_ms, now_ms: now_ms() });
             });
         }
+        FromWorker::LoadPhase { phase, gpu } => ctx.load_phase.set(Some((phase, gpu))),
         FromWorker::Loaded { config, engine, from_cache, bytes, note, wasm_memory, bos_default, chat_template } => {
+            ctx.load_phase.set(None);
             let source = ctx.loading_source.get_untracked().unwrap_or_else(|| ctx.chosen_source());
             // Other families follow their tokenizer's BOS default (Llama 3 adds one) unless the
             // box was set by hand, a link or a history entry; a model without a chat template
@@ -478,6 +480,7 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
             ctx.loading_source.set(None);
         }
         FromWorker::LoadFailed { mut error, kept } => {
+            ctx.load_phase.set(None);
             let cancelled = error.kind == crate::protocol::ErrorKind::Cancelled;
             ctx.progress.set(None);
             ctx.loading_source.set(None);

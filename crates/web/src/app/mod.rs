@@ -266,6 +266,9 @@ pub struct Ctx {
     pub eval_form: RwSignal<crate::vectors::EvalForm>,
     pub vec_eval: RwSignal<Option<EvalRun>>,
     pub vec_reading: RwSignal<Option<Reading>>,
+    /// The phase of the load in progress and whether it builds the GPU engine (None when no
+    /// load runs).
+    pub load_phase: RwSignal<Option<(crate::protocol::LoadPhase, bool)>>,
     pub library: RwSignal<crate::vectors::Library>,
     pub library_note: RwSignal<Option<(bool, String)>>,
     pub vectors_open: RwSignal<bool>,
@@ -320,6 +323,7 @@ impl Ctx {
             eval_form: RwSignal::new(Default::default()),
             vec_eval: RwSignal::new(None),
             vec_reading: RwSignal::new(None),
+            load_phase: RwSignal::new(None),
             library: RwSignal::new(Default::default()),
             library_note: RwSignal::new(None),
             vectors_open: RwSignal::new(false),
@@ -461,6 +465,7 @@ pub fn App() -> impl IntoView {
     client::watch_size(ctx);
     client::watch_analysis(ctx);
     vectors::load_library(ctx);
+    results::keep_history(ctx);
 
     view! {
         <header class="top">
@@ -495,7 +500,8 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// The error banner: present only while an error is shown, with the action that fits it.
+/// The error banner: present only while an error is shown, with the action that fits it
+/// (Retry for a download that broke, not for a file the server says is not there).
 #[component]
 fn ErrorBanner() -> impl IntoView {
     let ctx = expect_context::<Ctx>();

@@ -213,7 +213,13 @@ fn ModelStatus() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let text = move || match ctx.model_state.get() {
         ModelState::Idle => "No model loaded yet.".to_string(),
-        ModelState::Loading => format!("Loading {}…", ctx.loading_source.get().map(|s| s.label()).unwrap_or_default()),
+        ModelState::Loading => {
+            let what = ctx.loading_source.get().map(|s| s.label()).unwrap_or_default();
+            match ctx.load_phase.get() {
+                Some((p, gpu)) => format!("Loading {what}: {}…", p.words(gpu)),
+                None => format!("Loading {what}…"),
+            }
+        }
         ModelState::Ready => ctx
             .loaded
             .get()
@@ -243,6 +249,7 @@ fn ModelStatus() -> impl IntoView {
     };
     view! {
         <p class="status" data-testid="model-status" data-state=move || ctx.model_state.get().as_str() data-source=source
+            data-phase=move || ctx.load_phase.get().map(|(p, _)| p.as_str())
             data-engine=move || ctx.loaded.get().map(|l| if l.engine.starts_with("WebGPU") { "gpu" } else { "cpu" })>{text}</p>
         {move || ctx.loaded.get().and_then(|l| l.note).map(|n| view! { <p class="note" data-testid="engine-note">{n}</p> })}
     }

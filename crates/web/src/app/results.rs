@@ -1,5 +1,5 @@
 //! Results: the shown run's unsteered and steered completions side by side (streaming), and
-//! the history of runs, each with its recipe to show, re-run or share.
+//! the history of runs, each with its recipe to show, re-run or share, kept across reloads.
 
 use leptos::prelude::*;
 
@@ -148,6 +148,58 @@ pub fn Results() -> impl IntoView {
             {body}
         </div>
     }
+}
+
+/// Brings back the runs kept before a reload (the newest shown), then keeps the finished ones
+/// in local storage whenever one finishes (not on every streamed token).
+pub fn keep_history(ctx: Ctx) {
+    let saved = super::storage::load_history();
+    if !saved.is_empty() {
+        let runs: Vec<RunRecord> = saved
+            .into_iter()
+            .map(|r| RunRecord {
+                id: ctx.fresh_id(),
+                number: r.number,
+                source: r.source,
+                recipe: r.recipe,
+                generation: r.generation,
+                state: RunState::Done,
+                stopped: r.stopped,
+                error: None,
+                timing: r.timing,
+            })
+            .collect();
+        // Opened from a link, the editor holds the link's recipe: no old run is shown beside it.
+        let from_link = window().location().hash().is_ok_and(|h| h.len() > 1);
+        if !from_link {
+            ctx.shown_run.set(runs.last().map(|r| r.id));
+        }
+        ctx.runs.set(runs);
+    }
+    let finished =
+        Memo::new(move |_| ctx.runs.with(|runs| runs.iter().filter(|r| r.state == RunState::Done).map(|r| r.id).collect::<Vec<_>>()));
+    Effect::new(move |first: Option<()>| {
+        // Read, not just tracked: a memo nobody has read is never computed, so it would
+        // never hear of the runs changing.
+        finished.with(|_| ());
+        if first.is_none() {
+            return;
+        }
+        let saved: Vec<crate::history::SavedRun> = ctx.runs.with_untracked(|runs| {
+            runs.iter()
+                .filter(|r| r.state == RunState::Done)
+                .map(|r| crate::history::SavedRun {
+                    number: r.number,
+                    source: r.source.clone(),
+                    recipe: r.recipe.clone(),
+                    generation: r.generation.clone(),
+                    stopped: r.stopped,
+                    timing: r.timing,
+                })
+                .collect()
+        });
+        super::storage::save_history(&saved);
+    });
 }
 
 /// Earlier runs; each keeps its recipe.

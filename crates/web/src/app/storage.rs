@@ -1,10 +1,12 @@
 //! What the page keeps in the browser's local storage, under one key each: the editor as typed
-//! (so a reload loses nothing) and, only when the user asks, their Hugging Face token.
+//! and the finished runs (so a reload loses nothing) and, only when the user asks, their
+//! Hugging Face token.
 
 use crate::form::Form;
 
 const EDITOR: &str = "tiller.editor.v1";
 const TOKEN: &str = "tiller.hf_token";
+const HISTORY: &str = "tiller.history.v1";
 
 fn local() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok()?
@@ -42,4 +44,12 @@ pub fn load_token() -> Option<String> {
 /// Keeps `token`, or forgets it when `None` or empty.
 pub fn save_token(token: Option<&str>) {
     put(TOKEN, token.filter(|t| !t.is_empty()));
+}
+
+pub fn load_history() -> Vec<crate::history::SavedRun> {
+    get(HISTORY).map(|j| crate::history::from_json(&j)).unwrap_or_default()
+}
+
+pub fn save_history(runs: &[crate::history::SavedRun]) {
+    put(HISTORY, Some(&crate::history::to_json(runs)));
 }

@@ -15,12 +15,12 @@ use tiller_core::generate::{self, Flow};
 use tiller_core::steer::TextEncoding;
 use tiller_core::sweep::SweepSpec;
 use tiller_core::weights::{StreamLoader, TensorSink};
-use tiller_core::{ModelSpec, Recipe, Site, Term, Tokenizer};
+use tiller_core::{ModelSpec, Recipe, Site, Term, TillerError, Tokenizer};
 use wasm_bindgen::prelude::*;
 use web_sys::{AbortController, DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::protocol::{
-    envelope, EngineChoice, ErrorKind, FromWorker, GenerationView, LayerVocabView, ModelSource, RunTiming, ToWorker, UserError,
+    envelope, EngineChoice, ErrorKind, FromWorker, GenerationView, LayerVocabView, LoadPhase, ModelSource, RunTiming, ToWorker, UserError,
     VectorReading, VocabEntryView, CONFIG_FILE, INDEX_FILE, MODEL_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
 };
 use engine::{cpu_sink, request_gpu, user_error, with_backend, Builder, Engine, Yielding};
@@ -241,12 +241,13 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
             (config, tok, tok_config, models, false)
         }
         _ => {
-            let base = source.base_url(hub).map_err(|e| UserError::new(ErrorKind::Download, e))?;
+            post(&FromWorker::LoadPhase { phase: LoadPhase::Files, gpu: false });
+            let base = source.base_url(hub).map_err(|e| UserError::new(ErrorKind::NotFound, e))?;
             let cache = net::open_cache().await;
             let config = net::small_file(cache.as_ref(), &format!("{base}/{CONFIG_FILE}"), CONFIG_FILE, true, signal.as_ref()).await?;
             let tok = net::small_file(cache.as_ref(), &format!("{base}/{TOKENIZER_FILE}"), TOKENIZER_FILE, false, signal.as_ref())
                 .await?
-                .ok_or_else(|| UserError::new(ErrorKind::Download, format!("{TOKENIZER_FILE} is missing at {base}")))?;
+                .ok_or_else(|| UserError::new(ErrorKind::NotFound, format!("{TOKENIZER_FILE} is missing at {base}")))?;
             let cached = config.as_ref().is_none_or(|c| c.1) && tok.1;
             // GPT-2 repos have no chat template and are never sharded: only other families are
             // asked for tokenizer_config.json and whether model.safetensors exists.
@@ -272,7 +273,7 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
                 false => {
                     let index = net::small_file(cache.as_ref(), &format!("{base}/{INDEX_FILE}"), INDEX_FILE, true, signal.as_ref())
                         .await?
-                        .ok_or_else(|| UserError::new(ErrorKind::Download, format!("neither {MODEL_FILE} nor {INDEX_FILE} is at {base}")))?
+                        .ok_or_else(|| UserError::new(ErrorKind::NotFound, format!("neither {MODEL_FILE} nor {INDEX_FILE} is at {base}")))?
                         .0;
                     let names = tiller_core::weights::shard_files(&index).map_err(|e| user_error(&e))?;
                     let files = names.iter().map(|n| ModelInput::Url { url: format!("{base}/{n}"), cache: cache.clone() }).collect();
@@ -291,9 +292,16 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
 
     // The GPU sink must not be dropped unfinished (see `Builder::abandon`): make it only now,
     // after the last `?` before streaming.
+    let adapter = match choice {
+        EngineChoice::Cpu => None,
+        EngineChoice::Gpu | EngineChoice::Auto => {
+            post(&FromWorker::LoadPhase { phase: LoadPhase::Adapter, gpu: true });
+            request_gpu().await?
+        }
+    };
     let (mut builder, note) = match choice {
         EngineChoice::Cpu => (Builder::Cpu(cpu_sink()), None),
-        EngineChoice::Gpu | EngineChoice::Auto => match request_gpu().await? {
+        EngineChoice::Gpu | EngineChoice::Auto => match adapter {
             Some(gpu) => (Builder::Gpu { sink: GpuEngine::loader(&gpu.device), gpu }, None),
             None if choice == EngineChoice::Gpu => return Err(UserError::new(ErrorKind::NoWebGpu, NO_WEBGPU)),
             None => {
@@ -312,6 +320,8 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
     st.epoch.set(st.epoch.get() + 1);
     *st.engine.borrow_mut() = None;
     *st.tokenizer.borrow_mut() = None;
+    let gpu = matches!(builder, Builder::Gpu { .. });
+    post(&FromWorker::LoadPhase { phase: LoadPhase::Weights, gpu });
     let streamed = match stream_model(models, config_json.as_deref(), builder.sink(), signal.as_ref(), &cancelled).await {
         Ok(s) => s,
         Err(e) => {
@@ -319,6 +329,7 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
             return Err(e);
         }
     };
+    post(&FromWorker::LoadPhase { phase: LoadPhase::Setup, gpu });
     let engine = builder.build().await.map_err(|e| user_error(&e))?;
     let (bos_default, chat_template) = (tokenizer.bos_by_default(), tokenizer.has_chat_template());
     let describe = engine.describe();
@@ -810,7 +821,7 @@ async fn read_layers<B: tiller_core::Backend>(
     k: usize,
     ln_f: bool,
     prompt: Option<&Recipe>,
-) -> Result<(Vec<VectorReading>, Option<usize>, Option<String>), tiller_core::TillerError> {
+) -> Result<(Vec<VectorReading>, Option<usize>, Option<String>), TillerError> {
     let mut readings = Vec::new();
     for (layer, v) in layers {
         let (top, bottom) = tiller_core::vocab::decode_vector(b, tok, v, k, ln_f).await?;
@@ -831,13 +842,15 @@ async fn read_layers<B: tiller_core::Backend>(
         }
         Err(e) => Err(e),
     };
-    Ok(match measured {
+    match measured {
         Ok((n, norms)) => {
             readings.iter_mut().zip(norms).for_each(|(r, x)| r.residual_norm = Some(x));
-            (readings, Some(n), None)
+            Ok((readings, Some(n), None))
         }
-        Err(e) => (readings, None, Some(e.to_string())),
-    })
+        // The prompt's own problem (empty, too long) leaves the norms out; the engine's is the job's.
+        Err(e @ (TillerError::Input(_) | TillerError::Recipe(_) | TillerError::Tokenizer(_))) => Ok((readings, None, Some(e.to_string()))),
+        Err(e) => Err(e),
+    }
 }
 
 fn engine_vocab(engine: &Engine) -> usize {

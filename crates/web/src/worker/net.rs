@@ -68,7 +68,7 @@ pub async fn fetch(url: &str, file: &str, method: &str, signal: Option<&AbortSig
         init.set_signal(Some(signal));
     }
     let request = Request::new_with_str_and_init(url, &init)
-        .map_err(|e| UserError::new(ErrorKind::Download, format!("`{url}` is not a URL the browser accepts ({})", js_error_text(&e))))?;
+        .map_err(|e| UserError::new(ErrorKind::NotFound, format!("`{url}` is not a URL the browser accepts ({})", js_error_text(&e))))?;
     if let Some(range) = range {
         let _ = request.headers().set("Range", range);
     }
@@ -103,10 +103,8 @@ pub async fn fetch(url: &str, file: &str, method: &str, signal: Option<&AbortSig
             500..=599 => "the server had a problem: retry later",
             _ => "retry, or check the address",
         };
-        return Err(UserError::new(
-            ErrorKind::Download,
-            format!("downloading {file} from {url} failed: HTTP {status} {} ({hint})", resp.status_text()),
-        ));
+        let kind = if matches!(status, 401 | 403 | 404 | 410) { ErrorKind::NotFound } else { ErrorKind::Download };
+        return Err(UserError::new(kind, format!("downloading {file} from {url} failed: HTTP {status} {} ({hint})", resp.status_text())));
     }
     Ok(resp)
 }
