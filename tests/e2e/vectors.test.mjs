@@ -174,6 +174,10 @@ test('CAA in the page: build, keep across a reload, combine, export, steer, shar
     const kept = await p.locator('[data-testid="history-entry"]').evaluateAll((els) => els.map((e) => e.textContent));
     assert.ok(kept.some((h) => h.includes('"I think that"') && h.includes('mix')), `the run is in the history after a reload: ${kept}`);
     assert.deepEqual(await readCompletions(p, 2), here, 'the reloaded page shows the run it had');
+    // Clear history forgets it here and in storage (a shared computer).
+    await p.locator('[data-testid="history-clear"]').click();
+    await p.waitForFunction(() => !document.querySelector('[data-testid="history-entry"]'), null, { timeout: 5_000 });
+    await p.waitForFunction(() => localStorage.getItem('tiller.history.v1') === '[]', null, { timeout: 5_000 });
 
     // 8. A fresh browser (no library) opens the link and gets the same completions.
     const other = await launch();

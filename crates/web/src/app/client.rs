@@ -88,6 +88,9 @@ pub fn send(ctx: Ctx, msg: &ToWorker, files: &[web_sys::File]) {
     });
 }
 
+/// The most runs the history holds in this tab (the oldest go first).
+const MAX_RUNS: usize = 200;
+
 /// Loads a model from a source (with the picked files for local sources).
 pub fn load(ctx: Ctx, source: ModelSource) {
     if let Err(e) = source.base_url(&ctx.hub.get_value()) {
@@ -202,7 +205,11 @@ pub fn run(ctx: Ctx) -> Result<(), Vec<String>> {
             stopped: false,
             error: None,
             timing: RunTiming::default(),
-        })
+        });
+        // The page keeps the newest runs, not every one ever made in this tab.
+        if runs.len() > MAX_RUNS {
+            runs.drain(..runs.len() - MAX_RUNS);
+        }
     });
     ctx.shown_run.set(Some(run_id));
     ctx.vocab_recipe.set_value(None);

@@ -250,8 +250,16 @@ pub fn History() -> impl IntoView {
     view! {
         <div class="card history">
             <h2>"History"</h2>
-            <Show when=move || ctx.runs.with(|r| !r.is_empty()) fallback=|| view! { <p class="placeholder">"Each run is kept here with its recipe."</p> }>
+            <Show when=move || ctx.runs.with(|r| !r.is_empty()) fallback=|| view! { <p class="placeholder">"Each run is kept here with its recipe, in this browser too (the newest 50)."</p> }>
                 <ol class="history-list">{items}</ol>
+                <div class="buttons">
+                    <button class="small" data-testid="history-clear" disabled=move || ctx.busy()
+                        title="Forget every finished run, here and in this browser's storage (on a shared computer, before you leave)"
+                        on:click=move |_| {
+                            ctx.runs.update(|runs| runs.retain(|r| r.state == RunState::Running));
+                            ctx.shown_run.set(ctx.runs.with_untracked(|r| r.last().map(|r| r.id)));
+                        }>"Clear history"</button>
+                </div>
             </Show>
         </div>
     }

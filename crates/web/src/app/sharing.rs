@@ -111,7 +111,7 @@ pub fn SharePanel() -> impl IntoView {
             <h2>"Share"</h2>
             <p class="note">"The link holds the model source, the whole recipe (sampling and seed included) and the sweep panel's settings: opening it restores everything, and on the same GPU reproduces the same completions."</p>
             <div class="row">
-                <input type="text" readonly data-testid="share-link" class="share-link"
+                <input type="text" readonly data-testid="share-link" class="share-link" aria-label="the share link"
                     prop:value=move || link.get().unwrap_or_default()
                     on:focus=move |ev| { event_target::<web_sys::HtmlInputElement>(&ev).select(); }/>
                 <button data-testid="share-copy" disabled=move || link.with(|l| l.is_err()) on:click=copy>"Copy link"</button>

@@ -52,7 +52,7 @@ fn LayerVocab(
         <div class="vocab-layer" data-layer=layer.layer.to_string()>
             <div class="row">
                 <strong>{format!("Layer {}", layer.layer)}</strong>
-                <select data-testid="vocab-position" on:change=move |ev| position.set(event_target_value(&ev).parse().ok())>
+                <select data-testid="vocab-position" aria-label=format!("which position of layer {}'s tensor", layer.layer) on:change=move |ev| position.set(event_target_value(&ev).parse().ok())>
                     <option value="sum">{format!("sum over the {n} positions")}</option>
                     {labels.into_iter().enumerate().map(|(p, label)| view! { <option value=p.to_string()>{label}</option> }).collect_view()}
                 </select>
