@@ -47,6 +47,13 @@ test('no serious accessibility violations, on a computer and a phone', { timeout
     await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
     await tid(p, 'prompt').first().waitFor({ timeout: 30_000 });
     assertNoSerious(await violations(p), 'first visit', t);
+    // The areas bar opens a folded area and brings it to the top.
+    await p.locator('[data-testid="area-nav"] a[data-area="area-vectors"]').click();
+    await p.waitForFunction(() => document.getElementById('area-vectors')?.open, null, { timeout: 5_000 });
+    await p.waitForTimeout(300);
+    const top = await p.evaluate(() => document.getElementById('area-vectors').getBoundingClientRect().top);
+    assert.ok(top >= 0 && top < 120, `the Vectors area is at the top after its link: ${top}`);
+    await screenshot(p, 'a11y-area-nav', t);
 
     // Every area open, with what a lesson puts in them.
     await p.locator('[data-testid="engine-select"]').selectOption('cpu');

@@ -104,7 +104,7 @@ pub fn RecipeEditor() -> impl IntoView {
         }
     });
     view! {
-        <div class="card recipe">
+        <div class="card recipe" id="area-recipe">
             <h2>"2 · Steering recipe"</h2>
             <PresetPicker/>
             <label for="prompt">"Prompt"</label>

@@ -23,6 +23,7 @@ pub mod vocab;
 
 use leptos::prelude::*;
 use tiller_core::{ModelSpec, Recipe};
+use wasm_bindgen::JsCast;
 
 use crate::form::{Form, TokenCounts};
 use crate::protocol::{EngineChoice, ErrorKind, GenerationView, LayerVocabView, ModelSource, RunTiming, UserError, DEFAULT_HUB};
@@ -476,6 +477,7 @@ pub fn App() -> impl IntoView {
                 "3. Run: unsteered and steered completions appear side by side, from the same random seeds."
             </p>
         </header>
+        <AreaNav/>
         <ErrorBanner/>
         <sharing::ConfirmDialog/>
         <main class="layout">
@@ -497,6 +499,40 @@ pub fn App() -> impl IntoView {
             "Share links carry the whole recipe in the part after #, so opening one sends nothing anywhere. "
             "Ctrl+Enter runs the recipe."
         </footer>
+    }
+}
+
+/// The page's areas, one click away (a folded area opens), from a bar that stays at the top.
+#[component]
+fn AreaNav() -> impl IntoView {
+    const AREAS: [(&str, &str); 8] = [
+        ("area-model", "1 Model"),
+        ("area-recipe", "2 Recipe"),
+        ("area-results", "3 Completions"),
+        ("area-sweep", "4 Sweep"),
+        ("area-vectors", "5 Vectors"),
+        ("area-vocab", "Vocabulary"),
+        ("area-share", "Share"),
+        ("area-history", "History"),
+    ];
+    let go = |id: &'static str| {
+        move |ev: web_sys::MouseEvent| {
+            ev.prevent_default();
+            let Some(el) = document().get_element_by_id(id) else { return };
+            if let Some(d) = el.dyn_ref::<web_sys::HtmlDetailsElement>() {
+                d.set_open(true);
+            }
+            el.scroll_into_view();
+            if let Some(h) = el.dyn_ref::<web_sys::HtmlElement>() {
+                h.set_tab_index(-1);
+                let _ = h.focus();
+            }
+        }
+    };
+    view! {
+        <nav class="areas" aria-label="areas of the page" data-testid="area-nav">
+            {AREAS.iter().map(|&(id, label)| view! { <a href=format!("#{id}") data-area=id on:click=go(id)>{label}</a> }).collect_view()}
+        </nav>
     }
 }
 

@@ -56,7 +56,7 @@ pub fn ModelPanel() -> impl IntoView {
     };
 
     view! {
-        <div class="card model" on:dragover=|ev: web_sys::DragEvent| ev.prevent_default() on:drop=on_drop>
+        <div class="card model" id="area-model" on:dragover=|ev: web_sys::DragEvent| ev.prevent_default() on:drop=on_drop>
             <h2>"1 · Model"</h2>
             {hub_note}
             <div class="row">

@@ -136,7 +136,7 @@ pub fn Results() -> impl IntoView {
     let running = move || ctx.run_state.get() == RunState::Running;
     let can_run = move || ctx.model_state.get() == super::ModelState::Ready && !ctx.busy();
     view! {
-        <div class="card results">
+        <div class="card results" id="area-results">
             <div class="card-head">
                 <h2>"3 · Completions"</h2>
                 // The editor's Run and Stop, repeated here so the results need no scrolling.
@@ -248,7 +248,7 @@ pub fn History() -> impl IntoView {
             .collect_view()
     };
     view! {
-        <div class="card history">
+        <div class="card history" id="area-history">
             <h2>"History"</h2>
             <Show when=move || ctx.runs.with(|r| !r.is_empty()) fallback=|| view! { <p class="placeholder">"Each run is kept here with its recipe, in this browser too (the newest 50)."</p> }>
                 <ol class="history-list">{items}</ol>

@@ -107,7 +107,7 @@ pub fn SharePanel() -> impl IntoView {
         });
     };
     view! {
-        <div class="card share">
+        <div class="card share" id="area-share">
             <h2>"Share"</h2>
             <p class="note">"The link holds the model source, the whole recipe (sampling and seed included) and the sweep panel's settings: opening it restores everything, and on the same GPU reproduces the same completions."</p>
             <div class="row">

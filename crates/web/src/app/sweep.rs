@@ -75,7 +75,7 @@ pub fn SweepPanel() -> impl IntoView {
         ))
     };
     view! {
-        <details class="card sweep" data-testid="sweep-panel" prop:open=move || ctx.sweep_open.get()
+        <details class="card sweep" id="area-sweep" data-testid="sweep-panel" prop:open=move || ctx.sweep_open.get()
             on:toggle=move |ev| ctx.sweep_open.set(event_target::<web_sys::HtmlDetailsElement>(&ev).open())>
             <summary><h2>"4 · Sweep: how strongly does the vector change other texts?"</h2></summary>
             <p class="note">

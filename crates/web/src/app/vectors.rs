@@ -98,7 +98,7 @@ fn file_stem(name: &str) -> String {
 pub fn VectorsPanel() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     view! {
-        <details class="card vectors" data-testid="vectors-panel" prop:open=move || ctx.vectors_open.get()
+        <details class="card vectors" id="area-vectors" data-testid="vectors-panel" prop:open=move || ctx.vectors_open.get()
             on:toggle=move |ev| ctx.vectors_open.set(event_target::<web_sys::HtmlDetailsElement>(&ev).open())>
             <summary><h2>"5 · Vectors: build one from many pairs, keep, combine, export"</h2></summary>
             <p class="note">
@@ -238,7 +238,7 @@ fn BuildForm() -> impl IntoView {
                         value=Signal::derive(move || ctx.vec_form.with(|f| f.layer_to.clone()))
                         set=move |t: String| ctx.vec_form.update(|f| f.layer_to = t)
                         kind=Signal::derive(move || NumKind::whole(0, depth().saturating_sub(1) as u64))
-                        empty_ok=true placeholder="one layer"/>
+                        empty_ok=true placeholder="none"/>
                 </span>
                 <label><span class="cap">"site"</span>
                     <ChoiceSelect testid="vec-site" options=sites.to_vec()

@@ -84,7 +84,7 @@ pub fn VocabPanel() -> impl IntoView {
         VocabState::Ready(layers) => layers.into_iter().map(|layer| view! { <LayerVocab layer=layer/> }).collect_view().into_any(),
     };
     view! {
-        <div class="card vocab" data-testid="vocab-panel">
+        <div class="card vocab" id="area-vocab" data-testid="vocab-panel">
             <h2>"Decoded vocabulary of the steering vector"</h2>
             <p class="note">
                 "A heuristic, not a decoding: the tokens whose embeddings have the largest (and smallest) dot product with the vector, "
