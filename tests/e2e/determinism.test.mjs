@@ -84,6 +84,16 @@ test('page (CPU engine) and CLI (--device cpu) sample the same tokens', { timeou
         if (!page.endsWith(line)) diffs.push(`${side}[${i}]: page ${JSON.stringify(page)}, CLI ${JSON.stringify(line)}`);
       }
     }
+    // Each token's probability, on hover, is the CLI's (`probs` of generate --json).
+    for (const side of ['unsteered', 'steered']) {
+      const shown = await tid(p, `${side}-0`).first().evaluate((e) => [...e.querySelectorAll('.tok')].map((s) => Number(s.dataset.p)));
+      const cliProbs = want[side][0].probs;
+      assert.ok(cliProbs.length === want[side][0].tokens.length && shown.length > 0, `${side}[0]: ${shown.length} token spans, CLI ${cliProbs.length} probabilities`);
+      for (const q of shown) {
+        assert.ok(cliProbs.some((c) => Math.abs(c - q) <= 1e-6 * Math.max(c, 1e-12)), `${side}[0]: the page's p ${q} is not among the CLI's ${cliProbs}`);
+      }
+      assert.ok(await tid(p, `${side}-0`).first().evaluate((e) => /the model gave it p = /.test(e.querySelector('.tok')?.title || '')), 'a token says its probability on hover');
+    }
     // Sampling did something: the comparisons are not all the same text.
     assert.ok(new Set(want.steered.map((c) => c.text)).size > 1, 'the CLI drew the same completion every time: not a sampling test');
     assert.deepEqual(diffs, [], `the page and the CLI sampled different tokens:\n${diffs.join('\n')}`);

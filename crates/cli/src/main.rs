@@ -401,8 +401,8 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
     if a.json {
         let obj = serde_json::json!({
             "prompt_tokens": gen.prompt_tokens,
-            "unsteered": gen.unsteered.iter().map(|c| serde_json::json!({"text": c.text, "tokens": c.tokens})).collect::<Vec<_>>(),
-            "steered": gen.steered.iter().map(|c| serde_json::json!({"text": c.text, "tokens": c.tokens})).collect::<Vec<_>>(),
+            "unsteered": gen.unsteered.iter().map(|c| serde_json::json!({"text": c.text, "tokens": c.tokens, "probs": c.probs})).collect::<Vec<_>>(),
+            "steered": gen.steered.iter().map(|c| serde_json::json!({"text": c.text, "tokens": c.tokens, "probs": c.probs})).collect::<Vec<_>>(),
             "recipe": recipe,
             "device": engine.describe(),
             "prompt_text": steer::prompt_text(&tok, &recipe)?,

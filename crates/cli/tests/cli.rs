@@ -260,6 +260,12 @@ fn generate_case(device: &str) {
             assert_eq!(pt, s.tokens, "{what}: prompt tokens");
             assert_eq!(toks("steered"), s.greedy, "{what}: steered greedy tokens");
             assert_eq!(toks("unsteered"), s.greedy_unsteered, "{what}: unsteered greedy tokens");
+            // Each token's probability under the model: one per token, a probability.
+            for side in ["steered", "unsteered"] {
+                let probs: Vec<f64> = v[side][0]["probs"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+                assert_eq!(probs.len(), toks(side).len(), "{what}: a probability per {side} token");
+                assert!(probs.iter().all(|&p| p > 0.0 && p <= 1.0), "{what}: {side} probabilities {probs:?}");
+            }
         }
     }
 }

@@ -23,6 +23,20 @@ pub struct Completion {
     pub tokens: Vec<u32>,
     /// True once the sequence stopped (max tokens, or `<|endoftext|>` when asked).
     pub done: bool,
+    /// Per token: the probability the model gave it (softmax of its logits at temperature 1,
+    /// before any sampling filter), given the prefix.
+    pub probs: Vec<f32>,
+    /// Per token: how many characters of `text` there are once it is decoded (a token that
+    /// completes a character split across tokens carries it; one that only starts it adds
+    /// none), so the page can show each token's share of the text.
+    pub ends: Vec<usize>,
+}
+
+/// The probability softmax(`logits`) gives `token`, in f64.
+pub fn token_probability(logits: &[f32], token: u32) -> f32 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let z: f64 = logits.iter().map(|&x| libm::exp(x as f64 - max)).sum();
+    logits.get(token as usize).map_or(0.0, |&l| (libm::exp(l as f64 - max) / z) as f32)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -96,12 +110,16 @@ pub async fn generate_with_vectors<B: Backend>(
         step += 1;
         let mut next = Vec::with_capacity(active.len());
         for &(slot, row) in &active {
-            let token = samplers[slot].sample(&logits[row * v..(row + 1) * v]);
+            let row_logits = &logits[row * v..(row + 1) * v];
+            let token = samplers[slot].sample(row_logits);
             let completion = if slot < n { &mut gen.unsteered[slot] } else { &mut gen.steered[slot - n] };
             let stop = recipe.stop_at_eot && tok.eos_ids().contains(&token);
             if !stop {
                 completion.tokens.push(token);
                 completion.text = tok.decode(&completion.tokens)?;
+                completion.probs.push(token_probability(row_logits, token));
+                let before = completion.ends.last().copied().unwrap_or(0);
+                completion.ends.push(completion.text.chars().count().max(before));
             }
             if stop || step >= recipe.max_new_tokens {
                 completion.done = true;
@@ -124,4 +142,20 @@ pub async fn generate_with_vectors<B: Backend>(
         active = next.iter().enumerate().map(|(k, &(slot, _))| (slot, k)).collect();
     }
     Ok(gen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_probability;
+
+    #[test]
+    fn token_probability_is_the_softmax_at_the_token() {
+        let logits = [0.0f32, 2f32.ln(), 5f32.ln(), f32::NEG_INFINITY];
+        assert!((token_probability(&logits, 0) - 0.125).abs() < 1e-7);
+        assert!((token_probability(&logits, 2) - 0.625).abs() < 1e-7);
+        assert_eq!(token_probability(&logits, 3), 0.0);
+        // Large logits do not overflow; a token past the row has no probability.
+        assert!((token_probability(&[1000.0, 1000.0], 1) - 0.5).abs() < 1e-7);
+        assert_eq!(token_probability(&[1.0], 5), 0.0);
+    }
 }

@@ -313,6 +313,12 @@ pub struct CompletionView {
     pub text: String,
     pub tokens: Vec<u32>,
     pub done: bool,
+    /// Per token: the model's probability of it (see `tiller_core::generate::Completion`).
+    #[serde(default)]
+    pub probs: Vec<f32>,
+    /// Per token: the characters of `text` once it is decoded.
+    #[serde(default)]
+    pub ends: Vec<usize>,
 }
 
 /// How long a run's steps took, measured in the worker (wall clock, milliseconds).
@@ -344,7 +350,13 @@ pub struct GenerationView {
 
 impl From<&tiller_core::generate::Generation> for GenerationView {
     fn from(g: &tiller_core::generate::Generation) -> Self {
-        let view = |c: &tiller_core::generate::Completion| CompletionView { text: c.text.clone(), tokens: c.tokens.clone(), done: c.done };
+        let view = |c: &tiller_core::generate::Completion| CompletionView {
+            text: c.text.clone(),
+            tokens: c.tokens.clone(),
+            done: c.done,
+            probs: c.probs.clone(),
+            ends: c.ends.clone(),
+        };
         Self {
             prompt_tokens: g.prompt_tokens.clone(),
             unsteered: g.unsteered.iter().map(view).collect(),

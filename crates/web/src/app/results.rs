@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use super::client;
 use super::{Ctx, RunRecord, RunState};
 use crate::form::Form;
-use crate::protocol::RunTiming;
+use crate::protocol::{CompletionView, RunTiming};
 use crate::share::{self, ShareState};
 
 fn shown(ctx: Ctx) -> Option<RunRecord> {
@@ -55,21 +55,92 @@ pub fn departure(unsteered: &str, steered: &str, ut: &[u32], st: &[u32]) -> Opti
     Some(Departure { chars, token })
 }
 
-/// A completion with the part after its departure marked (`data-departs`: the character
-/// offset, -1 while the pair agrees). The element's text is the whole completion.
-fn departed(testid: String, text: &str, d: Option<Departure>) -> impl IntoView {
-    let (head, tail) = match d {
-        Some(d) => {
-            let at = text.char_indices().nth(d.chars).map_or(text.len(), |(i, _)| i);
-            (text[..at].to_string(), text[at..].to_string())
+/// One token's share of a completion's text: its characters, its index, the model's
+/// probability of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Piece {
+    pub text: String,
+    pub token: usize,
+    pub p: Option<f32>,
+}
+
+/// The completion cut into its tokens' pieces (by `ends`, the characters once each token is
+/// decoded) and at the departure's character `at`: (before, after). Without `ends` (a run kept
+/// from before they existed) the text is one piece with no probability.
+pub fn pieces(text: &str, ends: &[usize], probs: &[f32], at: Option<usize>) -> (Vec<Piece>, Vec<Piece>) {
+    let chars: Vec<char> = text.chars().collect();
+    let total = chars.len();
+    let mut spans: Vec<(usize, usize, usize, Option<f32>)> = Vec::new();
+    if ends.is_empty() {
+        spans.push((0, total, 0, None));
+    } else {
+        let mut start = 0;
+        for (i, &end) in ends.iter().enumerate() {
+            let end = end.min(total).max(start);
+            spans.push((start, end, i, probs.get(i).copied()));
+            start = end;
         }
-        None => (text.to_string(), String::new()),
-    };
+        if start < total {
+            // Characters no token accounts for (text decoded differently at the end): the last token's.
+            let (i, p) = spans.last().map_or((0, None), |s| (s.2, s.3));
+            spans.push((start, total, i, p));
+        }
+    }
+    let cut = at.unwrap_or(total).min(total);
+    let piece = |a: usize, b: usize, token: usize, p: Option<f32>| Piece { text: chars[a..b].iter().collect(), token, p };
+    let (mut head, mut tail) = (Vec::new(), Vec::new());
+    for (a, b, token, p) in spans {
+        if a < cut.min(b) {
+            head.push(piece(a, cut.min(b), token, p));
+        }
+        if cut.max(a) < b {
+            tail.push(piece(cut.max(a), b, token, p));
+        }
+    }
+    (head, tail)
+}
+
+fn piece_views(pieces: Vec<Piece>, token_ids: &[u32]) -> impl IntoView {
+    pieces
+        .into_iter()
+        .map(|pc| {
+            let title = pc.p.map(|p| {
+                format!(
+                    "token {} (id {}): the model gave it p = {}",
+                    pc.token + 1,
+                    token_ids.get(pc.token).copied().unwrap_or(0),
+                    prob_text(p)
+                )
+            });
+            view! { <span class="tok" data-p=pc.p.map(|p| format!("{p}")) title=title>{pc.text}</span> }
+        })
+        .collect_view()
+}
+
+/// A probability as people read it: 0.31, 0.0042, 3e-7.
+fn prob_text(p: f32) -> String {
+    if p >= 0.01 {
+        format!("{p:.2}")
+    } else if p >= 1e-4 {
+        format!("{p:.4}")
+    } else {
+        format!("{p:.0e}")
+    }
+}
+
+/// A completion with the part after its departure marked (`data-departs`: the character
+/// offset, -1 while the pair agrees), each token a span whose title gives the model's
+/// probability of it. The element's text is the whole completion.
+fn departed(testid: String, c: Option<&CompletionView>, d: Option<Departure>) -> impl IntoView {
+    let (text, tokens, ends, probs) = c.map_or((String::new(), Vec::new(), Vec::new(), Vec::new()), |c| {
+        (c.text.clone(), c.tokens.clone(), c.ends.clone(), c.probs.clone())
+    });
+    let (head, tail) = pieces(&text, &ends, &probs, d.map(|d| d.chars));
     let title = d.map(|d| format!("the pair departs here, at generated token {}", d.token + 1));
     view! {
         <span class="gen" data-testid=testid data-departs=d.map_or(-1, |d| d.chars as i64) data-departs-token=d.map_or(-1, |d| d.token as i64)>
-            {head}
-            {(!tail.is_empty()).then(|| view! { <mark class="departs" title=title>{tail}</mark> })}
+            {piece_views(head, &tokens)}
+            {(!tail.is_empty()).then(|| view! { <mark class="departs" title=title>{piece_views(tail, &tokens)}</mark> })}
         </span>
     }
 }
@@ -96,15 +167,16 @@ pub fn Results() -> impl IntoView {
                 let d = departure(&u, &s, ut, st);
                 let p1 = prompt.clone();
                 let p2 = prompt.clone();
+                let (uc, sc) = (run.generation.unsteered.get(i), run.generation.steered.get(i));
                 view! {
                     <div class="pair-row-out">
                         <div class="completion unsteered">
                             <span class="prompt-echo">{p1}</span>
-                            {departed(format!("unsteered-{i}"), &u, d)}
+                            {departed(format!("unsteered-{i}"), uc, d)}
                         </div>
                         <div class="completion steered">
                             <span class="prompt-echo">{p2}</span>
-                            {departed(format!("steered-{i}"), &s, d)}
+                            {departed(format!("steered-{i}"), sc, d)}
                         </div>
                     </div>
                 }
@@ -127,7 +199,7 @@ pub fn Results() -> impl IntoView {
                 data-step-ms=timing.ms_per_step().unwrap_or(0.0)>
                 {timing_summary(&timing, 2 * n)}
             </p>
-            <p class="note departs-legend">"Highlighted: where each pair of completions departs from the other (the text before it is the same in both)."</p>
+            <p class="note departs-legend">"Highlighted: where each pair of completions departs from the other (the text before it is the same in both). Hover a token for the probability the model gave it."</p>
             <div class="columns-head"><h3>"Unsteered"</h3><h3>"Steered"</h3></div>
             {rows}
         }
@@ -268,6 +340,30 @@ pub fn History() -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_follow_the_tokens_and_the_departure() {
+        let texts = |v: &[Piece]| v.iter().map(|p| (p.text.clone(), p.token)).collect::<Vec<_>>();
+        // " a" " b" " c", departing at character 2 (the second token).
+        let (h, t) = pieces(" a b c", &[2, 4, 6], &[0.5, 0.25, 0.125], Some(2));
+        assert_eq!(texts(&h), [(" a".to_string(), 0)]);
+        assert_eq!(texts(&t), [(" b".to_string(), 1), (" c".to_string(), 2)]);
+        assert_eq!(t[1].p, Some(0.125));
+        // A departure inside a token's piece splits it; the pieces still spell the text.
+        let (h, t) = pieces(" then", &[3, 5], &[0.5, 0.5], Some(4));
+        assert_eq!(texts(&h), [(" th".to_string(), 0), ("e".to_string(), 1)]);
+        assert_eq!(texts(&t), [("n".to_string(), 1)]);
+        // A character split over two tokens: the first adds none, the second carries it.
+        let (h, t) = pieces("é!", &[0, 1, 2], &[0.1, 0.2, 0.3], None);
+        assert_eq!(texts(&h), [("é".to_string(), 1), ("!".to_string(), 2)]);
+        assert!(t.is_empty());
+        // A run without ends (kept from before): one piece, no probability.
+        let (h, _) = pieces("old run", &[], &[], None);
+        assert_eq!((h.len(), h[0].p), (1, None));
+        assert_eq!(prob_text(0.3141), "0.31");
+        assert_eq!(prob_text(0.00421), "0.0042");
+        assert_eq!(prob_text(3e-7), "3e-7");
+    }
 
     #[test]
     fn departure_is_the_first_differing_token_and_the_shared_text() {
