@@ -12,6 +12,7 @@ pub mod client;
 pub mod editor;
 pub mod fields;
 pub mod files;
+pub mod gallery;
 pub mod idb;
 pub mod model;
 pub mod results;
@@ -486,6 +487,7 @@ pub fn App() -> impl IntoView {
                 <editor::RecipeEditor/>
             </section>
             <section class="right">
+                <gallery::Gallery/>
                 <results::Results/>
                 <sweep::SweepPanel/>
                 <vectors::VectorsPanel/>
@@ -502,10 +504,20 @@ pub fn App() -> impl IntoView {
     }
 }
 
+/// Opens (if folded) and brings into view the area with this element id.
+pub fn reveal_area(id: &str) {
+    let Some(el) = document().get_element_by_id(id) else { return };
+    if let Some(d) = el.dyn_ref::<web_sys::HtmlDetailsElement>() {
+        d.set_open(true);
+    }
+    el.scroll_into_view();
+}
+
 /// The page's areas, one click away (a folded area opens), from a bar that stays at the top.
 #[component]
 fn AreaNav() -> impl IntoView {
-    const AREAS: [(&str, &str); 8] = [
+    const AREAS: [(&str, &str); 9] = [
+        ("area-gallery", "Gallery"),
         ("area-model", "1 Model"),
         ("area-recipe", "2 Recipe"),
         ("area-results", "3 Completions"),
@@ -518,12 +530,9 @@ fn AreaNav() -> impl IntoView {
     let go = |id: &'static str| {
         move |ev: web_sys::MouseEvent| {
             ev.prevent_default();
-            let Some(el) = document().get_element_by_id(id) else { return };
-            if let Some(d) = el.dyn_ref::<web_sys::HtmlDetailsElement>() {
-                d.set_open(true);
-            }
-            el.scroll_into_view();
-            if let Some(h) = el.dyn_ref::<web_sys::HtmlElement>() {
+            reveal_area(id);
+            // Keyboard users land in the area they asked for.
+            if let Some(h) = document().get_element_by_id(id).and_then(|el| el.dyn_into::<web_sys::HtmlElement>().ok()) {
                 h.set_tab_index(-1);
                 let _ = h.focus();
             }
