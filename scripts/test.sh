@@ -4,10 +4,12 @@
 #   1. native tests      cargo fmt --check, cargo clippy (every crate and target, -D warnings),
 #                        then the workspace's tests (cargo nextest where installed, else cargo
 #                        test; GPU tests on lavapipe; the page's unit tests)
-#   2. wasm check        cargo clippy -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown
-#                        -- -D warnings (type-checks and lints the engine as the page compiles it)
-#   3. page build        cargo xtask page (the release wasm build and wasm-bindgen, into dist/)
-#   4. end-to-end tests  node --test --test-concurrency=2 in tests/e2e (headless Chromium, WebGPU
+#   2. page build        cargo xtask page (the release wasm build and wasm-bindgen, into dist/),
+#                        with clippy-driver wrapping the workspace's crates: the wasm32 build of
+#                        tiller-core, tiller-gpu and tiller-web is linted (-D warnings) as it is
+#                        compiled, in one pass instead of a separate wasm32 `cargo clippy` that
+#                        checked every dependency a second time
+#   3. end-to-end tests  node --test --test-concurrency=2 in tests/e2e (headless Chromium, WebGPU
 #                        on SwiftShader)
 # The last line is a summary of the stages: "N passed, N failed" (", N skipped" if any).
 set -euo pipefail
@@ -23,7 +25,7 @@ case ":$PATH:" in
 esac
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-TOTAL=4
+TOTAL=3
 PASSED=0
 FAILED=0
 SKIPPED=0
@@ -115,22 +117,20 @@ native_tests() {
     fi
 }
 
-wasm_build() {
-    # Type-checks and lints the engine crates on their own for wasm32 (the page build compiles
-    # them for real, as dependencies of tiller-web); clippy, like `check`, skips the code
-    # generation that stage 3 does.
-    if cargo clippy --version >/dev/null 2>&1; then
-        echo "+ cargo clippy -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown -- -D warnings"
-        cargo clippy -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown -- -D warnings
-    else
-        echo "+ cargo check -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown"
-        cargo check -p tiller-core -p tiller-gpu --target wasm32-unknown-unknown
-    fi
-}
-
 page_build() {
-    echo "+ cargo xtask page"
-    cargo xtask page
+    # clippy-driver as the workspace wrapper lints each workspace crate while it compiles it
+    # (what `cargo clippy` does, but with code generation); dependencies build as usual, so a
+    # later plain `cargo xtask page` only rebuilds the workspace's own crates.
+    local driver
+    driver="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver || true)"
+    if [ -n "$driver" ]; then
+        echo "+ RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D warnings cargo xtask page"
+        RUSTC_WORKSPACE_WRAPPER="$driver" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__" cargo xtask page
+    else
+        echo "note: clippy-driver is not part of this toolchain, so the wasm32 build is not linted"
+        echo "+ cargo xtask page"
+        cargo xtask page
+    fi
 }
 
 e2e_tests() {
@@ -158,8 +158,7 @@ fi
 echo "==> setup done in $(fmt_secs $((SECONDS - t0)))"
 
 stage 1 "native tests (format, lints, unit and GPU tests on lavapipe)" native_tests
-stage 2 "wasm32 check of tiller-core and tiller-gpu" wasm_build
-stage 3 "page build (cargo xtask page)" page_build
-stage 4 "end-to-end browser tests (node --test)" e2e_tests
+stage 2 "page build, its wasm32 crates linted (cargo xtask page under clippy-driver)" page_build
+stage 3 "end-to-end browser tests (node --test)" e2e_tests
 
 summary
