@@ -1,31 +1,22 @@
 // An automated accessibility check (issue 18): axe-core (npm) over the page at 1280×800, before
 // a model is loaded and with every area open after a run, a vector build and its reading, then
 // at 390×844: no serious or critical WCAG 2.1 A/AA violations, and no sideways scroll on the
-// phone. Self-contained: its own servers and browser.
+// phone. And the first-visit tour: shown once, step by step, closed for good, opened again.
+// Self-contained: its own servers and browser.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launch, watchPage } from './lib/browser.mjs';
-import { startServers, REPOS } from './lib/env.mjs';
+import { REPOS } from './lib/env.mjs';
 import { tid, pageUrl, waitForState, pickHubRepo, loadModel, setRecipe, screenshot } from './lib/contract.mjs';
+import { sharedSession } from './lib/session.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const AXE = fs.readFileSync(path.join(HERE, 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
-let servers;
-let session;
-
-before(async () => {
-  servers = await startServers();
-  session = await launch({ viewport: { width: 1280, height: 800 } });
-});
-
-after(async () => {
-  await session?.close?.().catch(() => {});
-  await servers?.close();
-});
+const shared = sharedSession({ viewport: { width: 1280, height: 800 } });
 
 /** axe's violations of WCAG 2.1 A/AA on the page as it is now: [{ id, impact, help, nodes }]. */
 async function violations(p) {
@@ -41,10 +32,10 @@ function assertNoSerious(found, where, t) {
 }
 
 test('no serious accessibility violations, on a computer and a phone', { timeout: 600_000 }, async (t) => {
-  const p = await session.context.newPage();
+  const p = await shared.session.context.newPage();
   const probs = watchPage(p);
   try {
-    await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     await tid(p, 'prompt').first().waitFor({ timeout: 30_000 });
     assertNoSerious(await violations(p), 'first visit', t);
     // The areas bar opens a folded area and brings it to the top.
@@ -87,5 +78,64 @@ test('no serious accessibility violations, on a computer and a phone', { timeout
     assert.deepEqual(probs.pageErrors, [], `page errors: ${probs.pageErrors.join('\n')}`);
   } finally {
     await p.close();
+  }
+});
+
+test('the first-visit tour: once, step by step, closed for good, opened again', { timeout: 300_000 }, async (t) => {
+  const fresh = await launch({ viewport: { width: 1280, height: 800 }, tour: true });
+  try {
+    const p = await fresh.context.newPage();
+    const probs = watchPage(p);
+    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
+    const tour = tid(p, 'tour').first();
+    await tour.waitFor({ timeout: 30_000 });
+    const step = async () => Number(await tour.getAttribute('data-step'));
+    const target = () => p.evaluate(() => [...document.querySelectorAll('[data-tour-target]')].map((e) => e.id));
+    assert.equal(await step(), 0);
+    assert.deepEqual(await target(), ['area-model'], 'step 1 outlines the model area');
+    assert.match(await tid(p, 'tour-text').first().textContent(), /Load/);
+    assert.equal(await p.evaluate(() => window.scrollY), 0, 'the first step does not scroll the page');
+    assertNoSerious(await violations(p), 'tour open', t);
+    await screenshot(p, 'tour-step1', t);
+
+    // Next and Back walk the steps; each outlines its area and brings it into view.
+    await tid(p, 'tour-next').first().click();
+    assert.equal(await step(), 1);
+    assert.deepEqual(await target(), ['area-recipe']);
+    assert.equal(await p.evaluate(() => document.activeElement?.dataset.testid), 'tour-next', 'focus stays on Next');
+    await tid(p, 'tour-next').first().click();
+    assert.deepEqual(await target(), ['area-results']);
+    await tid(p, 'tour-back').first().click();
+    assert.equal(await step(), 1);
+    await tid(p, 'tour-next').first().click();
+    await tid(p, 'tour-next').first().click();
+    assert.equal(await step(), 3);
+    assert.deepEqual(await target(), ['area-gallery']);
+    await p.setViewportSize({ width: 390, height: 844 });
+    await p.waitForTimeout(300);
+    const box = await tour.boundingBox();
+    assert.ok(box.x >= 0 && box.x + box.width <= 390, `the tour fits the phone: ${JSON.stringify(box)}`);
+    await screenshot(p, 'tour-phone', t);
+    await p.setViewportSize({ width: 1280, height: 800 });
+    assert.equal(await tid(p, 'tour-next').first().textContent(), 'Done');
+    await tid(p, 'tour-next').first().click();
+    await tour.waitFor({ state: 'detached', timeout: 5_000 });
+    assert.deepEqual(await target(), [], 'no outline is left after the tour');
+
+    // Closed for good: a reload does not show it; the header's button opens it again, and
+    // Escape closes it.
+    await p.reload({ waitUntil: 'load' });
+    await tid(p, 'prompt').first().waitFor({ timeout: 30_000 });
+    await p.waitForTimeout(500);
+    assert.equal(await tid(p, 'tour').count(), 0, 'the tour comes back after it was closed');
+    await tid(p, 'tour-open').first().click();
+    await tour.waitFor({ timeout: 5_000 });
+    assert.equal(await step(), 0);
+    await p.waitForFunction(() => document.activeElement?.dataset.testid === 'tour-next', null, { timeout: 5_000 });
+    await p.keyboard.press('Escape');
+    await tour.waitFor({ state: 'detached', timeout: 5_000 });
+    assert.deepEqual(probs.pageErrors, [], `page errors: ${probs.pageErrors.join('\n')}`);
+  } finally {
+    await fresh.close();
   }
 });

@@ -6,18 +6,19 @@
 // tanh from libm and the sampler draws from xoshiro256** with f64 maths from libm, so the two
 // must agree token for token, with sampling on (not greedy), steered and unsteered.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { spawnSync } from 'node:child_process';
-import { launch, watchPage } from './lib/browser.mjs';
-import { startServers, REPOS, FIXTURES, REPO_ROOT, tillerBinary } from './lib/env.mjs';
+import { watchPage } from './lib/browser.mjs';
+import { REPOS, FIXTURES, REPO_ROOT, tillerBinary } from './lib/env.mjs';
 import {
   tid, pageUrl, waitForState, pickHubRepo, loadModel, setRecipe, readCompletions, screenshot, attr, getValue,
 } from './lib/contract.mjs';
+import { sharedSession } from './lib/session.mjs';
 
 const RECIPE = {
   prompt: 'I went up to my friend and said',
@@ -30,18 +31,7 @@ const RECIPE = {
   n: 3, maxTokens: 12, seed: 1234,
 };
 
-let servers;
-let session;
-
-before(async () => {
-  servers = await startServers();
-  session = await launch();
-});
-
-after(async () => {
-  await session?.close?.().catch(() => {});
-  await servers?.close();
-});
+const shared = sharedSession();
 
 /** `tiller generate --device cpu --json` on the fixture. */
 function cli(recipe) {
@@ -61,10 +51,10 @@ function cli(recipe) {
 
 test('page (CPU engine) and CLI (--device cpu) sample the same tokens', { timeout: 600_000 }, async (t) => {
   const want = cli(RECIPE);
-  const p = await session.context.newPage();
+  const p = await shared.session.context.newPage();
   const probs = watchPage(p);
   try {
-    await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     // engine-select is outside the shared DOM contract list; address it directly.
     await p.locator('[data-testid="engine-select"]').selectOption('cpu');
     await pickHubRepo(p, REPOS.tiny);
@@ -148,10 +138,10 @@ test('a share link carrying a saved vector steers the page as `--vector` steers 
   const r = spawnSync(tillerBinary(), args, { cwd: REPO_ROOT, encoding: 'utf8', timeout: 600_000 });
   assert.equal(r.status, 0, `tiller generate --vector failed:\n${r.stderr}`);
   const want = JSON.parse(r.stdout);
-  const p = await session.context.newPage();
+  const p = await shared.session.context.newPage();
   const probs = watchPage(p);
   try {
-    await p.goto(pageUrl(servers.site.url, servers.hub.url, fragment), { waitUntil: 'load' });
+    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url, fragment), { waitUntil: 'load' });
     const row = tid(p, 'vector-term-row').first();
     await row.waitFor({ timeout: 30_000 });
     assert.match(await row.textContent(), /vector “made-up”.*layer 2, all positions/, 'the editor shows the vector term');

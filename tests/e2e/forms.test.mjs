@@ -5,25 +5,14 @@
 // the field is left, and goes when the text is fixed. No model is needed: the share link is
 // built from the form alone. Self-contained: its own servers and browser.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import zlib from 'node:zlib';
-import { launch, watchPage } from './lib/browser.mjs';
-import { startServers } from './lib/env.mjs';
+import { watchPage } from './lib/browser.mjs';
 import { tid, pageUrl, readShareLink, screenshot, getValue, typeInto } from './lib/contract.mjs';
+import { sharedSession } from './lib/session.mjs';
 
-let servers;
-let session;
-
-before(async () => {
-  servers = await startServers();
-  session = await launch({ viewport: { width: 1280, height: 800 } });
-});
-
-after(async () => {
-  await session?.close?.().catch(() => {});
-  await servers?.close();
-});
+const shared = sharedSession({ viewport: { width: 1280, height: 800 } });
 
 /** The state a share link carries (`#v1.` + base64url of raw-deflated JSON). */
 function decodeLink(link) {
@@ -44,10 +33,10 @@ async function recipe(page) {
 }
 
 test('every number field takes typed negative, decimal and exponent values exactly', { timeout: 180_000 }, async (t) => {
-  const p = await session.context.newPage();
+  const p = await shared.session.context.newPage();
   const probs = watchPage(p);
   try {
-    await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     const rows = tid(p, 'term-row');
     await rows.first().waitFor({ timeout: 30_000 });
     const coeff = tid(rows.nth(1), 'term-coeff').first();
@@ -137,10 +126,10 @@ test('every number field takes typed negative, decimal and exponent values exact
 });
 
 test('the editor survives a reload, and a link pasted into the open tab asks, then restores', { timeout: 180_000 }, async (t) => {
-  const p = await session.context.newPage();
+  const p = await shared.session.context.newPage();
   const probs = watchPage(p);
   try {
-    await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     await tid(p, 'term-row').first().waitFor({ timeout: 30_000 });
     await typeInto(p, tid(p, 'prompt').first(), 'A prompt worth keeping');
     const coeff = tid(tid(p, 'term-row').nth(0), 'term-coeff').first();

@@ -1,27 +1,17 @@
 // The gallery (issue 18): each kind of example set up with one click and run end to end on the
 // tiny model, as a student would: an ActAdd preset (Run), the wedding perplexity study (Run
-// sweep), a CAA vector (Build, Use in recipe, Run), and the A/B measure (Build, Evaluate).
+// sweep), a CAA vector (Build, Use in recipe, Run), and the A/B measure (Build, Evaluate); with
+// focus following Run and Stop, and a chart's tooltip pinned by a tap.
 // Self-contained: its own servers and browser.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, watchPage } from './lib/browser.mjs';
-import { startServers } from './lib/env.mjs';
+import { watchPage } from './lib/browser.mjs';
 import { tid, pageUrl, waitForState, getValue, screenshot } from './lib/contract.mjs';
 import { loadTinyCpu } from './lib/vectors.mjs';
+import { sharedSession } from './lib/session.mjs';
 
-let servers;
-let session;
-
-before(async () => {
-  servers = await startServers();
-  session = await launch();
-});
-
-after(async () => {
-  await session?.close?.().catch(() => {});
-  await servers?.close();
-});
+const shared = sharedSession();
 
 const item = (p, id) => p.locator(`[data-testid="gallery-item"][data-id="${id}"]`);
 
@@ -31,10 +21,10 @@ async function setUp(p, id, note) {
 }
 
 test('the gallery sets up each kind of example, and each runs on the tiny model', { timeout: 600_000 }, async (t) => {
-  const p = await session.context.newPage();
+  const p = await shared.session.context.newPage();
   const probs = watchPage(p);
   try {
-    await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     await loadTinyCpu(p);
     await p.locator('[data-testid="gallery"] summary').click();
     assert.ok((await p.locator('[data-testid="gallery-item"]').count()) >= 6, 'the gallery lists its examples');
@@ -43,8 +33,13 @@ test('the gallery sets up each kind of example, and each runs on the tiny model'
     // ActAdd: the post's Love − Hate, then Run.
     await setUp(p, 'love-hate', 'press Run');
     assert.equal(await getValue(p, 'prompt'), 'I hate you because');
+    // Focus follows the run: Run hands it to Stop while the run goes, Stop back to Run at the end.
+    await p.evaluate(() => { window.__focused = []; document.addEventListener('focusin', (e) => window.__focused.push(e.target.dataset?.testid || e.target.tagName)); });
     await tid(p, 'run').first().click();
     await waitForState(p, 'run-status', 'done', 120_000, { failOn: ['error'] });
+    await p.waitForFunction(() => document.activeElement?.dataset.testid === 'run', null, { timeout: 5_000 });
+    const focused = await p.evaluate(() => window.__focused);
+    assert.deepEqual(focused.filter((f) => f !== 'run').slice(0, 1), ['stop'], `focus went through ${focused.join(', ')}`);
 
     // The wedding study: the sweep panel opens with the wedding vector; Run sweep.
     await setUp(p, 'wedding-sweep', 'Run sweep');
@@ -52,6 +47,15 @@ test('the gallery sets up each kind of example, and each runs on the tiny model'
     await tid(p, 'sweep-run').first().click();
     await waitForState(p, 'sweep-progress', 'done', 240_000, { failOn: ['error'] });
     assert.ok(Number(await tid(p, 'sweep-chart').first().getAttribute('data-points')) > 0, 'the sweep drew points');
+    // A tap (click) pins a point's tooltip, which stays when the pointer leaves; a tap on the
+    // chart elsewhere takes it away.
+    const point = tid(p, 'sweep-point').first();
+    await point.click();
+    await p.mouse.move(0, 0);
+    await tid(p, 'sweep-tooltip').first().waitFor({ timeout: 5_000 });
+    const chart = await tid(p, 'sweep-chart').first().boundingBox();
+    await p.mouse.click(chart.x + 8, chart.y + 8);
+    await tid(p, 'sweep-tooltip').first().waitFor({ state: 'detached', timeout: 5_000 });
 
     // CAA: build the sentiment vector, use it, Run.
     await setUp(p, 'caa-sentiment', 'Build vector');

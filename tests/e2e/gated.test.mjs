@@ -4,34 +4,24 @@
 // storage only when "remember" is ticked. The picker offers the other families' small
 // checkpoints. Self-contained: its own servers and browser.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import zlib from 'node:zlib';
-import { launch, watchPage } from './lib/browser.mjs';
-import { startServers, REPOS, GATED_TOKEN } from './lib/env.mjs';
+import { watchPage } from './lib/browser.mjs';
+import { REPOS, GATED_TOKEN } from './lib/env.mjs';
 import {
   tid, pageUrl, setValue, pickHubRepo, loadModel, waitForState, errorText, confirmDownloadIfAsked, readShareLink,
   setRecipe, screenshot, getValue,
 } from './lib/contract.mjs';
+import { sharedSession } from './lib/session.mjs';
 
 const TIMEOUT = 180_000;
-let servers;
-let session;
-
-before(async () => {
-  servers = await startServers();
-  session = await launch();
-});
-
-after(async () => {
-  await session?.close?.().catch(() => {});
-  await servers?.close();
-});
+const shared = sharedSession();
 
 test('gated repo: 401 explained, then loads with a token that stays out of links', { timeout: 400_000 }, async (t) => {
-  const p = await session.context.newPage();
+  const p = await shared.session.context.newPage();
   const probs = watchPage(p);
-  await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+  await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
 
   // The picker offers small checkpoints of the other families.
   const options = await tid(p, 'model-select').first().evaluate((s) => [...s.options].map((o) => o.value));
@@ -49,7 +39,7 @@ test('gated repo: 401 explained, then loads with a token that stays out of links
 
   await setValue(p, 'hf-token', GATED_TOKEN);
   await loadModel(p, { timeout: TIMEOUT });
-  const authed = servers.hub.log.filter((e) => e.path.includes(REPOS.gated) && e.status === 200);
+  const authed = shared.servers.hub.log.filter((e) => e.path.includes(REPOS.gated) && e.status === 200);
   assert.ok(authed.length > 0, 'the gated repo answered 200 with the token');
   await setRecipe(p, { prompt: 'Hello there', terms: [{ text: 'Love', layer: 1, coeff: 4 }, { text: 'Hate', layer: 1, coeff: -4 }], n: 1, maxTokens: 3 });
   await tid(p, 'run').first().click();

@@ -19,7 +19,7 @@ import {
   errorText, confirmDownloadIfAsked, pickHubRepo, loadModel, setRecipe, readRecipe, readTerms,
   readCompletions, readShareLink, screenshot, startRecording, takeRecording, parseSize,
   waitForSizeText, startProgressRecording, takeProgress, readVocab, MODEL_SELECT_VALUES, setTerms, click,
-  reveal, setSweep, readSweep, readSweepPoints, OUT_DIR,
+  reveal, setSweep, readSweep, readSweepPoints, OUT_DIR, parseCsv,
 } from './lib/contract.mjs';
 
 const MODEL = 'model.safetensors';
@@ -1030,12 +1030,16 @@ e2e('22-sweep-chart-csv', async (t) => {
   const csv = fs.readFileSync(await download.path(), 'utf8');
   t.diagnostic(`CSV ${download.suggestedFilename()}:\n${csv.split('\n').slice(0, 4).join('\n')}`);
   assert.match(download.suggestedFilename(), /\.csv$/);
-  const lines = csv.trim().split('\n');
-  assert.match(lines[0], /^set,layer,coeff,ppl_ratio,kl,/, `CSV header: ${lines[0]}`);
-  assert.equal(lines.length - 1, 2 * 4 * 2, 'CSV rows are not 2 sets × 4 layers × 2 coefficients');
-  const zero = lines.slice(1).map((l) => l.split(',')).filter((c) => c[2] === '0');
+  // The multiplier is named so, and `coefficients` says what each term was given at it.
+  const rows = parseCsv(csv);
+  assert.equal(rows[0].join(','), 'set,layer,multiplier,coefficients,ppl_ratio,kl,loss_steered,loss_unsteered,tokens,texts', `CSV header: ${rows[0]}`);
+  assert.equal(rows.length - 1, 2 * 4 * 2, 'CSV rows are not 2 sets × 4 layers × 2 coefficients');
+  const zero = rows.slice(1).filter((c) => c[2] === '0');
   assert.equal(zero.length, 8);
-  assert.ok(zero.every((c) => c[3] === '1.000000' && c[4] === '0.000000'), `CSV rows at coefficient 0: ${JSON.stringify(zero)}`);
+  assert.ok(zero.every((c) => c[3] === '+0 "Love"; +0 "Hate"' && c[4] === '1.000000' && c[5] === '0.000000'), `CSV rows at multiplier 0: ${JSON.stringify(zero)}`);
+  const other = rows.slice(1).find((c) => c[2] !== '0');
+  const k = Number(other[2]);
+  assert.equal(other[3], `${k * 5 >= 0 ? '+' : ''}${k * 5} "Love"; ${-k * 5 >= 0 ? '+' : ''}${-k * 5} "Hate"`, `CSV coefficients at multiplier ${k}`);
 });
 
 e2e('22b-sweep-bad-input-and-stop', async (t) => {

@@ -3,16 +3,17 @@
 // once (a line per set and coefficient), hovered, downloaded as CSV, and carried by a share
 // link into a new page. Self-contained: its own servers and browser.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { launch, watchPage } from './lib/browser.mjs';
-import { startServers, REPOS } from './lib/env.mjs';
+import { watchPage } from './lib/browser.mjs';
+import { REPOS } from './lib/env.mjs';
 import {
   tid, pageUrl, waitForState, pickHubRepo, loadModel, setTerms, setSweep, readSweep, readSweepPoints,
-  readShareLink, screenshot, OUT_DIR, attr, setValue, click, expectPresent,
+  readShareLink, screenshot, OUT_DIR, attr, setValue, click, expectPresent, parseCsv,
 } from './lib/contract.mjs';
+import { sharedSession } from './lib/session.mjs';
 
 const TERMS = [
   { text: 'Love', layer: 1, coeff: 1 },
@@ -25,25 +26,14 @@ const SETS = [
 const SWEEP = { sets: SETS, from: 0, to: 3, coeffs: '0,2', x: 'layer', metric: 'ppl_ratio' };
 const TIMEOUT = 180_000;
 
-let servers;
-let session;
-
-before(async () => {
-  servers = await startServers();
-  session = await launch();
-});
-
-after(async () => {
-  await session?.close?.().catch(() => {});
-  await servers?.close();
-});
+const shared = sharedSession();
 
 test('sweep: 2 sets × 4 layers × 2 coefficients, chart, tooltip, CSV, share link', { timeout: 600_000 }, async (t) => {
-  const p = await session.context.newPage();
+  const p = await shared.session.context.newPage();
   const probs = watchPage(p);
   let other = null;
   try {
-    await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     await pickHubRepo(p, REPOS.tiny);
     await loadModel(p, { timeout: 120_000 });
     await setTerms(p, TERMS);
@@ -102,14 +92,14 @@ test('sweep: 2 sets × 4 layers × 2 coefficients, chart, tooltip, CSV, share li
     await p.mouse.move(0, 0);
     await tid(p, 'sweep-panel').first().scrollIntoViewIfNeeded();
 
-    // CSV: to_csv's header and a row per (set, layer, coefficient).
+    // CSV: to_csv_with_terms's header and a row per (set, layer, coefficient).
     const [download] = await Promise.all([p.waitForEvent('download', { timeout: 10_000 }), click(p, 'sweep-csv')]);
     const csv = fs.readFileSync(await download.path(), 'utf8');
     t.diagnostic(`CSV ${download.suggestedFilename()}:\n${csv.split('\n').slice(0, 3).join('\n')}`);
     assert.match(download.suggestedFilename(), /\.csv$/);
-    const lines = csv.trim().split('\n');
-    assert.match(lines[0], /^set,layer,coeff,ppl_ratio,kl/, `CSV header: ${lines[0]}`);
-    assert.equal(lines.length - 1, 16, 'CSV rows are not 2 sets × 4 layers × 2 coefficients');
+    const rows = parseCsv(csv);
+    assert.match(rows[0].join(','), /^set,layer,multiplier,coefficients,ppl_ratio,kl/, `CSV header: ${rows[0]}`);
+    assert.equal(rows.length - 1, 16, 'CSV rows are not 2 sets × 4 layers × 2 coefficients');
 
     // The share link carries the sweep settings into a new page.
     const mine = await readSweep(p);
@@ -117,9 +107,9 @@ test('sweep: 2 sets × 4 layers × 2 coefficients, chart, tooltip, CSV, share li
     for (let i = 0; i < 50 && !link.includes('#'); i++) { link = await readShareLink(p); await p.waitForTimeout(100); }
     t.diagnostic(`share link: ${link.length} chars`);
     assert.ok(link.includes('#'), `no share link: ${JSON.stringify(link)}`);
-    other = await session.context.newPage();
+    other = await shared.session.context.newPage();
     const otherProbs = watchPage(other);
-    await other.goto(pageUrl(servers.site.url, servers.hub.url, new URL(link, servers.site.url).hash), { waitUntil: 'load' });
+    await other.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url, new URL(link, shared.servers.site.url).hash), { waitUntil: 'load' });
     await expectPresent(other, 'sweep-panel', 30_000);
     await other.waitForFunction(() => document.querySelectorAll('[data-testid="sweep-set"]').length === 2, null, { timeout: 10_000 });
     const restored = await readSweep(other);

@@ -4,35 +4,25 @@
 // vector's reading equal to `tiller vector vocab --prompt`. Self-contained: its own servers
 // and browser.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { launch, watchPage } from './lib/browser.mjs';
-import { startServers, FIXTURES, REPO_ROOT, tillerBinary } from './lib/env.mjs';
+import { watchPage } from './lib/browser.mjs';
+import { FIXTURES, REPO_ROOT, tillerBinary } from './lib/env.mjs';
 import { tid, pageUrl, waitForState, screenshot, typeInto } from './lib/contract.mjs';
 import { openPanel, loadTinyCpu, build, download } from './lib/vectors.mjs';
+import { sharedSession } from './lib/session.mjs';
 
-let servers;
-let session;
-
-before(async () => {
-  servers = await startServers();
-  session = await launch();
-});
-
-after(async () => {
-  await session?.close?.().catch(() => {});
-  await servers?.close();
-});
+const shared = sharedSession();
 
 test('A/B evaluation in the page: the chart equals tiller vector eval-ab', { timeout: 600_000 }, async (t) => {
-  const p = await session.context.newPage();
+  const p = await shared.session.context.newPage();
   const probs = watchPage(p);
   try {
-    await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     await openPanel(p);
     // Every phase of the load is named while it lasts (issue 18: the page never looks stuck).
     await p.evaluate(() => {

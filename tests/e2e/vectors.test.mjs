@@ -6,29 +6,19 @@
 // A reload keeps the run in the history (Clear history forgets it). Bad pair sets say what is
 // wrong, with the line, and change nothing. The A/B evaluation: vectors-eval.test.mjs.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { launch, watchPage } from './lib/browser.mjs';
-import { startServers, FIXTURES, REPO_ROOT, tillerBinary } from './lib/env.mjs';
+import { FIXTURES, REPO_ROOT, tillerBinary } from './lib/env.mjs';
 import {
   tid, pageUrl, waitForState, setRecipe, readCompletions, readShareLink, screenshot, typeInto,
 } from './lib/contract.mjs';
 import { readSafetensors, openPanel, loadTinyCpu, build, entryNamed, download } from './lib/vectors.mjs';
+import { sharedSession } from './lib/session.mjs';
 
-let servers;
-let session;
-
-before(async () => {
-  servers = await startServers();
-  session = await launch();
-});
-
-after(async () => {
-  await session?.close?.().catch(() => {});
-  await servers?.close();
-});
+const shared = sharedSession();
 
 test('CAA in the page: build, keep across a reload, combine, export, steer, share', { timeout: 900_000 }, async (t) => {
   // The CLI's vector for the same pairs, layer and model.
@@ -39,10 +29,10 @@ test('CAA in the page: build, keep across a reload, combine, export, steer, shar
   assert.equal(r.status, 0, `tiller vector caa failed:\n${r.stderr}`);
   const want = JSON.parse(r.stdout);
 
-  const p = await session.context.newPage();
+  const p = await shared.session.context.newPage();
   const probs = watchPage(p);
   try {
-    await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     await openPanel(p);
     assert.match(await tid(p, 'vec-library-count').first().textContent(), /No vectors yet/);
     await loadTinyCpu(p);
@@ -141,7 +131,7 @@ test('CAA in the page: build, keep across a reload, combine, export, steer, shar
       const q = await other.context.newPage();
       const qprobs = watchPage(q);
       const hash = link.slice(link.indexOf('#'));
-      await q.goto(pageUrl(servers.site.url, servers.hub.url, hash), { waitUntil: 'load' });
+      await q.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url, hash), { waitUntil: 'load' });
       await tid(q, 'vector-term-row').first().waitFor({ timeout: 30_000 });
       const ask = tid(q, 'confirm-cancel').first();
       await ask.waitFor({ state: 'visible', timeout: 10_000 });

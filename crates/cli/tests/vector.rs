@@ -549,27 +549,21 @@ fn datasets_report_bad_lines_and_eval_ab_measures_the_letter() {
     }
 }
 
-#[test]
-fn a_saved_vector_decodes_as_the_head_reads_it() {
-    let dir = scratch("vocab");
+/// A CAA vector of tiny-gpt2 at layer 2, saved in a scratch directory `name`, and what
+/// `tiller vector vocab --json` with `extra` prints for it.
+fn saved_vector_vocab(name: &str, extra: &[&str]) -> (Vec<f32>, Value) {
+    let dir = scratch(name);
     let saved = caa_to(&dir, "tiny-gpt2", "2", "v.safetensors", &[]);
     let v: Vec<f32> = serde_json::from_value(saved["vector"].clone()).unwrap();
-    let got = json_of(
-        "vocab",
-        &strs(&[
-            "vector",
-            "vocab",
-            "--model",
-            &model_dir("tiny-gpt2"),
-            "--vector",
-            dir.join("v.safetensors").to_str().unwrap(),
-            "--top",
-            "5",
-            "--device",
-            "cpu",
-            "--json",
-        ]),
-    );
+    let (model, file) = (model_dir("tiny-gpt2"), dir.join("v.safetensors"));
+    let mut args = strs(&["vector", "vocab", "--model", &model, "--vector", file.to_str().unwrap(), "--device", "cpu", "--json"]);
+    args.extend(strs(extra));
+    (v, json_of(name, &args))
+}
+
+#[test]
+fn a_saved_vector_decodes_as_the_head_reads_it() {
+    let (v, got) = saved_vector_vocab("vocab", &["--top", "5"]);
     // v · wteᵀ by hand from the weights.
     let f = load_fixture("tiny-gpt2");
     let w = f.cpu_weights();
@@ -588,25 +582,7 @@ fn a_saved_vector_decodes_as_the_head_reads_it() {
 
 #[test]
 fn vocab_with_a_prompt_measures_the_residual_stream_there() {
-    let dir = scratch("vocab-prompt");
-    let saved = caa_to(&dir, "tiny-gpt2", "2", "v.safetensors", &[]);
-    let v: Vec<f32> = serde_json::from_value(saved["vector"].clone()).unwrap();
-    let got = json_of(
-        "vocab --prompt",
-        &strs(&[
-            "vector",
-            "vocab",
-            "--model",
-            &model_dir("tiny-gpt2"),
-            "--vector",
-            dir.join("v.safetensors").to_str().unwrap(),
-            "--prompt",
-            "I went up to my friend and said",
-            "--device",
-            "cpu",
-            "--json",
-        ]),
-    );
+    let (v, got) = saved_vector_vocab("vocab-prompt", &["--prompt", "I went up to my friend and said"]);
     let layer = &got["layers"][0];
     let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     assert!((layer["norm"].as_f64().unwrap() - norm).abs() < 1e-6 * norm);

@@ -290,14 +290,48 @@ pub async fn sweep<B: Backend>(
     Ok(out)
 }
 
-/// One header line, then a line per row.
+/// One header line, then a line per row (`coeff` is the multiplier, as `tiller sweep --coeffs`
+/// takes it).
 pub fn to_csv(rows: &[SweepRow]) -> String {
-    let mut s = String::from("set,layer,coeff,ppl_ratio,kl,loss_steered,loss_unsteered,tokens,texts\n");
+    csv(rows, "coeff", |_| None)
+}
+
+/// As [`to_csv`], for readers who did not type the multipliers: the column is named
+/// `multiplier`, and a `coefficients` column says what each of `terms` was given at it
+/// (`+4 "Love"; -4 "Hate"`).
+pub fn to_csv_with_terms(rows: &[SweepRow], terms: &[Term]) -> String {
+    csv(rows, "multiplier,coefficients", |r| {
+        // 0 × a negative coefficient is printed as +0, not -0.
+        let used: Vec<String> = terms.iter().map(|t| format!("{:+} {:?}", t.coeff * r.coeff + 0.0, t.text)).collect();
+        Some(csv_field(&used.join("; ")))
+    })
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn csv(rows: &[SweepRow], coeff_head: &str, extra: impl Fn(&SweepRow) -> Option<String>) -> String {
+    let mut s = format!("set,layer,{coeff_head},ppl_ratio,kl,loss_steered,loss_unsteered,tokens,texts\n");
     for r in rows {
-        let set = if r.set.contains([',', '"', '\n']) { format!("\"{}\"", r.set.replace('"', "\"\"")) } else { r.set.clone() };
+        let coeff = match extra(r) {
+            Some(e) => format!("{},{e}", r.coeff),
+            None => r.coeff.to_string(),
+        };
         s.push_str(&format!(
-            "{set},{},{},{:.6},{:.6},{:.6},{:.6},{},{}\n",
-            r.layer, r.coeff, r.ppl_ratio, r.kl, r.loss_steered, r.loss_unsteered, r.tokens, r.texts
+            "{},{},{coeff},{:.6},{:.6},{:.6},{:.6},{},{}\n",
+            csv_field(&r.set),
+            r.layer,
+            r.ppl_ratio,
+            r.kl,
+            r.loss_steered,
+            r.loss_unsteered,
+            r.tokens,
+            r.texts
         ));
     }
     s

@@ -4,7 +4,7 @@ use pollster::block_on;
 use tiller_core::generate::Flow;
 use tiller_core::golden::load_fixture;
 use tiller_core::steer::{self, RowSpan};
-use tiller_core::sweep::{sweep, to_csv, EvalSet, SweepRow, SweepSpec};
+use tiller_core::sweep::{sweep, to_csv, to_csv_with_terms, EvalSet, SweepRow, SweepSpec};
 use tiller_core::{Backend, CpuModel, CpuWeights, LogitRows, Positions, SeqStep, Site, StepRequest, Term, TillerError, Tokenizer};
 
 fn model(name: &str) -> (CpuModel, Tokenizer) {
@@ -117,6 +117,20 @@ fn coefficient_zero_gives_ratio_one_and_no_kl() {
     let csv = to_csv(&rows);
     assert_eq!(csv.lines().count(), 1 + rows.len());
     assert!(csv.lines().nth(1).unwrap().starts_with("weddings,0,0,1.000000,0.000000,"), "{csv}");
+    // The page's CSV names the multiplier and says what each term was given.
+    let page = to_csv_with_terms(&rows, &terms());
+    let lines: Vec<&str> = page.lines().collect();
+    assert_eq!(lines[0], "set,layer,multiplier,coefficients,ppl_ratio,kl,loss_steered,loss_unsteered,tokens,texts");
+    assert!(
+        lines[1].starts_with(r#"weddings,0,0,"+0 ""I talk about weddings""; +0 ""I do not talk about weddings""",1.000000,"#),
+        "{page}"
+    );
+    let three = lines.iter().find(|l| l.starts_with("weddings,0,3,")).unwrap();
+    assert!(three.contains(r#","+3 ""I talk about weddings""; -3 ""I do not talk about weddings""","#), "{three}");
+    assert_eq!(
+        &three[three.rfind("\",").unwrap() + 2..],
+        &csv.lines().find(|l| l.starts_with("weddings,0,3,")).unwrap()["weddings,0,3,".len()..]
+    );
 }
 
 #[test]

@@ -25,8 +25,10 @@ export const CHROMIUM_ARGS = [
 /**
  * Launches Chromium with a fresh user-data-dir (a brand-new profile: empty caches, empty
  * OPFS). Returns { context, userDataDir, close() }. Pass `userDataDir` to reuse a profile.
+ * The page's first-visit tour is marked as seen (it would sit over the page's corner) unless
+ * `tour` is true.
  */
-export async function launch({ userDataDir, extraArgs = [], webgpu = true, viewport = { width: 1400, height: 1000 } } = {}) {
+export async function launch({ userDataDir, extraArgs = [], webgpu = true, viewport = { width: 1400, height: 1000 }, tour = false } = {}) {
   if (!fs.existsSync(CHROMIUM)) {
     throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (bash scripts/setup.sh) or set TILLER_CHROMIUM`);
   }
@@ -44,6 +46,7 @@ export async function launch({ userDataDir, extraArgs = [], webgpu = true, viewp
     timeout: 60_000,
   });
   context.setDefaultTimeout(30_000);
+  if (!tour) await context.addInitScript(() => { try { localStorage.setItem('tiller.tour', 'done'); } catch {} });
   return {
     context,
     userDataDir: dir,

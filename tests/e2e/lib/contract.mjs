@@ -43,6 +43,8 @@ export const TESTIDS = [
   'vec-eval-progress', 'vec-eval-error', 'vec-eval-chart', 'vec-eval-point', 'vec-eval-tooltip', 'vec-eval-csv',
   // Reading a library vector (issue 12): vocabulary and norm against the prompt's residual stream.
   'vec-read', 'vec-reading', 'vec-reading-layer', 'vec-read-top', 'vec-read-bottom', 'vec-read-lnf',
+  // The first-visit tour (issue 18).
+  'tour', 'tour-text', 'tour-back', 'tour-next', 'tour-close', 'tour-open',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];
@@ -60,6 +62,26 @@ export function tid(scope, id) {
 
 export const unsteered = (page, i) => tid(page, `unsteered-${i}`);
 export const steered = (page, i) => tid(page, `steered-${i}`);
+
+/**
+ * Splits a CSV text into rows of fields (RFC 4180: fields in double quotes may hold commas,
+ * quotes doubled and line breaks).
+ */
+export function parseCsv(text) {
+  const rows = [];
+  let row = [];
+  let field = '';
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') { field += '"'; i++; } else if (c === '"') quoted = false; else field += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ',') { row.push(field); field = ''; } else if (c === '\n') { row.push(field); rows.push(row); row = []; field = ''; } else field += c;
+  }
+  if (field !== '' || row.length) { row.push(field); rows.push(row); }
+  return rows;
+}
 
 /** Page URL with the Hub endpoint replaced by the local Hub-like server. */
 export function pageUrl(staticUrl, hubUrl, fragment = '') {

@@ -15,6 +15,7 @@ pub fn ChartView(
     testid: &'static str,
 ) -> impl IntoView {
     let hover = RwSignal::new(None::<usize>);
+    let pinned = RwSignal::new(None::<usize>);
     // The "no change" label sits between the last two x ticks, where no point is drawn.
     let ref_label_x = match chart.x_ticks.as_slice() {
         [.., (a, _), (b, _)] => (a + b) / 2.0,
@@ -119,17 +120,22 @@ pub fn ChartView(
         .enumerate()
         .map(|(i, p)| {
             let tip = format!("{}: {}", p.set, p.tip.join(", "));
+            // A finger-sized target around the dot; a tap (or click) pins the tooltip until the
+            // next tap, as a phone has no hover.
             view! {
-                <circle data-testid=format!("{testid}-point") class="pt" cx=p.x cy=p.y r="4.5" fill=p.color
-                    data-set=p.set.clone() data-layer=p.layer.to_string() data-coeff=format!("{}", p.coeff) data-value=format!("{}", p.value)
-                    on:mouseenter=move |_| hover.set(Some(i)) on:mouseleave=move |_| hover.set(None)>
-                    <title>{tip}</title>
-                </circle>
+                <g class="pt-hit" on:mouseenter=move |_| hover.set(Some(i)) on:mouseleave=move |_| hover.set(None)
+                    on:click=move |ev| { ev.stop_propagation(); pinned.update(|k| *k = if *k == Some(i) { None } else { Some(i) }); }>
+                    <circle class="pt-area" cx=p.x cy=p.y r="14" fill="transparent"/>
+                    <circle data-testid=format!("{testid}-point") class="pt" cx=p.x cy=p.y r="4.5" fill=p.color
+                        data-set=p.set.clone() data-layer=p.layer.to_string() data-coeff=format!("{}", p.coeff) data-value=format!("{}", p.value)>
+                        <title>{tip}</title>
+                    </circle>
+                </g>
             }
         })
         .collect_view();
     let tooltip = move || {
-        let i = hover.get()?;
+        let i = hover.get().or(pinned.get())?;
         let p = tip_points.with_value(|ps| ps.get(i).cloned())?;
         let lines = p.tip.clone();
         let head = p.set.clone();
@@ -146,9 +152,12 @@ pub fn ChartView(
             </g>
         })
     };
+    // On a phone the chart keeps a readable size and scrolls sideways inside its own box.
     view! {
+        <div class="chart-scroll" tabindex="0" role="region" aria-label=format!("{} (scrolls sideways on a narrow screen)", chart.title)>
         <svg data-testid=format!("{testid}-chart") class="sweep-chart" viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img"
-            aria-label=chart.title.clone() data-points=n.to_string() xmlns="http://www.w3.org/2000/svg">
+            aria-label=chart.title.clone() data-points=n.to_string() xmlns="http://www.w3.org/2000/svg"
+            on:click=move |_| pinned.set(None)>
             <rect class="bg" x="0" y="0" width=WIDTH height=HEIGHT/>
             <text class="chart-title" x=left y="16">{chart.title.clone()}</text>
             {legend}
@@ -164,6 +173,7 @@ pub fn ChartView(
             {dots}
             {tooltip}
         </svg>
+        </div>
         {style_key}
     }
 }

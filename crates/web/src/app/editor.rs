@@ -13,6 +13,28 @@ use crate::numbers::{self, NumKind};
 use crate::presets::{self, PRESETS};
 use crate::protocol::ToWorker;
 
+/// When a run started from a Run button ends, focus goes back to that button if it is still
+/// on the run's Stop (or was dropped to the page).
+fn keep_run_focus(ctx: Ctx) {
+    Effect::new(move |was_running: Option<bool>| {
+        let running = ctx.run_state.get() == RunState::Running;
+        if was_running == Some(true) && !running {
+            if let Some(run) = ctx.run_focus.get_value() {
+                ctx.run_focus.set_value(None);
+                let active = document().active_element();
+                let on_stop_or_page = match &active {
+                    None => true,
+                    Some(el) => el.tag_name() == "BODY" || el.get_attribute("data-testid").is_some_and(|t| t.starts_with("stop")),
+                };
+                if on_stop_or_page {
+                    super::focus_later(run);
+                }
+            }
+        }
+        running
+    });
+}
+
 /// Fills the editor with a preset, its layer scaled to `depth`.
 pub fn apply_preset(ctx: Ctx, id: &str, depth: usize) {
     let Some(p) = presets::find(id) else { return };
@@ -83,21 +105,23 @@ pub fn RecipeEditor() -> impl IntoView {
         })
     };
     let can_run = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy() && blocked().is_none();
-    let start = move || {
+    let start = move |from_button: bool| {
         ctx.fields_checked.set(true);
         validation.set(Vec::new());
-        if let Err(errors) = client::run(ctx) {
+        let started = if from_button { super::run_from(ctx, "run", "stop") } else { client::run(ctx) };
+        if let Err(errors) = started {
             validation.set(errors);
         }
     };
-    let on_run = move |_| start();
+    let on_run = move |_| start(true);
+    keep_run_focus(ctx);
     // Ctrl+Enter (Cmd+Enter on a Mac) runs from anywhere on the page, as the Run button would;
     // while Run is disabled it only shows what blocks it.
     let _shortcut = window_event_listener(leptos::ev::keydown, move |ev| {
         if ev.key() == "Enter" && (ev.ctrl_key() || ev.meta_key()) {
             ev.prevent_default();
             if untrack(can_run) {
-                start();
+                start(false);
             } else {
                 ctx.fields_checked.set(true);
             }

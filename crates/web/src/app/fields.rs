@@ -198,6 +198,40 @@ pub fn form_errors(clicked: Vec<String>, live: Vec<String>, failed: Option<Strin
     all
 }
 
+/// The problems a form's button finds when pressed that its live check cannot see (no model,
+/// busy, a file that would not read): kept until anything the form reads changes.
+#[derive(Clone, Copy)]
+pub struct Pressed(RwSignal<Vec<String>>);
+
+impl Pressed {
+    /// `watch` reads (tracks) what the form depends on; any change clears the problems.
+    pub fn new(watch: impl Fn() + 'static) -> Self {
+        let found = RwSignal::new(Vec::new());
+        Effect::new(move |_| {
+            watch();
+            found.set(Vec::new());
+        });
+        Self(found)
+    }
+
+    /// Runs the button's action and keeps what it refused with.
+    pub fn press(self, action: impl FnOnce() -> Result<(), Vec<String>>) {
+        self.0.set(Vec::new());
+        if let Err(e) = action() {
+            self.0.set(e);
+        }
+    }
+
+    pub fn set(self, problems: Vec<String>) {
+        self.0.set(problems);
+    }
+
+    /// What the form shows: these, then the live problems, then a failed job's ([`form_errors`]).
+    pub fn with_live(self, live: Vec<String>, failed: Option<String>) -> Vec<String> {
+        form_errors(self.0.get(), live, failed)
+    }
+}
+
 /// The list of a form's problems, each a `<p>` with `testid`.
 #[component]
 pub fn ErrorList(testid: &'static str, #[prop(into)] errors: Signal<Vec<String>>) -> impl IntoView {

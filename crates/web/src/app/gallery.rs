@@ -97,13 +97,7 @@ fn set_up(ctx: Ctx, setup: Setup) -> &'static str {
             "In the editor (layer scaled to this model): press Run."
         }
         Setup::WeddingSweep => {
-            ctx.preset.set(String::new());
-            ctx.form.update(|f| {
-                f.set_terms(&[
-                    tiller_core::Term { layer: 0, coeff: 1.0, text: " weddings".into() },
-                    tiller_core::Term { layer: 0, coeff: -1.0, text: String::new() },
-                ]);
-            });
+            super::sweep::use_wedding_vector(ctx);
             ctx.set_sweep_form(crate::sweep::SweepForm::new(ctx.depth()));
             ctx.sweep_open.set(true);
             reveal_area("area-sweep");

@@ -19,6 +19,7 @@ pub mod results;
 pub mod sharing;
 pub mod storage;
 pub mod sweep;
+pub mod tour;
 pub mod vectors;
 pub mod vocab;
 
@@ -241,6 +242,9 @@ pub struct Ctx {
     pub form: RwSignal<Form>,
     /// Run was pressed: number fields show their problems without waiting for a blur.
     pub fields_checked: RwSignal<bool>,
+    /// The Run button (test id) that started the running generation, given focus back when it
+    /// ends; None when it was started from the keyboard shortcut (focus stays where it was).
+    pub run_focus: StoredValue<Option<&'static str>>,
     /// The BOS box was set by the user, a share link or a history entry: a model that loads
     /// then keeps it instead of applying its tokenizer's default.
     pub bos_pinned: StoredValue<bool>,
@@ -306,6 +310,7 @@ impl Ctx {
             autoload: StoredValue::new(None),
             form: RwSignal::new(Form::default()),
             fields_checked: RwSignal::new(false),
+            run_focus: StoredValue::new(None),
             bos_pinned: StoredValue::new(false),
             preset: RwSignal::new("love-hate".into()),
             applied_preset: RwSignal::new(None),
@@ -468,10 +473,14 @@ pub fn App() -> impl IntoView {
     client::watch_analysis(ctx);
     vectors::load_library(ctx);
     results::keep_history(ctx);
+    let tour_step = RwSignal::new(tour::first_visit());
 
     view! {
         <header class="top">
-            <h1>"Tiller"</h1>
+            <div class="top-line">
+                <h1>"Tiller"</h1>
+                <tour::TourButton step=tour_step/>
+            </div>
             <p class="lede">
                 "Steer a language model (GPT-2, Llama, Qwen2, Pythia) by adding activation vectors (ActAdd), right here in your browser. "
                 "1. Load a model. 2. Pick a preset or write a prompt and steering terms (e.g. +5 × \"Love\", −5 × \"Hate\" at layer 6). "
@@ -501,7 +510,34 @@ pub fn App() -> impl IntoView {
             "Share links carry the whole recipe in the part after #, so opening one sends nothing anywhere. "
             "Ctrl+Enter runs the recipe."
         </footer>
+        <tour::Tour step=tour_step/>
     }
+}
+
+/// Moves focus to the element with this test id once the page has updated (a button that was
+/// just enabled can take it only then), without scrolling: the view stays on the results.
+pub fn focus_later(testid: &'static str) {
+    set_timeout(
+        move || {
+            let el = document().query_selector(&format!("[data-testid={testid}]")).ok().flatten();
+            if let Some(el) = el.and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok()) {
+                let options = web_sys::FocusOptions::new();
+                options.set_prevent_scroll(true);
+                let _ = el.focus_with_options(&options);
+            }
+        },
+        std::time::Duration::ZERO,
+    );
+}
+
+/// Runs the recipe from a Run button: focus goes to its Stop while it runs and back to it
+/// when the run ends (`editor::keep_run_focus`), instead of dropping to the page when the
+/// button is disabled.
+pub fn run_from(ctx: Ctx, run: &'static str, stop: &'static str) -> Result<(), Vec<String>> {
+    client::run(ctx)?;
+    ctx.run_focus.set_value(Some(run));
+    focus_later(stop);
+    Ok(())
 }
 
 /// Opens (if folded) and brings into view the area with this element id.

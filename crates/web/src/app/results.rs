@@ -213,7 +213,7 @@ pub fn Results() -> impl IntoView {
                 <h2>"3 · Completions"</h2>
                 // The editor's Run and Stop, repeated here so the results need no scrolling.
                 <button class="primary small" data-testid="run-top" disabled=move || !can_run()
-                    on:click=move |_| { let _ = client::run(ctx); }>"Run"</button>
+                    on:click=move |_| { let _ = super::run_from(ctx, "run-top", "stop-top"); }>"Run"</button>
                 <button class="small" data-testid="stop-top" disabled=move || !running()
                     on:click=move |_| client::send(ctx, &crate::protocol::ToWorker::Stop, &[])>"Stop"</button>
             </div>

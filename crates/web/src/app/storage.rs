@@ -1,6 +1,6 @@
 //! What the page keeps in the browser's local storage, under one key each: the editor as typed
-//! and the finished runs (so a reload loses nothing) and, only when the user asks, their
-//! Hugging Face token.
+//! and the finished runs (so a reload loses nothing), whether the first-visit tour was closed
+//! and, only when the user asks, their Hugging Face token.
 
 use crate::form::Form;
 
@@ -52,4 +52,15 @@ pub fn load_history() -> Vec<crate::history::SavedRun> {
 
 pub fn save_history(runs: &[crate::history::SavedRun]) {
     put(HISTORY, Some(&crate::history::to_json(runs)));
+}
+
+const TOUR: &str = "tiller.tour";
+
+/// Whether the first-visit tour was closed (then it stays closed).
+pub fn tour_done() -> bool {
+    get(TOUR).is_some()
+}
+
+pub fn save_tour_done() {
+    put(TOUR, Some("done"));
 }

@@ -4,17 +4,29 @@
 //! as an inline SVG line chart (hover a point for its values) and offered as CSV.
 
 use leptos::prelude::*;
-use tiller_core::sweep::SweepRow;
+use tiller_core::sweep::to_csv_with_terms;
 use tiller_core::Positions;
 
 use super::charts::ChartView;
 use super::client::{self, send};
-use super::fields::{form_errors, ErrorList, NumInput};
+use super::fields::{ErrorList, NumInput, Pressed};
 use super::{Ctx, ModelState, RunState, SweepRun};
 use crate::chart;
 use crate::numbers::NumKind;
 use crate::protocol::ToWorker;
 use crate::sweep::{Metric, XAxis};
+
+/// Puts the ActAdd post's wedding vector in the editor: +1 × " weddings" − 1 × "" (the empty
+/// text padded with spaces), no preset.
+pub fn use_wedding_vector(ctx: Ctx) {
+    ctx.preset.set(String::new());
+    ctx.form.update(|f| {
+        f.set_terms(&[
+            tiller_core::Term { layer: 0, coeff: 1.0, text: " weddings".into() },
+            tiller_core::Term { layer: 0, coeff: -1.0, text: String::new() },
+        ]);
+    });
+}
 
 /// The panel: settings, Run/Stop, progress, chart, CSV.
 #[component]
@@ -31,12 +43,10 @@ pub fn SweepPanel() -> impl IntoView {
     });
     // Problems found on clicking Run sweep that the live check cannot see (no model, busy):
     // they go as soon as anything is edited.
-    let clicked_errors = RwSignal::new(Vec::<String>::new());
-    Effect::new(move |_| {
+    let pressed = Pressed::new(move || {
         ctx.sweep_form.track();
         ctx.form.track();
         ctx.model_state.track();
-        clicked_errors.set(Vec::new());
     });
     let live_errors = Memo::new(move |_| {
         let depth = ctx.depth();
@@ -44,16 +54,11 @@ pub fn SweepPanel() -> impl IntoView {
     });
     let errors = Signal::derive(move || {
         let failed = ctx.sweep.with(|s| s.as_ref().and_then(|s| s.error.clone())).map(|f| format!("The sweep failed: {f}"));
-        form_errors(clicked_errors.get(), live_errors.get(), failed)
+        pressed.with_live(live_errors.get(), failed)
     });
     let running = move || ctx.sweeping();
     let can_run = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy();
-    let on_run = move |_| {
-        clicked_errors.set(Vec::new());
-        if let Err(e) = client::run_sweep(ctx) {
-            clicked_errors.set(e);
-        }
-    };
+    let on_run = move |_| pressed.press(|| client::run_sweep(ctx));
     let front_only_note = move || {
         (ctx.form.with(|f| f.positions) != Positions::Front).then(|| {
             view! { <p class="note warn">"The sweep always adds the vector the ActAdd way (once, at the first n positions of each text), whatever the editor's Positions setting says."</p> }
@@ -96,15 +101,7 @@ pub fn SweepPanel() -> impl IntoView {
                 <button data-testid="sweep-stop" disabled=move || !running() on:click=move |_| send(ctx, &ToWorker::Stop, &[])>"Stop"</button>
                 <button class="small" title="Put the post's wedding vector in the editor: +1 × \" weddings\" − 1 × \"\" (an empty text is padded with spaces)"
                     disabled=running
-                    on:click=move |_| {
-                        ctx.preset.set(String::new());
-                        ctx.form.update(|f| {
-                            f.set_terms(&[
-                                tiller_core::Term { layer: 0, coeff: 1.0, text: " weddings".into() },
-                                tiller_core::Term { layer: 0, coeff: -1.0, text: String::new() },
-                            ]);
-                        });
-                    }>"Use the post's wedding vector"</button>
+                    on:click=move |_| use_wedding_vector(ctx)>"Use the post's wedding vector"</button>
                 <span class="run-status">{move || status(ctx)}</span>
             </div>
             <SweepProgressBar/>
@@ -311,11 +308,13 @@ fn SweepResults() -> impl IntoView {
     };
     let has_rows = move || ctx.sweep.with(|s| s.as_ref().is_some_and(|s| !s.rows.is_empty()));
     let csv = move |_| {
-        let Some((rows, source)) = ctx.sweep.with_untracked(|s| s.as_ref().map(|s| (s.rows.clone(), s.source.label()))) else {
+        let Some((csv, source)) =
+            ctx.sweep.with_untracked(|s| s.as_ref().map(|s| (to_csv_with_terms(&s.rows, &s.spec.terms), s.source.label())))
+        else {
             return;
         };
         let name = source.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join("-");
-        if let Err(e) = download_csv(&rows, &format!("tiller-sweep-{name}.csv")) {
+        if let Err(e) = super::files::download(csv.as_bytes(), "text/csv", &format!("tiller-sweep-{name}.csv")) {
             ctx.show_error(crate::protocol::ErrorKind::Internal, format!("the CSV could not be saved: {e}"));
         }
     };
@@ -373,9 +372,4 @@ fn SweepResults() -> impl IntoView {
             "A tiny random model shows noise, not this."
         </p>
     }
-}
-
-/// Saves the rows as CSV (`tiller_core::sweep::to_csv`).
-fn download_csv(rows: &[SweepRow], filename: &str) -> Result<(), String> {
-    super::files::download(tiller_core::sweep::to_csv(rows).as_bytes(), "text/csv", filename)
 }

@@ -11,7 +11,7 @@ use tiller_core::Site;
 
 use super::charts::ChartView;
 use super::client::{self, send};
-use super::fields::{form_errors, ChoiceSelect, ErrorList, NumInput};
+use super::fields::{ChoiceSelect, ErrorList, NumInput, Pressed};
 use super::{files, idb, Ctx, ModelState, RunState};
 use crate::numbers::NumKind;
 use crate::protocol::ToWorker;
@@ -127,11 +127,9 @@ fn BuildForm() -> impl IntoView {
             ctx.vec_form.update(|f| f.follow_depth(old, new));
         }
     });
-    let clicked = RwSignal::new(Vec::<String>::new());
-    Effect::new(move |_| {
+    let pressed = Pressed::new(move || {
         ctx.vec_form.track();
         ctx.model_state.track();
-        clicked.set(Vec::new());
     });
     let summary = move || ctx.vec_form.with(|f| f.summary());
     let live = Memo::new(move |_| {
@@ -142,15 +140,10 @@ fn BuildForm() -> impl IntoView {
     let errors = Signal::derive(move || {
         let live = live.get().into_iter().filter(|m| !m.starts_with("the pairs: ")).collect();
         let failed = ctx.vec_build.with(|b| b.as_ref().and_then(|b| b.error.clone())).map(|f| format!("The build failed: {f}"));
-        form_errors(clicked.get(), live, failed)
+        pressed.with_live(live, failed)
     });
     let can_build = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy() && live.with(Vec::is_empty);
-    let on_build = move |_| {
-        clicked.set(Vec::new());
-        if let Err(e) = client::build_vector(ctx) {
-            clicked.set(e);
-        }
-    };
+    let on_build = move |_| pressed.press(|| client::build_vector(ctx));
     let on_file = move |ev: web_sys::Event| {
         let Some(file) = files::picked_file(&ev) else { return };
         wasm_bindgen_futures::spawn_local(async move {
@@ -160,10 +153,10 @@ fn BuildForm() -> impl IntoView {
                     Ok(text) => ctx.vec_form.update(|f| f.set_text(text, Some(name))),
                     Err(e) => {
                         let line = e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
-                        clicked.set(vec![format!("{name} is not UTF-8 text (line {line} holds bytes that are not): save it as UTF-8. The pairs above are unchanged.")]);
+                        pressed.set(vec![format!("{name} is not UTF-8 text (line {line} holds bytes that are not): save it as UTF-8. The pairs above are unchanged.")]);
                     }
                 },
-                Err(e) => clicked.set(vec![format!("{e}. The pairs above are unchanged.")]),
+                Err(e) => pressed.set(vec![format!("{e}. The pairs above are unchanged.")]),
             }
         });
     };
@@ -305,12 +298,10 @@ fn build_status(ctx: Ctx) -> String {
 #[component]
 fn EvalPanel() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    let clicked = RwSignal::new(Vec::<String>::new());
-    Effect::new(move |_| {
+    let pressed = Pressed::new(move || {
         ctx.eval_form.track();
         ctx.vec_form.track();
         ctx.model_state.track();
-        clicked.set(Vec::new());
     });
     let live = Memo::new(move |_| {
         let Some(cfg) = ctx.config() else { return Vec::new() };
@@ -323,16 +314,11 @@ fn EvalPanel() -> impl IntoView {
     let errors = Signal::derive(move || {
         let live = live.get().into_iter().filter(|m| !m.starts_with("the pairs: ")).collect();
         let failed = ctx.vec_eval.with(|e| e.as_ref().and_then(|e| e.error.clone())).map(|f| format!("The evaluation failed: {f}"));
-        form_errors(clicked.get(), live, failed)
+        pressed.with_live(live, failed)
     });
     let ready = move || ctx.model_state.get() == ModelState::Ready;
     let can_eval = move || ready() && !ctx.busy() && live.with(Vec::is_empty);
-    let on_eval = move |_| {
-        clicked.set(Vec::new());
-        if let Err(e) = client::eval_ab(ctx) {
-            clicked.set(e);
-        }
-    };
+    let on_eval = move |_| pressed.press(|| client::eval_ab(ctx));
     let entries = move || {
         ctx.library.with(|l| l.entries.iter().map(|s| (s.id.clone(), s.entry.name.clone(), s.entry.layer_numbers())).collect::<Vec<_>>())
     };

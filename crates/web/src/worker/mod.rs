@@ -712,6 +712,20 @@ async fn sweep(run_id: u64, spec: SweepSpec) {
     }
 }
 
+/// The pairs a form gave (or why it gave none) with the encoding `tiller vector` gives them:
+/// choice items through the chat template when the tokenizer has one.
+fn encode_pairs(
+    tok: &Tokenizer,
+    pairs: Result<Vec<tiller_core::pairs::Pair>, String>,
+    bos: bool,
+    chat: bool,
+    system: &str,
+) -> Result<(tiller_core::pairs::PairEncoding, Vec<tiller_core::pairs::Pair>), UserError> {
+    let pairs = pairs.map_err(|m| UserError::new(ErrorKind::Recipe, m))?;
+    let enc = tiller_core::pairs::PairEncoding::new(tok, bos, chat, true, system).map_err(|e| user_error(&e))?;
+    Ok((enc, pairs))
+}
+
 /// Builds a vector from pairs (`tiller vector caa`'s computation): the pairs are tokenized as
 /// the CLI tokenizes them, then run in capture-only steps, reporting texts done.
 async fn build_vector(run_id: u64, spec: crate::vectors::BuildSpec) {
@@ -721,10 +735,8 @@ async fn build_vector(run_id: u64, spec: crate::vectors::BuildSpec) {
         Err(error) => return fail(error),
     };
     let tok = lease.tok.clone();
-    let prepared = spec.training_pairs().map_err(|m| UserError::new(ErrorKind::Recipe, m)).and_then(|pairs| {
-        let enc = tiller_core::pairs::PairEncoding::new(&tok, spec.bos, spec.chat, true, &spec.system).map_err(|e| user_error(&e))?;
-        enc.tokens(&tok, &pairs).map_err(|e| user_error(&e))
-    });
+    let prepared = encode_pairs(&tok, spec.training_pairs(), spec.bos, spec.chat, &spec.system)
+        .and_then(|(enc, pairs)| enc.tokens(&tok, &pairs).map_err(|e| user_error(&e)));
     let seqs = match prepared {
         Ok(s) => s,
         Err(error) => return fail(error),
@@ -765,10 +777,8 @@ async fn eval_ab(run_id: u64, spec: crate::vectors::EvalSpec) {
         Err(error) => return fail(error),
     };
     let tok = lease.tok.clone();
-    let prepared = spec.eval_pairs().map_err(|m| UserError::new(ErrorKind::Recipe, m)).and_then(|pairs| {
-        let enc = tiller_core::pairs::PairEncoding::new(&tok, spec.bos, spec.chat, true, &spec.system).map_err(|e| user_error(&e))?;
-        tiller_core::contrast::ab_items(&tok, &enc.choices, &pairs).map_err(|e| user_error(&e))
-    });
+    let prepared = encode_pairs(&tok, spec.eval_pairs(), spec.bos, spec.chat, &spec.system)
+        .and_then(|(enc, pairs)| tiller_core::contrast::ab_items(&tok, &enc.choices, &pairs).map_err(|e| user_error(&e)));
     let items = match prepared {
         Ok(items) => items,
         Err(error) => return fail(error),
