@@ -5,7 +5,8 @@
 // row_map[r] is 0xFFFFFFFF. The ActAdd injection is mode 0 over whole rows.
 //
 // `gather` is the twin of `StepPlan::gather`: a capture's rows (indices into the step's rows)
-// and channels, appended to the step's capture buffer at out_offset.
+// and channels, appended to the step's capture buffer at out_offset. `project` is its twin for
+// a capture with a vector v: each row x becomes the two floats (x · v, ‖x‖).
 //
 // Tables, row maps and capture row lists of a step live in one arena buffer, bound as f32 and
 // as u32; the offsets (in elements) locate each in it.
@@ -21,6 +22,7 @@ struct HookParams {
     table_offset: u32,
     /// intervene: the row map; gather: where the capture starts in the output.
     map_offset: u32,
+    /// intervene: add, set or scale; project: the vector v (f32 bits in the arena).
     mode: u32,
     _pad: u32,
 }
@@ -70,6 +72,26 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let r = rows[p.table_offset + k];
     captured[p.map_offset + k * p.width + i] = src[r * p.stride + p.col0 + i];
+}
+
+// One invocation per row, summing in f32 in channel order: no workgroup memory or barriers,
+// which cost most on the CPU-backed adapters.
+@compute @workgroup_size(64)
+fn project(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = gid.x;
+    if (k >= p.rows) {
+        return;
+    }
+    let base = rows[p.table_offset + k] * p.stride + p.col0;
+    var dot = 0.0;
+    var sq = 0.0;
+    for (var i = 0u; i < p.width; i++) {
+        let a = src[base + i];
+        dot += a * bitcast<f32>(rows[p.mode + i]);
+        sq += a * a;
+    }
+    captured[p.map_offset + 2u * k] = dot;
+    captured[p.map_offset + 2u * k + 1u] = sqrt(sq);
 }
 
 struct CopyParams {

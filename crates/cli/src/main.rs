@@ -20,6 +20,7 @@ macro_rules! outln {
 }
 
 mod engine;
+mod inspect;
 mod output;
 mod vector;
 
@@ -60,6 +61,9 @@ enum Command {
     /// Vectors from pair datasets (CAA, PCA), their evaluation, files, GGUF control vectors.
     #[command(subcommand)]
     Vector(vector::VectorCommand),
+    /// Reading a vector against text: per-token projections over a set of texts.
+    #[command(subcommand)]
+    Inspect(inspect::InspectCommand),
 }
 
 #[derive(Args)]
@@ -304,6 +308,7 @@ fn main() {
         Command::Vocab(a) => run_vocab(a),
         Command::Sweep(a) => run_sweep(a),
         Command::Vector(c) => vector::run(c),
+        Command::Inspect(c) => inspect::run(c),
     };
     if let Err(e) = result {
         let msg = format!("{e:#}").replace('\n', " ");

@@ -48,7 +48,7 @@ pub struct BosArgs {
 }
 
 impl BosArgs {
-    fn bos(&self, tok: &Tokenizer) -> bool {
+    pub fn bos(&self, tok: &Tokenizer) -> bool {
         crate::bos_choice(self.bos, self.no_bos, tok)
     }
 }
@@ -104,7 +104,7 @@ impl DatasetArgs {
 }
 
 /// Reads a file, refusing one larger than `max` bytes before reading it.
-fn read_limited(path: &Path, max: usize) -> Result<Vec<u8>> {
+pub fn read_limited(path: &Path, max: usize) -> Result<Vec<u8>> {
     let len = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
     if len > max as u64 {
         bail!("{} is {:.1} MB, more than the {} MB Tiller reads for this kind of file", path.display(), len as f64 / 1e6, max >> 20);
@@ -427,7 +427,7 @@ fn run_caa(a: CaaArgs) -> Result<()> {
 
 /// `FILE` or `FILE:LAYER` (a path may itself hold colons: the part after the last one counts
 /// as the layer only when it is a number).
-fn split_file_layer(spec: &str) -> (PathBuf, Option<usize>) {
+pub fn split_file_layer(spec: &str) -> (PathBuf, Option<usize>) {
     if let Some((file, layer)) = spec.rsplit_once(':') {
         if let Ok(l) = layer.trim().parse::<usize>() {
             return (PathBuf::from(file), Some(l));

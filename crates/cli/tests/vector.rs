@@ -1,6 +1,6 @@
 //! `tiller vector …` end to end: CAA/PCA vectors against Hugging Face `hidden_states` (the
-//! golden fixtures' `resid_pre`), vector files, GGUF export, combinations, `--vector` steering
-//! and the A/B evaluation.
+//! golden fixtures' `resid_pre`), vector files, GGUF export, combinations, `--vector` steering,
+//! the A/B evaluation, and `tiller inspect project` against `hidden_states · v`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -593,4 +593,138 @@ fn vocab_with_a_prompt_measures_the_residual_stream_there() {
     assert_eq!(got["prompt_tokens"].as_u64().unwrap() as usize, ids.len());
     let want = pollster::block_on(tiller_core::contrast::residual_norms(&mut m, &ids, &[2])).unwrap()[0];
     assert!((layer["residual_norm"].as_f64().unwrap() - want).abs() < 1e-9 * want, "{layer} vs {want}");
+}
+
+/// `tiller inspect project --json` against Hugging Face: at every token of every golden prompt,
+/// `dot` is `hidden_states[L] · v` and `cosine` its cosine, for GPT-2 and Llama (CPU within
+/// 1e-4, GPU within 3e-2 of ‖x‖‖v‖), each BOS setting in its own run; the CSV holds the same
+/// values, and the top texts are ranked by their max.
+#[test]
+fn inspect_project_is_hidden_states_dot_the_vector() {
+    for name in ["tiny-gpt2", "tiny-llama"] {
+        let f = load_fixture(name);
+        let spec = *tiller_core::Backend::config(&f.cpu_model().0);
+        let (c, layer) = (spec.n_embd, spec.n_layer - 1);
+        let dir = scratch(&format!("inspect-{name}"));
+        let v: Vec<f32> = (0..c).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect();
+        let entry = tiller_core::library::VectorEntry {
+            name: "probe".into(),
+            site: tiller_core::Site::ResidPre,
+            layers: vec![tiller_core::library::LayerEntry { layer, vector: v.clone(), front: None }],
+            ..Default::default()
+        };
+        let file = dir.join("v.safetensors");
+        std::fs::write(&file, entry.to_safetensors().unwrap()).unwrap();
+        let v_norm = v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+        for bos in [false, true] {
+            let prompts: Vec<&PromptGolden> = f.golden.prompts.iter().filter(|p| p.bos == bos && !p.prompt.contains('\n')).collect();
+            if prompts.is_empty() {
+                continue;
+            }
+            let texts = dir.join(format!("texts-{bos}.txt"));
+            std::fs::write(&texts, prompts.iter().map(|p| format!("{}\n\n", p.prompt)).collect::<String>()).unwrap();
+            let devices: &[&str] = if gpu_available() { &["cpu", "gpu"] } else { &["cpu"] };
+            for &device in devices {
+                let what = format!("{name} bos {bos} {device}");
+                let base = strs(&[
+                    "inspect",
+                    "project",
+                    "--model",
+                    &model_dir(name),
+                    "--vector",
+                    &format!("{}:{layer}", file.display()),
+                    "--texts",
+                    texts.to_str().unwrap(),
+                    "--device",
+                    device,
+                    if bos { "--bos" } else { "--no-bos" },
+                ]);
+                let got = json_of(&what, &[base.clone(), strs(&["--json", "--top", "2"])].concat());
+                let tol = if device == "cpu" { 1e-4 } else { 3e-2 };
+                assert_eq!(got["layer"], layer);
+                assert_eq!(got["site"], "resid_pre");
+                assert!((got["vector_norm"].as_f64().unwrap() - v_norm).abs() < 1e-6 * v_norm);
+                let out = got["texts"].as_array().unwrap();
+                assert_eq!(out.len(), prompts.len(), "{what}: blank lines are skipped");
+                let mut maxes = Vec::new();
+                for (p, t) in prompts.iter().zip(out) {
+                    let tokens = t["tokens"].as_array().unwrap();
+                    let ids: Vec<u32> = tokens.iter().map(|k| k["id"].as_u64().unwrap() as u32).collect();
+                    assert_eq!(ids, p.tokens, "{what} {:?}: the golden tokens", p.prompt);
+                    for (k, tok) in tokens.iter().enumerate() {
+                        let x = &p.resid_pre[layer][k];
+                        let dot: f64 = x.iter().zip(&v).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        let x_norm = x.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
+                        let scale = x_norm * v_norm;
+                        let (g_dot, g_cos) = (tok["dot"].as_f64().unwrap(), tok["cosine"].as_f64().unwrap());
+                        assert!((g_dot - dot).abs() <= tol * scale.max(1.0), "{what} {:?} token {k}: dot {g_dot} vs {dot}", p.prompt);
+                        assert!((g_cos - dot / scale).abs() <= tol, "{what} {:?} token {k}: cosine {g_cos} vs {}", p.prompt, dot / scale);
+                    }
+                    let max = tokens.iter().map(|k| k["dot"].as_f64().unwrap()).fold(f64::NEG_INFINITY, f64::max);
+                    assert_eq!(t["max"].as_f64().unwrap(), max, "{what}: max");
+                    assert_eq!(tokens[t["max_at"].as_u64().unwrap() as usize]["dot"].as_f64().unwrap(), max);
+                    maxes.push(max);
+                }
+                let top: Vec<usize> = got["top"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as usize).collect();
+                let mut order: Vec<usize> = (0..maxes.len()).collect();
+                order.sort_by(|&a, &b| maxes[b].total_cmp(&maxes[a]).then(a.cmp(&b)));
+                order.truncate(2);
+                assert_eq!(top, order, "{what}: the top texts by their max");
+                // The CSV: a row per (text, token), the same values.
+                let out = run(&[base, strs(&["--csv"])].concat());
+                assert!(out.status.success(), "{what} --csv: {}", String::from_utf8_lossy(&out.stderr));
+                let csv = String::from_utf8(out.stdout).unwrap();
+                let lines: Vec<&str> = csv.lines().collect();
+                assert_eq!(lines[0], "text_index,position,token_id,token,dot,cosine");
+                assert!(lines[1].starts_with("0,0,"), "{what}: {}", lines[1]);
+                assert_eq!(lines.len() - 1, prompts.iter().map(|p| p.tokens.len()).sum::<usize>(), "{what}: CSV rows");
+                let first_dot: f32 = lines[1].rsplit(',').nth(1).unwrap().parse().unwrap();
+                assert_eq!(first_dot, got["texts"][0]["tokens"][0]["dot"].as_f64().unwrap() as f32, "{what}: CSV and JSON agree");
+            }
+        }
+    }
+}
+
+/// Bad input to `tiller inspect project` is one sentence each: no texts, a vector of another
+/// width, a layer the file does not hold.
+#[test]
+fn inspect_project_refuses_bad_input_in_a_sentence() {
+    let dir = scratch("inspect-bad");
+    let (model, vfile) = (model_dir("tiny-gpt2"), dir.join("v.safetensors"));
+    let entry = |w: usize| tiller_core::library::VectorEntry {
+        name: "probe".into(),
+        site: tiller_core::Site::ResidPre,
+        layers: vec![tiller_core::library::LayerEntry { layer: 1, vector: vec![0.5; w], front: None }],
+        ..Default::default()
+    };
+    let c = tiller_core::Backend::config(&load_fixture("tiny-gpt2").cpu_model().0).n_embd;
+    std::fs::write(&vfile, entry(c).to_safetensors().unwrap()).unwrap();
+    let wide = dir.join("wide.safetensors");
+    std::fs::write(&wide, entry(c + 3).to_safetensors().unwrap()).unwrap();
+    let (empty, texts) = (dir.join("empty.txt"), dir.join("texts.txt"));
+    std::fs::write(&empty, "\n  \n").unwrap();
+    std::fs::write(&texts, "Hello there\n").unwrap();
+    let cases = [
+        (vfile.display().to_string(), &empty, "holds no texts"),
+        (wide.display().to_string(), &texts, &*format!("the vector is {} wide", c + 3)),
+        (format!("{}:3", vfile.display()), &texts, "layer 3"),
+    ];
+    for (vector, texts, want) in cases {
+        let out = run(&strs(&[
+            "inspect",
+            "project",
+            "--model",
+            &model,
+            "--vector",
+            &vector,
+            "--texts",
+            texts.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{vector}: {err}");
+        assert!(err.contains(want), "{vector}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }

@@ -107,19 +107,33 @@ pub enum RowSelect {
 }
 
 /// An activation read at one site of one layer: `[rows selected, W]` in [`StepOutput::captured`],
-/// W the site's width, or the head size when `head` names one head of [`Site::Z`].
+/// W the site's width, or the head size when `head` names one head of [`Site::Z`]. With
+/// `project`, a vector v of width W, the engine reduces each row x to `(x · v, ‖x‖)` instead:
+/// `[rows selected, 2]`, what reading a vector against many texts needs without reading back
+/// every activation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Capture {
     pub layer: usize,
     pub site: Site,
     pub head: Option<usize>,
     pub rows: RowSelect,
+    pub project: Option<Vec<f32>>,
 }
 
 impl Capture {
     /// Every row of the step at (layer, site).
     pub fn all(layer: usize, site: Site) -> Self {
-        Self { layer, site, head: None, rows: RowSelect::All }
+        Self { layer, site, head: None, rows: RowSelect::All, project: None }
+    }
+
+    /// Rows selected at (layer, site), whole or (`head`) one head's slice of [`Site::Z`].
+    pub fn rows(layer: usize, site: Site, head: Option<usize>, rows: RowSelect) -> Self {
+        Self { layer, site, head, rows, project: None }
+    }
+
+    /// Every row's `(x · v, ‖x‖)` at (layer, site).
+    pub fn project(layer: usize, site: Site, v: Vec<f32>) -> Self {
+        Self { layer, site, head: None, rows: RowSelect::All, project: Some(v) }
     }
 }
 
@@ -165,7 +179,8 @@ pub struct StepOutput {
 }
 
 /// A capture checked against the step: the rows it reads (indices into the step's rows) and
-/// the channels `col0..col0 + width` of its site's slot.
+/// the channels `col0..col0 + width` of its site's slot, and whether it reduces each row to
+/// `(x · v, ‖x‖)` (the request's `project`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CapturePlan {
     pub layer: usize,
@@ -173,6 +188,14 @@ pub struct CapturePlan {
     pub col0: usize,
     pub width: usize,
     pub rows: Vec<u32>,
+    pub projected: bool,
+}
+
+impl CapturePlan {
+    /// The floats it returns: `rows × width`, or `rows × 2` projected.
+    pub fn out_len(&self) -> usize {
+        self.rows.len() * if self.projected { 2 } else { self.width }
+    }
 }
 
 /// A step checked against the caches, ready to run: every rule about what a step may ask for
@@ -294,7 +317,17 @@ impl StepPlan {
                     })
                     .collect::<Result<Vec<u32>>>()?,
             };
-            captures.push(CapturePlan { layer: cap.layer, site: cap.site, col0, width, rows: picked });
+            if let Some(v) = &cap.project {
+                if v.len() != width {
+                    return Err(TillerError::input(format!(
+                        "a projection onto a vector of width {} at layer {} ({}), whose width is {width}",
+                        v.len(),
+                        cap.layer,
+                        cap.site.as_str()
+                    )));
+                }
+            }
+            captures.push(CapturePlan { layer: cap.layer, site: cap.site, col0, width, rows: picked, projected: cap.project.is_some() });
         }
         let logit_rows = match req.logits {
             LogitRows::None => Vec::new(),
@@ -309,10 +342,24 @@ impl StepPlan {
         Ok(Self { rows, logit_rows, captures, injection_cols, stop_after })
     }
 
-    /// Gathers capture `i`'s rows and channels out of its site's slot `[R, stride]`.
-    pub fn gather(&self, i: usize, slot: &[f32], stride: usize) -> Vec<f32> {
+    /// Gathers capture `i`'s rows and channels out of its site's slot `[R, stride]`, or (with
+    /// `project`, the request's vector) each row's `(x · v, ‖x‖)`, summed in f64.
+    pub fn gather(&self, i: usize, slot: &[f32], stride: usize, project: Option<&[f32]>) -> Vec<f32> {
         let c = &self.captures[i];
-        c.rows.iter().flat_map(|&r| &slot[r as usize * stride + c.col0..r as usize * stride + c.col0 + c.width]).copied().collect()
+        let row = |r: u32| &slot[r as usize * stride + c.col0..r as usize * stride + c.col0 + c.width];
+        match project {
+            None => c.rows.iter().flat_map(|&r| row(r)).copied().collect(),
+            Some(v) => c
+                .rows
+                .iter()
+                .flat_map(|&r| {
+                    let x = row(r);
+                    let dot: f64 = x.iter().zip(v).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    let norm: f64 = x.iter().map(|&a| a as f64 * a as f64).sum::<f64>().sqrt();
+                    [dot as f32, norm as f32]
+                })
+                .collect(),
+        }
     }
 }
 

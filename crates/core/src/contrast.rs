@@ -130,6 +130,42 @@ const STEP_ROWS: usize = 512;
 /// At most this many sequences in one capture step.
 const STEP_SEQS: usize = 32;
 
+/// Consecutive runs of sequences, `lens[i]` tokens each, that fit one capture step: at most
+/// [`STEP_SEQS`] sequences and [`STEP_ROWS`] rows (a longer sequence goes alone).
+pub(crate) fn step_batches(lens: impl ExactSizeIterator<Item = usize>) -> Vec<std::ops::Range<usize>> {
+    let lens: Vec<usize> = lens.collect();
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < lens.len() {
+        let (mut end, mut rows) = (start, 0);
+        while end < lens.len() && end - start < STEP_SEQS && (end == start || rows + lens[end] <= STEP_ROWS) {
+            rows += lens[end];
+            end += 1;
+        }
+        batches.push(start..end);
+        start = end;
+    }
+    batches
+}
+
+/// Refuses token sequences that cannot be run: an empty one, or one past the context.
+pub(crate) fn check_texts(texts: &[Vec<u32>], spec: &crate::ModelSpec) -> Result<()> {
+    for (i, t) in texts.iter().enumerate() {
+        if t.is_empty() {
+            return Err(TillerError::input(format!("text {} has no tokens: give it some text or turn BOS on", i + 1)));
+        }
+        if t.len() > spec.n_positions {
+            return Err(TillerError::input(format!(
+                "text {} is {} tokens, past the model's context of {}: shorten it",
+                i + 1,
+                t.len(),
+                spec.n_positions
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The activation standing for each token sequence at (layer, site), in f64: `[texts][W]`.
 /// `progress(done, total)` is called after each step, counted in texts; `Stop` ends the run
 /// with `Ok(None)`.
@@ -146,30 +182,11 @@ pub async fn activations<B: Backend>(
         return Err(TillerError::input(format!("layer {layer} is out of range: this model has layers 0..{}", spec.n_layer - 1)));
     }
     crate::recipe::check_site(site)?;
-    for (i, t) in texts.iter().enumerate() {
-        if t.is_empty() {
-            return Err(TillerError::input(format!("text {} has no tokens: give it some text or turn BOS on", i + 1)));
-        }
-        if t.len() > spec.n_positions {
-            return Err(TillerError::input(format!(
-                "text {} is {} tokens, past the model's context of {}: shorten it",
-                i + 1,
-                t.len(),
-                spec.n_positions
-            )));
-        }
-    }
+    check_texts(texts, &spec)?;
     let w = site.width(&spec);
     let mut out = Vec::with_capacity(texts.len());
-    let mut start = 0;
-    while start < texts.len() {
-        let mut end = start;
-        let mut rows = 0;
-        while end < texts.len() && end - start < STEP_SEQS && (end == start || rows + texts[end].len() <= STEP_ROWS) {
-            rows += texts[end].len();
-            end += 1;
-        }
-        let batch = &texts[start..end];
+    for range in step_batches(texts.iter().map(Vec::len)) {
+        let batch = &texts[range.clone()];
         let max_len = batch.iter().map(Vec::len).max().unwrap_or(1);
         backend.reset(batch.len(), max_len)?;
         let rows_select = match token {
@@ -179,7 +196,7 @@ pub async fn activations<B: Backend>(
         let req = StepRequest {
             seqs: batch.iter().enumerate().map(|(slot, t)| SeqStep { slot, tokens: t.clone() }).collect(),
             injections: Vec::new(),
-            captures: vec![Capture { layer, site, head: None, rows: rows_select }],
+            captures: vec![Capture::rows(layer, site, None, rows_select)],
             logits: LogitRows::None,
         };
         let act = backend.step(&req).await?.captured.swap_remove(0);
@@ -200,8 +217,7 @@ pub async fn activations<B: Backend>(
                 }
             }
         }
-        start = end;
-        if progress(start, texts.len()) == Flow::Stop {
+        if progress(range.end, texts.len()) == Flow::Stop {
             return Ok(None);
         }
     }
@@ -602,17 +618,7 @@ pub async fn eval_ab<B: Backend>(
             }
         }
     }
-    let mut batches = Vec::new();
-    let mut start = 0;
-    while start < jobs.len() {
-        let (mut end, mut rows) = (start, 0);
-        while end < jobs.len() && end - start < STEP_SEQS && (end == start || rows + items[jobs[end].2].prompt.len() <= STEP_ROWS) {
-            rows += items[jobs[end].2].prompt.len();
-            end += 1;
-        }
-        batches.push(start..end);
-        start = end;
-    }
+    let batches = step_batches(jobs.iter().map(|j| items[j.2].prompt.len()));
     let v = spec.vocab_size;
     // Per job: (normalized p, p_m + p_n).
     let mut results = vec![(0.0f64, 0.0f64); jobs.len()];

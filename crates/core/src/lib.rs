@@ -15,6 +15,7 @@ pub mod generate;
 pub mod gguf;
 #[doc(hidden)]
 pub mod golden;
+pub mod inspect;
 pub mod library;
 pub mod model;
 pub mod ops;

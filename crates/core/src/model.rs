@@ -126,7 +126,7 @@ impl Backend for CpuModel {
                         intervene(x, req, &plan, l, site, stride);
                         for (i, cap) in plan.captures.iter().enumerate() {
                             if cap.layer == l && cap.site == site {
-                                out.captured[i] = plan.gather(i, x, stride);
+                                out.captured[i] = plan.gather(i, x, stride, req.captures[i].project.as_deref());
                             }
                         }
                         if plan.stop_after == Some((l, site)) {

@@ -8,7 +8,7 @@ use tiller_core::generate::Flow;
 use tiller_core::golden::load_fixture;
 use tiller_core::pairs::{self, Pair};
 use tiller_core::steer::TextEncoding;
-use tiller_core::{Backend, Capture, CpuModel, Injection, LogitRows, RowSelect, SeqStep, Site, StepRequest, Tokenizer};
+use tiller_core::{Backend, Capture, CpuModel, Injection, LogitRows, SeqStep, Site, StepRequest, Tokenizer};
 
 fn model(name: &str) -> (CpuModel, Tokenizer) {
     load_fixture(name).cpu_model()
@@ -20,7 +20,7 @@ fn alone(m: &mut CpuModel, tokens: &[u32], layer: usize, site: Site, token: Toke
     let req = StepRequest {
         seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }],
         injections: Vec::new(),
-        captures: vec![Capture { layer, site, head: None, rows: RowSelect::All }],
+        captures: vec![Capture::all(layer, site)],
         logits: LogitRows::None,
     };
     let act = block_on(m.step(&req)).unwrap().captured.swap_remove(0);

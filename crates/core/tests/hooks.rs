@@ -32,7 +32,7 @@ fn rows(all: &[f32], picks: &[usize], width: usize) -> Vec<f32> {
 }
 
 fn cap(layer: usize, site: Site, head: Option<usize>, rows: RowSelect) -> Capture {
-    Capture { layer, site, head, rows }
+    Capture::rows(layer, site, head, rows)
 }
 
 #[test]
@@ -63,6 +63,45 @@ fn captures_select_rows_and_heads_of_the_full_activation() {
         let (logits, early) = run(&mut m, vec![], captures, LogitRows::None);
         assert!(logits.is_empty());
         assert_eq!(early, got, "{name}: a capture-only step reads what a full one does");
+    }
+}
+
+/// A projected capture is each selected row's (x · v, ‖x‖) of the plain capture, for whole
+/// sites and one head's slice; a vector of the wrong width is refused with a sentence.
+#[test]
+fn projected_captures_are_dot_products_and_norms_of_the_rows() {
+    for name in MODELS {
+        let mut m = model(name);
+        let s = *m.config();
+        let (c, hd, z, h) = (s.n_embd, s.head_dim, s.q_width(), s.n_head - 1);
+        let v: Vec<f32> = (0..c).map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0).collect();
+        let vh: Vec<f32> = (0..hd).map(|i| 1.0 - i as f32 / hd as f32).collect();
+        let picks = RowSelect::Positions(vec![(1, 3), (0, 1), (1, 0)]);
+        let captures = vec![
+            Capture::all(1, Site::ResidPre),
+            Capture::project(1, Site::ResidPre, v.clone()),
+            Capture::all(0, Site::Z),
+            Capture { project: Some(vh.clone()), ..cap(0, Site::Z, Some(h), picks) },
+        ];
+        let (_, got) = run(&mut m, vec![], captures, LogitRows::None);
+        let reduce = |x: &[f32], v: &[f32]| {
+            let dot: f64 = x.iter().zip(v).map(|(&a, &b)| a as f64 * b as f64).sum();
+            [dot as f32, x.iter().map(|&a| a as f64 * a as f64).sum::<f64>().sqrt() as f32]
+        };
+        let want: Vec<f32> = got[0].chunks_exact(c).flat_map(|x| reduce(x, &v)).collect();
+        assert_eq!(got[1], want, "{name}: every row's (x · v, ‖x‖)");
+        // (slot, position) (1, 3), (0, 1), (1, 0) are step rows 3, 5, 0.
+        let want: Vec<f32> = [3usize, 5, 0].iter().flat_map(|&r| reduce(&got[2][r * z + h * hd..r * z + (h + 1) * hd], &vh)).collect();
+        assert_eq!(got[3], want, "{name}: a head's slice, at chosen rows");
+        let bad = block_on(m.step(&StepRequest {
+            seqs: seqs(),
+            injections: vec![],
+            captures: vec![Capture::project(1, Site::ResidPre, vec![1.0; c + 1])],
+            logits: LogitRows::None,
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains(&format!("width {}", c + 1)) && bad.contains(&format!("whose width is {c}")), "{name}: {bad}");
     }
 }
 

@@ -458,9 +458,14 @@ impl GpuEngine {
         }
         let mut captures = Vec::with_capacity(plan.captures.len());
         let mut out = 0usize;
-        for cap in &plan.captures {
+        for (cap, asked) in plan.captures.iter().zip(&req.captures) {
             let table_offset = words.len() as u32;
             words.extend_from_slice(&cap.rows);
+            // A projection's vector follows its row list.
+            let vector_offset = words.len() as u32;
+            if let Some(v) = &asked.project {
+                words.extend(v.iter().map(|x| x.to_bits()));
+            }
             captures.push(HookParams {
                 rows: cap.rows.len() as u32,
                 stride: cap.site.width(&self.cfg) as u32,
@@ -468,9 +473,10 @@ impl GpuEngine {
                 width: cap.width as u32,
                 table_offset,
                 map_offset: out as u32,
-                ..Default::default()
+                mode: if cap.projected { vector_offset } else { 0 },
+                _pad: 0,
             });
-            out += cap.rows.len() * cap.width;
+            out += cap.out_len();
         }
         self.ensure_inject(words.len() as u64 * 4)?;
         self.ensure_captures(out as u64 * 4)?;
@@ -527,7 +533,7 @@ impl GpuEngine {
                 .captures
                 .iter()
                 .map(|c| {
-                    let n = c.rows.len() * c.width;
+                    let n = c.out_len();
                     at += n;
                     all[at - n..at].to_vec()
                 })
@@ -603,7 +609,11 @@ impl GpuEngine {
                     }
                     for (cap, p) in plan.captures.iter().zip(capture_params) {
                         if cap.layer == l && cap.site == site {
-                            k.gather(rec, &groups.gather[&site], p);
+                            if cap.projected {
+                                k.project(rec, &groups.gather[&site], p);
+                            } else {
+                                k.gather(rec, &groups.gather[&site], p);
+                            }
                         }
                     }
                     if plan.stop_after == Some((l, site)) {

@@ -142,7 +142,7 @@ impl ResidualParams {
     }
 }
 
-/// Mirrors `HookParams` in hooks.wgsl (`intervene` and `gather`).
+/// Mirrors `HookParams` in hooks.wgsl (`intervene`, `gather` and `project`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
 pub struct HookParams {
@@ -156,7 +156,7 @@ pub struct HookParams {
     pub table_offset: u32,
     /// intervene: the row map's offset in the arena; gather: the capture's in the output.
     pub map_offset: u32,
-    /// `intervene`: 0 add, 1 set, 2 scale.
+    /// `intervene`: 0 add, 1 set, 2 scale; `project`: the vector's offset in the arena.
     pub mode: u32,
     pub _pad: u32,
 }
@@ -327,6 +327,8 @@ pub struct Kernels {
     swiglu: Kernel,
     intervene: Kernel,
     gather: Kernel,
+    /// `gather`'s layout (and bind groups), one row's `(x · v, ‖x‖)` per invocation.
+    project: Kernel,
     copy_slot: Kernel,
     rope: Kernel,
     params_align: u64,
@@ -424,6 +426,7 @@ impl Kernels {
             rope: kernel(&rope_m, "rope", &[w, r, r, r], &[("WG", WG as f64)]),
             intervene: kernel(&hooks_m, "intervene", &[w, r, r], &[]),
             gather: kernel(&hooks_m, "gather", &[w, r, r], &[]),
+            project: kernel(&hooks_m, "project", &[w, r, r], &[]),
             copy_slot: kernel(&hooks_m, "copy_slot", &[w], &[]),
             params_layout,
             params_align,
@@ -511,6 +514,10 @@ impl Kernels {
     }
     pub fn gather(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &HookParams) {
         rec.dispatch(&self.gather, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
+    }
+    /// With `gather`'s bind group; `p.mode` is the vector's offset in the arena.
+    pub fn project(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &HookParams) {
+        rec.dispatch(&self.project, group, bytemuck::bytes_of(p), [p.rows.div_ceil(WG), 1, 1]);
     }
     pub fn copy_slot(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &CopyParams) {
         rec.dispatch(&self.copy_slot, group, bytemuck::bytes_of(p), [p.kv.div_ceil(WG), p.len, 1]);

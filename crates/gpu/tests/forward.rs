@@ -239,7 +239,7 @@ fn hooks_with_selectors_heads_and_modes_match_cpu() {
         Injection { head: Some(3), ..Injection::add(1, Site::Z, rng.vec(hd, 1.0), vec![no, 0, 0, 0, 0, 0, 0, 0, no]) },
         Injection::add(2, Site::ResidPre, rng.vec(cfg.n_embd, 3.0), vec![0; 9]),
     ];
-    let cap = |layer, site, head, rows| Capture { layer, site, head, rows };
+    let cap = |layer, site, head, rows| Capture::rows(layer, site, head, rows);
     let captures = vec![
         Capture::all(0, Site::Z),
         cap(0, Site::Z, Some(1), RowSelect::Last),
@@ -247,6 +247,9 @@ fn hooks_with_selectors_heads_and_modes_match_cpu() {
         cap(1, Site::AttnOut, None, RowSelect::Last),
         Capture::all(1, Site::MlpOut),
         cap(2, Site::ResidPre, None, RowSelect::Positions(vec![(2, 4)])),
+        // Projections: every row onto a vector, and one head's slice at a few rows.
+        Capture::project(1, Site::ResidPre, rng.vec(cfg.n_embd, 1.0)),
+        Capture { project: Some(rng.vec(hd, 1.0)), ..cap(2, Site::Z, Some(2), RowSelect::Positions(vec![(1, 2), (2, 1), (0, 0)])) },
     ];
     for logits in [LogitRows::None, LogitRows::Last, LogitRows::All] {
         g.reset(3, 12).unwrap();

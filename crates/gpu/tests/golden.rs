@@ -218,9 +218,9 @@ fn hooks_and_fork_match_cpu_on_fixtures() {
             Injection { mode: Mode::Scale, ..Injection::add(last, Site::ResidPre, vec![0.5; spec.n_embd], vec![0; 7]) },
         ];
         let captures = vec![
-            Capture { layer: 0, site: Site::Z, head: None, rows: RowSelect::Last },
-            Capture { layer: 1, site: Site::Z, head: Some(h), rows: RowSelect::All },
-            Capture { layer: last, site: Site::MlpOut, head: None, rows: RowSelect::Positions(vec![(0, 1), (1, 3)]) },
+            Capture::rows(0, Site::Z, None, RowSelect::Last),
+            Capture::rows(1, Site::Z, Some(h), RowSelect::All),
+            Capture::rows(last, Site::MlpOut, None, RowSelect::Positions(vec![(0, 1), (1, 3)])),
         ];
         let req = StepRequest { seqs, injections, captures, logits: LogitRows::Last };
         let (got, got_next) = run(&mut g, &req);

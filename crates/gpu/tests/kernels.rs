@@ -343,7 +343,8 @@ fn residual_add_matches_reference() {
 
 /// The hook kernels: `intervene` in each mode on whole rows and on a column slice (a head of
 /// z) of awkward width, with its table and map at offsets inside one arena and some rows
-/// unmapped; `gather` of picked rows and columns to an offset in the capture buffer.
+/// unmapped; `gather` of picked rows and columns to an offset in the capture buffer, and
+/// `project` of the same rows onto a vector.
 #[test]
 fn intervene_and_gather_match_reference() {
     let Some(mut h) = harness() else { return };
@@ -408,6 +409,31 @@ fn intervene_and_gather_match_reference() {
         let got = h.read(&out, 11 + rows.len() * width);
         assert_close(&format!("gather T={t} stride={stride} cols {col0}+{width}"), &got[11..], &want, 0.0, 0.0);
         assert!(got[..11].iter().all(|&v| v == 0.0), "gather wrote before its offset");
+
+        // project: the same rows onto a vector stored after them, (x · v, ‖x‖) per row, against
+        // StepPlan::gather's f64 sums.
+        let v = rng.vec(width, 1.0);
+        let mut words = words.clone();
+        let vector_at = words.len() as u32;
+        words.extend(v.iter().map(|x| x.to_bits()));
+        let want: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| {
+                let x = &x[r as usize * stride + col0..r as usize * stride + col0 + width];
+                let dot: f64 = x.iter().zip(&v).map(|(&a, &b)| a as f64 * b as f64).sum();
+                [dot as f32, x.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt() as f32]
+            })
+            .collect();
+        let (wb, out) = (h.u32s(&words), h.zeros(11 + rows.len() * 2));
+        let g = h.kernels.bind_gather(&h.gpu.device, &GatherBuffers { captured: &out, src: &xb, rows: &wb });
+        let mut rec = h.recorder();
+        h.kernels.project(&mut rec, &g, &HookParams { mode: vector_at, ..p });
+        h.submit(rec);
+        let got = h.read(&out, 11 + rows.len() * 2);
+        // f32 sums in channel order: within a few ulps of ‖x‖‖v‖ per term.
+        let scale = (width as f32).sqrt() * 4.0;
+        assert_close(&format!("project T={t} stride={stride} cols {col0}+{width}"), &got[11..], &want, 1e-5 * scale, 1e-5);
+        assert!(got[..11].iter().all(|&v| v == 0.0), "project wrote before its offset");
     }
 }
 
