@@ -1,5 +1,6 @@
 //! `tiller inspect …`: reading a vector against text. `project`: where in a set of texts the
-//! vector's direction is present, token by token (`tiller_core::inspect`).
+//! vector's direction is present, token by token (`tiller_core::inspect`); `norms`: how large
+//! the residual stream is at each position and layer, beside the steering tensor and vectors.
 
 use std::path::PathBuf;
 
@@ -8,7 +9,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use pollster::block_on;
 use tiller_core::generate::Flow;
 use tiller_core::inspect::{self, Measure};
-use tiller_core::Site;
+use tiller_core::library::LayerEntry;
+use tiller_core::{Site, Term};
 
 use crate::engine::open_model;
 use crate::vector::{read_entry, read_limited, split_file_layer, BosArgs};
@@ -23,6 +25,22 @@ pub enum InspectCommand {
     /// Projects every token's activation onto a vector (dot product and cosine) over texts,
     /// one per line: per text the per-token values, the max and the mean; the top texts.
     Project(ProjectArgs),
+    /// Where the prompt sits: ‖resid_pre‖ at each position of each layer, beside the norm of
+    /// the steering tensor of --add terms (per position) and of each --vector.
+    Norms(NormsArgs),
+    /// What steering changed: generates as `tiller generate` does (same flags), then at each
+    /// token of each steered completion the tokens whose probability rose and fell most
+    /// between the steered and the unsteered model given the same prefix, and their KL.
+    Diff(DiffArgs),
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    run: crate::GenerateArgs,
+    /// How many risen and fallen tokens to list at each position.
+    #[arg(long = "changes", default_value_t = 5)]
+    changes: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,10 +80,92 @@ pub struct ProjectArgs {
     bos: BosArgs,
 }
 
+#[derive(Args)]
+pub struct NormsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long)]
+    prompt: String,
+    /// A steering term LAYER:COEFF:TEXT (repeatable): its tensor's norm per position.
+    #[arg(long = "add", value_name = "L:C:TEXT", allow_hyphen_values = true)]
+    add: Vec<String>,
+    /// A vector file FILE or FILE:LAYER (repeatable): its norm at each layer it holds.
+    #[arg(long = "vector", value_name = "FILE[:LAYER]")]
+    vector: Vec<String>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    bos: BosArgs,
+}
+
 pub fn run(cmd: InspectCommand) -> Result<()> {
     match cmd {
         InspectCommand::Project(a) => run_project(a),
+        InspectCommand::Norms(a) => run_norms(a),
+        InspectCommand::Diff(a) => run_diff(a),
     }
+}
+
+fn run_norms(a: NormsArgs) -> Result<()> {
+    let terms = a.add.iter().map(|s| Term::parse(s).map_err(anyhow::Error::from)).collect::<Result<Vec<_>>>()?;
+    let mut vectors = Vec::new();
+    for spec in &a.vector {
+        let (file, layer) = split_file_layer(spec);
+        let entry = read_entry(&file)?;
+        let layers: Vec<&LayerEntry> = match layer {
+            Some(l) => vec![entry.pick(Some(l)).with_context(|| file.display().to_string())?],
+            None => entry.layers.iter().collect(),
+        };
+        for l in layers {
+            vectors.push(serde_json::json!({"name": entry.name, "layer": l.layer, "norm": tiller_core::library::norm(&l.vector)}));
+        }
+    }
+    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let bos = a.bos.bos(&tok);
+    let ids = tiller_core::steer::encode_with_bos(&tok, &a.prompt, bos)?;
+    let depth = tiller_core::Backend::config(&engine).n_layer;
+    let all: Vec<usize> = (0..depth).collect();
+    let norms = block_on(inspect::position_norms(&mut engine, &ids, &all)).context("--prompt")?;
+    let medians: Vec<f64> = norms.iter().map(|at| tiller_core::contrast::typical_norm(at)).collect();
+    let steering = if terms.is_empty() {
+        Vec::new()
+    } else {
+        block_on(tiller_core::steer::steering_vectors(&mut engine, &tok, &terms, bos, Site::ResidPre))?
+    };
+    let c = tiller_core::Backend::config(&engine).n_embd;
+    let steer_norms: Vec<(usize, Vec<f64>)> =
+        steering.iter().map(|v| (v.layer, v.rows.chunks_exact(c).map(tiller_core::library::norm).collect())).collect();
+    let pieces = ids.iter().map(|&id| tok.decode(&[id])).collect::<tiller_core::Result<Vec<String>>>()?;
+    if a.json {
+        let layers: Vec<serde_json::Value> =
+            all.iter().map(|&l| serde_json::json!({"layer": l, "residual": norms[l], "median": medians[l]})).collect();
+        let steering: Vec<serde_json::Value> =
+            steer_norms.iter().map(|(l, n)| serde_json::json!({"layer": l, "n": n.len(), "norms": n})).collect();
+        let o = serde_json::json!({
+            "prompt_tokens": ids,
+            "tokens": pieces,
+            "bos": bos,
+            "layers": layers,
+            "steering": steering,
+            "vectors": vectors,
+        });
+        outln!("{o}");
+        return Ok(());
+    }
+    outln!("‖resid_pre‖ of the prompt ({} tokens), the median over its tokens after the first:", ids.len());
+    for &l in &all {
+        let mut line = format!("  layer {l:>3}: {:>10.3}", medians[l]);
+        if let Some((_, n)) = steer_norms.iter().find(|(sl, _)| *sl == l) {
+            let peak = n.iter().copied().fold(0.0f64, f64::max);
+            line.push_str(&format!("   steering tensor: largest row {peak:.3} ({:.0}% of the median)", 100.0 * peak / medians[l]));
+        }
+        for v in vectors.iter().filter(|v| v["layer"] == l) {
+            let norm = v["norm"].as_f64().unwrap_or(0.0);
+            line.push_str(&format!("   {}: {norm:.3} ({:.0}%)", v["name"].as_str().unwrap_or(""), 100.0 * norm / medians[l]));
+        }
+        outln!("{line}");
+    }
+    Ok(())
 }
 
 fn read_texts(path: &std::path::Path) -> Result<Vec<String>> {
@@ -175,6 +275,61 @@ fn run_project(a: ProjectArgs) -> Result<()> {
                 if to < ps.len() { "…" } else { "" }
             );
         }
+    }
+    Ok(())
+}
+
+fn run_diff(a: DiffArgs) -> Result<()> {
+    if a.changes == 0 || a.changes > 100 {
+        bail!("--changes {} is not usable: list between 1 and 100 tokens", a.changes);
+    }
+    let crate::Prepared { mut engine, tok, recipe, prompt, vectors } = crate::prepare_run(&a.run)?;
+    let gen =
+        block_on(tiller_core::generate::generate_with_vectors(&mut engine, &tok, &recipe, &prompt, &vectors, &mut |_| Flow::Continue))?;
+    let piece = |id: u32| tok.decode(&[id]);
+    let change_json = |c: &inspect::TokenChange| -> Result<serde_json::Value> {
+        Ok(serde_json::json!({"id": c.id, "text": piece(c.id)?, "p_steered": c.p_steered, "p_unsteered": c.p_unsteered}))
+    };
+    let mut completions = Vec::new();
+    for (i, c) in gen.steered.iter().enumerate() {
+        let changes =
+            block_on(inspect::token_changes(&mut engine, &prompt, &c.tokens, &vectors, recipe.site, recipe.positions, a.changes))?;
+        if a.run.json {
+            let mut at = Vec::new();
+            for (k, ch) in changes.iter().enumerate() {
+                at.push(serde_json::json!({
+                    "position": k,
+                    "token": change_json(&ch.token)?,
+                    "kl": ch.kl,
+                    "rose": ch.rose.iter().map(change_json).collect::<Result<Vec<_>>>()?,
+                    "fell": ch.fell.iter().map(change_json).collect::<Result<Vec<_>>>()?,
+                }));
+            }
+            completions.push(serde_json::json!({"index": i, "text": c.text, "tokens": c.tokens, "positions": at}));
+        } else {
+            outln!("steered completion {} of {}: {:?}", i + 1, gen.steered.len(), c.text);
+            for (k, ch) in changes.iter().enumerate() {
+                let list = |cs: &[inspect::TokenChange]| -> Result<String> {
+                    Ok(cs
+                        .iter()
+                        .map(|c| Ok(format!("{:?} {:+.3}", piece(c.id)?, c.p_steered - c.p_unsteered)))
+                        .collect::<Result<Vec<_>>>()?
+                        .join(", "))
+                };
+                outln!(
+                    "  {k:>3} {:<16} p {:.3} (unsteered {:.3})  KL {:.4}  rose: {}  fell: {}",
+                    format!("{:?}", piece(ch.token.id)?),
+                    ch.token.p_steered,
+                    ch.token.p_unsteered,
+                    ch.kl,
+                    list(&ch.rose)?,
+                    list(&ch.fell)?
+                );
+            }
+        }
+    }
+    if a.run.json {
+        outln!("{}", serde_json::json!({"prompt_tokens": prompt, "recipe": recipe, "steered": completions}));
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pollster::block_on;
-use tiller_core::generate::{generate, Flow};
+use tiller_core::generate::Flow;
 use tiller_core::sample::top_k_indices;
 use tiller_core::steer::{self, RowSpan};
 use tiller_core::sweep::{self, EvalSet, SweepSpec};
@@ -202,7 +202,7 @@ impl From<SiteArg> for Site {
 }
 
 #[derive(Args)]
-struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -213,7 +213,7 @@ struct GenerateArgs {
     vectors: VectorTermArgs,
     /// Number of comparisons (each an unsteered and a steered completion).
     #[arg(long, default_value_t = 3)]
-    n: usize,
+    pub(crate) n: usize,
     #[arg(long = "max-tokens", default_value_t = 50)]
     max_tokens: usize,
     #[arg(long, default_value_t = 0)]
@@ -244,7 +244,7 @@ struct GenerateArgs {
     #[arg(long, value_enum, default_value = "resid_pre")]
     site: SiteArg,
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
@@ -365,7 +365,17 @@ fn run_logits(a: LogitsArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_generate(a: GenerateArgs) -> Result<()> {
+/// A run's engine, tokenizer, recipe, prompt tokens and steering vectors (text terms and
+/// `--vector` files), as `generate` and `inspect diff` take them from their flags.
+pub(crate) struct Prepared {
+    pub engine: engine::Engine,
+    pub tok: Tokenizer,
+    pub recipe: Recipe,
+    pub prompt: Vec<u32>,
+    pub vectors: Vec<steer::LayerVector>,
+}
+
+pub(crate) fn prepare_run(a: &GenerateArgs) -> Result<Prepared> {
     let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
     let recipe = Recipe {
         prompt: a.prompt.prompt.clone(),
@@ -393,16 +403,18 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
     recipe.validate(engine.config())?;
     let cfg = *engine.config();
     let saved = vector::vector_terms(&a.vectors.vector, a.positions.map_or(Positions::All, Into::into), cfg.n_layer, cfg.n_embd)?;
-    let gen = if saved.is_empty() {
-        block_on(generate(&mut engine, &tok, &recipe, |_| Flow::Continue))?
-    } else {
-        let prompt = steer::prompt_tokens(&tok, &recipe, cfg.n_positions)?;
-        let mut vectors =
-            block_on(steer::steering_vectors(&mut engine, &tok, &recipe.terms, steer::TextEncoding::of_terms(&recipe), recipe.site))?;
-        vectors.extend(saved);
-        steer::check_fits(&vectors, prompt.len(), recipe.positions)?;
-        block_on(tiller_core::generate::generate_with_vectors(&mut engine, &tok, &recipe, &prompt, &vectors, &mut |_| Flow::Continue))?
-    };
+    let prompt = steer::prompt_tokens(&tok, &recipe, cfg.n_positions)?;
+    let mut vectors =
+        block_on(steer::steering_vectors(&mut engine, &tok, &recipe.terms, steer::TextEncoding::of_terms(&recipe), recipe.site))?;
+    vectors.extend(saved);
+    steer::check_fits(&vectors, prompt.len(), recipe.positions)?;
+    Ok(Prepared { engine, tok, recipe, prompt, vectors })
+}
+
+fn run_generate(a: GenerateArgs) -> Result<()> {
+    let Prepared { mut engine, tok, recipe, prompt, vectors } = prepare_run(&a)?;
+    let gen =
+        block_on(tiller_core::generate::generate_with_vectors(&mut engine, &tok, &recipe, &prompt, &vectors, &mut |_| Flow::Continue))?;
     if a.json {
         let obj = serde_json::json!({
             "prompt_tokens": gen.prompt_tokens,

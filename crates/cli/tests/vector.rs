@@ -728,3 +728,118 @@ fn inspect_project_refuses_bad_input_in_a_sentence() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// `tiller inspect norms --json` against Hugging Face, every family: each position's
+/// ‖hidden_states[L]‖ of the prompt at every layer, their median after the first, the
+/// steering tensor's norm per position (the golden ActAdd vectors' rows) and a vector file's
+/// norm.
+#[test]
+fn inspect_norms_are_hugging_face_residual_and_steering_norms() {
+    let norm = |x: &[f32]| x.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
+    let mut checked = Vec::new();
+    for name in tiller_core::golden::MODELS {
+        let f = load_fixture(name);
+        let Some(s) = f.golden.steered.iter().find(|s| s.site == "resid_pre") else { continue };
+        // A prompt golden of the steered golden's BOS setting (the terms' tensor does not depend
+        // on the prompt).
+        let Some(p) = f.golden.prompts.iter().find(|p| p.bos == s.bos && p.tokens.len() >= 3) else { continue };
+        let dir = scratch(&format!("norms-{name}"));
+        let file = dir.join("v.safetensors");
+        let v = vec![0.25f32; p.resid_pre[0][0].len()];
+        let entry = tiller_core::library::VectorEntry {
+            name: "flat".into(),
+            site: tiller_core::Site::ResidPre,
+            layers: vec![tiller_core::library::LayerEntry { layer: 1, vector: v.clone(), front: None }],
+            ..Default::default()
+        };
+        std::fs::write(&file, entry.to_safetensors().unwrap()).unwrap();
+        let model = model_dir(name);
+        let mut args = strs(&["inspect", "norms", "--model", &model, "--prompt", &p.prompt, "--device", "cpu", "--json"]);
+        args.push(if p.bos { "--bos".into() } else { "--no-bos".into() });
+        args.extend(["--vector".to_string(), file.display().to_string()]);
+        for t in &s.terms {
+            args.extend(["--add".to_string(), format!("{}:{}:{}", t.layer, t.coeff, t.text)]);
+        }
+        let got = json_of(&format!("inspect norms {name}"), &args);
+        let ids: Vec<u32> = got["prompt_tokens"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        assert_eq!(ids, p.tokens, "{name}: the golden tokens");
+        let layers = got["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), p.resid_pre.len(), "{name}: every layer");
+        for (l, entry) in layers.iter().enumerate() {
+            let want: Vec<f64> = p.resid_pre[l].iter().map(|x| norm(x)).collect();
+            let at: Vec<f64> = entry["residual"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            assert_eq!(at.len(), want.len());
+            for (g, w) in at.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-4 * w.max(1.0), "{name} layer {l}: {g} vs {w}");
+            }
+            let median = tiller_core::contrast::typical_norm(&want);
+            assert!((entry["median"].as_f64().unwrap() - median).abs() <= 1e-4 * median.max(1.0), "{name} layer {l}: median");
+        }
+        let steering = got["steering"].as_array().unwrap();
+        assert_eq!(steering.len(), s.vectors.len(), "{name}: a steering entry per layer of terms");
+        for (g, w) in steering.iter().zip(&s.vectors) {
+            assert_eq!(g["layer"].as_u64().unwrap() as usize, w.layer);
+            let at: Vec<f64> = g["norms"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            assert_eq!(at.len(), w.rows.len(), "{name}: a norm per padded position");
+            for (a, row) in at.iter().zip(&w.rows) {
+                let want = norm(row);
+                assert!((a - want).abs() <= 1e-3 * want.max(1.0), "{name}: steering row norm {a} vs {want}");
+            }
+        }
+        let vn = &got["vectors"][0];
+        assert_eq!((vn["name"].as_str(), vn["layer"].as_u64()), (Some("flat"), Some(1)));
+        assert!((vn["norm"].as_f64().unwrap() - norm(&v)).abs() < 1e-9);
+        checked.push(name);
+    }
+    assert!(checked.len() >= 3 && checked.contains(&"tiny-llama"), "families checked: {checked:?}");
+}
+
+/// `tiller inspect diff --json` reads the completions `tiller generate` makes from the same
+/// flags: a position per steered token, that token's probabilities, KL ≥ 0, and the risen
+/// (falling) tokens in order of their change. Its values are checked against independent
+/// forward passes in tiller-core's tests/inspect.rs.
+#[test]
+fn inspect_diff_reads_the_generated_steered_completions() {
+    let model = model_dir("tiny-gpt2");
+    let flags = strs(&[
+        "--model",
+        &model,
+        "--prompt",
+        "I hate you because",
+        "--add",
+        "1:5:Love",
+        "--add",
+        "1:-5:Hate",
+        "--n",
+        "2",
+        "--max-tokens",
+        "4",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    let gen = json_of("generate", &[strs(&["generate"]), flags.clone()].concat());
+    let diff = json_of("inspect diff", &[strs(&["inspect", "diff", "--changes", "3"]), flags].concat());
+    assert_eq!(diff["prompt_tokens"], gen["prompt_tokens"]);
+    let steered = diff["steered"].as_array().unwrap();
+    assert_eq!(steered.len(), 2);
+    for (c, g) in steered.iter().zip(gen["steered"].as_array().unwrap()) {
+        assert_eq!(c["tokens"], g["tokens"], "the same completions from the same seed");
+        let positions = c["positions"].as_array().unwrap();
+        assert_eq!(positions.len(), g["tokens"].as_array().unwrap().len());
+        for (k, p) in positions.iter().enumerate() {
+            assert_eq!(p["token"]["id"], g["tokens"][k]);
+            let prob = g["probs"][k].as_f64().unwrap();
+            assert!((p["token"]["p_steered"].as_f64().unwrap() - prob).abs() < 1e-4, "position {k}: the probability generate reports");
+            assert!(p["kl"].as_f64().unwrap() >= 0.0);
+            let change = |x: &Value| x["p_steered"].as_f64().unwrap() - x["p_unsteered"].as_f64().unwrap();
+            let rose: Vec<f64> = p["rose"].as_array().unwrap().iter().map(change).collect();
+            let fell: Vec<f64> = p["fell"].as_array().unwrap().iter().map(change).collect();
+            assert!(rose.len() <= 3 && fell.len() <= 3);
+            assert!(rose.windows(2).all(|w| w[0] >= w[1]) && rose.iter().all(|&d| d > 0.0), "{rose:?}");
+            assert!(fell.windows(2).all(|w| w[0] <= w[1]) && fell.iter().all(|&d| d < 0.0), "{fell:?}");
+        }
+    }
+}

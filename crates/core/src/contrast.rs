@@ -229,48 +229,20 @@ pub async fn activations<B: Backend>(
 /// there are others (BOS and first tokens carry norms many times the rest's in GPT-2 and
 /// Llama). The yardstick for a steering vector's norm: "how big is coefficient 8?".
 pub async fn residual_norms<B: Backend>(backend: &mut B, tokens: &[u32], layers: &[usize]) -> Result<Vec<f64>> {
-    let spec = *backend.config();
-    if tokens.is_empty() {
-        return Err(TillerError::input("the prompt has no tokens: type one, or turn BOS on".to_string()));
+    Ok(crate::inspect::position_norms(backend, tokens, layers).await?.iter().map(|at| typical_norm(at)).collect())
+}
+
+/// The median of a prompt's per-position norms, the first position left out when there are
+/// others ([`residual_norms`]). 0 for no positions.
+pub fn typical_norm(at: &[f64]) -> f64 {
+    let mut norms = at[usize::from(at.len() > 1)..].to_vec();
+    norms.sort_by(f64::total_cmp);
+    let n = norms.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => norms[n / 2],
+        _ => (norms[n / 2 - 1] + norms[n / 2]) / 2.0,
     }
-    if tokens.len() > spec.n_positions {
-        return Err(TillerError::input(format!(
-            "the prompt is {} tokens, past the model's context of {}: shorten it",
-            tokens.len(),
-            spec.n_positions
-        )));
-    }
-    let mut wanted: Vec<usize> = layers.to_vec();
-    wanted.sort_unstable();
-    wanted.dedup();
-    if let Some(&l) = wanted.last().filter(|&&l| l >= spec.n_layer) {
-        return Err(TillerError::input(format!("layer {l} is out of range: this model has layers 0..{}", spec.n_layer - 1)));
-    }
-    backend.reset(1, tokens.len())?;
-    let req = StepRequest {
-        seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }],
-        injections: Vec::new(),
-        captures: wanted.iter().map(|&l| Capture::all(l, Site::ResidPre)).collect(),
-        logits: LogitRows::None,
-    };
-    let captured = backend.step(&req).await?.captured;
-    let w = spec.n_embd;
-    let skip = usize::from(tokens.len() > 1);
-    let medians: Vec<f64> = captured
-        .iter()
-        .map(|rows| {
-            let mut norms: Vec<f64> =
-                rows.chunks_exact(w).skip(skip).map(|r| r.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt()).collect();
-            norms.sort_by(f64::total_cmp);
-            let n = norms.len();
-            if n % 2 == 1 {
-                norms[n / 2]
-            } else {
-                (norms[n / 2 - 1] + norms[n / 2]) / 2.0
-            }
-        })
-        .collect();
-    Ok(layers.iter().map(|l| medians[wanted.binary_search(l).expect("a wanted layer")]).collect())
 }
 
 /// Builds the vector from token sequences of pairs `(positive, negative)`; `Ok(None)` when

@@ -2,6 +2,8 @@
 //! activation x at (layer, site) is projected onto the vector v (`x · v`, and the cosine
 //! `x · v / (‖x‖ ‖v‖)`), computed in the engine by a projecting capture
 //! ([`Capture::project`]) so a step reads back two floats per token, not the activations.
+//! And what steering changed: at each position of a completion, the steered and unsteered
+//! next-token distributions given the same prefix ([`token_changes`]).
 
 use serde::Serialize;
 
@@ -9,6 +11,8 @@ use crate::backend::{Backend, Capture, LogitRows, SeqStep, Site, StepRequest};
 use crate::contrast::{check_texts, step_batches};
 use crate::error::{Result, TillerError};
 use crate::generate::Flow;
+use crate::recipe::Positions;
+use crate::steer::{self, LayerVector, RowSpan};
 
 /// One text's projections, a value per token.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -111,6 +115,136 @@ pub async fn project<B: Backend>(
         }
     }
     Ok(Some(out))
+}
+
+/// ‖hidden_states[L]‖ at every position of one prompt, for each of `layers` (in their order,
+/// repeats allowed): `[layers][T]`, from one step of projecting captures (onto zero vectors,
+/// so only the norms count) that stops at the deepest layer asked for.
+pub async fn position_norms<B: Backend>(backend: &mut B, tokens: &[u32], layers: &[usize]) -> Result<Vec<Vec<f64>>> {
+    let spec = *backend.config();
+    if tokens.is_empty() {
+        return Err(TillerError::input("the prompt has no tokens: type one, or turn BOS on".to_string()));
+    }
+    if tokens.len() > spec.n_positions {
+        return Err(TillerError::input(format!(
+            "the prompt is {} tokens, past the model's context of {}: shorten it",
+            tokens.len(),
+            spec.n_positions
+        )));
+    }
+    if let Some(&l) = layers.iter().find(|&&l| l >= spec.n_layer) {
+        return Err(TillerError::input(format!("layer {l} is out of range: this model has layers 0..{}", spec.n_layer - 1)));
+    }
+    let mut wanted: Vec<usize> = layers.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
+    backend.reset(1, tokens.len())?;
+    let req = StepRequest {
+        seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }],
+        injections: Vec::new(),
+        captures: wanted.iter().map(|&l| Capture::project(l, Site::ResidPre, vec![0.0; spec.n_embd])).collect(),
+        logits: LogitRows::None,
+    };
+    let captured = backend.step(&req).await?.captured;
+    Ok(layers
+        .iter()
+        .map(|l| {
+            let i = wanted.binary_search(l).unwrap_or_default();
+            captured[i].chunks_exact(2).map(|p| p[1] as f64).collect()
+        })
+        .collect())
+}
+
+/// One token's probability under both models.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenChange {
+    pub id: u32,
+    pub p_steered: f32,
+    pub p_unsteered: f32,
+}
+
+/// What steering changed at one position of a completion.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PositionChange {
+    /// The completion's token here, with both models' probabilities of it.
+    pub token: TokenChange,
+    /// KL(steered ‖ unsteered) of the next-token distributions, in nats.
+    pub kl: f64,
+    /// The tokens whose probability rose most (steered − unsteered), largest first; then
+    /// those that fell most.
+    pub rose: Vec<TokenChange>,
+    pub fell: Vec<TokenChange>,
+}
+
+fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max + row.iter().map(|&x| libm::exp(x as f64 - max)).sum::<f64>().ln();
+    row.iter().map(|&x| x as f64 - lse).collect()
+}
+
+/// The change at one position from the two models' logits rows.
+pub fn position_change(steered: &[f32], unsteered: &[f32], token: u32, top: usize) -> PositionChange {
+    let (ls, lu) = (log_softmax(steered), log_softmax(unsteered));
+    let kl = ls.iter().zip(&lu).filter(|(s, _)| s.is_finite()).map(|(&s, &u)| libm::exp(s) * (s - u)).sum::<f64>().max(0.0);
+    let change = |id: usize| TokenChange { id: id as u32, p_steered: libm::exp(ls[id]) as f32, p_unsteered: libm::exp(lu[id]) as f32 };
+    let delta: Vec<f64> = ls.iter().zip(&lu).map(|(&s, &u)| libm::exp(s) - libm::exp(u)).collect();
+    let mut order: Vec<usize> = (0..delta.len()).collect();
+    order.sort_by(|&a, &b| delta[b].total_cmp(&delta[a]).then(a.cmp(&b)));
+    let rose = order.iter().take(top).filter(|&&i| delta[i] > 0.0).map(|&i| change(i)).collect();
+    let fell = order.iter().rev().take(top).filter(|&&i| delta[i] < 0.0).map(|&i| change(i)).collect();
+    PositionChange { token: change(token as usize), kl, rose, fell }
+}
+
+/// What steering changed along `completion` (a completion of `prompt`, usually the steered
+/// one): at each of its positions, the steered model (with `vectors`, as generation adds them)
+/// and the unsteered one read the same prefix, prompt + completion so far, decoded token by
+/// token side by side (two cache slots), so memory stays at two logits rows.
+pub async fn token_changes<B: Backend>(
+    backend: &mut B,
+    prompt: &[u32],
+    completion: &[u32],
+    vectors: &[LayerVector],
+    site: Site,
+    positions: Positions,
+    top: usize,
+) -> Result<Vec<PositionChange>> {
+    let spec = *backend.config();
+    if prompt.is_empty() {
+        return Err(TillerError::input("the prompt has no tokens: type one, or turn BOS on".to_string()));
+    }
+    if prompt.len() + completion.len() > spec.n_positions {
+        return Err(TillerError::input(format!(
+            "the prompt and completion are {} tokens, past the model's context of {}",
+            prompt.len() + completion.len(),
+            spec.n_positions
+        )));
+    }
+    if let Some(&t) = completion.iter().find(|&&t| t as usize >= spec.vocab_size) {
+        return Err(TillerError::input(format!("token {t} is past the vocabulary of {}", spec.vocab_size)));
+    }
+    steer::check_fits(vectors, prompt.len(), positions)?;
+    let v = spec.vocab_size;
+    let mut out = Vec::with_capacity(completion.len());
+    if completion.is_empty() {
+        return Ok(out);
+    }
+    backend.reset(2, prompt.len() + completion.len())?;
+    let mut feed: Vec<u32> = prompt.to_vec();
+    let mut start = 0;
+    for &token in completion {
+        let spans = [RowSpan { start, len: feed.len(), steered: false }, RowSpan { start, len: feed.len(), steered: true }];
+        let req = StepRequest {
+            seqs: vec![SeqStep { slot: 0, tokens: feed.clone() }, SeqStep { slot: 1, tokens: feed.clone() }],
+            injections: steer::injections(vectors, site, positions, &spans),
+            captures: Vec::new(),
+            logits: LogitRows::Last,
+        };
+        let logits = backend.step(&req).await?.logits; // [2, V]
+        out.push(position_change(&logits[v..2 * v], &logits[..v], token, top));
+        start += feed.len();
+        feed = vec![token];
+    }
+    Ok(out)
 }
 
 /// The indices of the `k` texts with the largest max by `by`, largest first (ties: the
