@@ -32,10 +32,8 @@ function assertNoSerious(found, where, t) {
 }
 
 test('no serious accessibility violations, on a computer and a phone', { timeout: 600_000 }, async (t) => {
-  const p = await shared.session.context.newPage();
-  const probs = watchPage(p);
+  const { p, probs } = await shared.openPage();
   try {
-    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     await tid(p, 'prompt').first().waitFor({ timeout: 30_000 });
     assertNoSerious(await violations(p), 'first visit', t);
     // The areas bar opens a folded area and brings it to the top.

@@ -51,10 +51,8 @@ function cli(recipe) {
 
 test('page (CPU engine) and CLI (--device cpu) sample the same tokens', { timeout: 600_000 }, async (t) => {
   const want = cli(RECIPE);
-  const p = await shared.session.context.newPage();
-  const probs = watchPage(p);
+  const { p, probs } = await shared.openPage();
   try {
-    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     // engine-select is outside the shared DOM contract list; address it directly.
     await p.locator('[data-testid="engine-select"]').selectOption('cpu');
     await pickHubRepo(p, REPOS.tiny);

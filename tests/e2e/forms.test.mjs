@@ -8,8 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import zlib from 'node:zlib';
-import { watchPage } from './lib/browser.mjs';
-import { tid, pageUrl, readShareLink, screenshot, getValue, typeInto } from './lib/contract.mjs';
+import { tid, readShareLink, screenshot, getValue, typeInto } from './lib/contract.mjs';
 import { sharedSession } from './lib/session.mjs';
 
 const shared = sharedSession({ viewport: { width: 1280, height: 800 } });
@@ -33,10 +32,8 @@ async function recipe(page) {
 }
 
 test('every number field takes typed negative, decimal and exponent values exactly', { timeout: 180_000 }, async (t) => {
-  const p = await shared.session.context.newPage();
-  const probs = watchPage(p);
+  const { p, probs } = await shared.openPage();
   try {
-    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     const rows = tid(p, 'term-row');
     await rows.first().waitFor({ timeout: 30_000 });
     const coeff = tid(rows.nth(1), 'term-coeff').first();
@@ -126,10 +123,8 @@ test('every number field takes typed negative, decimal and exponent values exact
 });
 
 test('the editor survives a reload, and a link pasted into the open tab asks, then restores', { timeout: 180_000 }, async (t) => {
-  const p = await shared.session.context.newPage();
-  const probs = watchPage(p);
+  const { p, probs } = await shared.openPage();
   try {
-    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     await tid(p, 'term-row').first().waitFor({ timeout: 30_000 });
     await typeInto(p, tid(p, 'prompt').first(), 'A prompt worth keeping');
     const coeff = tid(tid(p, 'term-row').nth(0), 'term-coeff').first();

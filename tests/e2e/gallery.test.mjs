@@ -6,8 +6,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { watchPage } from './lib/browser.mjs';
-import { tid, pageUrl, waitForState, getValue, screenshot } from './lib/contract.mjs';
+import { tid, waitForState, getValue, screenshot } from './lib/contract.mjs';
 import { loadTinyCpu } from './lib/vectors.mjs';
 import { sharedSession } from './lib/session.mjs';
 
@@ -21,10 +20,8 @@ async function setUp(p, id, note) {
 }
 
 test('the gallery sets up each kind of example, and each runs on the tiny model', { timeout: 600_000 }, async (t) => {
-  const p = await shared.session.context.newPage();
-  const probs = watchPage(p);
+  const { p, probs } = await shared.openPage();
   try {
-    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     await loadTinyCpu(p);
     await p.locator('[data-testid="gallery"] summary').click();
     assert.ok((await p.locator('[data-testid="gallery-item"]').count()) >= 6, 'the gallery lists its examples');

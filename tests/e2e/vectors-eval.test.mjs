@@ -10,19 +10,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { watchPage } from './lib/browser.mjs';
 import { FIXTURES, REPO_ROOT, tillerBinary } from './lib/env.mjs';
-import { tid, pageUrl, waitForState, screenshot, typeInto } from './lib/contract.mjs';
+import { tid, waitForState, screenshot, typeInto } from './lib/contract.mjs';
 import { openPanel, loadTinyCpu, build, download } from './lib/vectors.mjs';
 import { sharedSession } from './lib/session.mjs';
 
 const shared = sharedSession();
 
 test('A/B evaluation in the page: the chart equals tiller vector eval-ab', { timeout: 600_000 }, async (t) => {
-  const p = await shared.session.context.newPage();
-  const probs = watchPage(p);
+  const { p, probs } = await shared.openPage();
   try {
-    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     await openPanel(p);
     // Every phase of the load is named while it lasts (issue 18: the page never looks stuck).
     await p.evaluate(() => {

@@ -29,10 +29,8 @@ test('CAA in the page: build, keep across a reload, combine, export, steer, shar
   assert.equal(r.status, 0, `tiller vector caa failed:\n${r.stderr}`);
   const want = JSON.parse(r.stdout);
 
-  const p = await shared.session.context.newPage();
-  const probs = watchPage(p);
+  const { p, probs } = await shared.openPage();
   try {
-    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url), { waitUntil: 'load' });
     await openPanel(p);
     assert.match(await tid(p, 'vec-library-count').first().textContent(), /No vectors yet/);
     await loadTinyCpu(p);

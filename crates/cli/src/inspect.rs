@@ -184,15 +184,6 @@ fn read_texts(path: &std::path::Path) -> Result<Vec<String>> {
     Ok(texts)
 }
 
-/// A CSV field, quoted when it holds a comma, a quote or a line break.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 fn run_project(a: ProjectArgs) -> Result<()> {
     let (file, layer) = split_file_layer(&a.vector);
     let entry = read_entry(&file)?;
@@ -219,7 +210,7 @@ fn run_project(a: ProjectArgs) -> Result<()> {
         outln!("text_index,position,token_id,token,dot,cosine");
         for (i, (t, p)) in ids.iter().zip(&projections).enumerate() {
             for (k, (id, piece)) in t.iter().zip(pieces(t)?).enumerate() {
-                outln!("{i},{k},{id},{},{},{}", csv_field(&piece), p.dot[k], p.cosine[k]);
+                outln!("{i},{k},{id},{},{},{}", tiller_core::sweep::csv_field(&piece), p.dot[k], p.cosine[k]);
             }
         }
     } else if a.json {

@@ -12,6 +12,7 @@ use crate::contrast::{check_texts, step_batches};
 use crate::error::{Result, TillerError};
 use crate::generate::Flow;
 use crate::recipe::Positions;
+use crate::sample::top_k_indices;
 use crate::steer::{self, LayerVector, RowSpan};
 
 /// One text's projections, a value per token.
@@ -187,11 +188,10 @@ pub fn position_change(steered: &[f32], unsteered: &[f32], token: u32, top: usiz
     let (ls, lu) = (log_softmax(steered), log_softmax(unsteered));
     let kl = ls.iter().zip(&lu).filter(|(s, _)| s.is_finite()).map(|(&s, &u)| libm::exp(s) * (s - u)).sum::<f64>().max(0.0);
     let change = |id: usize| TokenChange { id: id as u32, p_steered: libm::exp(ls[id]) as f32, p_unsteered: libm::exp(lu[id]) as f32 };
-    let delta: Vec<f64> = ls.iter().zip(&lu).map(|(&s, &u)| libm::exp(s) - libm::exp(u)).collect();
-    let mut order: Vec<usize> = (0..delta.len()).collect();
-    order.sort_by(|&a, &b| delta[b].total_cmp(&delta[a]).then(a.cmp(&b)));
-    let rose = order.iter().take(top).filter(|&&i| delta[i] > 0.0).map(|&i| change(i)).collect();
-    let fell = order.iter().rev().take(top).filter(|&&i| delta[i] < 0.0).map(|&i| change(i)).collect();
+    let delta: Vec<f32> = ls.iter().zip(&lu).map(|(&s, &u)| (libm::exp(s) - libm::exp(u)) as f32).collect();
+    let drop: Vec<f32> = delta.iter().map(|d| -d).collect();
+    let rose = top_k_indices(&delta, top).into_iter().filter(|&i| delta[i] > 0.0).map(change).collect();
+    let fell = top_k_indices(&drop, top).into_iter().filter(|&i| delta[i] < 0.0).map(change).collect();
     PositionChange { token: change(token as usize), kl, rose, fell }
 }
 
@@ -250,10 +250,8 @@ pub async fn token_changes<B: Backend>(
 /// The indices of the `k` texts with the largest max by `by`, largest first (ties: the
 /// earlier text first).
 pub fn top_texts(projections: &[TextProjection], by: Measure, k: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..projections.len()).collect();
-    order.sort_by(|&a, &b| projections[b].max(by).0.total_cmp(&projections[a].max(by).0).then(a.cmp(&b)));
-    order.truncate(k);
-    order
+    let maxes: Vec<f32> = projections.iter().map(|p| p.max(by).0).collect();
+    top_k_indices(&maxes, k)
 }
 
 #[cfg(test)]

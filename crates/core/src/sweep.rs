@@ -307,8 +307,10 @@ pub fn to_csv_with_terms(rows: &[SweepRow], terms: &[Term]) -> String {
     })
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
+/// A CSV field (RFC 4180): quoted, with quotes doubled, when it holds a comma, a quote or a
+/// line break.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()

@@ -2,12 +2,13 @@
 // first test, closed after its last.
 
 import { before, after } from 'node:test';
-import { launch } from './browser.mjs';
+import { launch, watchPage } from './browser.mjs';
 import { startServers } from './env.mjs';
+import { pageUrl } from './contract.mjs';
 
 /**
- * Registers the file's `before`/`after` and returns `{ servers, session }`, filled in once
- * `before` has run. `launchOptions` go to `launch()` (viewport, tour, ...).
+ * Registers the file's `before`/`after` and returns `{ servers, session, openPage }`, the first
+ * two filled in once `before` has run. `launchOptions` go to `launch()` (viewport, tour, ...).
  */
 export function sharedSession(launchOptions = {}) {
   const shared = { servers: null, session: null };
@@ -19,5 +20,12 @@ export function sharedSession(launchOptions = {}) {
     await shared.session?.close?.().catch(() => {});
     await shared.servers?.close();
   });
+  /** A new page of the shared browser, watched (`watchPage`), opened at the page (with `fragment`). */
+  shared.openPage = async (fragment = '') => {
+    const p = await shared.session.context.newPage();
+    const probs = watchPage(p);
+    await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url, fragment), { waitUntil: 'load' });
+    return { p, probs };
+  };
   return shared;
 }
