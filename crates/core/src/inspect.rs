@@ -7,13 +7,15 @@
 
 use serde::Serialize;
 
-use crate::backend::{Backend, Capture, LogitRows, SeqStep, Site, StepRequest};
+use crate::backend::{Backend, Capture, LogitRows, RowSelect, SeqStep, Site, StepRequest};
 use crate::contrast::{check_texts, step_batches};
 use crate::error::{Result, TillerError};
 use crate::generate::Flow;
 use crate::recipe::Positions;
 use crate::sample::top_k_indices;
 use crate::steer::{self, LayerVector, RowSpan};
+use crate::tokenizer::Tokenizer;
+use crate::vocab::{entries, VocabEntry};
 
 /// One text's projections, a value per token.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -245,6 +247,98 @@ pub async fn token_changes<B: Backend>(
         feed = vec![token];
     }
     Ok(out)
+}
+
+/// One layer of a prompt read through the logit lens, unsteered and steered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LensLayer {
+    /// 0..n_layer: `hidden_states[layer]` (resid_pre); n_layer: the model's output.
+    pub layer: usize,
+    /// ‖resid_pre‖ at every prompt position, unsteered and steered (empty at the output).
+    pub norms: Vec<f64>,
+    pub steered_norms: Vec<f64>,
+    /// The top tokens of the last position's residual through the final norm and the
+    /// unembedding (at the output: the model's own logits), unsteered and steered.
+    pub top: Vec<VocabEntry>,
+    pub steered_top: Vec<VocabEntry>,
+}
+
+/// The steering tensor at one of its layers, read the same way.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LensSteering {
+    pub layer: usize,
+    /// ‖row‖ of the steering tensor at each of its positions.
+    pub norms: Vec<f64>,
+    /// Its vector (Σ coeff × activation at each term's last token) through the final norm and
+    /// the unembedding: top tokens first, then the bottom ones.
+    pub top: Vec<VocabEntry>,
+    pub bottom: Vec<VocabEntry>,
+}
+
+/// Where a prompt sits and what it predicts layer by layer: one step with the prompt in two
+/// slots, the second steered by `vectors` as generation steers it, capturing at every layer
+/// each row's norm (projecting captures) and the last row (for the logit lens); then the
+/// steering tensor's own norms and lens. `k` tokens per list.
+pub async fn prompt_lens<B: Backend>(
+    backend: &mut B,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    vectors: &[LayerVector],
+    site: Site,
+    positions: Positions,
+    k: usize,
+) -> Result<(Vec<LensLayer>, Vec<LensSteering>)> {
+    let spec = *backend.config();
+    if prompt.is_empty() {
+        return Err(TillerError::input("the prompt has no tokens: type one, or turn BOS on".to_string()));
+    }
+    if prompt.len() > spec.n_positions {
+        return Err(TillerError::input(format!(
+            "the prompt is {} tokens, past the model's context of {}: shorten it",
+            prompt.len(),
+            spec.n_positions
+        )));
+    }
+    steer::check_fits(vectors, prompt.len(), positions)?;
+    let (m, n, c, v) = (prompt.len(), spec.n_layer, spec.n_embd, spec.vocab_size);
+    backend.reset(2, m)?;
+    let spans = [RowSpan { start: 0, len: m, steered: false }, RowSpan { start: 0, len: m, steered: true }];
+    let mut captures: Vec<Capture> = (0..n).map(|l| Capture::project(l, Site::ResidPre, vec![0.0; c])).collect();
+    captures.extend((0..n).map(|l| Capture::rows(l, Site::ResidPre, None, RowSelect::Last)));
+    let req = StepRequest {
+        seqs: vec![SeqStep { slot: 0, tokens: prompt.to_vec() }, SeqStep { slot: 1, tokens: prompt.to_vec() }],
+        injections: steer::injections(vectors, site, positions, &spans),
+        captures,
+        logits: LogitRows::Last,
+    };
+    let out = backend.step(&req).await?;
+    let k = k.clamp(1, 100);
+    let mut layers = Vec::with_capacity(n + 1);
+    for l in 0..n {
+        let norms: Vec<f64> = out.captured[l].chunks_exact(2).map(|p| p[1] as f64).collect();
+        let scores = backend.unembed(&out.captured[n + l], true).await?; // [2, V]
+        layers.push(LensLayer {
+            layer: l,
+            norms: norms[..m].to_vec(),
+            steered_norms: norms[m..].to_vec(),
+            top: entries(tok, &scores[..v], k, false),
+            steered_top: entries(tok, &scores[v..], k, false),
+        });
+    }
+    layers.push(LensLayer {
+        layer: n,
+        norms: Vec::new(),
+        steered_norms: Vec::new(),
+        top: entries(tok, &out.logits[..v], k, false),
+        steered_top: entries(tok, &out.logits[v..2 * v], k, false),
+    });
+    let mut steering = Vec::new();
+    for lv in vectors {
+        let norms = lv.rows.chunks_exact(c).map(|r| r.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()).collect();
+        let scores = backend.unembed(&lv.last, true).await?;
+        steering.push(LensSteering { layer: lv.layer, norms, top: entries(tok, &scores, k, false), bottom: entries(tok, &scores, k, true) });
+    }
+    Ok((layers, steering))
 }
 
 /// The indices of the `k` texts with the largest max by `by`, largest first (ties: the

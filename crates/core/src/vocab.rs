@@ -33,7 +33,7 @@ pub struct LayerVocab {
     pub term_tokens: Vec<Vec<String>>,
 }
 
-fn entries(tok: &Tokenizer, scores: &[f32], k: usize, bottom: bool) -> Vec<VocabEntry> {
+pub(crate) fn entries(tok: &Tokenizer, scores: &[f32], k: usize, bottom: bool) -> Vec<VocabEntry> {
     let picked = if bottom {
         let neg: Vec<f32> = scores.iter().map(|s| -s).collect();
         top_k_indices(&neg, k)

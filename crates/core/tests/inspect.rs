@@ -81,3 +81,67 @@ fn token_changes_equal_two_independent_forward_passes() {
         assert!(e.to_string().contains("no tokens"), "{e}");
     }
 }
+
+/// `inspect::prompt_lens` against Hugging Face: the unsteered norms are ‖hidden_states[L]‖ at
+/// every position, each layer's lens is the unembedding of HF's own last-position row (after
+/// the final norm), and the output row is HF's logits, unsteered and steered.
+#[test]
+fn prompt_lens_matches_hidden_states_and_logits() {
+    for name in ["tiny-gpt2", "tiny-llama", "tiny-qwen2", "tiny-neox"] {
+        let f = load_fixture(name);
+        let (mut m, tok) = f.cpu_model();
+        let s = f.golden.steered.iter().find(|s| s.site == "resid_pre").expect("a resid_pre steered golden");
+        let p = f.golden.prompts.iter().max_by_key(|p| p.tokens.len()).unwrap();
+        let terms: Vec<Term> = s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone() }).collect();
+        let vectors = block_on(steering_vectors(&mut m, &tok, &terms, s.bos, Site::ResidPre)).unwrap();
+        let k = 5;
+        let lens = |m: &mut tiller_core::CpuModel, tokens: &[u32], vectors: &[tiller_core::steer::LayerVector]| {
+            block_on(tiller_core::inspect::prompt_lens(m, &tok, tokens, vectors, Site::ResidPre, Positions::Front, k)).unwrap()
+        };
+        let (layers, _) = lens(&mut m, &p.tokens, &[]);
+        let n = m.config().n_layer;
+        assert_eq!(layers.len(), n + 1, "{name}: every layer and the output");
+        let t = p.tokens.len();
+        for (l, layer) in layers[..n].iter().enumerate() {
+            assert_eq!(layer.norms.len(), t);
+            assert_eq!(layer.steered_norms.len(), t);
+            for (pos, row) in p.resid_pre[l].iter().enumerate() {
+                let want = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+                assert!((layer.norms[pos] - want).abs() < 1e-4 * want.max(1.0), "{name} layer {l} pos {pos}: {} vs {want}", layer.norms[pos]);
+            }
+            let scores = block_on(m.unembed(&p.resid_pre[l][t - 1], true)).unwrap();
+            assert_eq!(layer.top.len(), k);
+            let best = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert!((layer.top[0].score - best).abs() < 1e-3 * best.abs().max(1.0), "{name} layer {l}: top score");
+            for e in &layer.top {
+                let want = scores[e.id as usize];
+                assert!((e.score - want).abs() < 1e-3 * want.abs().max(1.0), "{name} layer {l}: token {} {} vs {want}", e.id, e.score);
+            }
+        }
+        assert_eq!(layers[n - 1].norms, layers[n - 1].steered_norms, "{name}: no vectors, both slots alike");
+        let (steered_layers, steering) = lens(&mut m, &s.tokens, &vectors);
+        // Layers before the first steered one see the same residual in both slots.
+        let first = vectors.iter().map(|v| v.layer).min().unwrap();
+        assert_eq!(steered_layers[first.saturating_sub(1)].norms, steered_layers[first.saturating_sub(1)].steered_norms);
+        assert!(steered_layers[n].top != steered_layers[n].steered_top, "{name}: steering shows in the output");
+        // The output row is the model's logits.
+        let check = |got: &[tiller_core::vocab::VocabEntry], want: &[tiller_core::golden::TopEntry], what: &str| {
+            for (g, w) in got.iter().zip(want) {
+                assert!((g.score - w.logit).abs() < 2e-3 * w.logit.abs().max(1.0), "{name} {what}: {} {} vs {} {}", g.id, g.score, w.id, w.logit);
+            }
+        };
+        check(&layers[n].top, &p.positions[t - 1].top, "unsteered output");
+        check(&steered_layers[n].steered_top, &s.positions[s.tokens.len() - 1].top, "steered output");
+        assert_eq!(steering.len(), vectors.len());
+        for (st, v) in steering.iter().zip(&vectors) {
+            assert_eq!(st.layer, v.layer);
+            assert_eq!(st.norms.len(), v.n);
+            let scores = block_on(m.unembed(&v.last, true)).unwrap();
+            for e in st.top.iter().chain(&st.bottom) {
+                assert!((e.score - scores[e.id as usize]).abs() < 1e-4 * e.score.abs().max(1.0));
+            }
+        }
+        let e = block_on(tiller_core::inspect::prompt_lens(&mut m, &tok, &[], &[], Site::ResidPre, Positions::Front, k)).unwrap_err();
+        assert!(e.to_string().contains("no tokens"), "{e}");
+    }
+}
