@@ -336,7 +336,12 @@ pub async fn prompt_lens<B: Backend>(
     for lv in vectors {
         let norms = lv.rows.chunks_exact(c).map(|r| r.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()).collect();
         let scores = backend.unembed(&lv.last, true).await?;
-        steering.push(LensSteering { layer: lv.layer, norms, top: entries(tok, &scores, k, false), bottom: entries(tok, &scores, k, true) });
+        steering.push(LensSteering {
+            layer: lv.layer,
+            norms,
+            top: entries(tok, &scores, k, false),
+            bottom: entries(tok, &scores, k, true),
+        });
     }
     Ok((layers, steering))
 }

@@ -107,7 +107,11 @@ fn prompt_lens_matches_hidden_states_and_logits() {
             assert_eq!(layer.steered_norms.len(), t);
             for (pos, row) in p.resid_pre[l].iter().enumerate() {
                 let want = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-                assert!((layer.norms[pos] - want).abs() < 1e-4 * want.max(1.0), "{name} layer {l} pos {pos}: {} vs {want}", layer.norms[pos]);
+                assert!(
+                    (layer.norms[pos] - want).abs() < 1e-4 * want.max(1.0),
+                    "{name} layer {l} pos {pos}: {} vs {want}",
+                    layer.norms[pos]
+                );
             }
             let scores = block_on(m.unembed(&p.resid_pre[l][t - 1], true)).unwrap();
             assert_eq!(layer.top.len(), k);
@@ -127,7 +131,14 @@ fn prompt_lens_matches_hidden_states_and_logits() {
         // The output row is the model's logits.
         let check = |got: &[tiller_core::vocab::VocabEntry], want: &[tiller_core::golden::TopEntry], what: &str| {
             for (g, w) in got.iter().zip(want) {
-                assert!((g.score - w.logit).abs() < 2e-3 * w.logit.abs().max(1.0), "{name} {what}: {} {} vs {} {}", g.id, g.score, w.id, w.logit);
+                assert!(
+                    (g.score - w.logit).abs() < 2e-3 * w.logit.abs().max(1.0),
+                    "{name} {what}: {} {} vs {} {}",
+                    g.id,
+                    g.score,
+                    w.id,
+                    w.logit
+                );
             }
         };
         check(&layers[n].top, &p.positions[t - 1].top, "unsteered output");

@@ -12,6 +12,7 @@ pub mod chart;
 pub mod fmt;
 pub mod form;
 pub mod history;
+pub mod inspect;
 pub mod numbers;
 pub mod presets;
 pub mod protocol;

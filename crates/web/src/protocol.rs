@@ -243,6 +243,16 @@ pub enum ToWorker {
     /// after the final norm when `ln_f`) and the residual stream's size at that layer for the
     /// editor's prompt (`prompt`, tokenized as a run tokenizes it; None: no prompt).
     ReadVector { id: u64, layers: Vec<(usize, Vec<f32>)>, k: usize, ln_f: bool, prompt: Option<Recipe> },
+    /// Projects every token of `texts` onto a vector at (layer, site) (`tiller inspect
+    /// project`'s computation), streaming [`FromWorker::ProjectProgress`]; Stop ends it.
+    /// Texts past the context are cut to it.
+    Project { run_id: u64, vector: ProbeVector, layer: usize, site: Site, texts: Vec<String>, bos: bool },
+    /// What steering changed along one steered completion of a run (`tiller inspect diff`):
+    /// at each of its tokens, the steered and unsteered next-token distributions.
+    Changes { id: u64, recipe: Recipe, completion: Vec<u32>, top: usize },
+    /// The prompt layer by layer (`tiller inspect norms` and the logit lens): residual norms,
+    /// the steering tensor's, and the top tokens of the last position at every layer.
+    Lens { id: u64, recipe: Recipe, k: usize },
     /// Reports the cache's size.
     CacheInfo,
     /// Empties the cache.
@@ -599,6 +609,40 @@ pub enum FromWorker {
         run_id: u64,
         error: UserError,
     },
+    /// `done` of `total` texts projected.
+    ProjectProgress {
+        run_id: u64,
+        done: usize,
+        total: usize,
+    },
+    /// The projections; None when stopped.
+    ProjectDone {
+        run_id: u64,
+        result: Option<ProjectionView>,
+    },
+    ProjectFailed {
+        run_id: u64,
+        error: UserError,
+    },
+    Changes {
+        id: u64,
+        positions: Vec<PositionChangeView>,
+    },
+    ChangesFailed {
+        id: u64,
+        error: UserError,
+    },
+    Lens {
+        id: u64,
+        /// The prompt's tokens, decoded one by one.
+        tokens: Vec<String>,
+        layers: Vec<LensLayerView>,
+        steering: Vec<LensSteeringView>,
+    },
+    LensFailed {
+        id: u64,
+        error: UserError,
+    },
     CacheInfo {
         bytes: u64,
         files: usize,
@@ -678,5 +722,95 @@ mod tests {
     fn ms_per_step_leaves_out_the_first_step() {
         assert_eq!(RunTiming { first_ms: 900.0, steps: 1, rest_ms: 0.0 }.ms_per_step(), None);
         assert_eq!(RunTiming { first_ms: 900.0, steps: 5, rest_ms: 400.0 }.ms_per_step(), Some(100.0));
+    }
+}
+
+/// The vector a projection reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeVector {
+    /// Given values (a library entry's layer).
+    Values(Vec<f32>),
+    /// A recipe's steering vector at `layer`: Σ coeff × activation at each term's last token
+    /// (the vector ActAdd adds in positions mode `all`), summed over the terms at that layer.
+    Steering { recipe: Recipe, layer: usize },
+}
+
+/// One text's projections, token by token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectedText {
+    pub ids: Vec<u32>,
+    /// Each token decoded alone.
+    pub tokens: Vec<String>,
+    pub dot: Vec<f32>,
+    pub cosine: Vec<f32>,
+}
+
+/// A projection's result: the texts, the vector's norm and its decoded vocabulary (top and
+/// bottom tokens of the raw unembedding), for the page's side-by-side reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectionView {
+    pub vector_norm: f64,
+    pub texts: Vec<ProjectedText>,
+    /// Texts cut to the model's context.
+    pub cut: usize,
+    pub top: Vec<VocabEntryView>,
+    pub bottom: Vec<VocabEntryView>,
+}
+
+/// One token's probability under both models, decoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeView {
+    pub id: u32,
+    pub text: String,
+    pub p_steered: f32,
+    pub p_unsteered: f32,
+}
+
+/// What steering changed at one position of a steered completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PositionChangeView {
+    pub token: ChangeView,
+    pub kl: f64,
+    pub rose: Vec<ChangeView>,
+    pub fell: Vec<ChangeView>,
+}
+
+/// [`tiller_core::inspect::LensLayer`], for the page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LensLayerView {
+    pub layer: usize,
+    pub norms: Vec<f64>,
+    pub steered_norms: Vec<f64>,
+    pub top: Vec<VocabEntryView>,
+    pub steered_top: Vec<VocabEntryView>,
+}
+
+impl From<&tiller_core::inspect::LensLayer> for LensLayerView {
+    fn from(l: &tiller_core::inspect::LensLayer) -> Self {
+        let v = |e: &[tiller_core::vocab::VocabEntry]| e.iter().map(VocabEntryView::from).collect();
+        Self {
+            layer: l.layer,
+            norms: l.norms.clone(),
+            steered_norms: l.steered_norms.clone(),
+            top: v(&l.top),
+            steered_top: v(&l.steered_top),
+        }
+    }
+}
+
+/// [`tiller_core::inspect::LensSteering`], for the page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LensSteeringView {
+    pub layer: usize,
+    pub norms: Vec<f64>,
+    pub top: Vec<VocabEntryView>,
+    pub bottom: Vec<VocabEntryView>,
+}
+
+impl From<&tiller_core::inspect::LensSteering> for LensSteeringView {
+    fn from(l: &tiller_core::inspect::LensSteering) -> Self {
+        let v = |e: &[tiller_core::vocab::VocabEntry]| e.iter().map(VocabEntryView::from).collect();
+        Self { layer: l.layer, norms: l.norms.clone(), top: v(&l.top), bottom: v(&l.bottom) }
     }
 }

@@ -45,6 +45,14 @@ export const TESTIDS = [
   'vec-read', 'vec-reading', 'vec-reading-layer', 'vec-read-top', 'vec-read-bottom', 'vec-read-lnf',
   // The first-visit tour (issue 18).
   'tour', 'tour-text', 'tour-back', 'tour-next', 'tour-close', 'tour-open',
+  // The Inspect area (issue 15): a vector over texts, the prompt layer by layer, what changed.
+  'inspect-panel', 'inspect-empty', 'inspect-target', 'inspect-layer', 'inspect-corpus', 'inspect-own', 'inspect-texts',
+  'inspect-file', 'inspect-by', 'inspect-run', 'inspect-stop', 'inspect-status', 'inspect-note', 'inspect-progress',
+  'inspect-results', 'inspect-summary', 'inspect-csv', 'inspect-json', 'inspect-compare', 'inspect-vocab-top',
+  'inspect-vocab-bottom', 'inspect-max-tokens', 'inspect-histogram', 'inspect-hover', 'inspect-top', 'inspect-passage',
+  'inspect-token', 'inspect-whole', 'inspect-run-steering', 'vec-inspect',
+  'lens', 'lens-run', 'lens-error', 'lens-prompt', 'lens-chart', 'lens-table', 'lens-row', 'lens-steering-dot', 'lens-library-dot',
+  'changes-open', 'changes-strip', 'change-token', 'change-detail', 'change-rose', 'change-fell',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];

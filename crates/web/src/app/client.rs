@@ -435,6 +435,9 @@ fn update_run(ctx: Ctx, run_id: u64, f: impl FnOnce(&mut RunRecord)) {
 }
 
 fn on_message(ctx: Ctx, msg: FromWorker) {
+    if super::inspect::on_message(ctx, &msg) {
+        return;
+    }
     match msg {
         FromWorker::Started { webgpu } => {
             ctx.webgpu.set(Some(webgpu));
@@ -665,6 +668,14 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
             }
         }
         FromWorker::CacheInfo { bytes, files } => ctx.cache.set(Some((bytes, files))),
+        // The Inspect area's answers, taken by `inspect::on_message` above.
+        FromWorker::ProjectProgress { .. }
+        | FromWorker::ProjectDone { .. }
+        | FromWorker::ProjectFailed { .. }
+        | FromWorker::Changes { .. }
+        | FromWorker::ChangesFailed { .. }
+        | FromWorker::Lens { .. }
+        | FromWorker::LensFailed { .. } => {}
         FromWorker::Fatal { error } => {
             ctx.model_state.set(ModelState::Error);
             ctx.loaded.set(None);
@@ -684,6 +695,7 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                     e.error = Some(error.message.clone());
                 }
             });
+            super::inspect::fail_running(ctx, &error.message);
             ctx.error.set(Some(Banner::from(error)));
             // After a panic the worker's wasm instance cannot be trusted: start a fresh one.
             restart(ctx);

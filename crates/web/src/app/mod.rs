@@ -14,6 +14,7 @@ pub mod fields;
 pub mod files;
 pub mod gallery;
 pub mod idb;
+pub mod inspect;
 pub mod model;
 pub mod results;
 pub mod sharing;
@@ -278,6 +279,8 @@ pub struct Ctx {
     pub library: RwSignal<crate::vectors::Library>,
     pub library_note: RwSignal<Option<(bool, String)>>,
     pub vectors_open: RwSignal<bool>,
+    /// The Inspect area.
+    pub inspect: inspect::InspectState,
     /// Latest request ids; answers to older requests are dropped.
     pub last_size_id: StoredValue<u64>,
     pub last_analysis_id: StoredValue<u64>,
@@ -334,6 +337,7 @@ impl Ctx {
             library: RwSignal::new(Default::default()),
             library_note: RwSignal::new(None),
             vectors_open: RwSignal::new(false),
+            inspect: inspect::InspectState::new(),
             last_size_id: StoredValue::new(0),
             last_analysis_id: StoredValue::new(0),
             last_vocab_id: StoredValue::new(0),
@@ -410,7 +414,7 @@ impl Ctx {
     /// Whether the engine is busy with a run, a sweep or a vector build (it does one thing at a
     /// time).
     pub fn busy(&self) -> bool {
-        self.run_state.get() == RunState::Running || self.sweeping() || self.building() || self.evaluating()
+        self.run_state.get() == RunState::Running || self.sweeping() || self.building() || self.evaluating() || self.inspect.projecting()
     }
 
     /// Sets the sweep panel (share links), its "every layer" range for the current depth.
@@ -501,6 +505,7 @@ pub fn App() -> impl IntoView {
                 <sweep::SweepPanel/>
                 <vectors::VectorsPanel/>
                 <vocab::VocabPanel/>
+                <inspect::InspectPanel/>
                 <sharing::SharePanel/>
                 <results::History/>
             </section>
@@ -552,7 +557,7 @@ pub fn reveal_area(id: &str) {
 /// The page's areas, one click away (a folded area opens), from a bar that stays at the top.
 #[component]
 fn AreaNav() -> impl IntoView {
-    const AREAS: [(&str, &str); 9] = [
+    const AREAS: [(&str, &str); 10] = [
         ("area-gallery", "Gallery"),
         ("area-model", "1 Model"),
         ("area-recipe", "2 Recipe"),
@@ -560,6 +565,7 @@ fn AreaNav() -> impl IntoView {
         ("area-sweep", "4 Sweep"),
         ("area-vectors", "5 Vectors"),
         ("area-vocab", "Vocabulary"),
+        ("area-inspect", "Inspect"),
         ("area-share", "Share"),
         ("area-history", "History"),
     ];

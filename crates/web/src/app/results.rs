@@ -158,6 +158,8 @@ pub fn Results() -> impl IntoView {
         };
         let n = run.recipe.n;
         let prompt = run.recipe.prompt.clone();
+        let done = run.state == RunState::Done;
+        let steers = !run.recipe.terms.is_empty() || !run.recipe.vectors.is_empty();
         let rows = (0..n)
             .map(|i| {
                 let u = run.generation.unsteered.get(i).map(|c| c.text.clone()).unwrap_or_default();
@@ -168,6 +170,9 @@ pub fn Results() -> impl IntoView {
                 let p1 = prompt.clone();
                 let p2 = prompt.clone();
                 let (uc, sc) = (run.generation.unsteered.get(i), run.generation.steered.get(i));
+                let run_id = run.id;
+                let can_compare = done && steers && sc.is_some_and(|c| !c.tokens.is_empty());
+                let open_here = move || ctx.inspect.changes.with(|c| c.as_ref().is_some_and(|c| c.run == run_id && c.index == i));
                 view! {
                     <div class="pair-row-out">
                         <div class="completion unsteered">
@@ -177,8 +182,16 @@ pub fn Results() -> impl IntoView {
                         <div class="completion steered">
                             <span class="prompt-echo">{p2}</span>
                             {departed(format!("steered-{i}"), sc, d)}
+                            {can_compare.then(|| view! {
+                                <button class="small link changes-open" data-testid="changes-open" aria-expanded=move || open_here().to_string()
+                                    title="At each token of this completion: how far steering moved the prediction, and the tokens that rose and fell"
+                                    disabled=move || ctx.model_state.get() != super::ModelState::Ready
+                                    on:click=move |_| super::inspect::open_changes(ctx, run_id, i)>
+                                    {move || if open_here() { "Hide what changed" } else { "What changed?" }}</button>
+                            })}
                         </div>
                     </div>
+                    <super::inspect::ChangeStrip run=run_id index=i/>
                 }
             })
             .collect_view();
@@ -199,6 +212,15 @@ pub fn Results() -> impl IntoView {
                 data-step-ms=timing.ms_per_step().unwrap_or(0.0)>
                 {timing_summary(&timing, 2 * n)}
             </p>
+            {(done && steers).then(|| {
+                let run_id = run.id;
+                view! {
+                    <div class="buttons run-inspect">
+                        <button class="small" data-testid="inspect-run-steering" title="Read this run's steering vector against the built-in corpus or your texts, and its prompt layer by layer"
+                            on:click=move |_| super::inspect::inspect_run(ctx, run_id)>"Inspect the steering"</button>
+                    </div>
+                }
+            })}
             <p class="note departs-legend">"Highlighted: where each pair of completions departs from the other (the text before it is the same in both). Hover a token for the probability the model gave it."</p>
             <div class="columns-head"><h3>"Unsteered"</h3><h3>"Steered"</h3></div>
             {rows}

@@ -585,6 +585,8 @@ fn EntryRow(id: String) -> impl IntoView {
                     title="Its closest tokens in the unembedding, and its size against the residual stream for the editor's prompt"
                     disabled=move || ctx.model_state.get() != ModelState::Ready on:click=read>
                     {move || if reading_here() { "Hide reading" } else { "Read it" }}</button>
+                <button class="small" data-testid="vec-inspect" title="Its max-activating text over the built-in corpus or your texts (the Inspect area)"
+                    on:click=move |_| super::inspect::inspect_entry(ctx, &id.get_value())>"Inspect"</button>
                 <button class="small" data-testid="vec-delete" aria-label=move || format!("delete the vector {}", name()) on:click=delete>"Delete"</button>
             </div>
             {move || reading_here().then(|| view! { <ReadingView/> })}

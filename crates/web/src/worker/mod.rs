@@ -5,6 +5,7 @@
 //! its event loop so a Stop message can arrive.
 
 pub mod engine;
+mod inspect;
 pub mod net;
 
 use std::cell::{Cell, RefCell};
@@ -151,6 +152,9 @@ async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
         ToWorker::Vocab { id, terms, bos, site, k, ln_f, chat_system } => {
             vocab(id, &terms, TextEncoding { bos, chat: chat_system }, site, k, ln_f).await
         }
+        ToWorker::Project { run_id, vector, layer, site, texts, bos } => inspect::project(run_id, vector, layer, site, texts, bos).await,
+        ToWorker::Changes { id, recipe, completion, top } => inspect::changes(id, recipe, completion, top).await,
+        ToWorker::Lens { id, recipe, k } => inspect::lens(id, recipe, k).await,
         ToWorker::CacheInfo => cache_info().await,
         ToWorker::CacheClear => {
             net::clear_cache().await;
