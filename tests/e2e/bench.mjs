@@ -15,6 +15,11 @@
 // load (wasm memory only grows, so that is its peak while loading), and the adapter the page
 // reports. The first run
 // includes the GPU's shader compilation; the figures to read are the later runs'.
+//
+// `--inspect` then reads the last run's steering vector (layer 1) over the page's built-in
+// corpus in the Inspect area, `--runs` times, and prints how long each reading took (click to
+// "done", as a user waits for it). `--engine cpu` loads the page's CPU engine instead of
+// WebGPU.
 
 import os from 'node:os';
 import path from 'node:path';
@@ -43,7 +48,7 @@ const LLAMAS = {
 };
 
 function parseArgs(argv) {
-  const a = { model: 'gpt2', layers: null, tokens: 32, n: 1, runs: 2 };
+  const a = { model: 'gpt2', layers: null, tokens: 32, n: 1, runs: 2, inspect: false, engine: 'auto' };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = () => {
@@ -56,6 +61,8 @@ function parseArgs(argv) {
     else if (flag === '--tokens') a.tokens = Number(value());
     else if (flag === '--n') a.n = Number(value());
     else if (flag === '--runs') a.runs = Number(value());
+    else if (flag === '--inspect') a.inspect = true;
+    else if (flag === '--engine') a.engine = value();
     else throw new Error(`unknown argument ${flag} (see the comment at the top of bench.mjs)`);
   }
   if (!SHAPES[a.model] && !LLAMAS[a.model]) throw new Error(`--model must be one of ${[...Object.keys(SHAPES), ...Object.keys(LLAMAS)].join(', ')}`);
@@ -186,6 +193,7 @@ async function main() {
     const problems = watchPage(page);
     page.on('crash', () => console.log('bench: the page crashed'));
     await page.goto(pageUrl(site.url, hub.url), { waitUntil: 'load' });
+    if (args.engine !== 'auto') await page.locator('[data-testid="engine-select"]').selectOption(args.engine);
     await pickHubRepo(page, repo);
     const tLoad = Date.now();
     await loadModel(page, { timeout: 600_000 });
@@ -208,6 +216,20 @@ async function main() {
       const step = Number(await attr(page, 'run-timing', 'data-step-ms'));
       rows.push({ run: r, steps, first, step });
       console.log(`run ${r}: ${steps} steps of ${2 * args.n} sequences; first tokens after ${first.toFixed(0)} ms, then ${step.toFixed(1)} ms per step = ${(step / (2 * args.n)).toFixed(1)} ms per token per sequence`);
+    }
+    if (args.inspect) {
+      await tid(page, 'inspect-run-steering').first().click();
+      const times = [];
+      for (let r = 1; r <= args.runs; r++) {
+        const t = Date.now();
+        await tid(page, 'inspect-run').first().click();
+        await page.waitForFunction(() => /^(done|failed)/.test(document.querySelector('[data-testid="inspect-status"]')?.textContent || ''), null, { timeout: 3_600_000 });
+        const status = await text(tid(page, 'inspect-status').first());
+        if (status !== 'done') throw new Error(`the reading ended: ${status}`);
+        times.push(Date.now() - t);
+        console.log(`inspect ${r}: ${await text(tid(page, 'inspect-summary').first())} ${times.at(-1)} ms`);
+      }
+      console.log(`inspect over the corpus: best ${Math.min(...times)} ms of ${times.length}`);
     }
     if (problems.pageErrors.length) console.log(`page errors: ${problems.pageErrors.join(' | ')}`);
     const best = Math.min(...rows.slice(1).map((x) => x.step).concat(rows.length === 1 ? [rows[0].step] : []));

@@ -32,6 +32,20 @@ pub enum InspectCommand {
     /// token of each steered completion the tokens whose probability rose and fell most
     /// between the steered and the unsteered model given the same prefix, and their KL.
     Diff(DiffArgs),
+    /// The logit lens: at every layer the prompt's last position through the final norm and
+    /// the unembedding (and the model's output), unsteered and steered by the --add terms and
+    /// --vector files as `tiller generate` steers (same flags), with each layer's residual
+    /// norms; and the steering tensor's norms and lens.
+    Lens(LensArgs),
+}
+
+#[derive(Args)]
+pub struct LensArgs {
+    #[command(flatten)]
+    run: crate::GenerateArgs,
+    /// How many top tokens to list at each layer.
+    #[arg(long = "k", default_value_t = 5)]
+    k: usize,
 }
 
 #[derive(Args)]
@@ -103,6 +117,7 @@ pub fn run(cmd: InspectCommand) -> Result<()> {
         InspectCommand::Project(a) => run_project(a),
         InspectCommand::Norms(a) => run_norms(a),
         InspectCommand::Diff(a) => run_diff(a),
+        InspectCommand::Lens(a) => run_lens(a),
     }
 }
 
@@ -321,6 +336,54 @@ fn run_diff(a: DiffArgs) -> Result<()> {
     }
     if a.run.json {
         outln!("{}", serde_json::json!({"prompt_tokens": prompt, "recipe": recipe, "steered": completions}));
+    }
+    Ok(())
+}
+
+fn run_lens(a: LensArgs) -> Result<()> {
+    if a.k == 0 || a.k > 100 {
+        bail!("--k {} is not usable: list between 1 and 100 tokens", a.k);
+    }
+    let crate::Prepared { mut engine, tok, recipe, prompt, vectors } = crate::prepare_run(&a.run)?;
+    let (layers, steering) = block_on(inspect::prompt_lens(&mut engine, &tok, &prompt, &vectors, recipe.site, recipe.positions, a.k))?;
+    let entries = |es: &[tiller_core::vocab::VocabEntry]| -> Vec<serde_json::Value> {
+        es.iter().map(|e| serde_json::json!({"id": e.id, "text": e.token, "logit": e.score})).collect()
+    };
+    if a.run.json {
+        let layers: Vec<serde_json::Value> = layers
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "layer": l.layer,
+                    "norms": l.norms,
+                    "steered_norms": l.steered_norms,
+                    "top": entries(&l.top),
+                    "steered_top": entries(&l.steered_top),
+                })
+            })
+            .collect();
+        let steering: Vec<serde_json::Value> = steering
+            .iter()
+            .map(|s| serde_json::json!({"layer": s.layer, "norms": s.norms, "top": entries(&s.top), "bottom": entries(&s.bottom)}))
+            .collect();
+        outln!("{}", serde_json::json!({"prompt_tokens": prompt, "layers": layers, "steering": steering}));
+        return Ok(());
+    }
+    let n = layers.len() - 1;
+    let list = |es: &[tiller_core::vocab::VocabEntry]| es.iter().map(|e| format!("{:?}", e.token)).collect::<Vec<_>>().join(" ");
+    outln!("The logit lens of the prompt's last position ({} tokens), unsteered | steered:", prompt.len());
+    for l in &layers {
+        let name = if l.layer == n { "output".to_string() } else { format!("layer {:>3}", l.layer) };
+        outln!("  {name:>9}: {}  |  {}", list(&l.top), list(&l.steered_top));
+    }
+    for s in &steering {
+        outln!(
+            "steering tensor at layer {}: largest row {:.3}; its vector's lens: {} (against: {})",
+            s.layer,
+            s.norms.iter().copied().fold(0.0, f64::max),
+            list(&s.top),
+            list(&s.bottom)
+        );
     }
     Ok(())
 }

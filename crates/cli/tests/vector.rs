@@ -843,3 +843,31 @@ fn inspect_diff_reads_the_generated_steered_completions() {
         }
     }
 }
+
+/// `tiller inspect lens`: the output row is the model's own logits (HF's golden top tokens for
+/// an unsteered prompt), every layer and the output are listed, and steering shows in the
+/// steered column.
+#[test]
+fn inspect_lens_lists_every_layer_and_the_output() {
+    let model = model_dir("tiny-gpt2");
+    let f = tiller_core::golden::load_fixture("tiny-gpt2");
+    let p = &f.golden.prompts[0];
+    let mut flags = strs(&["inspect", "lens", "--model", &model, "--prompt", &p.prompt, "--device", "cpu", "--json", "--k", "3"]);
+    flags.push(if p.bos { "--bos".into() } else { "--no-bos".into() });
+    let plain = json_of("inspect lens", &flags);
+    assert_eq!(plain["prompt_tokens"], serde_json::json!(p.tokens));
+    let layers = plain["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 5, "4 layers and the output");
+    let last = &p.positions[p.tokens.len() - 1].top;
+    for (got, want) in layers[4]["top"].as_array().unwrap().iter().zip(last) {
+        assert_eq!(got["id"], want.id);
+        assert!((got["logit"].as_f64().unwrap() - want.logit as f64).abs() < 2e-3 * (want.logit as f64).abs().max(1.0));
+    }
+    assert_eq!(layers[2]["top"], layers[2]["steered_top"], "nothing steers");
+    flags.extend(strs(&["--add", "1:8:Love", "--add", "1:-8:Hate"]));
+    let steered = json_of("inspect lens", &flags);
+    let layers = steered["layers"].as_array().unwrap();
+    assert_ne!(layers[4]["top"], layers[4]["steered_top"], "steering moves the output");
+    assert_eq!(steered["steering"][0]["layer"], 1);
+    assert_eq!(steered["steering"][0]["top"].as_array().unwrap().len(), 3);
+}

@@ -50,7 +50,7 @@ export const TESTIDS = [
   'inspect-file', 'inspect-by', 'inspect-run', 'inspect-stop', 'inspect-status', 'inspect-note', 'inspect-progress',
   'inspect-results', 'inspect-summary', 'inspect-csv', 'inspect-json', 'inspect-compare', 'inspect-vocab-top',
   'inspect-vocab-bottom', 'inspect-max-tokens', 'inspect-histogram', 'inspect-hover', 'inspect-top', 'inspect-passage',
-  'inspect-token', 'inspect-whole', 'inspect-run-steering', 'vec-inspect',
+  'inspect-token', 'inspect-whole', 'inspect-run-steering', 'vec-inspect', 'vocab-inspect',
   'lens', 'lens-run', 'lens-error', 'lens-prompt', 'lens-chart', 'lens-table', 'lens-row', 'lens-steering-dot', 'lens-library-dot',
   'changes-open', 'changes-strip', 'change-token', 'change-detail', 'change-rose', 'change-fell',
 ];

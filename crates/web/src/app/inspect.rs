@@ -25,8 +25,10 @@ pub struct Target {
     pub choices: Vec<(usize, ProbeVector)>,
     pub site: Site,
     pub bos: bool,
-    /// The run it came from (the lens reads its recipe).
+    /// The run it came from.
     pub run: Option<u64>,
+    /// The recipe it came from (a run's or the editor's): the lens reads its prompt.
+    pub recipe: Option<Recipe>,
 }
 
 /// The latest projection.
@@ -146,6 +148,7 @@ pub fn inspect_entry(ctx: Ctx, id: &str) {
             site: s.entry.site,
             bos,
             run: None,
+            recipe: None,
         },
     );
 }
@@ -155,19 +158,29 @@ pub fn inspect_run(ctx: Ctx, run: u64) {
     let Some((number, recipe)) = ctx.runs.with_untracked(|rs| rs.iter().find(|r| r.id == run).map(|r| (r.number, r.recipe.clone()))) else {
         return;
     };
+    inspect_recipe(ctx, format!("run #{number}'s steering"), recipe, Some(run));
+}
+
+/// A recipe's steering vector (a run's, or the editor's), at each layer it steers.
+pub fn inspect_recipe(ctx: Ctx, label: String, recipe: Recipe, run: Option<u64>) {
     let mut layers: Vec<usize> = recipe.terms.iter().map(|t| t.layer).chain(recipe.vectors.iter().map(|v| v.layer)).collect();
     layers.sort_unstable();
     layers.dedup();
+    let empty = layers.is_empty();
     inspect(
         ctx,
         Target {
-            label: format!("run #{number}'s steering"),
+            label,
             choices: layers.iter().map(|&layer| (layer, ProbeVector::Steering { recipe: recipe.clone(), layer })).collect(),
             site: recipe.site,
             bos: recipe.bos,
-            run: Some(run),
+            run,
+            recipe: Some(recipe.clone()),
         },
     );
+    if empty {
+        ctx.inspect.note.set(Some("The recipe steers nothing: add a term or a saved vector first.".into()));
+    }
 }
 
 fn ready(ctx: Ctx) -> Result<(), String> {
@@ -686,8 +699,10 @@ fn LensView() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let st = ctx.inspect;
     let on_read = move |_| {
-        let run = st.target.with_untracked(|t| t.as_ref().and_then(|t| t.run)).or_else(|| ctx.shown_run.get_untracked());
-        let recipe = run.and_then(|id| ctx.runs.with_untracked(|rs| rs.iter().find(|r| r.id == id).map(|r| r.recipe.clone())));
+        let (run, from_target) = st.target.with_untracked(|t| t.as_ref().map_or((None, None), |t| (t.run, t.recipe.clone())));
+        let run = run.or_else(|| if from_target.is_none() { ctx.shown_run.get_untracked() } else { None });
+        let recipe = from_target
+            .or_else(|| run.and_then(|id| ctx.runs.with_untracked(|rs| rs.iter().find(|r| r.id == id).map(|r| r.recipe.clone()))));
         let recipe = match recipe {
             Some(r) => Ok(r),
             None => {
@@ -714,7 +729,7 @@ fn LensView() -> impl IntoView {
     view! {
         <section class="lens" data-testid="lens" data-state=move || st.lens.with(|l| l.as_ref().map_or("idle", |l| l.state.as_str()))>
             <h3>"Where the prompt sits, layer by layer"</h3>
-            <p class="note">"For the run's prompt (or the editor's, with no run): the size of the residual stream at each layer beside the steering tensor's and the library vectors', so you can tell whether a coefficient is big at that layer; and the logit lens (each layer's last position through the final norm and the unembedding), unsteered and steered. A layer's row is the stream entering that layer's block, before the steering added there."</p>
+            <p class="note">"For the prompt of the vector's run (or the shown run's, or the editor's): the size of the residual stream at each layer beside the steering tensor's and the library vectors', so you can tell whether a coefficient is big at that layer; and the logit lens (each layer's last position through the final norm and the unembedding), unsteered and steered. A layer's row is the stream entering that layer's block, before the steering added there."</p>
             <div class="buttons">
                 <button data-testid="lens-run" disabled=move || !can() on:click=on_read>"Read the prompt"</button>
             </div>

@@ -24,7 +24,7 @@ const STEPS: [(&str, &str, &str); 4] = [
     (
         "area-gallery",
         "Go further",
-        "The gallery sets up published results in one click. Sweep charts which layer and coefficient work, Vectors builds steering vectors from many pairs, and Share makes a link that reproduces this run.",
+        "The gallery sets up published results in one click. Sweep charts which layer and coefficient work, Vectors builds steering vectors from many pairs, Inspect shows what a vector reads and what it changed, and Share makes a link that reproduces this run.",
     ),
 ];
 

@@ -107,6 +107,14 @@ pub fn VocabPanel() -> impl IntoView {
                         Err(errors) => ctx.vocab.set(VocabState::Error(errors.join(" "))),
                     }
                 }>"Decode the editor's terms"</button>
+            <button class="small" data-testid="vocab-inspect" title="Read the editor's steering vector against the built-in corpus or your texts (the Inspect area)"
+                on:click=move |_| {
+                    let cfg = ctx.config();
+                    match ctx.form.with_untracked(|f| f.to_recipe(cfg.as_ref())) {
+                        Ok(recipe) => super::inspect::inspect_recipe(ctx, "the editor's steering".into(), recipe, None),
+                        Err(errors) => ctx.vocab.set(VocabState::Error(errors.join(" "))),
+                    }
+                }>"Inspect it"</button>
             {body}
         </div>
     }
