@@ -61,6 +61,29 @@ pub struct SafetensorsHeader {
     pub metadata: std::collections::BTreeMap<String, String>,
 }
 
+/// A JSON object's keys in order, repeats kept (serde_json's map keeps only the last).
+struct Keys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Keys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> std::result::Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((k, _)) = m.next_entry::<String, serde::de::IgnoredAny>()? {
+                    keys.push(k);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
 impl SafetensorsHeader {
     /// The header length announced by the first 8 bytes of the file.
     pub fn header_len(first8: &[u8]) -> Result<u64> {
@@ -82,6 +105,13 @@ impl SafetensorsHeader {
         let bad = |m: String| TillerError::Safetensors(m);
         let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| bad(format!("the header is not valid JSON ({e})")))?;
         let map = value.as_object().ok_or_else(|| bad("the header is not a JSON object".into()))?;
+        // A JSON object read into a map keeps the last of two equal keys: count them first.
+        let keys: Keys = serde_json::from_slice(json).map_err(|e| bad(format!("the header is not valid JSON ({e})")))?;
+        if keys.0.len() != map.len() {
+            let mut seen = HashSet::new();
+            let twice = keys.0.iter().find(|k| !seen.insert(k.as_str())).cloned().unwrap_or_default();
+            return Err(bad(format!("the header names `{twice}` twice: the file is corrupt")));
+        }
         let mut tensors = Vec::with_capacity(map.len());
         let mut metadata = std::collections::BTreeMap::new();
         for (name, entry) in map {
@@ -151,6 +181,26 @@ impl SafetensorsHeader {
         for pair in tensors.windows(2) {
             if pair[1].start < pair[0].end {
                 return Err(bad(format!("tensors `{}` and `{}` overlap", pair[0].name, pair[1].name)));
+            }
+        }
+        // The format's rule: the tensors cover the data section exactly, in some order, with
+        // no gaps and nothing after the last (a header length off by a byte shows up here).
+        let mut at = 0u64;
+        for t in &tensors {
+            if t.start != at {
+                return Err(bad(format!(
+                    "bytes {at}..{} of the data belong to no tensor (before `{}`): safetensors data has no gaps, so the file is corrupt or its header length is wrong",
+                    t.start, t.name
+                )));
+            }
+            at = t.end;
+        }
+        if let Some(len) = data_len {
+            if len != at {
+                return Err(bad(format!(
+                    "the data section is {len} bytes but its tensors cover {at}: {} bytes after the last tensor, which safetensors forbids (the file is corrupt, or its header length is wrong)",
+                    len - at
+                )));
             }
         }
         Ok(Self { data_start: 0, tensors, metadata })
@@ -258,6 +308,10 @@ pub struct StreamLoader {
     /// Shard files expected (sharded loads); None for one file.
     shards: Option<Vec<String>>,
     received: u64,
+    /// Bytes of the current file fed so far, and where its last tensor ends (once its header
+    /// is read): anything past that is an error even when the file's length was not known.
+    file_received: u64,
+    file_end: Option<u64>,
 }
 
 impl StreamLoader {
@@ -277,6 +331,8 @@ impl StreamLoader {
             mapper: None,
             shards: None,
             received: 0,
+            file_received: 0,
+            file_end: None,
         }
     }
 
@@ -299,6 +355,8 @@ impl StreamLoader {
         self.phase = Phase::Header;
         self.header = None;
         self.wanted.clear();
+        self.file_received = 0;
+        self.file_end = None;
         Ok(())
     }
 
@@ -321,6 +379,8 @@ impl StreamLoader {
     /// Feeds the next chunk of the file.
     pub fn feed(&mut self, mut chunk: &[u8], sink: &mut dyn TensorSink) -> Result<()> {
         self.received += chunk.len() as u64;
+        self.file_received += chunk.len() as u64;
+        self.check_end()?;
         loop {
             match self.phase {
                 Phase::Header => {
@@ -345,6 +405,8 @@ impl StreamLoader {
                     let data_len = self.file_len.map(|l| l - data_start);
                     let mut header = SafetensorsHeader::parse(&self.buf[8..], data_len)?;
                     header.data_start = data_start;
+                    self.file_end = Some(data_start + header.tensors.last().map_or(0, |t| t.end));
+                    self.check_end()?;
                     self.start_body(header, sink)?;
                     self.buf = rest;
                     self.phase = Phase::Body { pos: 0, next: 0 };
@@ -403,6 +465,17 @@ impl StreamLoader {
         }
     }
 
+    /// Bytes past the current file's last tensor are an error (the file's length, when known,
+    /// is checked against the header at once).
+    fn check_end(&self) -> Result<()> {
+        match self.file_end {
+            Some(end) if self.file_received > end => Err(TillerError::Safetensors(format!(
+                "the file goes on past its last tensor (byte {end}): safetensors forbids trailing bytes, so it is corrupt or not what its header says"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn deliver(&mut self, next: usize, bytes: &[u8], sink: &mut dyn TensorSink) -> Result<()> {
         let (Some(header), Some(mapper)) = (&self.header, &mut self.mapper) else {
             return Err(TillerError::Safetensors("internal: a tensor arrived before the header".into()));
@@ -410,6 +483,15 @@ impl StreamLoader {
         let (idx, need) = self.wanted[next];
         let info = &header.tensors[idx];
         let dtype = info.dtype.expect("dtype checked in start_body");
+        let bad = non_finite(dtype, bytes);
+        if bad > 0 {
+            return Err(TillerError::Safetensors(format!(
+                "tensor `{}` holds {bad} value{} that {} not finite (NaN or infinity): the checkpoint is corrupt, and a model with them computes nothing meaningful; download it again or fix the file",
+                info.name,
+                if bad == 1 { "" } else { "s" },
+                if bad == 1 { "is" } else { "are" }
+            )));
+        }
         let view = TensorView { name: &info.canonical, shape: &info.shape, dtype, bytes };
         mapper.tensor(&self.needed[need], view, sink)?;
         self.delivered.insert(self.needed[need].name.clone());
@@ -446,6 +528,18 @@ impl StreamLoader {
             mapper.begin(sink)?;
             self.mapper = Some(mapper);
             self.spec = Some(spec);
+        }
+        // A block past the spec's depth means config.json and the weights disagree: loading the
+        // first n_layer blocks would be a different, silently truncated model.
+        let spec = self.spec.expect("the spec is set above");
+        if let Some(prefix) = self.needed.iter().find_map(|t| t.name.find(".0.").map(|i| &t.name[..i + 1])) {
+            let past = format!("{prefix}{}.", spec.n_layer);
+            if let Some(t) = header.tensors.iter().find(|t| t.canonical.starts_with(&past)) {
+                return Err(TillerError::Config(format!(
+                    "it says {} layers, but the weights hold more (tensor `{}`): the config does not match the checkpoint",
+                    spec.n_layer, t.name
+                )));
+            }
         }
         let index: HashMap<&str, usize> = header.tensors.iter().enumerate().map(|(i, t)| (t.canonical.as_str(), i)).collect();
         let mut wanted = Vec::new();
@@ -501,6 +595,16 @@ impl StreamLoader {
             return Err(TillerError::MissingTensor(missing.name.clone()));
         }
         Ok(spec)
+    }
+}
+
+/// How many values of a tensor's little-endian bytes are NaN or ±infinity (all exponent bits
+/// set), read off the bits.
+pub fn non_finite(dtype: Dtype, bytes: &[u8]) -> usize {
+    match dtype {
+        Dtype::F32 => bytes.chunks_exact(4).filter(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7f80_0000 == 0x7f80_0000).count(),
+        Dtype::F16 => bytes.chunks_exact(2).filter(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00).count(),
+        Dtype::BF16 => bytes.chunks_exact(2).filter(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80).count(),
     }
 }
 

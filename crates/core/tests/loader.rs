@@ -80,6 +80,22 @@ fn join(header: &serde_json::Map<String, Value>, data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Removes a tensor from a file given as header and data, closing the gap it leaves (the
+/// format allows none).
+fn remove(header: &mut serde_json::Map<String, Value>, data: &mut Vec<u8>, name: &str) {
+    let o = header.remove(name).unwrap()["data_offsets"].clone();
+    let (s, e) = (o[0].as_u64().unwrap(), o[1].as_u64().unwrap());
+    data.drain(s as usize..e as usize);
+    for (_, t) in header.iter_mut() {
+        if let Some(o) = t.get_mut("data_offsets") {
+            let (a, b) = (o[0].as_u64().unwrap(), o[1].as_u64().unwrap());
+            if a >= e {
+                *o = json!([a - (e - s), b - (e - s)]);
+            }
+        }
+    }
+}
+
 /// Appends a tensor to a file given as header and data.
 fn append(header: &mut serde_json::Map<String, Value>, data: &mut Vec<u8>, name: &str, dtype: &str, shape: &[usize], bytes: &[u8]) {
     let start = data.len();
@@ -224,17 +240,104 @@ fn offsets_out_of_range_are_errors() {
     assert!(msg.contains("overlap"), "{msg}");
 }
 
+/// The safetensors rules (issue 17): the tensors cover the data section exactly, no gaps, no
+/// trailing bytes, no name twice; a header length one byte off is caught, streamed or not.
+#[test]
+fn gaps_trailing_bytes_and_repeated_names_are_errors() {
+    let good = file(Dtype::F32, "");
+    let (header, data) = split(&good);
+    // A gap: one tensor moved 4 bytes later, the data grown to keep the end.
+    let mut h = header.clone();
+    let o = h["ln_f.bias"]["data_offsets"].clone();
+    let (s0, e0) = (o[0].as_u64().unwrap(), o[1].as_u64().unwrap());
+    let mut d = data.clone();
+    if e0 == data.len() as u64 {
+        h.get_mut("ln_f.bias").unwrap()["data_offsets"] = json!([s0 + 4, e0 + 4]);
+        d.splice(s0 as usize..s0 as usize, [0u8; 4]);
+        let msg = err("gap", &join(&h, &d)).to_string();
+        assert!(msg.contains("belong to no tensor") && msg.contains("ln_f.bias"), "{msg}");
+    }
+    // A gap in the middle: a tensor removed without closing it.
+    let mut h = header.clone();
+    h.remove("h.0.ln_1.bias");
+    let msg = err("hole", &join(&h, &data)).to_string();
+    assert!(msg.contains("belong to no tensor"), "{msg}");
+    // Trailing bytes.
+    let mut d = data.clone();
+    d.extend_from_slice(&[0u8; 3]);
+    let msg = err("trailing", &join(&header, &d)).to_string();
+    assert!(msg.contains("3 bytes after the last tensor"), "{msg}");
+    // The header length one byte short (the header padded with a space): every tensor would
+    // shift by a byte; instead it is an error.
+    let mut json = serde_json::to_vec(&header).unwrap();
+    json.push(b' ');
+    let mut shifted = ((json.len() - 1) as u64).to_le_bytes().to_vec();
+    shifted.extend_from_slice(&json);
+    shifted.extend_from_slice(&data);
+    let msg = err("header one byte short", &shifted).to_string();
+    assert!(msg.contains("after the last tensor"), "{msg}");
+    // Streamed without the file's length, the trailing bytes are caught as they arrive.
+    let mut d = data.clone();
+    d.extend_from_slice(&[7u8; 5]);
+    let bytes = join(&header, &d);
+    let mut loader = tiller_core::weights::StreamLoader::new(None, None);
+    let mut sink = tiller_core::weights::F32Sink::default();
+    let e = bytes.chunks(13).try_for_each(|c| loader.feed(c, &mut sink)).unwrap_err();
+    assert!(e.to_string().contains("past its last tensor"), "{e}");
+    // A name twice in the JSON (a map would keep the last one silently).
+    let text = String::from_utf8(serde_json::to_vec(&header).unwrap()).unwrap();
+    let entry = serde_json::to_string(&header["ln_f.bias"]).unwrap();
+    let twice = text.replacen('{', &format!("{{\"ln_f.bias\":{entry},"), 1);
+    let mut bytes = (twice.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(twice.as_bytes());
+    bytes.extend_from_slice(&data);
+    let msg = err("repeated name", &bytes).to_string();
+    assert!(msg.contains("names `ln_f.bias` twice"), "{msg}");
+    // And the good file still loads, streamed in small chunks without its length.
+    let mut loader = tiller_core::weights::StreamLoader::new(None, None);
+    let mut sink = tiller_core::weights::F32Sink::default();
+    good.chunks(7).try_for_each(|c| loader.feed(c, &mut sink)).unwrap();
+    loader.finish().unwrap();
+}
+
+/// A NaN or an infinity in a needed tensor is refused at load, naming the tensor and the
+/// count, in every dtype (issue 17: such a model ranked NaN logits first and swept to KL 0).
+#[test]
+fn non_finite_weights_are_refused_with_the_tensor_named() {
+    for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+        let (header, mut data) = split(&file(dtype, ""));
+        let o = header["h.1.mlp.c_fc.weight"]["data_offsets"].clone();
+        let start = o[0].as_u64().unwrap() as usize;
+        let size = match dtype {
+            Dtype::F32 => 4,
+            _ => 2,
+        };
+        let (nan, inf): (Vec<u8>, Vec<u8>) = match dtype {
+            Dtype::F32 => (f32::NAN.to_le_bytes().to_vec(), f32::NEG_INFINITY.to_le_bytes().to_vec()),
+            Dtype::F16 => (half::f16::NAN.to_le_bytes().to_vec(), half::f16::INFINITY.to_le_bytes().to_vec()),
+            Dtype::BF16 => (half::bf16::NAN.to_le_bytes().to_vec(), half::bf16::NEG_INFINITY.to_le_bytes().to_vec()),
+        };
+        data[start..start + size].copy_from_slice(&nan);
+        data[start + 3 * size..start + 4 * size].copy_from_slice(&inf);
+        let msg = err("non-finite", &join(&header, &data)).to_string();
+        assert!(msg.contains("tensor `h.1.mlp.c_fc.weight` holds 2 values that are not finite"), "{dtype:?}: {msg}");
+    }
+    // The largest finite values are fine.
+    assert_eq!(tiller_core::weights::non_finite(Dtype::F16, &half::f16::MAX.to_le_bytes()), 0);
+    assert_eq!(tiller_core::weights::non_finite(Dtype::F32, &f32::MAX.to_le_bytes()), 0);
+}
+
 #[test]
 fn unsupported_dtype_is_an_error() {
     let (mut header, mut data) = split(&file(Dtype::F32, ""));
-    header.remove("ln_f.bias");
+    remove(&mut header, &mut data, "ln_f.bias");
     append(&mut header, &mut data, "ln_f.bias", "I64", &[8], &[0u8; 64]);
     let e = err("I64", &join(&header, &data));
     assert_eq!(e, TillerError::UnsupportedDtype { tensor: "ln_f.bias".into(), dtype: "I64".into() });
     assert!(e.to_string().contains("F32, F16 and BF16"), "{e}");
     // An unknown dtype name too.
     let (mut header, mut data) = split(&file(Dtype::F32, ""));
-    header.remove("ln_f.bias");
+    remove(&mut header, &mut data, "ln_f.bias");
     append(&mut header, &mut data, "ln_f.bias", "Q4", &[8], &[0u8; 16]);
     assert!(matches!(err("Q4", &join(&header, &data)), TillerError::UnsupportedDtype { .. }));
     // An unneeded tensor of another dtype is fine.
@@ -246,8 +349,8 @@ fn unsupported_dtype_is_an_error() {
 #[test]
 fn missing_tensor_is_named() {
     for name in ["h.1.mlp.c_proj.bias", "ln_f.weight", "h.0.attn.c_attn.weight", "wpe.weight", "wte.weight"] {
-        let (mut header, data) = split(&file(Dtype::F32, ""));
-        header.remove(name);
+        let (mut header, mut data) = split(&file(Dtype::F32, ""));
+        remove(&mut header, &mut data, name);
         let e = err(name, &join(&header, &data));
         assert_eq!(e, TillerError::MissingTensor(name.into()));
         assert!(e.to_string().contains(&format!("`{name}` is missing")), "{e}");
@@ -257,7 +360,7 @@ fn missing_tensor_is_named() {
 #[test]
 fn shape_mismatch_names_tensor_expected_and_found() {
     let (mut header, mut data) = split(&file(Dtype::F32, ""));
-    header.remove("h.1.attn.c_proj.weight");
+    remove(&mut header, &mut data, "h.1.attn.c_proj.weight");
     append(&mut header, &mut data, "h.1.attn.c_proj.weight", "F32", &[8, 9], &[0u8; 8 * 9 * 4]);
     let e = err("shape", &join(&header, &data));
     assert_eq!(e, TillerError::ShapeMismatch { tensor: "h.1.attn.c_proj.weight".into(), expected: vec![8, 8], got: vec![8, 9] });
@@ -265,7 +368,7 @@ fn shape_mismatch_names_tensor_expected_and_found() {
     assert!(msg.contains("h.1.attn.c_proj.weight") && msg.contains("[8, 9]") && msg.contains("[8, 8]"), "{msg}");
     // With the prefix the message names the tensor as stored.
     let (mut header, mut data) = split(&file(Dtype::F32, "transformer."));
-    header.remove("transformer.ln_f.weight");
+    remove(&mut header, &mut data, "transformer.ln_f.weight");
     append(&mut header, &mut data, "transformer.ln_f.weight", "F32", &[4], &[0u8; 16]);
     let msg = err("prefixed shape", &join(&header, &data)).to_string();
     assert!(msg.contains("transformer.ln_f.weight") && msg.contains("[4]") && msg.contains("[8]"), "{msg}");
@@ -352,8 +455,9 @@ fn streaming_in_random_chunks_equals_one_buffer() {
 #[test]
 fn without_config_json_shape_problems_are_about_the_weights() {
     // Embeddings but no transformer blocks: not "config.json is invalid" (there is none).
-    let (mut header, data) = split(&file(Dtype::F32, ""));
-    header.retain(|k, _| !k.starts_with("h."));
+    let (mut header, mut data) = split(&file(Dtype::F32, ""));
+    let blocks: Vec<String> = header.keys().filter(|k| k.starts_with("h.")).cloned().collect();
+    blocks.iter().for_each(|k| remove(&mut header, &mut data, k));
     let e = err("no blocks", &join(&header, &data));
     assert_eq!(e, TillerError::MissingTensor("h.0.ln_1.weight".into()));
     // An odd width inferred from wte: a malformed-weights error, not a config.json one.
@@ -379,4 +483,11 @@ fn without_config_json_shape_problems_are_about_the_weights() {
     // config.json fields the file lacks come from the shapes.
     let w = CpuWeights::from_bytes(&file(Dtype::F32, ""), Some(b"{\"n_head\": 2}")).unwrap();
     assert_eq!(*w.spec(), ModelSpec::gpt2(2, 8, 2, 16, 40));
+    // A config.json with fewer layers than the file: an error naming both, not a model
+    // silently cut to its first block (issue 17).
+    let e = CpuWeights::from_bytes(&file(Dtype::F32, ""), Some(b"{\"n_layer\": 1}")).unwrap_err();
+    assert!(matches!(e, TillerError::Config(_)), "{e:?}");
+    assert!(e.to_string().contains("says 1 layers, but the weights hold more (tensor `h.1."), "{e}");
+    let e = CpuWeights::from_bytes(&file(Dtype::F32, "transformer."), Some(b"{\"n_layer\": 1}")).unwrap_err();
+    assert!(e.to_string().contains("(tensor `transformer.h.1."), "{e}");
 }

@@ -123,6 +123,7 @@ impl GpuWeightsSink {
                 view.slice(..).copy_from_slice(&t.bytes[start * 2..(start + len) * 2]);
             } else {
                 // Convert a block of whole rows at a time into the mapping.
+                let mut overflow = 0usize;
                 let rows_per_block = (CONVERT_BLOCK / cols).max(1);
                 let mut block: Vec<u8> = Vec::with_capacity(rows_per_block * row_bytes);
                 for r0 in (0..rows.len()).step_by(rows_per_block) {
@@ -136,11 +137,16 @@ impl GpuWeightsSink {
                                 Dtype::F16 => f16::from_le_bytes([e[0], e[1]]).to_f32(),
                                 Dtype::BF16 => bf16::from_le_bytes([e[0], e[1]]).to_f32(),
                             };
-                            block.extend_from_slice(&f16::from_f32(x).to_le_bytes());
+                            let h = f16::from_f32(x);
+                            overflow += usize::from(h.is_infinite());
+                            block.extend_from_slice(&h.to_le_bytes());
                         }
                         block.resize(block.len() + row_bytes - cols * 2, 0);
                     }
                     view.slice(r0 * row_bytes..(r0 + n) * row_bytes).copy_from_slice(&block);
+                }
+                if overflow > 0 {
+                    return Err(f16_overflow(label, overflow));
                 }
             }
         }
@@ -175,6 +181,11 @@ impl GpuWeightsSink {
                         Dtype::F32 => f16::from_f32(f32::from_le_bytes([e[0], e[1], e[2], e[3]])).to_bits(),
                         Dtype::BF16 => f16::from_f32(bf16::from_le_bytes([e[0], e[1]]).to_f32()).to_bits(),
                     };
+                }
+                // The loader refuses non-finite weights, so an infinity here is an overflow.
+                let overflow = block.iter().filter(|&&b| b & 0x7c00 == 0x7c00).count();
+                if overflow > 0 {
+                    return Err(f16_overflow(label, overflow));
                 }
                 let column = &mut column[..n * 2];
                 for ch in 0..c {
@@ -299,4 +310,12 @@ impl TensorSink for GpuWeightsSink {
         }
         self.log.check(&format!("uploading `{}`", t.name))
     }
+}
+
+/// The error for values a weight holds beyond f16's range, which the GPU engine stores in f16.
+fn f16_overflow(label: &str, n: usize) -> TillerError {
+    TillerError::Safetensors(format!(
+        "tensor `{label}` holds {n} value{} beyond f16's range (±65504), and the GPU engine keeps weights in f16: they would become infinities; run it on the CPU engine (--device cpu, or \"CPU\" in the page), which keeps f32",
+        if n == 1 { "" } else { "s" }
+    ))
 }

@@ -333,6 +333,29 @@ fn f32_weights_are_rounded_to_f16_within_tolerance() {
     assert_close("f32 file, f16 GPU weights", &got.logits, &want.logits, 2e-2, 1e-2);
 }
 
+/// An F32 weight past f16's range (±65504) would become an infinity on the GPU while the CPU
+/// stays finite: the GPU load refuses it, naming the tensor (issue 17), in a matrix and in
+/// the vocabulary table; the CPU engine loads the same file.
+#[test]
+fn f32_weights_beyond_f16_range_are_refused_on_the_gpu() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = config(1, 64, 4, 300);
+    let json = config_json(&cfg);
+    for name in ["h.0.mlp.c_fc.weight", "wte.weight"] {
+        let mut bytes = random_model(&cfg, 5, Dtype::F32);
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header = tiller_core::weights::SafetensorsHeader::parse(&bytes[8..8 + n], Some((bytes.len() - 8 - n) as u64)).unwrap();
+        let at = 8 + n + header.get(name).unwrap().start as usize + 4 * 5;
+        bytes[at..at + 4].copy_from_slice(&1.0e5f32.to_le_bytes());
+        CpuWeights::from_bytes(&bytes, Some(&json)).expect("the CPU keeps f32: it loads");
+        let e = block_on(GpuEngine::from_bytes(gpu.device.clone(), gpu.queue.clone(), gpu.info.clone(), &bytes, Some(&json)))
+            .err()
+            .expect("the GPU refuses it");
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("tensor `{name}")) && msg.contains("1 value beyond f16's range"), "{msg}");
+    }
+}
+
 /// A device whose storage bindings hold 64 KiB forces wte (1000 × 64 f16 = 128 KB) into two
 /// chunks (rows 0..512 and 512..1000): embedding and logits must read the right one. Logits
 /// for 20 rows (80 KB) also no longer fit one binding and come back in groups of 16 rows.
