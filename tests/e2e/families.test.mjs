@@ -61,7 +61,9 @@ test('families-01-llama-steers-and-renders-its-chat-template', { timeout: 400_00
   assert.equal(await tid(page, 'chat').count(), 1, 'no chat toggle for a model with a chat template');
   await click(page, 'chat');
   await tid(page, 'system').first().fill('You are a helpful assistant.');
-  await page.waitForFunction(() => document.querySelector('[data-testid="chat-rendered"]'), null, { timeout: 20_000 });
+  // The rendering comes back from the worker after each edit: wait for the one with the
+  // system message (the one from turning chat on may still be showing).
+  await page.waitForFunction(() => /helpful assistant/.test(document.querySelector('[data-testid="chat-rendered"]')?.textContent || ''), null, { timeout: 20_000 });
   const rendered = await text(tid(page, 'chat-rendered'));
   assert.match(rendered, /<\|start_header_id\|>system<\|end_header_id\|>\s+You are a helpful assistant\.<\|eot_id\|>/, rendered);
   assert.match(rendered, /<\|start_header_id\|>user<\|end_header_id\|>\s+I hate you because<\|eot_id\|><\|start_header_id\|>assistant<\|end_header_id\|>/, rendered);
