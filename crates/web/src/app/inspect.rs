@@ -7,6 +7,7 @@
 //! token the KL and the tokens that rose and fell. The arithmetic is in `crate::inspect`.
 
 use leptos::prelude::*;
+use tiller_core::contrast::typical_norm;
 use tiller_core::inspect::Measure;
 use tiller_core::{Recipe, Site};
 
@@ -738,23 +739,10 @@ fn LensView() -> impl IntoView {
     }
 }
 
-fn median(xs: &[f64]) -> f64 {
-    // The first position (often a BOS or the attention sink) is left out, as `tiller inspect norms` does.
-    let mut v: Vec<f64> = xs.iter().skip(usize::from(xs.len() > 1)).copied().collect();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        0.0
-    } else if v.len() % 2 == 1 {
-        v[v.len() / 2]
-    } else {
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-    }
-}
-
 fn lens_done(ctx: Ctx, l: Lens) -> impl IntoView {
     let n = l.layers.len().saturating_sub(1);
-    let medians: Vec<f64> = l.layers[..n].iter().map(|x| median(&x.norms)).collect();
-    let steered: Vec<f64> = l.layers[..n].iter().map(|x| median(&x.steered_norms)).collect();
+    let medians: Vec<f64> = l.layers[..n].iter().map(|x| typical_norm(&x.norms)).collect();
+    let steered: Vec<f64> = l.layers[..n].iter().map(|x| typical_norm(&x.steered_norms)).collect();
     let peaks: Vec<(usize, f64)> = l.steering.iter().map(|s| (s.layer, s.norms.iter().copied().fold(0.0, f64::max))).collect();
     let library: Vec<(String, usize, f64)> = ctx.library.with_untracked(|lib| {
         lib.entries

@@ -15,6 +15,11 @@ use crate::protocol::{
 
 use crate::inspect::MAX_TEXTS;
 
+/// One token decoded alone (its vocabulary text where it is not whole UTF-8 by itself).
+fn piece(tok: &Tokenizer, id: u32) -> String {
+    tok.decode(&[id]).unwrap_or_else(|_| tok.token_text(id))
+}
+
 /// The recipe's prompt tokens and steering vectors, as a run computes them.
 async fn recipe_vectors<B: Backend>(b: &mut B, tok: &Tokenizer, recipe: &Recipe) -> Result<(Vec<u32>, Vec<LayerVector>), TillerError> {
     let cfg = *b.config();
@@ -111,7 +116,7 @@ pub async fn project(run_id: u64, probe: ProbeVector, layer: usize, site: Site, 
     let Some(projected) = projected else { return post(&FromWorker::ProjectDone { run_id, result: None }) };
     let mut out = Vec::with_capacity(ids.len());
     for (t, p) in ids.into_iter().zip(projected) {
-        let tokens = t.iter().map(|&id| tok.decode(&[id]).unwrap_or_else(|_| tok.token_text(id))).collect();
+        let tokens = t.iter().map(|&id| piece(&tok, id)).collect();
         out.push(ProjectedText { ids: t, tokens, dot: p.dot, cosine: p.cosine });
     }
     let (top, bottom) = vocab.unwrap_or_default();
@@ -145,8 +150,8 @@ pub async fn changes(id: u64, recipe: Recipe, completion: Vec<u32>, top: usize) 
         }
     });
     drop(lease);
-    let piece = |id: u32| tok.decode(&[id]).unwrap_or_else(|_| tok.token_text(id));
-    let view = |c: &inspect::TokenChange| ChangeView { id: c.id, text: piece(c.id), p_steered: c.p_steered, p_unsteered: c.p_unsteered };
+    let view =
+        |c: &inspect::TokenChange| ChangeView { id: c.id, text: piece(&tok, c.id), p_steered: c.p_steered, p_unsteered: c.p_unsteered };
     match result {
         Ok(positions) => post(&FromWorker::Changes {
             id,
@@ -184,7 +189,7 @@ pub async fn lens(id: u64, recipe: Recipe, k: usize) {
     match result {
         Ok((prompt, layers, steering)) => post(&FromWorker::Lens {
             id,
-            tokens: prompt.iter().map(|&t| tok.decode(&[t]).unwrap_or_else(|_| tok.token_text(t))).collect(),
+            tokens: prompt.iter().map(|&t| piece(&tok, t)).collect(),
             layers: layers.iter().map(LensLayerView::from).collect(),
             steering: steering.iter().map(LensSteeringView::from).collect(),
         }),
