@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { FIXTURES, REPO_ROOT, tillerBinary } from './lib/env.mjs';
-import { tid, waitForState, setRecipe, screenshot, parseCsv, OUT_DIR } from './lib/contract.mjs';
+import { tid, waitForState, setRecipe, screenshot, parseCsv, typeInto, OUT_DIR } from './lib/contract.mjs';
 import { openPanel, loadTinyCpu, build, entryNamed, download } from './lib/vectors.mjs';
 import { sharedSession } from './lib/session.mjs';
 
@@ -129,6 +129,14 @@ test('Inspect from a steered run: max-activating text over the corpus, hover, ex
     await tid(p, 'lens-chart').first().scrollIntoViewIfNeeded();
     await screenshot(p, 'inspect-lens', t);
     await shot(tid(p, 'lens').first(), 'inspect-lens-area', t);
+
+    // 5. The user's own texts, typed key by key (Enter between them).
+    await tid(p, 'inspect-own').first().check();
+    await typeInto(p, tid(p, 'inspect-texts').first(), 'The wedding was lovely.\nThe funeral was quiet.');
+    await readInspection(p);
+    assert.match(await tid(p, 'inspect-summary').first().textContent(), /over 2 texts/);
+    assert.equal(await tid(p, 'inspect-passage').count(), 2, 'both typed texts ranked');
+    await shot(panel, 'inspect-own-texts', t);
     assert.deepEqual(probs.pageErrors, [], `page errors: ${probs.pageErrors.join('\n')}`);
   } finally {
     await p.close();
