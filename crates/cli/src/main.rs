@@ -20,6 +20,7 @@ macro_rules! outln {
 }
 
 mod engine;
+mod fv;
 mod inspect;
 mod output;
 mod vector;
@@ -64,6 +65,9 @@ enum Command {
     /// Reading a vector against text: per-token projections over a set of texts.
     #[command(subcommand)]
     Inspect(inspect::InspectCommand),
+    /// A function vector (Todd et al.) from an ICL task: every head's average indirect effect,
+    /// the sum of the top heads' mean outputs, its accuracy by layer on held-out pairs.
+    Fv(fv::FvArgs),
 }
 
 #[derive(Args)]
@@ -309,6 +313,7 @@ fn main() {
         Command::Sweep(a) => run_sweep(a),
         Command::Vector(c) => vector::run(c),
         Command::Inspect(c) => inspect::run(c),
+        Command::Fv(a) => fv::run(a),
     };
     if let Err(e) = result {
         let msg = format!("{e:#}").replace('\n', " ");

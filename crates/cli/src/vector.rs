@@ -283,12 +283,12 @@ pub fn now_rfc3339() -> String {
     library::rfc3339_utc(secs)
 }
 
-fn file_stem(p: &Path) -> String {
+pub(crate) fn file_stem(p: &Path) -> String {
     p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "vector".into())
 }
 
 /// The model's name for provenance: its folder's name.
-fn model_name(dir: &Path) -> String {
+pub(crate) fn model_name(dir: &Path) -> String {
     dir.canonicalize().ok().as_deref().unwrap_or(dir).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
@@ -304,7 +304,7 @@ pub fn read_entry(path: &Path) -> Result<VectorEntry> {
 }
 
 /// Writes an entry in the format the file's extension names; returns notes for stderr.
-fn write_entry(entry: &VectorEntry, out: &Path, hint: Option<&str>) -> Result<Vec<String>> {
+pub(crate) fn write_entry(entry: &VectorEntry, out: &Path, hint: Option<&str>) -> Result<Vec<String>> {
     let (bytes, notes) = if is_gguf(out) {
         let hint = hint.map(String::from).unwrap_or_else(|| entry.gguf_model_hint());
         entry.to_gguf(&hint)?

@@ -11,6 +11,7 @@ pub mod arch;
 pub mod backend;
 pub mod contrast;
 pub mod error;
+pub mod fv;
 pub mod generate;
 pub mod gguf;
 #[doc(hidden)]

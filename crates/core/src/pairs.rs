@@ -172,7 +172,7 @@ fn pair_of(value: &Value, at: &str) -> Result<Pair> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -185,33 +185,43 @@ fn kind(v: &Value) -> &'static str {
 
 /// Parses a dataset file: JSON lines, or one JSON array of items (as CAA's datasets ship).
 pub fn parse_dataset(bytes: &[u8]) -> Result<Vec<Pair>> {
-    check_size(bytes.len(), "the dataset")?;
-    let text = utf8(bytes, "the dataset")?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let pairs = if text.trim_start().starts_with('[') {
-        let items: Value = serde_json::from_str(text).map_err(|e| {
-            bad(format!("the dataset starts with `[` but is not a JSON list (line {}, column {}: {e})", e.line(), e.column()))
-        })?;
-        let items = items.as_array().map(Vec::as_slice).unwrap_or_default();
-        items.iter().enumerate().map(|(i, v)| pair_of(v, &format!("item {}", i + 1))).collect::<Result<Vec<_>>>()?
-    } else {
-        let mut pairs = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let at = format!("line {}", i + 1);
-            let value: Value = serde_json::from_str(line).map_err(|e| bad(format!("{at} is not JSON ({e})")))?;
-            pairs.push(pair_of(&value, &at)?);
-        }
-        pairs
-    };
+    let pairs = dataset_items(bytes, "the dataset")?.iter().map(|(at, v)| pair_of(v, at)).collect::<Result<Vec<_>>>()?;
     if pairs.is_empty() {
         return Err(bad(
             "the dataset has no pairs: give one JSON object per line, such as {\"positive\": \"...\", \"negative\": \"...\"}".into()
         ));
     }
     Ok(pairs)
+}
+
+/// The items of a JSON-lines file (blank lines skipped) or of one JSON array, each with where
+/// it is ("line 3", "item 3") for errors; at most [`MAX_DATASET_BYTES`], UTF-8 (a BOM is
+/// dropped). Every dataset format of the project (pairs, ICL tasks, labelled statements) is
+/// read through this.
+pub(crate) fn dataset_items(bytes: &[u8], what: &str) -> Result<Vec<(String, Value)>> {
+    check_size(bytes.len(), what)?;
+    let text = utf8(bytes, what)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.trim_start().starts_with('[') {
+        let items: Value = serde_json::from_str(text)
+            .map_err(|e| bad(format!("{what} starts with `[` but is not a JSON list (line {}, column {}: {e})", e.line(), e.column())))?;
+        let items = match items {
+            Value::Array(items) => items,
+            _ => Vec::new(), // a JSON text that starts with `[` is a list
+        };
+        Ok(items.into_iter().enumerate().map(|(i, v)| (format!("item {}", i + 1), v)).collect())
+    } else {
+        let mut items = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let at = format!("line {}", i + 1);
+            let value: Value = serde_json::from_str(line).map_err(|e| bad(format!("{at} is not JSON ({e})")))?;
+            items.push((at, value));
+        }
+        Ok(items)
+    }
 }
 
 /// Pairs from two lists of texts, one per line (blank lines are not texts): the i-th positive
