@@ -135,15 +135,10 @@ pub fn run(a: FvArgs) -> Result<()> {
     }
 
     if let Some(out) = &a.out {
-        let entry = fv::to_entry(
-            &r,
-            &settings,
-            layer,
-            &format!("{} fv", file_stem(&a.task)),
-            &model_name(&a.model.model),
-            &file_stem(&a.task),
-            &now_rfc3339(),
-        );
+        let (name, model, task, created) =
+            (format!("{} fv", file_stem(&a.task)), model_name(&a.model.model), file_stem(&a.task), now_rfc3339());
+        let p = fv::Provenance { name: &name, model: &model, task: &task, prompts: plan.prompts.len(), shots: a.shots, created: &created };
+        let entry = fv::to_entry(vector, &r.vector_heads, layer, &p);
         write_entry(&entry, out, None)?;
     }
 

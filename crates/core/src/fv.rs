@@ -516,7 +516,7 @@ pub async fn function_vector<B: Backend>(backend: &mut B, means: &HeadMeans, hea
 }
 
 /// Accuracy of the first token with and without the vector added at one layer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerAccuracy {
     pub layer: usize,
     pub zero_shot: f64,
@@ -524,7 +524,7 @@ pub struct LayerAccuracy {
 }
 
 /// The evaluation on held-out pairs.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Evaluation {
     /// Held-out pairs evaluated.
     pub pairs: usize,
@@ -727,28 +727,31 @@ pub fn best_layer(eval: Option<&Evaluation>, n_layer: usize) -> usize {
     }
 }
 
-/// A library entry holding the vector at `layer` (site resid_pre), its provenance naming the
+/// Where a saved function vector came from, for its library entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provenance<'a> {
+    pub name: &'a str,
+    pub model: &'a str,
+    pub task: &'a str,
+    pub prompts: usize,
+    pub shots: usize,
+    pub created: &'a str,
+}
+
+/// A library entry holding `vector` at `layer` (site resid_pre), its provenance naming the
 /// task, the prompts and the heads; it steers at the last position (`extra.positions`).
-pub fn to_entry(
-    run: &FvRun,
-    s: &FvSettings,
-    layer: usize,
-    name: &str,
-    model: &str,
-    task: &str,
-    created: &str,
-) -> crate::library::VectorEntry {
-    let heads = run.vector_heads.iter().map(|h| format!("{}.{}", h.layer, h.head)).collect::<Vec<_>>().join(",");
+pub fn to_entry(vector: &[f32], heads: &[Head], layer: usize, p: &Provenance) -> crate::library::VectorEntry {
+    let heads = heads.iter().map(|h| format!("{}.{}", h.layer, h.head)).collect::<Vec<_>>().join(",");
     crate::library::VectorEntry {
-        name: name.into(),
-        model: model.into(),
+        name: p.name.into(),
+        model: p.model.into(),
         site: Site::ResidPre,
         method: "function_vector".into(),
-        source: format!("{task} ({} prompts of {} shots; heads {heads})", run.plan.prompts.len(), s.shots),
-        created: created.into(),
+        source: format!("{} ({} prompts of {} shots; heads {heads})", p.task, p.prompts, p.shots),
+        created: p.created.into(),
         formula: None,
         extra: [("heads".to_string(), heads), ("positions".to_string(), "last".to_string())].into_iter().collect(),
-        layers: vec![crate::library::LayerEntry { layer, vector: run.vector.clone(), front: None }],
+        layers: vec![crate::library::LayerEntry { layer, vector: vector.to_vec(), front: None }],
     }
 }
 

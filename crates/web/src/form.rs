@@ -83,8 +83,10 @@ impl Form {
         if entry.layers.is_empty() {
             return Err("holds no vectors".into());
         }
+        // A function vector steers at the last position of every step (its entry says so).
+        let positions = if entry.extra.get("positions").is_some_and(|p| p == "last") { Positions::Last } else { Positions::All };
         for l in &entry.layers {
-            self.vectors.push(VectorTerm::new(&entry.name, l.layer, 1.0, entry.site, Positions::All, &l.vector));
+            self.vectors.push(VectorTerm::new(&entry.name, l.layer, 1.0, entry.site, positions, &l.vector));
         }
         let layers: Vec<String> = entry.layers.iter().map(|l| l.layer.to_string()).collect();
         Ok(format!(

@@ -11,6 +11,7 @@ pub mod app;
 pub mod chart;
 pub mod fmt;
 pub mod form;
+pub mod heads;
 pub mod history;
 pub mod inspect;
 pub mod numbers;

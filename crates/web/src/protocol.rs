@@ -253,10 +253,49 @@ pub enum ToWorker {
     /// The prompt layer by layer (`tiller inspect norms` and the logit lens): residual norms,
     /// the steering tensor's, and the top tokens of the last position at every layer.
     Lens { id: u64, recipe: Recipe, k: usize },
+    /// A function vector from an ICL task (`tiller fv`'s pipeline), streaming
+    /// [`FromWorker::FvProgress`]; Stop ends it.
+    Fv { run_id: u64, spec: FvSpec },
     /// Reports the cache's size.
     CacheInfo,
     /// Empties the cache.
     CacheClear,
+}
+
+/// A function-vector run: the task's pairs (both directions already mixed in when asked) and
+/// the settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FvSpec {
+    /// The task's name ("antonyms", "my pairs").
+    pub task: String,
+    pub pairs: Vec<tiller_core::fv::IclPair>,
+    pub settings: tiller_core::fv::FvSettings,
+}
+
+/// What a function-vector run found, for the Heads area.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FvView {
+    pub n_layer: usize,
+    pub n_head: usize,
+    /// `[L, NH]`, layer-major.
+    pub aie: Vec<f64>,
+    pub top: Vec<tiller_core::fv::Head>,
+    pub vector_heads: Vec<tiller_core::fv::Head>,
+    /// `[C]`
+    pub vector: Vec<f32>,
+    pub norm: f64,
+    pub clean_prob: f64,
+    pub corrupted_prob: f64,
+    pub eval: Option<tiller_core::fv::Evaluation>,
+    /// The layer of best zero-shot accuracy (else a third of the depth).
+    pub best_layer: usize,
+    pub prompts: usize,
+    pub held_out: usize,
+    /// The first clean prompt and its corrupted form, as text.
+    pub example: (String, String),
+    /// The vector's decoded vocabulary (after the final norm).
+    pub top_tokens: Vec<VocabEntryView>,
+    pub bottom_tokens: Vec<VocabEntryView>,
 }
 
 /// What went wrong, so the page can offer the right action.
@@ -641,6 +680,21 @@ pub enum FromWorker {
     },
     LensFailed {
         id: u64,
+        error: UserError,
+    },
+    FvProgress {
+        run_id: u64,
+        phase: tiller_core::fv::Phase,
+        done: usize,
+        total: usize,
+    },
+    /// None: stopped.
+    FvDone {
+        run_id: u64,
+        result: Option<FvView>,
+    },
+    FvFailed {
+        run_id: u64,
         error: UserError,
     },
     CacheInfo {

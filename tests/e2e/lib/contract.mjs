@@ -53,6 +53,10 @@ export const TESTIDS = [
   'inspect-token', 'inspect-whole', 'inspect-run-steering', 'vec-inspect', 'vocab-inspect',
   'lens', 'lens-run', 'lens-error', 'lens-prompt', 'lens-chart', 'lens-table', 'lens-row', 'lens-steering-dot', 'lens-library-dot',
   'changes-open', 'changes-strip', 'change-token', 'change-detail', 'change-rose', 'change-fell',
+  'heads-panel', 'fv-task', 'fv-own', 'fv-pairs-summary', 'fv-both', 'fv-shots', 'fv-prompts', 'fv-seed', 'fv-top',
+  'fv-eval', 'fv-cost', 'fv-error', 'fv-run', 'fv-stop', 'fv-status', 'fv-progress', 'fv-results', 'fv-probs',
+  'fv-example-clean', 'fv-example-corrupted', 'fv-heatmap', 'fv-cell', 'fv-hover', 'fv-top-heads', 'fv-acc-chart',
+  'fv-acc-zero', 'fv-acc-none', 'fv-vocab', 'fv-vocab-top', 'fv-vocab-bottom', 'fv-layer', 'fv-save', 'fv-use', 'fv-note',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];

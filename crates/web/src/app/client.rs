@@ -9,7 +9,7 @@ use super::{
     Banner, BuildRun, Ctx, EvalRun, LoadedModel, ModelState, Progress, Reading, RunRecord, RunState, SizeInfo, SweepRun, VocabState,
 };
 use crate::form::TokenCounts;
-use crate::protocol::{default_size, envelope, ErrorKind, FromWorker, GenerationView, ModelSource, RunTiming, ToWorker};
+use crate::protocol::{default_size, envelope, ErrorKind, FromWorker, GenerationView, ModelSource, RunTiming, ToWorker, UserError};
 
 /// The worker script `cargo xtask page` writes next to the page (it `importScripts` the
 /// worker's wasm-bindgen glue and starts its wasm).
@@ -435,7 +435,7 @@ fn update_run(ctx: Ctx, run_id: u64, f: impl FnOnce(&mut RunRecord)) {
 }
 
 fn on_message(ctx: Ctx, msg: FromWorker) {
-    if super::inspect::on_message(ctx, &msg) {
+    if super::inspect::on_message(ctx, &msg) || super::heads::on_message(ctx, &msg) {
         return;
     }
     match msg {
@@ -559,13 +559,7 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                 s.error = Some(error.message.clone());
             });
             // The panel shows the message; a lost device also needs the banner's action.
-            if matches!(error.kind, ErrorKind::DeviceLost | ErrorKind::OutOfMemory) {
-                if error.kind == ErrorKind::DeviceLost {
-                    ctx.model_state.set(ModelState::Error);
-                    ctx.loaded.set(None);
-                }
-                ctx.error.set(Some(Banner::from(error)));
-            }
+            engine_trouble(ctx, &error);
         }
         FromWorker::Vocab { id, layers } => {
             if ctx.last_vocab_id.get_value() == id {
@@ -646,26 +640,14 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
                 e.state = RunState::Error;
                 e.error = Some(error.message.clone());
             });
-            if matches!(error.kind, ErrorKind::DeviceLost | ErrorKind::OutOfMemory) {
-                if error.kind == ErrorKind::DeviceLost {
-                    ctx.model_state.set(ModelState::Error);
-                    ctx.loaded.set(None);
-                }
-                ctx.error.set(Some(Banner::from(error)));
-            }
+            engine_trouble(ctx, &error);
         }
         FromWorker::BuildFailed { run_id, error } => {
             update_build(ctx, run_id, |b| {
                 b.state = RunState::Error;
                 b.error = Some(error.message.clone());
             });
-            if matches!(error.kind, ErrorKind::DeviceLost | ErrorKind::OutOfMemory) {
-                if error.kind == ErrorKind::DeviceLost {
-                    ctx.model_state.set(ModelState::Error);
-                    ctx.loaded.set(None);
-                }
-                ctx.error.set(Some(Banner::from(error)));
-            }
+            engine_trouble(ctx, &error);
         }
         FromWorker::CacheInfo { bytes, files } => ctx.cache.set(Some((bytes, files))),
         // The Inspect area's answers, taken by `inspect::on_message` above.
@@ -675,7 +657,10 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
         | FromWorker::Changes { .. }
         | FromWorker::ChangesFailed { .. }
         | FromWorker::Lens { .. }
-        | FromWorker::LensFailed { .. } => {}
+        | FromWorker::LensFailed { .. }
+        | FromWorker::FvProgress { .. }
+        | FromWorker::FvDone { .. }
+        | FromWorker::FvFailed { .. } => {}
         FromWorker::Fatal { error } => {
             ctx.model_state.set(ModelState::Error);
             ctx.loaded.set(None);
@@ -700,5 +685,18 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
             // After a panic the worker's wasm instance cannot be trusted: start a fresh one.
             restart(ctx);
         }
+    }
+}
+
+/// A job's failure that is the engine's, not the job's: a lost device (the model must be
+/// loaded again) or an out-of-memory also raise the banner with its action; the job's own
+/// panel shows the message either way.
+pub fn engine_trouble(ctx: Ctx, error: &UserError) {
+    if matches!(error.kind, ErrorKind::DeviceLost | ErrorKind::OutOfMemory) {
+        if error.kind == ErrorKind::DeviceLost {
+            ctx.model_state.set(ModelState::Error);
+            ctx.loaded.set(None);
+        }
+        ctx.error.set(Some(Banner::from(error.clone())));
     }
 }

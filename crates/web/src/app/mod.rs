@@ -13,6 +13,7 @@ pub mod editor;
 pub mod fields;
 pub mod files;
 pub mod gallery;
+pub mod heads;
 pub mod idb;
 pub mod inspect;
 pub mod model;
@@ -281,6 +282,8 @@ pub struct Ctx {
     pub vectors_open: RwSignal<bool>,
     /// The Inspect area.
     pub inspect: inspect::InspectState,
+    /// The Heads area (function vectors).
+    pub heads: heads::HeadsState,
     /// Latest request ids; answers to older requests are dropped.
     pub last_size_id: StoredValue<u64>,
     pub last_analysis_id: StoredValue<u64>,
@@ -338,6 +341,7 @@ impl Ctx {
             library_note: RwSignal::new(None),
             vectors_open: RwSignal::new(false),
             inspect: inspect::InspectState::new(),
+            heads: heads::HeadsState::new(),
             last_size_id: StoredValue::new(0),
             last_analysis_id: StoredValue::new(0),
             last_vocab_id: StoredValue::new(0),
@@ -414,7 +418,12 @@ impl Ctx {
     /// Whether the engine is busy with a run, a sweep or a vector build (it does one thing at a
     /// time).
     pub fn busy(&self) -> bool {
-        self.run_state.get() == RunState::Running || self.sweeping() || self.building() || self.evaluating() || self.inspect.projecting()
+        self.run_state.get() == RunState::Running
+            || self.sweeping()
+            || self.building()
+            || self.evaluating()
+            || self.inspect.projecting()
+            || self.heads.running()
     }
 
     /// Sets the sweep panel (share links), its "every layer" range for the current depth.
@@ -504,6 +513,7 @@ pub fn App() -> impl IntoView {
                 <results::Results/>
                 <sweep::SweepPanel/>
                 <vectors::VectorsPanel/>
+                <heads::HeadsPanel/>
                 <vocab::VocabPanel/>
                 <inspect::InspectPanel/>
                 <sharing::SharePanel/>
@@ -557,13 +567,14 @@ pub fn reveal_area(id: &str) {
 /// The page's areas, one click away (a folded area opens), from a bar that stays at the top.
 #[component]
 fn AreaNav() -> impl IntoView {
-    const AREAS: [(&str, &str); 10] = [
+    const AREAS: [(&str, &str); 11] = [
         ("area-gallery", "Gallery"),
         ("area-model", "1 Model"),
         ("area-recipe", "2 Recipe"),
         ("area-results", "3 Completions"),
         ("area-sweep", "4 Sweep"),
         ("area-vectors", "5 Vectors"),
+        ("area-heads", "Heads"),
         ("area-vocab", "Vocabulary"),
         ("area-inspect", "Inspect"),
         ("area-share", "Share"),

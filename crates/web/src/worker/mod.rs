@@ -5,6 +5,7 @@
 //! its event loop so a Stop message can arrive.
 
 pub mod engine;
+mod heads;
 mod inspect;
 pub mod net;
 
@@ -155,6 +156,7 @@ async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
         ToWorker::Project { run_id, vector, layer, site, texts, bos } => inspect::project(run_id, vector, layer, site, texts, bos).await,
         ToWorker::Changes { id, recipe, completion, top } => inspect::changes(id, recipe, completion, top).await,
         ToWorker::Lens { id, recipe, k } => inspect::lens(id, recipe, k).await,
+        ToWorker::Fv { run_id, spec } => heads::function_vector(run_id, spec).await,
         ToWorker::CacheInfo => cache_info().await,
         ToWorker::CacheClear => {
             net::clear_cache().await;

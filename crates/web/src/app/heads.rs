@@ -1,0 +1,527 @@
+//! The Heads area: function vectors (Todd et al.). Pick a shipped ICL task or paste pairs, run
+//! `tiller fv`'s pipeline on the loaded engine (progress bar, Stop), and read the average
+//! indirect effect of every head as a layers × heads heatmap, the top heads, the accuracy by
+//! layer with the vector added (zero-shot and shuffled labels), its decoded vocabulary; save it
+//! to the library or put it in the recipe (at the last position, as the paper adds it). The
+//! logic is plain Rust in [`crate::heads`].
+
+use leptos::prelude::*;
+use tiller_core::fv::{self, Phase};
+
+use super::client::{self, send};
+use super::fields::{ErrorList, NumInput, Pressed};
+use super::{Ctx, ModelState, RunState};
+use crate::heads::{heads_text, heat_color, passes, FvForm, TASKS};
+use crate::numbers::{check, NumKind};
+use crate::protocol::{FromWorker, FvSpec, FvView, ToWorker, VocabEntryView};
+
+/// One run of the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FvRunView {
+    pub id: u64,
+    pub spec: FvSpec,
+    pub model: String,
+    pub state: RunState,
+    pub phase: Phase,
+    pub done: usize,
+    pub total: usize,
+    pub stopped: bool,
+    pub result: Option<FvView>,
+    pub error: Option<String>,
+}
+
+/// The area's state (in [`Ctx`]).
+#[derive(Clone, Copy)]
+pub struct HeadsState {
+    pub open: RwSignal<bool>,
+    pub form: RwSignal<FvForm>,
+    pub run: RwSignal<Option<FvRunView>>,
+    /// The layer the vector is saved at and steers at, as typed (empty: the best layer).
+    pub layer: RwSignal<String>,
+    /// The heatmap cell under the pointer: (layer, head).
+    pub hover: RwSignal<Option<(usize, usize)>>,
+    /// What the last save / use did: (ok, message).
+    pub note: RwSignal<Option<(bool, String)>>,
+}
+
+impl HeadsState {
+    pub fn new() -> Self {
+        Self {
+            open: RwSignal::new(false),
+            form: RwSignal::new(FvForm::default()),
+            run: RwSignal::new(None),
+            layer: RwSignal::new(String::new()),
+            hover: RwSignal::new(None),
+            note: RwSignal::new(None),
+        }
+    }
+
+    /// Whether a run holds the engine.
+    pub fn running(&self) -> bool {
+        self.run.with(|r| r.as_ref().is_some_and(|r| r.state == RunState::Running))
+    }
+}
+
+impl Default for HeadsState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Starts a run from the form, or says why it cannot.
+fn start(ctx: Ctx) -> Result<(), Vec<String>> {
+    let st = ctx.heads;
+    let Some(loaded) = ctx.loaded.get_untracked() else {
+        return Err(vec!["load a model first (left, top)".into()]);
+    };
+    if untrack(|| ctx.busy()) {
+        return Err(vec!["the engine is busy with a run, a sweep, a build or a reading: wait for it or stop it first".into()]);
+    }
+    let bos = ctx.form.with_untracked(|f| f.bos);
+    let cfg = loaded.config;
+    let spec = st.form.with_untracked(|f| f.to_spec(cfg.n_layer, cfg.n_head, bos))?;
+    let id = ctx.fresh_id();
+    st.note.set(None);
+    st.hover.set(None);
+    st.run.set(Some(FvRunView {
+        id,
+        spec: spec.clone(),
+        model: loaded.source.model_id(),
+        state: RunState::Running,
+        phase: Phase::Clean,
+        done: 0,
+        total: 0,
+        stopped: false,
+        result: None,
+        error: None,
+    }));
+    send(ctx, &ToWorker::Fv { run_id: id, spec }, &[]);
+    Ok(())
+}
+
+/// Takes the worker's answers about function vectors; false for any other message.
+pub fn on_message(ctx: Ctx, msg: &FromWorker) -> bool {
+    let st = ctx.heads;
+    let update = |id: u64, f: &mut dyn FnMut(&mut FvRunView)| {
+        st.run.update(|r| {
+            if let Some(r) = r.as_mut().filter(|r| r.id == id) {
+                f(r)
+            }
+        })
+    };
+    match msg {
+        FromWorker::FvProgress { run_id, phase, done, total } => update(*run_id, &mut |r| {
+            r.phase = *phase;
+            r.done = *done;
+            r.total = *total;
+        }),
+        FromWorker::FvDone { run_id, result } => update(*run_id, &mut |r| {
+            r.state = RunState::Done;
+            r.stopped = result.is_none();
+            r.result = result.clone();
+        }),
+        FromWorker::FvFailed { run_id, error } => {
+            update(*run_id, &mut |r| {
+                r.state = RunState::Error;
+                r.error = Some(error.message.clone());
+            });
+            client::engine_trouble(ctx, error);
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// The layer the vector goes at: the typed one, else the best.
+fn chosen_layer(ctx: Ctx, view: &FvView) -> Result<usize, String> {
+    let text = ctx.heads.layer.get_untracked();
+    if text.trim().is_empty() {
+        return Ok(view.best_layer);
+    }
+    check(&text, NumKind::whole(0, view.n_layer.saturating_sub(1) as u64), "the layer").map(|v| v as usize)
+}
+
+/// The library entry of the run's vector at `layer`.
+fn entry_of(run: &FvRunView, view: &FvView, layer: usize) -> tiller_core::library::VectorEntry {
+    let name = format!("{} fv L{layer}", run.spec.task);
+    let created = super::vectors::now_rfc3339();
+    let p = fv::Provenance {
+        name: &name,
+        model: &run.model,
+        task: &run.spec.task,
+        prompts: view.prompts,
+        shots: run.spec.settings.shots,
+        created: &created,
+    };
+    fv::to_entry(&view.vector, &view.vector_heads, layer, &p)
+}
+
+/// The area.
+#[component]
+pub fn HeadsPanel() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.heads;
+    view! {
+        <details class="card heads" id="area-heads" data-testid="heads-panel" prop:open=move || st.open.get()
+            on:toggle=move |ev| st.open.set(event_target::<web_sys::HtmlDetailsElement>(&ev).open())>
+            <summary><h2>"Heads: function vectors from in-context examples"</h2></summary>
+            <p class="note">
+                "Give a model a few examples of a task (“hot → cold, up → down, …”) and some attention heads carry the task itself. "
+                "Todd et al. find them by causal mediation: on prompts whose example answers are shuffled, put one head's average output back at the last token "
+                "and see how much the right answer's probability recovers (its average indirect effect). "
+                "The top heads' outputs, summed, are a function vector: added to a prompt with no examples, it makes the model do the task."
+            </p>
+            <FvFormView/>
+            <FvResults/>
+        </details>
+    }
+}
+
+#[component]
+fn FvFormView() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.heads;
+    let pressed = Pressed::new(move || {
+        st.form.track();
+        ctx.model_state.track();
+    });
+    let dims = move || ctx.config().map(|c| (c.n_layer, c.n_head));
+    let live = Memo::new(move |_| {
+        let (l, h) = dims().unwrap_or((12, 12));
+        let bos = ctx.form.with(|f| f.bos);
+        st.form.with(|f| f.to_spec(l, h, bos).err()).unwrap_or_default()
+    });
+    let errors = Signal::derive(move || {
+        let live = live.get().into_iter().filter(|m| !m.starts_with("the pairs: ")).collect();
+        let failed = st.run.with(|r| r.as_ref().and_then(|r| r.error.clone())).map(|e| format!("The run failed: {e}"));
+        pressed.with_live(live, failed)
+    });
+    let running = move || st.running();
+    let can_run = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy() && live.with(Vec::is_empty);
+    let on_run = move |_| pressed.press(|| start(ctx));
+    let own = move || st.form.with(|f| !TASKS.iter().any(|t| t.id == f.task));
+    let cost = move || {
+        let (l, h) = dims()?;
+        let bos = ctx.form.with(|f| f.bos);
+        let spec = st.form.with(|f| f.to_spec(l, h, bos).ok())?;
+        Some(format!(
+            "{} passes of the model ({} heads × {} prompts, then the evaluation).",
+            passes(&spec, l, h),
+            l * h,
+            spec.settings.prompts
+        ))
+    };
+    let field = move |testid: &'static str,
+                      cap: &'static str,
+                      label: &'static str,
+                      get: fn(&FvForm) -> String,
+                      put: fn(&mut FvForm, String),
+                      kind: NumKind| {
+        view! {
+            <span class="term-cell">
+                <span class="cap">{cap}</span>
+                <NumInput testid=testid label=label.to_string()
+                    value=Signal::derive(move || st.form.with(get))
+                    set=move |t: String| st.form.update(|f| put(f, t))
+                    kind=kind/>
+            </span>
+        }
+    };
+    let heads_kind = move || dims().map_or(144, |(l, h)| l * h) as u64;
+    view! {
+        <fieldset class="fv-form">
+            <legend>"A task, and how to look for its heads"</legend>
+            <div class="row">
+                <label for="fv-task">"Task"</label>
+                <select id="fv-task" data-testid="fv-task" on:change=move |ev| {
+                    let v = event_target_value(&ev);
+                    st.form.update(|f| f.task = v);
+                }>
+                    {TASKS.iter().map(|t| view! {
+                        <option value=t.id prop:selected=move || st.form.with(|f| f.task == t.id)>{t.label}</option>
+                    }).collect_view()}
+                    <option value="" prop:selected=own>"My own pairs (below)"</option>
+                </select>
+            </div>
+            {move || own().then(|| view! {
+                <label class="fv-own"><span class="cap">"One pair per line, "<code>"input -> output"</code>", or JSON lines of "<code>"{\"input\": \"…\", \"output\": \"…\"}"</code></span>
+                    <textarea rows="6" spellcheck="false" data-testid="fv-own" prop:value=move || st.form.with(|f| f.own.clone())
+                        on:input=move |ev| st.form.update(|f| f.own = event_target_value(&ev))></textarea></label>
+            })}
+            {move || match st.form.with(|f| f.summary()) {
+                Ok(s) => view! { <p class="note" data-testid="fv-pairs-summary" data-ok="true">{s}</p> }.into_any(),
+                Err(e) => view! { <p class="invalid" data-testid="fv-pairs-summary" data-ok="false" role="status">{e}</p> }.into_any(),
+            }}
+            <label class="check">
+                <input type="checkbox" data-testid="fv-both" prop:checked=move || st.form.with(|f| f.both_directions)
+                    on:change=move |ev| st.form.update(|f| f.both_directions = event_target_checked(&ev))/>
+                "Both directions: mix each pair with its flip (country ↔ capital)"
+            </label>
+            <div class="fv-settings">
+                {field("fv-shots", "examples per prompt", "the examples per prompt", |f| f.shots.clone(), |f, t| f.shots = t, NumKind::whole(1, crate::heads::MAX_SHOTS))}
+                {field("fv-prompts", "prompts", "the number of prompts", |f| f.prompts.clone(), |f, t| f.prompts = t, NumKind::whole(1, crate::heads::MAX_PROMPTS))}
+                {field("fv-seed", "seed", "the seed", |f| f.seed.clone(), |f, t| f.seed = t, NumKind::whole(0, u32::MAX as u64))}
+                <span class="term-cell">
+                    <span class="cap">"heads summed"</span>
+                    <NumInput testid="fv-top" label="the number of heads summed"
+                        value=Signal::derive(move || st.form.with(|f| f.top_heads.clone()))
+                        set=move |t: String| st.form.update(|f| f.top_heads = t)
+                        kind=Signal::derive(move || NumKind::whole(1, heads_kind()))/>
+                </span>
+                {field("fv-eval", "held-out pairs to test", "the held-out pairs tested", |f| f.eval_pairs.clone(), |f, t| f.eval_pairs = t, NumKind::whole(0, crate::heads::MAX_EVAL))}
+            </div>
+            <p class="note" data-testid="fv-cost">{move || cost().unwrap_or_else(|| "Load a model to see what a run costs.".into())}
+                " Prompts are tokenized with the editor's BOS box; 30% of the pairs are kept out of the prompts to test the vector on."</p>
+            <ErrorList testid="fv-error" errors=errors/>
+            <div class="buttons">
+                <button class="primary" data-testid="fv-run" disabled=move || !can_run() on:click=on_run>"Find the heads"</button>
+                <button data-testid="fv-stop" disabled=move || !running() on:click=move |_| send(ctx, &ToWorker::Stop, &[])>"Stop"</button>
+                <span class="run-status" data-testid="fv-status"
+                    data-state=move || st.run.with(|r| r.as_ref().map_or("idle", |r| r.state.as_str()))>{move || status(ctx)}</span>
+            </div>
+            {move || st.run.with(|r| r.as_ref().filter(|r| r.state == RunState::Running && r.total > 0).map(|r| view! {
+                <progress data-testid="fv-progress" max=r.total value=r.done></progress>
+            }))}
+        </fieldset>
+    }
+}
+
+fn status(ctx: Ctx) -> String {
+    let ready = ctx.model_state.get() == ModelState::Ready;
+    ctx.heads.run.with(|r| match r {
+        None if !ready => "Load a model to look for its heads.".into(),
+        None => "Ready.".into(),
+        Some(r) => match r.state {
+            RunState::Running => match r.phase {
+                Phase::Clean => format!("Reading the clean prompts… {} of {}.", r.done, r.total),
+                Phase::Patched => format!("Patching heads… {} of {} passes.", r.done, r.total),
+                Phase::Eval => format!("Testing the vector at every layer… {} of {} passes.", r.done, r.total),
+            },
+            RunState::Done if r.stopped => "Stopped; nothing was kept.".into(),
+            RunState::Done => "Done.".into(),
+            RunState::Error => "Failed (see above).".into(),
+            RunState::Idle => String::new(),
+        },
+    })
+}
+
+#[component]
+fn FvResults() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.heads;
+    let view_of = move || st.run.with(|r| r.as_ref().and_then(|r| r.result.clone()));
+    move || {
+        let v = view_of()?;
+        Some(view! {
+            <div class="fv-results" data-testid="fv-results">
+                <p class="note" data-testid="fv-probs">{format!(
+                    "P(right answer) at the last token: {} with the examples as given, {} with their answers shuffled (mean of {} prompts).",
+                    prob(v.clean_prob), prob(v.corrupted_prob), v.prompts
+                )}</p>
+                <details class="fv-example"><summary>"An example prompt, clean and shuffled"</summary>
+                    <pre data-testid="fv-example-clean">{v.example.0.clone()}</pre>
+                    <pre data-testid="fv-example-corrupted">{v.example.1.clone()}</pre>
+                </details>
+                <Heatmap view=v.clone()/>
+                <p data-testid="fv-top-heads"><strong>"Top heads: "</strong>{top_line(&v)}</p>
+                <p class="note">{format!("The function vector sums the outputs of {} heads ({}) through the output projection: norm {:.3}.",
+                    v.vector_heads.len(), heads_text(&v.vector_heads), v.norm)}</p>
+                <AccuracyChart view=v.clone()/>
+                <FvVocab top=v.top_tokens.clone() bottom=v.bottom_tokens.clone()/>
+                <UseRow view=v/>
+            </div>
+        })
+    }
+}
+
+/// A probability: 0.1234, or 1.23e-7 when small.
+fn prob(p: f64) -> String {
+    if p >= 1e-3 || p == 0.0 {
+        format!("{p:.4}")
+    } else {
+        format!("{p:.2e}")
+    }
+}
+
+fn top_line(v: &FvView) -> String {
+    v.top.iter().map(|h| format!("{}.{} ({:.2e})", h.layer, h.head, v.aie[h.layer * v.n_head + h.head])).collect::<Vec<_>>().join(", ")
+}
+
+#[component]
+fn Heatmap(view: FvView) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.heads;
+    let (nl, nh) = (view.n_layer, view.n_head);
+    // Small models get larger cells; Llama-sized ones (32 heads) stay on a phone's width.
+    let cell = (360.0 / nh.max(1) as f64).clamp(11.0, 36.0);
+    let (left, top) = (34.0, 18.0);
+    let scale = view.aie.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let is_top = |l: usize, h: usize| view.top.iter().any(|t| t.layer == l && t.head == h);
+    let w = left + nh as f64 * cell + 4.0;
+    let hgt = top + nl as f64 * cell + 4.0;
+    let cells = (0..nl)
+        .flat_map(|l| (0..nh).map(move |h| (l, h)))
+        .map(|(l, h)| {
+            let x = view.aie[l * nh + h];
+            let (cx, cy) = (left + h as f64 * cell, top + l as f64 * cell);
+            view! {
+                <rect x=cx y=cy width=cell - 1.0 height=cell - 1.0 fill=heat_color(x, scale)
+                    class=if is_top(l, h) { "fv-cell fv-cell-top" } else { "fv-cell" }
+                    data-testid="fv-cell" data-layer=l data-head=h data-aie=format!("{x:e}")
+                    on:mouseenter=move |_| st.hover.set(Some((l, h)))>
+                    <title>{format!("layer {l}, head {h}: AIE {x:.3e}")}</title>
+                </rect>
+            }
+        })
+        .collect_view();
+    let head_labels = (0..nh)
+        .filter(|h| nh <= 16 || h % 4 == 0)
+        .map(|h| view! { <text x=left + h as f64 * cell + cell / 2.0 y=top - 5.0 class="fv-axis" text-anchor="middle">{h}</text> })
+        .collect_view();
+    let layer_labels = (0..nl)
+        .map(|l| view! { <text x=left - 6.0 y=top + l as f64 * cell + cell * 0.7 class="fv-axis" text-anchor="end">{format!("L{l}")}</text> })
+        .collect_view();
+    let aie = view.aie.clone();
+    let readout = move || {
+        st.hover.get().map_or_else(
+            || "Point at a cell: its layer, head and average indirect effect.".to_string(),
+            |(l, h)| {
+                format!("Layer {l}, head {h}: AIE {:.4e} (P(answer) rises by this much when its mean output is put back).", aie[l * nh + h])
+            },
+        )
+    };
+    view! {
+        <figure class="fv-heatmap" data-testid="fv-heatmap">
+            <figcaption>"Average indirect effect of each head (rows: layers, columns: heads; red raises the right answer, blue lowers it; outlined: the top heads)"</figcaption>
+            <svg viewBox=format!("0 0 {w} {hgt}") width=w height=hgt role="img" aria-label="heatmap of every head's average indirect effect"
+                on:mouseleave=move |_| st.hover.set(None)>
+                {head_labels}
+                {layer_labels}
+                {cells}
+            </svg>
+            <p class="note" data-testid="fv-hover" aria-live="polite">{readout}</p>
+        </figure>
+    }
+}
+
+#[component]
+fn AccuracyChart(view: FvView) -> impl IntoView {
+    let Some(e) = view.eval.clone() else {
+        return view! { <p class="note" data-testid="fv-acc-none">"No held-out pairs were tested (give more pairs, or more to test)."</p> }
+            .into_any();
+    };
+    let (w, h, left, bottom, top) = (460.0, 190.0, 40.0, 30.0, 10.0);
+    let n = e.layers.len().max(2) as f64 - 1.0;
+    let x = move |l: usize| left + (w - left - 10.0) * l as f64 / n;
+    let y = move |a: f64| top + (h - top - bottom) * (1.0 - a);
+    let line = |pick: fn(&fv::LayerAccuracy) -> f64| {
+        crate::chart::polyline(&e.layers.iter().map(|l| (x(l.layer), y(pick(l)))).collect::<Vec<_>>())
+    };
+    let dots = |pick: fn(&fv::LayerAccuracy) -> f64, class: &'static str, what: &'static str| {
+        e.layers
+            .iter()
+            .map(|l| {
+                let a = pick(l);
+                view! { <circle cx=x(l.layer) cy=y(a) r="3" class=class><title>{format!("layer {}: {what} accuracy {:.0}%", l.layer, a * 100.0)}</title></circle> }
+            })
+            .collect_view()
+    };
+    let ticks = (0..e.layers.len())
+        .filter(|l| e.layers.len() <= 16 || l % 2 == 0)
+        .map(|l| view! { <text x=x(l) y=h - bottom + 16.0 class="fv-axis" text-anchor="middle">{l}</text> })
+        .collect_view();
+    let yt = [0.0, 0.5, 1.0]
+        .map(|a| view! { <text x=left - 6.0 y=y(a) + 4.0 class="fv-axis" text-anchor="end">{format!("{:.0}%", a * 100.0)}</text> })
+        .into_iter()
+        .collect_view();
+    let (z0, s0) = (e.zero_shot, e.shuffled);
+    view! {
+        <figure class="fv-acc" data-testid="fv-acc-chart">
+            <figcaption>{format!(
+                "First-token accuracy on {} held-out pairs with the vector added at each layer (last position). Without it: zero-shot {:.0}%, shuffled labels {:.0}% (dashed).",
+                e.pairs, z0 * 100.0, s0 * 100.0
+            )}</figcaption>
+            <svg viewBox=format!("0 0 {w} {h}") width=w height=h role="img" aria-label="accuracy by layer">
+                <line x1=left x2=w - 10.0 y1=y(0.0) y2=y(0.0) class="fv-grid"/>
+                <line x1=left x2=w - 10.0 y1=y(1.0) y2=y(1.0) class="fv-grid"/>
+                <line x1=left x2=w - 10.0 y1=y(z0) y2=y(z0) class="fv-base fv-zero"/>
+                <line x1=left x2=w - 10.0 y1=y(s0) y2=y(s0) class="fv-base fv-shuffled"/>
+                <path d=line(|l| l.zero_shot) class="fv-line fv-zero" data-testid="fv-acc-zero"/>
+                <path d=line(|l| l.shuffled) class="fv-line fv-shuffled"/>
+                {dots(|l| l.zero_shot, "fv-dot fv-zero", "zero-shot")}
+                {dots(|l| l.shuffled, "fv-dot fv-shuffled", "shuffled-label")}
+                {ticks}
+                {yt}
+                <text x=(left + w) / 2.0 y=h - 2.0 class="fv-axis" text-anchor="middle">"layer the vector is added at"</text>
+            </svg>
+            <p class="legend"><span class="fv-key fv-zero">"● zero-shot (no examples)"</span>" "<span class="fv-key fv-shuffled">"● examples with shuffled answers"</span></p>
+        </figure>
+    }
+    .into_any()
+}
+
+#[component]
+fn FvVocab(top: Vec<VocabEntryView>, bottom: Vec<VocabEntryView>) -> impl IntoView {
+    let list = |entries: Vec<VocabEntryView>, testid: &'static str| {
+        view! { <ol class="fv-tokens" data-testid=testid>{entries.into_iter().map(|e| view! { <li title=format!("{:.3}", e.score)><code>{format!("{:?}", e.token)}</code></li> }).collect_view()}</ol> }
+    };
+    view! {
+        <div class="fv-vocab" data-testid="fv-vocab">
+            <p class="note">"Its decoded vocabulary (the vector through the final norm and the unembedding; a heuristic): the tokens it points towards, and away from."</p>
+            <div class="fv-vocab-cols">
+                <div><span class="cap">"towards"</span>{list(top, "fv-vocab-top")}</div>
+                <div><span class="cap">"away from"</span>{list(bottom, "fv-vocab-bottom")}</div>
+            </div>
+        </div>
+    }
+}
+
+/// The layer to put it at, "Save to library" and "Use in recipe".
+#[component]
+fn UseRow(view: FvView) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.heads;
+    let n_layer = view.n_layer;
+    let best = view.best_layer;
+    let v = StoredValue::new(view);
+    let entry = move || -> Result<tiller_core::library::VectorEntry, String> {
+        let run = st.run.get_untracked().ok_or("no run")?;
+        let layer = v.with_value(|v| chosen_layer(ctx, v))?;
+        Ok(v.with_value(|view| entry_of(&run, view, layer)))
+    };
+    let save = move |_| match entry().and_then(|e| super::vectors::save_entry(ctx, e)) {
+        Ok(name) => st.note.set(Some((true, format!("Saved to the library (5 · Vectors) as “{name}”.")))),
+        Err(e) => st.note.set(Some((false, format!("Not saved: {e}.")))),
+    };
+    let use_it = move |_| {
+        let e = match entry() {
+            Ok(e) => e,
+            Err(e) => return st.note.set(Some((false, format!("Not added: {e}.")))),
+        };
+        let mut form = ctx.form.get_untracked();
+        match form.add_vector_entry(&e) {
+            Ok(said) => {
+                ctx.form.set(form);
+                st.note.set(Some((true, format!("In the recipe, at the last position of every step: {said} (editor, left)."))));
+            }
+            Err(err) => st.note.set(Some((false, format!("Not added: “{}” {err}.", e.name)))),
+        }
+    };
+    view! {
+        <div class="fv-use">
+            <span class="term-cell">
+                <span class="cap">{format!("at layer (empty: {best}, the best)")}</span>
+                <NumInput testid="fv-layer" label="the layer the vector goes at"
+                    value=Signal::derive(move || st.layer.get())
+                    set=move |t: String| st.layer.set(t)
+                    kind=NumKind::whole(0, n_layer.saturating_sub(1) as u64)
+                    empty_ok=true placeholder="best"/>
+            </span>
+            <div class="buttons">
+                <button class="small" data-testid="fv-save" on:click=save>"Save to library"</button>
+                <button class="small" data-testid="fv-use" on:click=use_it>"Use in recipe"</button>
+            </div>
+            {move || st.note.get().map(|(ok, m)| view! { <p class=if ok { "note" } else { "invalid" } data-testid="fv-note" role="status">{m}</p> })}
+        </div>
+    }
+}
