@@ -148,8 +148,11 @@ fn run_norms(a: NormsArgs) -> Result<()> {
         block_on(tiller_core::steer::steering_vectors(&mut engine, &tok, &terms, bos, Site::ResidPre))?
     };
     let c = tiller_core::Backend::config(&engine).n_embd;
-    let steer_norms: Vec<(usize, Vec<f64>)> =
-        steering.iter().map(|v| (v.layer, v.rows.chunks_exact(c).map(tiller_core::library::norm).collect())).collect();
+    let steer_norms: Vec<(usize, Vec<f64>)> = steering
+        .iter()
+        .filter(|v| v.head.is_none())
+        .map(|v| (v.layer, v.rows.chunks_exact(c).map(tiller_core::library::norm).collect()))
+        .collect();
     let pieces = ids.iter().map(|&id| tok.decode(&[id])).collect::<tiller_core::Result<Vec<String>>>()?;
     if a.json {
         let layers: Vec<serde_json::Value> =

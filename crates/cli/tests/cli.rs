@@ -95,7 +95,7 @@ fn term_args(terms: &[Term]) -> Vec<String> {
 }
 
 fn terms_of(s: &SteeredGolden) -> Vec<Term> {
-    s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone() }).collect()
+    s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone(), head: None }).collect()
 }
 
 fn cpu_model(f: &Fixture) -> (CpuModel, Tokenizer) {
@@ -617,7 +617,10 @@ fn a_closed_stdout_pipe_is_not_a_panic() {
 fn chat_terms_template_the_steering_texts() {
     let f = load_fixture("tiny-llama");
     let (mut m, tok) = cpu_model(&f);
-    let terms = vec![Term { layer: 1, coeff: 4.0, text: "Love".into() }, Term { layer: 1, coeff: -4.0, text: "Hate".into() }];
+    let terms = vec![
+        Term { layer: 1, coeff: 4.0, text: "Love".into(), head: None },
+        Term { layer: 1, coeff: -4.0, text: "Hate".into(), head: None },
+    ];
     let base = |extra: &[&str]| {
         let mut a = strs(&["logits", "--model", &model_dir("tiny-llama"), "--prompt", "Tell me a story", "--json", "--top", "20"]);
         a.extend(strs(&["--device", "cpu", "--chat", "--system", "Be brief."]));

@@ -333,7 +333,8 @@ pub async fn prompt_lens<B: Backend>(
         steered_top: entries(tok, &out.logits[v..2 * v], k, false),
     });
     let mut steering = Vec::new();
-    for lv in vectors {
+    // A head's steering is head size: neither a residual norm nor a vocabulary.
+    for lv in vectors.iter().filter(|v| v.head.is_none()) {
         let norms = lv.rows.chunks_exact(c).map(|r| r.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()).collect();
         let scores = backend.unembed(&lv.last, true).await?;
         steering.push(LensSteering {

@@ -7,25 +7,35 @@ use crate::arch::ModelSpec;
 use crate::backend::Site;
 use crate::error::{Result, TillerError};
 
-/// One ActAdd term: add `coeff` × (activations of `text`) before block `layer`.
+/// One ActAdd term: add `coeff` × (activations of `text`) before block `layer`; or, with
+/// `head`, to that attention head's output (its slice of site `z`, the output projection's
+/// input), the text's activation read there too: per-head steering.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Term {
     pub layer: usize,
     pub coeff: f32,
     pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<usize>,
 }
 
 impl Term {
     /// Parses `L:C:TEXT`, splitting on the first two colons (TEXT may hold colons and spaces;
-    /// C may be signed: `6:-5:Hate`).
+    /// C may be signed: `6:-5:Hate`); `L.H:C:TEXT` steers head H of layer L.
     pub fn parse(spec: &str) -> Result<Self> {
         let mut parts = spec.splitn(3, ':');
         let (Some(l), Some(c), Some(text)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(TillerError::recipe(format!("`{spec}` is not LAYER:COEFF:TEXT (for example `6:5:Love` or `6:-5:Hate`)")));
+            return Err(TillerError::recipe(format!(
+                "`{spec}` is not LAYER:COEFF:TEXT (for example `6:5:Love` or `6:-5:Hate`; `6.3:5:Love` steers head 3 of layer 6)"
+            )));
         };
-        let layer = l.trim().parse().map_err(|_| TillerError::recipe(format!("`{l}` in `{spec}` is not a layer number")))?;
+        let not_layer = || TillerError::recipe(format!("`{l}` in `{spec}` is not a layer number (or LAYER.HEAD)"));
+        let (layer, head) = match l.trim().split_once('.') {
+            Some((l, h)) => (l.parse().map_err(|_| not_layer())?, Some(h.parse().map_err(|_| not_layer())?)),
+            None => (l.trim().parse().map_err(|_| not_layer())?, None),
+        };
         let coeff: f32 = c.trim().parse().map_err(|_| TillerError::recipe(format!("`{c}` in `{spec}` is not a coefficient")))?;
-        Ok(Self { layer, coeff, text: text.to_string() })
+        Ok(Self { layer, coeff, text: text.to_string(), head })
     }
 }
 
@@ -44,6 +54,9 @@ pub struct VectorTerm {
     pub positions: Positions,
     #[serde(with = "f16_base64")]
     pub values: Vec<f32>,
+    /// One attention head's output (site `z`, head size values): per-head steering, ITI's shifts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<usize>,
 }
 
 fn all_positions() -> Positions {
@@ -54,7 +67,12 @@ impl VectorTerm {
     /// A term whose values are rounded to f16 (what a link can carry exactly).
     pub fn new(name: &str, layer: usize, coeff: f32, site: Site, positions: Positions, values: &[f32]) -> Self {
         let values = values.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
-        Self { name: name.to_string(), layer, coeff, site, positions, values }
+        Self { name: name.to_string(), layer, coeff, site, positions, values, head: None }
+    }
+
+    /// A term on head `head` of `layer` (site `z`), its values rounded to f16.
+    pub fn on_head(name: &str, layer: usize, head: usize, coeff: f32, positions: Positions, values: &[f32]) -> Self {
+        Self { head: Some(head), ..Self::new(name, layer, coeff, Site::Z, positions, values) }
     }
 }
 
@@ -217,12 +235,35 @@ impl Recipe {
                     t.coeff, t.text
                 ));
             }
+            if let Some(h) = t.head.filter(|&h| h >= cfg.n_head) {
+                return bad(format!(
+                    "head {h} of the term `{}` is out of range: this model has heads 0..{} per layer",
+                    t.text,
+                    cfg.n_head - 1
+                ));
+            }
         }
         if self.vectors.len() > MAX_VECTOR_TERMS {
             return bad(format!("a recipe takes at most {MAX_VECTOR_TERMS} vector terms, not {}", self.vectors.len()));
         }
         for v in &self.vectors {
-            check_site(v.site)?;
+            let width = match v.head {
+                None => {
+                    check_site(v.site)?;
+                    cfg.n_embd
+                }
+                Some(h) if v.site != Site::Z => {
+                    return bad(format!("the vector `{}` names head {h}, so its site is z, not {}", v.name, v.site.as_str()))
+                }
+                Some(h) if h >= cfg.n_head => {
+                    return bad(format!(
+                        "head {h} of the vector `{}` is out of range: this model has heads 0..{} per layer",
+                        v.name,
+                        cfg.n_head - 1
+                    ))
+                }
+                Some(_) => cfg.head_dim,
+            };
             if v.layer >= cfg.n_layer {
                 return bad(format!(
                     "layer {} of the vector `{}` is out of range: this model has layers 0..{}",
@@ -237,12 +278,12 @@ impl Recipe {
                     v.coeff, v.name
                 ));
             }
-            if v.values.len() != cfg.n_embd {
+            if v.values.len() != width {
+                let what = if v.head.is_some() { "a head's output" } else { "this model's residual stream" };
                 return bad(format!(
-                    "the vector `{}` is {} wide but this model's residual stream is {}: it was made on another model",
+                    "the vector `{}` is {} wide but {what} is {width}: it was made on another model",
                     v.name,
                     v.values.len(),
-                    cfg.n_embd
                 ));
             }
             if v.values.iter().any(|x| !x.is_finite()) {

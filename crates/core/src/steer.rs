@@ -32,6 +32,8 @@ pub struct LayerVector {
     /// own site, by default at every position).
     pub site: Option<Site>,
     pub positions: Option<Positions>,
+    /// One attention head's output (site z): rows and `last` are head size.
+    pub head: Option<usize>,
 }
 
 impl LayerVector {
@@ -52,6 +54,7 @@ impl LayerVector {
             unpadded_lens: Vec::new(),
             site: Some(site),
             positions: Some(positions),
+            head: None,
         }
     }
 }
@@ -95,8 +98,9 @@ impl TextEncoding {
     }
 }
 
-/// One term of a layer group: (coefficient, padded tokens, tokens before padding).
-pub type PaddedTerm = (f32, Vec<u32>, usize);
+/// One term of a layer group: (coefficient, padded tokens, tokens before padding, the head it
+/// steers when it steers one).
+pub type PaddedTerm = (f32, Vec<u32>, usize, Option<usize>);
 
 /// Terms grouped by layer (ascending), each group with its padded tokens.
 pub fn padded_terms(tok: &Tokenizer, terms: &[Term], encoding: impl Into<TextEncoding>) -> Result<Vec<(usize, Vec<PaddedTerm>)>> {
@@ -111,7 +115,7 @@ pub fn padded_terms(tok: &Tokenizer, terms: &[Term], encoding: impl Into<TextEnc
             // An empty text (without BOS) is all padding: " weddings" − "" contrasts with spaces.
             let ids = encoding.encode(tok, &t.text)?;
             let len = ids.len();
-            group.push((t.coeff, ids, len));
+            group.push((t.coeff, ids, len, t.head));
         }
         let n = group.iter().map(|g| g.1.len()).max().unwrap_or(0);
         if n == 0 {
@@ -136,47 +140,69 @@ pub async fn steering_vectors<B: Backend>(
     site: Site,
 ) -> Result<Vec<LayerVector>> {
     crate::recipe::check_site(site)?;
-    let c = backend.config().n_embd;
+    let spec = *backend.config();
     let mut out = Vec::new();
     for (layer, group) in padded_terms(tok, terms, encoding)? {
         let n = group[0].1.len();
+        // One tensor per head steered at this layer (None: the site itself), in term order.
+        let mut heads: Vec<Option<usize>> = Vec::new();
+        for g in &group {
+            if !heads.contains(&g.3) {
+                heads.push(g.3);
+            }
+        }
         backend.reset(group.len(), n)?;
         let req = StepRequest {
             seqs: group.iter().enumerate().map(|(slot, g)| SeqStep { slot, tokens: g.1.clone() }).collect(),
             injections: Vec::new(),
-            captures: vec![Capture::all(layer, site)],
+            captures: heads
+                .iter()
+                .map(|&h| match h {
+                    None => Capture::all(layer, site),
+                    Some(h) => Capture::rows(layer, Site::Z, Some(h), crate::backend::RowSelect::All),
+                })
+                .collect(),
             logits: LogitRows::None,
         };
-        let act = backend.step(&req).await?.captured.swap_remove(0); // (terms × n, C)
-        let mut rows = vec![0.0f32; n * c];
-        let mut last = vec![0.0f32; c];
-        for (k, (coeff, _, len)) in group.iter().enumerate() {
-            let base = k * n * c;
-            for (i, r) in rows.iter_mut().enumerate() {
-                *r += coeff * act[base + i];
+        let captured = backend.step(&req).await?.captured;
+        for (&head, act) in heads.iter().zip(&captured) {
+            // (terms × n, c): every term's rows, read at this head (or the site).
+            let c = if head.is_some() { spec.head_dim } else { spec.n_embd };
+            let mut rows = vec![0.0f32; n * c];
+            let mut last = vec![0.0f32; c];
+            let members: Vec<(usize, &PaddedTerm)> = group.iter().enumerate().filter(|(_, g)| g.3 == head).collect();
+            for &(k, (coeff, _, len, _)) in &members {
+                let base = k * n * c;
+                for (i, r) in rows.iter_mut().enumerate() {
+                    *r += coeff * act[base + i];
+                }
+                let at = base + ((*len).max(1) - 1) * c;
+                for (i, v) in last.iter_mut().enumerate() {
+                    *v += coeff * act[at + i];
+                }
             }
-            let at = base + ((*len).max(1) - 1) * c;
-            for (i, v) in last.iter_mut().enumerate() {
-                *v += coeff * act[at + i];
-            }
+            out.push(LayerVector {
+                layer,
+                n,
+                rows,
+                last,
+                unpadded_lens: members.iter().map(|(_, g)| g.2).collect(),
+                term_tokens: members.iter().map(|(_, g)| g.1.clone()).collect(),
+                site: head.map(|_| Site::Z),
+                positions: None,
+                head,
+            });
         }
-        out.push(LayerVector {
-            layer,
-            n,
-            rows,
-            last,
-            unpadded_lens: group.iter().map(|g| g.2).collect(),
-            term_tokens: group.into_iter().map(|g| g.1).collect(),
-            site: None,
-            positions: None,
-        });
     }
     Ok(out)
 }
 
 /// A recipe's saved-vector terms as steering tensors (one position each).
 pub fn vector_terms(terms: &[crate::recipe::VectorTerm]) -> Vec<LayerVector> {
-    terms.iter().map(|t| LayerVector::from_saved(t.layer, t.coeff, &t.values, None, t.site, t.positions)).collect()
+    terms
+        .iter()
+        .map(|t| LayerVector { head: t.head, ..LayerVector::from_saved(t.layer, t.coeff, &t.values, None, t.site, t.positions) })
+        .collect()
 }
 
 /// Checks that `front` vectors fit the prompt (n ≤ m).
@@ -233,7 +259,7 @@ pub fn injections(vectors: &[LayerVector], site: Site, positions: Positions, spa
             Positions::Front => v.rows.clone(),
             Positions::All | Positions::Last => v.last.clone(),
         };
-        out.push(Injection::add(v.layer, v.site.unwrap_or(site), table, row_map));
+        out.push(Injection { head: v.head, ..Injection::add(v.layer, v.site.unwrap_or(site), table, row_map) });
     }
     out
 }

@@ -56,7 +56,8 @@ pub async fn decode_vocab<B: Backend>(
     let (c, v) = (backend.config().n_embd, backend.config().vocab_size);
     let vectors = steer::steering_vectors(backend, tok, terms, encoding, site).await?;
     let mut out = Vec::new();
-    for lv in vectors {
+    // A head's steering (head size) is not in the residual stream: it has no vocabulary here.
+    for lv in vectors.into_iter().filter(|v| v.head.is_none()) {
         // Rows: each position, then the sum over positions.
         let mut rows = lv.rows.clone();
         let mut sum = vec![0.0f32; c];

@@ -124,7 +124,8 @@ fn steering_vectors_match_hugging_face() {
         let f = load_fixture(name);
         let (mut m, tok) = model(&f);
         for s in &f.golden.steered {
-            let terms: Vec<Term> = s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone() }).collect();
+            let terms: Vec<Term> =
+                s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone(), head: None }).collect();
             let got = block_on(steer::steering_vectors(&mut m, &tok, &terms, s.bos, site(s))).unwrap();
             assert_eq!(got.len(), s.vectors.len());
             for (g, w) in got.iter().zip(&s.vectors) {
@@ -143,7 +144,8 @@ fn steered_logits_match_hugging_face() {
         let (mut m, tok) = model(&f);
         let v = m.config().vocab_size;
         for s in &f.golden.steered {
-            let terms: Vec<Term> = s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone() }).collect();
+            let terms: Vec<Term> =
+                s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone(), head: None }).collect();
             let vectors = block_on(steer::steering_vectors(&mut m, &tok, &terms, s.bos, site(s))).unwrap();
             let spans = [RowSpan { start: 0, len: s.tokens.len(), steered: true }];
             let inj = steer::injections(&vectors, site(s), Positions::Front, &spans);
@@ -177,7 +179,7 @@ fn greedy_continuations_match_hugging_face() {
             assert_eq!(g.unsteered[0].tokens, p.greedy, "{name} {:?}", p.prompt);
         }
         for s in &f.golden.steered {
-            let terms = s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone() }).collect();
+            let terms = s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone(), head: None }).collect();
             let r = Recipe { site: site(s), ..greedy_recipe(&s.prompt, s.bos, terms, s.greedy.len()) };
             let g = block_on(generate(&mut m, &tok, &r, |_| Flow::Continue)).unwrap();
             assert_eq!(g.steered[0].tokens, s.greedy, "{name} steered {:?}", s.prompt);

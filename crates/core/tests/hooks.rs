@@ -212,7 +212,10 @@ fn generation_with_forked_prompts_matches_a_single_comparison() {
         let (mut m, tok) = f.cpu_model();
         let mut recipe = Recipe {
             prompt: "I think".into(),
-            terms: vec![Term { layer: 1, coeff: 4.0, text: "Love".into() }, Term { layer: 1, coeff: -4.0, text: "Hate".into() }],
+            terms: vec![
+                Term { layer: 1, coeff: 4.0, text: "Love".into(), head: None },
+                Term { layer: 1, coeff: -4.0, text: "Hate".into(), head: None },
+            ],
             sampling: Sampling { temperature: 1.0, top_p: 0.9, ..Sampling::default() },
             seed: 7,
             max_new_tokens: 6,
@@ -254,4 +257,85 @@ fn hooks_that_do_not_fit_the_step_are_refused_with_a_sentence() {
         assert!(e.contains(says), "{says}: {e}");
         assert_eq!(m.slot_len(0), 0, "{says}: the cache moved");
     }
+}
+
+/// Per-head steering: a term on every head of a layer, the same text and coefficient, adds
+/// Δz · W_O to the attention's output, which is the attn_out term's Δ(z · W_O + b) where the
+/// output projection has no bias (Llama, Qwen2): the completions and their probabilities agree.
+#[test]
+fn head_terms_on_every_head_are_the_attention_output_term_without_an_output_bias() {
+    for name in ["tiny-llama", "tiny-qwen2"] {
+        let f = load_fixture(name);
+        let (mut m, tok) = f.cpu_model();
+        let s = *m.config();
+        let base = Recipe {
+            prompt: "I went up to my friend and said".into(),
+            sampling: Sampling { greedy: true, freq_penalty: 0.0, ..Sampling::default() },
+            max_new_tokens: 5,
+            positions: Positions::Front,
+            n: 1,
+            ..Recipe::default()
+        };
+        let pair = |head: Option<usize>| {
+            [Term { layer: 1, coeff: 3.0, text: "Love".into(), head }, Term { layer: 1, coeff: -3.0, text: "Hate".into(), head }]
+        };
+        let per_head = Recipe { terms: (0..s.n_head).flat_map(|h| pair(Some(h))).collect(), ..base.clone() };
+        let whole = Recipe { terms: pair(None).to_vec(), site: Site::AttnOut, ..base };
+        let a = block_on(generate(&mut m, &tok, &per_head, |_| Flow::Continue)).unwrap();
+        let b = block_on(generate(&mut m, &tok, &whole, |_| Flow::Continue)).unwrap();
+        assert_eq!(a.steered[0].tokens, b.steered[0].tokens, "{name}: the same steered tokens");
+        for (x, y) in a.steered[0].probs.iter().zip(&b.steered[0].probs) {
+            assert!((x - y).abs() <= 1e-4, "{name}: probabilities {x} vs {y}");
+        }
+        assert_ne!(a.steered[0].tokens, a.unsteered[0].tokens, "{name}: the steering changes the completion");
+        // One head alone changes less than all of them, and differently.
+        let one = Recipe { terms: pair(Some(0)).to_vec(), ..per_head.clone() };
+        let c = block_on(generate(&mut m, &tok, &one, |_| Flow::Continue)).unwrap();
+        assert_ne!(c.steered[0].probs, a.steered[0].probs, "{name}: one head is not every head");
+    }
+}
+
+/// A saved head-size vector on one head is the injection at that head, and the recipe's rules
+/// name what is wrong with one that does not fit.
+#[test]
+fn head_vector_terms_add_at_their_head_and_are_checked() {
+    use tiller_core::recipe::VectorTerm;
+    let f = load_fixture("tiny-gpt2");
+    let (mut m, tok) = f.cpu_model();
+    let s = *m.config();
+    let values: Vec<f32> = (0..s.head_dim).map(|i| ((i as f32) * 0.37).sin() * 2.0).collect();
+    let term = VectorTerm::on_head("iti", 2, 1, 1.5, Positions::All, &values);
+    assert_eq!(Term::parse("2.1:1.5:Love").unwrap(), Term { layer: 2, coeff: 1.5, text: "Love".into(), head: Some(1) });
+    assert!(Term::parse("2.x:1:Love").is_err());
+    let recipe = Recipe {
+        prompt: "The cat".into(),
+        vectors: vec![term.clone()],
+        sampling: Sampling { greedy: true, freq_penalty: 0.0, ..Sampling::default() },
+        max_new_tokens: 1,
+        n: 1,
+        ..Recipe::default()
+    };
+    let g = block_on(generate(&mut m, &tok, &recipe, |_| Flow::Continue)).unwrap();
+    // By hand: the prompt with coeff × values added to head 1 of layer 2's z at every position.
+    let prompt = g.prompt_tokens.clone();
+    m.reset(1, prompt.len()).unwrap();
+    let table: Vec<f32> = term.values.iter().map(|x| x * 1.5).collect();
+    let inj = Injection { head: Some(1), ..Injection::add(2, Site::Z, table, vec![0; prompt.len()]) };
+    let out = block_on(m.step(&StepRequest {
+        seqs: vec![SeqStep { slot: 0, tokens: prompt }],
+        injections: vec![inj],
+        captures: vec![],
+        logits: LogitRows::Last,
+    }))
+    .unwrap();
+    let want = tiller_core::sample::argmax(&out.logits.iter().map(|&x| x as f64).collect::<Vec<_>>());
+    assert_eq!(g.steered[0].tokens, vec![want]);
+    let p = |x: f32| tiller_core::generate::token_probability(&out.logits, want) - x;
+    assert!(p(g.steered[0].probs[0]).abs() < 1e-6);
+    let bad = |v: VectorTerm| Recipe { vectors: vec![v], ..recipe.clone() }.validate(&s).unwrap_err().to_string();
+    assert!(bad(VectorTerm { head: Some(s.n_head), ..term.clone() }).contains("out of range"));
+    assert!(bad(VectorTerm { site: Site::ResidPre, ..term.clone() }).contains("its site is z"));
+    assert!(bad(VectorTerm { values: vec![1.0; s.n_embd], ..term.clone() }).contains("a head's output is"));
+    let json = serde_json::to_string(&recipe).unwrap();
+    assert_eq!(serde_json::from_str::<Recipe>(&json).unwrap(), recipe, "a link carries the head");
 }

@@ -21,7 +21,7 @@ fn token_changes_equal_two_independent_forward_passes() {
         let f = load_fixture(name);
         let (mut m, tok) = f.cpu_model();
         let s = f.golden.steered.iter().find(|s| s.site == "resid_pre").expect("a resid_pre steered golden");
-        let terms: Vec<Term> = s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone() }).collect();
+        let terms: Vec<Term> = s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone(), head: None }).collect();
         let vectors = block_on(steering_vectors(&mut m, &tok, &terms, s.bos, Site::ResidPre)).unwrap();
         let (prompt, completion) = (&s.tokens, &s.greedy);
         assert!(completion.len() >= 3, "{name}: a completion of several tokens");
@@ -92,7 +92,7 @@ fn prompt_lens_matches_hidden_states_and_logits() {
         let (mut m, tok) = f.cpu_model();
         let s = f.golden.steered.iter().find(|s| s.site == "resid_pre").expect("a resid_pre steered golden");
         let p = f.golden.prompts.iter().max_by_key(|p| p.tokens.len()).unwrap();
-        let terms: Vec<Term> = s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone() }).collect();
+        let terms: Vec<Term> = s.terms.iter().map(|t| Term { layer: t.layer, coeff: t.coeff, text: t.text.clone(), head: None }).collect();
         let vectors = block_on(steering_vectors(&mut m, &tok, &terms, s.bos, Site::ResidPre)).unwrap();
         let k = 5;
         let lens = |m: &mut tiller_core::CpuModel, tokens: &[u32], vectors: &[tiller_core::steer::LayerVector]| {

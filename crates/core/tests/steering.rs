@@ -20,7 +20,7 @@ fn model(name: &str) -> (CpuModel, Tokenizer) {
 }
 
 fn term(layer: usize, coeff: f32, text: &str) -> Term {
-    Term { layer, coeff, text: text.to_string() }
+    Term { layer, coeff, text: text.to_string(), head: None }
 }
 
 fn vectors(m: &mut CpuModel, tok: &Tokenizer, terms: &[Term], bos: bool) -> Vec<LayerVector> {

@@ -15,8 +15,8 @@ fn model(name: &str) -> (CpuModel, Tokenizer) {
 
 fn terms() -> Vec<Term> {
     vec![
-        Term { layer: 0, coeff: 1.0, text: "I talk about weddings".into() },
-        Term { layer: 0, coeff: -1.0, text: "I do not talk about weddings".into() },
+        Term { layer: 0, coeff: 1.0, text: "I talk about weddings".into(), head: None },
+        Term { layer: 0, coeff: -1.0, text: "I do not talk about weddings".into(), head: None },
     ]
 }
 

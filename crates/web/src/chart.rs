@@ -373,7 +373,7 @@ mod tests {
     #[test]
     fn sweep_chart_has_a_line_per_set_at_the_picked_coefficient() {
         let spec = SweepSpec {
-            terms: vec![Term { layer: 0, coeff: 1.0, text: "a".into() }],
+            terms: vec![Term { layer: 0, coeff: 1.0, text: "a".into(), head: None }],
             bos: false,
             site: Site::ResidPre,
             layers: vec![0, 1, 2, 3],

@@ -14,6 +14,9 @@ pub struct TermRow {
     pub text: String,
     pub layer: String,
     pub coeff: String,
+    /// The attention head the term steers (from a link or the CLI's `L.H:C:TEXT`), if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<usize>,
 }
 
 /// Everything the editor holds (kept in local storage as typed, so a reload loses nothing).
@@ -48,7 +51,10 @@ pub struct Form {
 impl Default for Form {
     fn default() -> Self {
         let mut recipe = Recipe { prompt: "I hate you because".into(), n: 3, max_new_tokens: 40, ..Recipe::default() };
-        recipe.terms = vec![Term { layer: 6, coeff: 5.0, text: "Love".into() }, Term { layer: 6, coeff: -5.0, text: "Hate".into() }];
+        recipe.terms = vec![
+            Term { layer: 6, coeff: 5.0, text: "Love".into(), head: None },
+            Term { layer: 6, coeff: -5.0, text: "Hate".into(), head: None },
+        ];
         Self::from_recipe(&recipe)
     }
 }
@@ -104,7 +110,7 @@ impl Form {
             .terms
             .iter()
             .enumerate()
-            .map(|(i, t)| TermRow { id: i as u32, text: t.text.clone(), layer: t.layer.to_string(), coeff: num(t.coeff) })
+            .map(|(i, t)| TermRow { id: i as u32, text: t.text.clone(), layer: t.layer.to_string(), coeff: num(t.coeff), head: t.head })
             .collect();
         Self {
             prompt: r.prompt.clone(),
@@ -131,7 +137,7 @@ impl Form {
     }
 
     pub fn add_term(&mut self, text: &str, layer: usize, coeff: f32) {
-        self.terms.push(TermRow { id: self.next_id, text: text.to_string(), layer: layer.to_string(), coeff: num(coeff) });
+        self.terms.push(TermRow { id: self.next_id, text: text.to_string(), layer: layer.to_string(), coeff: num(coeff), head: None });
         self.next_id += 1;
     }
 
@@ -166,7 +172,7 @@ impl Form {
             let layer: Option<usize> = parse(&mut errors, &row.layer, &format!("the layer of {label}"), "a whole number ≥ 0");
             let coeff: Option<f32> = parse(&mut errors, &row.coeff, &format!("the coefficient of {label}"), "a number");
             if let (Some(layer), Some(coeff)) = (layer, coeff) {
-                terms.push(Term { layer, coeff, text: row.text.clone() });
+                terms.push(Term { layer, coeff, text: row.text.clone(), head: row.head });
             }
         }
         let temperature = parse(&mut errors, &self.temperature, "temperature", "a number");

@@ -96,8 +96,8 @@ impl Preset {
     pub fn terms(&self, n_layer: usize) -> Vec<Term> {
         let layer = scaled_layer(self.layer, n_layer);
         vec![
-            Term { layer, coeff: self.coeff, text: self.plus.to_string() },
-            Term { layer, coeff: -self.coeff, text: self.minus.to_string() },
+            Term { layer, coeff: self.coeff, text: self.plus.to_string(), head: None },
+            Term { layer, coeff: -self.coeff, text: self.minus.to_string(), head: None },
         ]
     }
 

@@ -754,7 +754,7 @@ mod tests {
         let back: FromWorker = serde_json::from_str(&f.to_json()).unwrap();
         assert_eq!(back, f);
         let spec = SweepSpec {
-            terms: vec![Term { layer: 0, coeff: 1.0, text: " weddings".into() }],
+            terms: vec![Term { layer: 0, coeff: 1.0, text: " weddings".into(), head: None }],
             bos: false,
             site: Site::ResidPre,
             layers: vec![0, 1],

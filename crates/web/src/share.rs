@@ -100,7 +100,10 @@ mod tests {
             model: ModelSource::Hub("someone/tiny".into()),
             recipe: Recipe {
                 prompt: "I hate you because".into(),
-                terms: vec![Term { layer: 6, coeff: 5.0, text: "Love".into() }, Term { layer: 6, coeff: -5.0, text: "Hate".into() }],
+                terms: vec![
+                    Term { layer: 6, coeff: 5.0, text: "Love".into(), head: None },
+                    Term { layer: 6, coeff: -5.0, text: "Hate".into(), head: None },
+                ],
                 seed: 42,
                 ..Recipe::default()
             },

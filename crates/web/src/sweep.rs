@@ -289,7 +289,9 @@ impl SweepForm {
         }
         for (i, row) in editor.terms.iter().enumerate() {
             match row.coeff.trim().parse::<f32>() {
-                Ok(c) if c.is_finite() && c.abs() <= MAX_COEFF => terms.push(Term { layer: 0, coeff: c, text: row.text.clone() }),
+                Ok(c) if c.is_finite() && c.abs() <= MAX_COEFF => {
+                    terms.push(Term { layer: 0, coeff: c, text: row.text.clone(), head: None })
+                }
                 _ => {
                     let label = if row.text.is_empty() { format!("term {} (empty text)", i + 1) } else { format!("term `{}`", row.text) };
                     errors.push(format!("the coefficient of {label} `{}` is not a number: fix it in the editor", row.coeff.trim()));

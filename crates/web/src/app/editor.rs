@@ -51,7 +51,7 @@ pub fn apply_preset(ctx: Ctx, id: &str, depth: usize) {
 fn parsed_terms(f: &Form) -> Option<Vec<Term>> {
     f.terms
         .iter()
-        .map(|t| Some(Term { layer: t.layer.trim().parse().ok()?, coeff: t.coeff.trim().parse().ok()?, text: t.text.clone() }))
+        .map(|t| Some(Term { layer: t.layer.trim().parse().ok()?, coeff: t.coeff.trim().parse().ok()?, text: t.text.clone(), head: None }))
         .collect()
 }
 
@@ -281,7 +281,10 @@ fn VectorTermRow(index: usize, removals: RwSignal<usize>) -> impl IntoView {
                 v.values.len(),
                 v.layer,
                 v.positions.as_str(),
-                v.site.as_str()
+                match v.head {
+                    Some(h) => format!("head {h}'s output (z)"),
+                    None => v.site.as_str().to_string(),
+                }
             )
         })
     };
@@ -377,7 +380,10 @@ fn TermRowView(
             <button class="small term-remove" data-testid="term-remove" title="Remove this term" aria-label=move || format!("remove {}", name())
                 on:click=move |_| ctx.form.update(|f| f.terms.retain(|t| t.id != id))>"✕"</button>
             <span class="term-cell term-layer-cell">
-                <span class="cap" aria-hidden="true">"layer"</span>
+                <span class="cap" aria-hidden="true">{move || match ctx.form.with(|f| f.terms.iter().find(|t| t.id == id).and_then(|t| t.head)) {
+                    Some(h) => format!("layer (head {h})"),
+                    None => "layer".to_string(),
+                }}</span>
                 <NumInput testid="term-layer" label=Signal::derive(move || format!("the layer of {}", name()))
                     value=Signal::derive(field(|t| t.layer.clone()))
                     set=move |v| set(|t, v| t.layer = v, v)

@@ -22,8 +22,8 @@ pub fn use_wedding_vector(ctx: Ctx) {
     ctx.preset.set(String::new());
     ctx.form.update(|f| {
         f.set_terms(&[
-            tiller_core::Term { layer: 0, coeff: 1.0, text: " weddings".into() },
-            tiller_core::Term { layer: 0, coeff: -1.0, text: String::new() },
+            tiller_core::Term { layer: 0, coeff: 1.0, text: " weddings".into(), head: None },
+            tiller_core::Term { layer: 0, coeff: -1.0, text: String::new(), head: None },
         ]);
     });
 }

@@ -35,7 +35,7 @@ async fn probe_values<B: Backend>(b: &mut B, tok: &Tokenizer, probe: &ProbeVecto
         ProbeVector::Values(v) => Ok(v.clone()),
         ProbeVector::Steering { recipe, layer } => {
             let (_, vectors) = recipe_vectors(b, tok, recipe).await?;
-            let at: Vec<&LayerVector> = vectors.iter().filter(|v| v.layer == *layer).collect();
+            let at: Vec<&LayerVector> = vectors.iter().filter(|v| v.layer == *layer && v.head.is_none()).collect();
             let Some(first) = at.first() else {
                 return Err(TillerError::input(format!("the recipe steers nothing at layer {layer}")));
             };
