@@ -22,6 +22,7 @@ macro_rules! outln {
 mod engine;
 mod fv;
 mod inspect;
+mod iti;
 mod output;
 mod vector;
 
@@ -68,6 +69,9 @@ enum Command {
     /// A function vector (Todd et al.) from an ICL task: every head's average indirect effect,
     /// the sum of the top heads' mean outputs, its accuracy by layer on held-out pairs.
     Fv(fv::FvArgs),
+    /// Inference-Time Intervention (Li et al.): a probe per attention head on labelled
+    /// statements, the best heads, and their shifts as per-head steering.
+    Iti(iti::ItiArgs),
 }
 
 #[derive(Args)]
@@ -314,6 +318,7 @@ fn main() {
         Command::Vector(c) => vector::run(c),
         Command::Inspect(c) => inspect::run(c),
         Command::Fv(a) => fv::run(a),
+        Command::Iti(a) => iti::run(a),
     };
     if let Err(e) = result {
         let msg = format!("{e:#}").replace('\n', " ");

@@ -2,82 +2,19 @@
 //! (tests/fixtures/make_fv_golden.py): every head's average indirect effect, the clean and
 //! corrupted P(answer), and the vector of a given head list, on the CPU and the GPU engine.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+mod common;
 
+use common::{error_of, floats, gpu_available, json_of, model_dir, repo_file, runtime_dir};
 use serde_json::Value;
 use tiller_core::golden::fixtures_dir;
 
-fn runtime_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("tiller-fv-test-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
-
-fn run(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tiller"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", runtime_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("tiller runs")
-}
-
-fn json_of(args: &[String]) -> Value {
-    let out = run(args);
-    assert!(out.status.success(), "tiller {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-fn error_of(args: &[String]) -> String {
-    let out = run(args);
-    assert!(!out.status.success(), "tiller {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(err.starts_with("error: ") && err.trim_end().lines().count() == 1, "one error line, got: {err}");
-    err
-}
-
-fn root() -> PathBuf {
-    fixtures_dir().join("../..")
-}
-
 fn task() -> String {
-    root().join("datasets/icl/antonyms.jsonl").to_str().unwrap().to_string()
-}
-
-fn model_dir(name: &str) -> String {
-    fixtures_dir().join(name).to_str().unwrap().to_string()
-}
-
-/// Whether the GPU engine runs here (CI insists it does).
-fn gpu_available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        let out = run(&["logits", "--model", &model_dir("tiny-gpt2"), "--prompt", "a", "--device", "gpu", "--json"].map(String::from));
-        if out.status.success() {
-            return true;
-        }
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("use --device cpu"), "the GPU probe failed for another reason: {err}");
-        assert!(std::env::var_os("CI").is_none(), "CI is set but no GPU adapter is available: {err}");
-        eprintln!("SKIPPED (GPU part): no GPU adapter: {err}");
-        false
-    })
+    repo_file("datasets/icl/antonyms.jsonl")
 }
 
 fn golden() -> Value {
     let text = std::fs::read_to_string(fixtures_dir().join("fv-golden.json")).expect("fv-golden.json");
     serde_json::from_str(&text).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
 fn fv_args(case: &Value, device: &str) -> Vec<String> {

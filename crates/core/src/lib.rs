@@ -17,6 +17,7 @@ pub mod gguf;
 #[doc(hidden)]
 pub mod golden;
 pub mod inspect;
+pub mod iti;
 pub mod library;
 pub mod model;
 pub mod ops;
