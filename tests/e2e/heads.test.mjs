@@ -2,7 +2,9 @@
 // user goes through it: pick the task, set a small run, watch it finish, read the heatmap (hover
 // a cell), the top heads, the accuracy chart and the decoded vocabulary; every head's AIE and
 // the top heads equal `tiller fv` with the same settings (CPU on both sides); save the vector
-// to the library and put it in the recipe, then steer a zero-shot prompt with it.
+// to the library and put it in the recipe, then steer a zero-shot prompt with it. Then ITI:
+// probe every head on the shipped statements, the accuracies and top heads equal `tiller iti`'s,
+// and the shifts steer a run from the recipe.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -44,7 +46,7 @@ test('Heads: a function vector for antonyms, its heatmap and accuracy chart, equ
 
     // The heatmap: every head, the top three outlined; hovering a cell reads it out.
     const cells = await tid(p, 'fv-cell').evaluateAll((els) =>
-      els.map((e) => ({ layer: Number(e.dataset.layer), head: Number(e.dataset.head), aie: Number(e.dataset.aie), top: e.classList.contains('fv-cell-top') })));
+      els.map((e) => ({ layer: Number(e.dataset.layer), head: Number(e.dataset.head), aie: Number(e.dataset.value), top: e.classList.contains('fv-cell-top') })));
     assert.equal(cells.length, 16, '4 layers × 4 heads');
     assert.equal(cells.filter((c) => c.top).length, 3, 'the three top heads are outlined');
     const cell = tid(p, 'fv-cell').nth(5);
@@ -89,6 +91,50 @@ test('Heads: a function vector for antonyms, its heatmap and accuracy chart, equ
     await waitForState(p, 'run-status', 'done', 120_000, { failOn: ['error'] });
     assert.ok((await tid(p, 'steered-0').first().textContent()).length > 0, 'a steered completion');
     await screenshot(p, 'heads-steered', t);
+    assert.deepEqual(probs.pageErrors, [], `page errors: ${probs.pageErrors.join('\n')}`);
+  } finally {
+    await p.close();
+  }
+});
+
+test('Heads: ITI probes equal tiller iti, and the top heads\' shifts steer a run', { timeout: 900_000 }, async (t) => {
+  const { p, probs } = await shared.openPage();
+  try {
+    await loadTinyCpu(p);
+    await p.locator('nav.areas a[data-area="area-heads"]').click();
+    assert.match(await tid(p, 'iti-summary').first().textContent(), /^120 statements \(60 true\)/);
+    await typeInto(p, tid(p, 'iti-seed').first(), '1');
+    await typeInto(p, tid(p, 'iti-top').first(), '3');
+    await tid(p, 'iti-run').first().click();
+    await waitForState(p, 'iti-status', 'done', 300_000, { failOn: ['error'] });
+    const cells = await tid(p, 'iti-cell').evaluateAll((els) =>
+      els.map((e) => ({ layer: Number(e.dataset.layer), head: Number(e.dataset.head), acc: Number(e.dataset.value), top: e.classList.contains('fv-cell-top') })));
+    assert.equal(cells.length, 16);
+    assert.equal(cells.filter((c) => c.top).length, 3);
+    await tid(p, 'iti-cell').nth(2).hover();
+    assert.match(await tid(p, 'iti-hover').first().textContent(), /^Layer 0, head 2: probe accuracy \d+\.\d% on the held-out statements\./);
+
+    const r = spawnSync(tillerBinary(), ['iti', '--model', path.join(FIXTURES, 'tiny-gpt2'), '--data', path.join(REPO_ROOT, 'datasets', 'icl', 'statements.jsonl'),
+      '--seed', '1', '--top-heads', '3', '--device', 'cpu', '--json'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const cli = JSON.parse(r.stdout);
+    for (const h of cli.heads) {
+      const c = cells.find((x) => x.layer === h.layer && x.head === h.head);
+      assert.ok(Math.abs(c.acc - h.accuracy) < 1e-9, `head ${h.layer}.${h.head}: page ${c.acc} vs CLI ${h.accuracy}`);
+    }
+    const tops = await tid(p, 'iti-top-head').allTextContents();
+    assert.deepEqual(tops.map((x) => x.split(':')[0]), cli.top_heads.map((h) => `${h.layer}.${h.head}`), 'the same heads, in order');
+
+    await typeInto(p, tid(p, 'iti-alpha').first(), '40');
+    const before = await tid(p, 'vector-term-row').count();
+    await tid(p, 'iti-use').first().click();
+    assert.match(await tid(p, 'iti-note').first().textContent(), /In the recipe: 3 head shifts with α = 40/);
+    assert.equal(await tid(p, 'vector-term-row').count(), before + 3, 'three vector terms more in the editor');
+    assert.match(await tid(p, 'vector-term-row').last().textContent(), /head \d+'s output \(z\)/);
+    await setRecipe(p, { prompt: 'The capital of France is', terms: [], n: 1, maxTokens: 4 });
+    await tid(p, 'run').first().click();
+    await waitForState(p, 'run-status', 'done', 120_000, { failOn: ['error'] });
+    await shot(tid(p, 'heads-panel').first(), 'heads-iti', t);
     assert.deepEqual(probs.pageErrors, [], `page errors: ${probs.pageErrors.join('\n')}`);
   } finally {
     await p.close();

@@ -142,6 +142,75 @@ impl FvForm {
     }
 }
 
+/// The shipped labelled statements (`datasets/icl/statements.jsonl`).
+pub const STATEMENTS: &str = include_str!("../../../datasets/icl/statements.jsonl");
+
+/// The ITI form, as typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItiForm {
+    /// The shipped statements, or the user's own (JSON lines of {"text", "label"}).
+    pub own: bool,
+    pub own_text: String,
+    pub val: String,
+    pub seed: String,
+    pub top_heads: String,
+    pub direction: tiller_core::iti::Direction,
+    /// The shift's strength (α); kept apart from the run so it can change without re-probing.
+    pub alpha: String,
+}
+
+impl Default for ItiForm {
+    fn default() -> Self {
+        Self {
+            own: false,
+            own_text: "{\"text\": \"Paris is in France.\", \"label\": true}\n{\"text\": \"Paris is in Spain.\", \"label\": false}\n".into(),
+            val: "0.2".into(),
+            seed: "0".into(),
+            top_heads: "8".into(),
+            direction: tiller_core::iti::Direction::MassMean,
+            alpha: "15".into(),
+        }
+    }
+}
+
+impl ItiForm {
+    pub fn statements(&self) -> Result<Vec<tiller_core::iti::Statement>, String> {
+        let text = if self.own { self.own_text.as_str() } else { STATEMENTS };
+        tiller_core::iti::parse_statements(text.as_bytes()).map_err(|e| format!("the statements: {e}"))
+    }
+
+    /// "120 statements (60 true)" or what is wrong with them.
+    pub fn summary(&self) -> Result<String, String> {
+        let s = self.statements()?;
+        Ok(format!("{} statements ({} true), e.g. “{}”", s.len(), s.iter().filter(|s| s.label).count(), s[0].text))
+    }
+
+    pub fn to_spec(&self, n_layer: usize, n_head: usize, bos: bool) -> Result<crate::protocol::ItiSpec, Vec<String>> {
+        let mut errors = Vec::new();
+        let val = check(&self.val, NumKind::above(0.0, 0.9), "the validation fraction").map_err(|e| errors.push(e)).unwrap_or(0.2);
+        let seed = check(&self.seed, NumKind::whole(0, u32::MAX as u64), "the seed").map_err(|e| errors.push(e)).unwrap_or(0.0) as u64;
+        let heads = (n_layer * n_head).max(1) as u64;
+        let top = check(&self.top_heads, NumKind::whole(1, heads), "the heads shifted").map_err(|e| errors.push(e)).unwrap_or(1.0) as usize;
+        let statements = self.statements().map_err(|e| errors.push(e)).unwrap_or_default();
+        if !statements.is_empty() {
+            if let Err(e) = tiller_core::iti::split(statements.len(), val, tiller_core::iti::SplitOrder::Seeded(seed)) {
+                errors.push(e.to_string());
+            }
+        }
+        if errors.is_empty() {
+            Ok(crate::protocol::ItiSpec { statements, val, seed, top_heads: top, direction: self.direction, bos })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// α, or why it is not one.
+    pub fn alpha(&self) -> Result<f32, String> {
+        check(&self.alpha, NumKind::real(-tiller_core::recipe::MAX_COEFF as f64, tiller_core::recipe::MAX_COEFF as f64), "α")
+            .map(|a| a as f32)
+    }
+}
+
 /// How many passes a run makes: the clean prompts, every head's patched pass per prompt (and
 /// the unpatched one), and two prompts per evaluated pair at every layer and without.
 pub fn passes(spec: &FvSpec, n_layer: usize, n_head: usize) -> usize {
@@ -198,6 +267,19 @@ mod tests {
         let few = FvForm { task: String::new(), own: "a -> b\nc -> d\n".into(), shots: "3".into(), ..f };
         assert!(few.to_spec(2, 2, false).unwrap_err()[0].contains("different pairs"));
         assert!(few.summary().unwrap().starts_with("2 pairs: a → b, c → d"));
+    }
+
+    #[test]
+    fn the_iti_form_makes_a_spec_or_says_every_problem() {
+        let f = ItiForm::default();
+        let spec = f.to_spec(4, 4, false).unwrap();
+        assert_eq!((spec.statements.len(), spec.top_heads, spec.val), (120, 8, 0.2));
+        assert!(f.summary().unwrap().starts_with("120 statements (60 true)"));
+        let bad = ItiForm { val: "1".into(), top_heads: "17".into(), ..f.clone() };
+        assert_eq!(bad.to_spec(4, 4, false).unwrap_err().len(), 2);
+        let own = ItiForm { own: true, own_text: "{\"text\": \"a\", \"label\": true}\n".into(), ..f.clone() };
+        assert!(own.to_spec(4, 4, false).unwrap_err()[0].contains("both labels"));
+        assert_eq!(ItiForm { alpha: "-3".into(), ..f }.alpha(), Ok(-3.0));
     }
 
     #[test]

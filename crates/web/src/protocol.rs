@@ -256,6 +256,9 @@ pub enum ToWorker {
     /// A function vector from an ICL task (`tiller fv`'s pipeline), streaming
     /// [`FromWorker::FvProgress`]; Stop ends it.
     Fv { run_id: u64, spec: FvSpec },
+    /// ITI's probes (`tiller iti`'s computation), streaming [`FromWorker::ItiProgress`]; Stop
+    /// ends it.
+    Iti { run_id: u64, spec: ItiSpec },
     /// Reports the cache's size.
     CacheInfo,
     /// Empties the cache.
@@ -296,6 +299,29 @@ pub struct FvView {
     /// The vector's decoded vocabulary (after the final norm).
     pub top_tokens: Vec<VocabEntryView>,
     pub bottom_tokens: Vec<VocabEntryView>,
+}
+
+/// An ITI run: labelled statements and how to probe them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItiSpec {
+    pub statements: Vec<tiller_core::iti::Statement>,
+    /// The validation fraction and the seed of the split.
+    pub val: f64,
+    pub seed: u64,
+    pub top_heads: usize,
+    pub direction: tiller_core::iti::Direction,
+    pub bos: bool,
+}
+
+/// What ITI found, for the Heads area.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItiView {
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub heads: Vec<tiller_core::iti::HeadProbe>,
+    pub top: Vec<tiller_core::iti::HeadShift>,
+    pub train: usize,
+    pub val: usize,
 }
 
 /// What went wrong, so the page can offer the right action.
@@ -694,6 +720,20 @@ pub enum FromWorker {
         result: Option<FvView>,
     },
     FvFailed {
+        run_id: u64,
+        error: UserError,
+    },
+    ItiProgress {
+        run_id: u64,
+        done: usize,
+        total: usize,
+    },
+    /// None: stopped.
+    ItiDone {
+        run_id: u64,
+        result: Option<ItiView>,
+    },
+    ItiFailed {
         run_id: u64,
         error: UserError,
     },

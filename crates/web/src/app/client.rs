@@ -660,7 +660,10 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
         | FromWorker::LensFailed { .. }
         | FromWorker::FvProgress { .. }
         | FromWorker::FvDone { .. }
-        | FromWorker::FvFailed { .. } => {}
+        | FromWorker::FvFailed { .. }
+        | FromWorker::ItiProgress { .. }
+        | FromWorker::ItiDone { .. }
+        | FromWorker::ItiFailed { .. } => {}
         FromWorker::Fatal { error } => {
             ctx.model_state.set(ModelState::Error);
             ctx.loaded.set(None);

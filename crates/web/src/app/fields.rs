@@ -142,6 +142,12 @@ impl Choice for tiller_core::Positions {
     }
 }
 
+impl Choice for tiller_core::iti::Direction {
+    fn key(self) -> &'static str {
+        self.as_str()
+    }
+}
+
 impl Choice for tiller_core::contrast::Method {
     fn key(self) -> &'static str {
         self.as_str()

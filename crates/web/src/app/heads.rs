@@ -11,9 +11,9 @@ use tiller_core::fv::{self, Phase};
 use super::client::{self, send};
 use super::fields::{ErrorList, NumInput, Pressed};
 use super::{Ctx, ModelState, RunState};
-use crate::heads::{heads_text, heat_color, passes, FvForm, TASKS};
+use crate::heads::{heads_text, heat_color, passes, FvForm, ItiForm, TASKS};
 use crate::numbers::{check, NumKind};
-use crate::protocol::{FromWorker, FvSpec, FvView, ToWorker, VocabEntryView};
+use crate::protocol::{FromWorker, FvSpec, FvView, ItiView, ToWorker, VocabEntryView};
 
 /// One run of the pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +42,22 @@ pub struct HeadsState {
     pub hover: RwSignal<Option<(usize, usize)>>,
     /// What the last save / use did: (ok, message).
     pub note: RwSignal<Option<(bool, String)>>,
+    pub iti_form: RwSignal<ItiForm>,
+    pub iti_run: RwSignal<Option<ItiRunView>>,
+    pub iti_hover: RwSignal<Option<(usize, usize)>>,
+    pub iti_note: RwSignal<Option<(bool, String)>>,
+}
+
+/// One ITI run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItiRunView {
+    pub id: u64,
+    pub state: RunState,
+    pub done: usize,
+    pub total: usize,
+    pub stopped: bool,
+    pub result: Option<ItiView>,
+    pub error: Option<String>,
 }
 
 impl HeadsState {
@@ -53,12 +69,17 @@ impl HeadsState {
             layer: RwSignal::new(String::new()),
             hover: RwSignal::new(None),
             note: RwSignal::new(None),
+            iti_form: RwSignal::new(ItiForm::default()),
+            iti_run: RwSignal::new(None),
+            iti_hover: RwSignal::new(None),
+            iti_note: RwSignal::new(None),
         }
     }
 
-    /// Whether a run holds the engine.
+    /// Whether a run (function vector or probes) holds the engine.
     pub fn running(&self) -> bool {
         self.run.with(|r| r.as_ref().is_some_and(|r| r.state == RunState::Running))
+            || self.iti_run.with(|r| r.as_ref().is_some_and(|r| r.state == RunState::Running))
     }
 }
 
@@ -127,9 +148,52 @@ pub fn on_message(ctx: Ctx, msg: &FromWorker) -> bool {
             });
             client::engine_trouble(ctx, error);
         }
+        FromWorker::ItiProgress { run_id, done, total } => iti_update(st, *run_id, &mut |r| {
+            r.done = *done;
+            r.total = *total;
+        }),
+        FromWorker::ItiDone { run_id, result } => iti_update(st, *run_id, &mut |r| {
+            r.state = RunState::Done;
+            r.stopped = result.is_none();
+            r.result = result.clone();
+        }),
+        FromWorker::ItiFailed { run_id, error } => {
+            iti_update(st, *run_id, &mut |r| {
+                r.state = RunState::Error;
+                r.error = Some(error.message.clone());
+            });
+            client::engine_trouble(ctx, error);
+        }
         _ => return false,
     }
     true
+}
+
+fn iti_update(st: HeadsState, id: u64, f: &mut dyn FnMut(&mut ItiRunView)) {
+    st.iti_run.update(|r| {
+        if let Some(r) = r.as_mut().filter(|r| r.id == id) {
+            f(r)
+        }
+    })
+}
+
+/// Starts ITI's probes from the form, or says why it cannot.
+fn start_iti(ctx: Ctx) -> Result<(), Vec<String>> {
+    let st = ctx.heads;
+    let Some(loaded) = ctx.loaded.get_untracked() else {
+        return Err(vec!["load a model first (left, top)".into()]);
+    };
+    if untrack(|| ctx.busy()) {
+        return Err(vec!["the engine is busy with a run, a sweep, a build or a reading: wait for it or stop it first".into()]);
+    }
+    let bos = ctx.form.with_untracked(|f| f.bos);
+    let spec = st.iti_form.with_untracked(|f| f.to_spec(loaded.config.n_layer, loaded.config.n_head, bos))?;
+    let id = ctx.fresh_id();
+    st.iti_note.set(None);
+    st.iti_hover.set(None);
+    st.iti_run.set(Some(ItiRunView { id, state: RunState::Running, done: 0, total: 0, stopped: false, result: None, error: None }));
+    send(ctx, &ToWorker::Iti { run_id: id, spec }, &[]);
+    Ok(())
 }
 
 /// The layer the vector goes at: the typed one, else the best.
@@ -173,6 +237,8 @@ pub fn HeadsPanel() -> impl IntoView {
             </p>
             <FvFormView/>
             <FvResults/>
+            <ItiFormView/>
+            <ItiResults/>
         </details>
     }
 }
@@ -322,7 +388,12 @@ fn FvResults() -> impl IntoView {
                     <pre data-testid="fv-example-clean">{v.example.0.clone()}</pre>
                     <pre data-testid="fv-example-corrupted">{v.example.1.clone()}</pre>
                 </details>
-                <Heatmap view=v.clone()/>
+                <Heatmap values=v.aie.clone() n_layer=v.n_layer n_head=v.n_head
+                    top=v.top.iter().map(|h| (h.layer, h.head)).collect() centre=0.0
+                    scale=v.aie.iter().fold(0.0f64, |m, x| m.max(x.abs()))
+                    caption="Average indirect effect of each head (rows: layers, columns: heads; red raises the right answer, blue lowers it; outlined: the top heads)"
+                    testid="fv-heatmap" cell_testid="fv-cell" hover_testid="fv-hover" hover=st.hover
+                    describe=|l, h, x| format!("Layer {l}, head {h}: AIE {x:.4e} (P(answer) rises by this much when its mean output is put back).")/>
                 <p data-testid="fv-top-heads"><strong>"Top heads: "</strong>{top_line(&v)}</p>
                 <p class="note">{format!("The function vector sums the outputs of {} heads ({}) through the output projection: norm {:.3}.",
                     v.vector_heads.len(), heads_text(&v.vector_heads), v.norm)}</p>
@@ -347,59 +418,65 @@ fn top_line(v: &FvView) -> String {
     v.top.iter().map(|h| format!("{}.{} ({:.2e})", h.layer, h.head, v.aie[h.layer * v.n_head + h.head])).collect::<Vec<_>>().join(", ")
 }
 
+/// A layers × heads grid of values, coloured around `centre` (white) by `scale`, the `top`
+/// heads outlined, each cell's value read out under the pointer.
 #[component]
-fn Heatmap(view: FvView) -> impl IntoView {
-    let ctx = expect_context::<Ctx>();
-    let st = ctx.heads;
-    let (nl, nh) = (view.n_layer, view.n_head);
+fn Heatmap(
+    values: Vec<f64>,
+    n_layer: usize,
+    n_head: usize,
+    top: Vec<(usize, usize)>,
+    centre: f64,
+    scale: f64,
+    caption: &'static str,
+    testid: &'static str,
+    cell_testid: &'static str,
+    hover_testid: &'static str,
+    describe: fn(usize, usize, f64) -> String,
+    hover: RwSignal<Option<(usize, usize)>>,
+) -> impl IntoView {
+    let (nl, nh) = (n_layer, n_head);
     // Small models get larger cells; Llama-sized ones (32 heads) stay on a phone's width.
     let cell = (360.0 / nh.max(1) as f64).clamp(11.0, 36.0);
-    let (left, top) = (34.0, 18.0);
-    let scale = view.aie.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let is_top = |l: usize, h: usize| view.top.iter().any(|t| t.layer == l && t.head == h);
+    let (left, top_pad) = (34.0, 18.0);
     let w = left + nh as f64 * cell + 4.0;
-    let hgt = top + nl as f64 * cell + 4.0;
+    let hgt = top_pad + nl as f64 * cell + 4.0;
     let cells = (0..nl)
         .flat_map(|l| (0..nh).map(move |h| (l, h)))
         .map(|(l, h)| {
-            let x = view.aie[l * nh + h];
-            let (cx, cy) = (left + h as f64 * cell, top + l as f64 * cell);
+            let x = values[l * nh + h];
+            let (cx, cy) = (left + h as f64 * cell, top_pad + l as f64 * cell);
+            let outlined = top.contains(&(l, h));
             view! {
-                <rect x=cx y=cy width=cell - 1.0 height=cell - 1.0 fill=heat_color(x, scale)
-                    class=if is_top(l, h) { "fv-cell fv-cell-top" } else { "fv-cell" }
-                    data-testid="fv-cell" data-layer=l data-head=h data-aie=format!("{x:e}")
-                    on:mouseenter=move |_| st.hover.set(Some((l, h)))>
-                    <title>{format!("layer {l}, head {h}: AIE {x:.3e}")}</title>
+                <rect x=cx y=cy width=cell - 1.0 height=cell - 1.0 fill=heat_color(x - centre, scale)
+                    class=if outlined { "fv-cell fv-cell-top" } else { "fv-cell" }
+                    data-testid=cell_testid data-layer=l data-head=h data-value=format!("{x:e}")
+                    on:mouseenter=move |_| hover.set(Some((l, h)))>
+                    <title>{describe(l, h, x)}</title>
                 </rect>
             }
         })
         .collect_view();
     let head_labels = (0..nh)
         .filter(|h| nh <= 16 || h % 4 == 0)
-        .map(|h| view! { <text x=left + h as f64 * cell + cell / 2.0 y=top - 5.0 class="fv-axis" text-anchor="middle">{h}</text> })
+        .map(|h| view! { <text x=left + h as f64 * cell + cell / 2.0 y=top_pad - 5.0 class="fv-axis" text-anchor="middle">{h}</text> })
         .collect_view();
     let layer_labels = (0..nl)
-        .map(|l| view! { <text x=left - 6.0 y=top + l as f64 * cell + cell * 0.7 class="fv-axis" text-anchor="end">{format!("L{l}")}</text> })
+        .map(|l| view! { <text x=left - 6.0 y=top_pad + l as f64 * cell + cell * 0.7 class="fv-axis" text-anchor="end">{format!("L{l}")}</text> })
         .collect_view();
-    let aie = view.aie.clone();
     let readout = move || {
-        st.hover.get().map_or_else(
-            || "Point at a cell: its layer, head and average indirect effect.".to_string(),
-            |(l, h)| {
-                format!("Layer {l}, head {h}: AIE {:.4e} (P(answer) rises by this much when its mean output is put back).", aie[l * nh + h])
-            },
-        )
+        hover.get().map_or_else(|| "Point at a cell: its layer, head and value.".to_string(), |(l, h)| describe(l, h, values[l * nh + h]))
     };
     view! {
-        <figure class="fv-heatmap" data-testid="fv-heatmap">
-            <figcaption>"Average indirect effect of each head (rows: layers, columns: heads; red raises the right answer, blue lowers it; outlined: the top heads)"</figcaption>
-            <svg viewBox=format!("0 0 {w} {hgt}") width=w height=hgt role="img" aria-label="heatmap of every head's average indirect effect"
-                on:mouseleave=move |_| st.hover.set(None)>
+        <figure class="fv-heatmap" data-testid=testid>
+            <figcaption>{caption}</figcaption>
+            <svg viewBox=format!("0 0 {w} {hgt}") width=w height=hgt role="img" aria-label=caption
+                on:mouseleave=move |_| hover.set(None)>
                 {head_labels}
                 {layer_labels}
                 {cells}
             </svg>
-            <p class="note" data-testid="fv-hover" aria-live="polite">{readout}</p>
+            <p class="note" data-testid=hover_testid aria-live="polite">{readout}</p>
         </figure>
     }
 }
@@ -523,5 +600,165 @@ fn UseRow(view: FvView) -> impl IntoView {
             </div>
             {move || st.note.get().map(|(ok, m)| view! { <p class=if ok { "note" } else { "invalid" } data-testid="fv-note" role="status">{m}</p> })}
         </div>
+    }
+}
+
+#[component]
+fn ItiFormView() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.heads;
+    let pressed = Pressed::new(move || {
+        st.iti_form.track();
+        ctx.model_state.track();
+    });
+    let dims = move || ctx.config().map(|c| (c.n_layer, c.n_head));
+    let live = Memo::new(move |_| {
+        let (l, h) = dims().unwrap_or((12, 12));
+        let bos = ctx.form.with(|f| f.bos);
+        st.iti_form.with(|f| f.to_spec(l, h, bos).err()).unwrap_or_default()
+    });
+    let errors = Signal::derive(move || {
+        let live = live.get().into_iter().filter(|m| !m.starts_with("the statements: ")).collect();
+        let failed = st.iti_run.with(|r| r.as_ref().and_then(|r| r.error.clone())).map(|e| format!("The probes failed: {e}"));
+        pressed.with_live(live, failed)
+    });
+    let running = move || st.iti_run.with(|r| r.as_ref().is_some_and(|r| r.state == RunState::Running));
+    let can_run = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy() && live.with(Vec::is_empty);
+    let on_run = move |_| pressed.press(|| start_iti(ctx));
+    let heads_kind = move || dims().map_or(144, |(l, h)| l * h) as u64;
+    let directions = [
+        (tiller_core::iti::Direction::MassMean, "mass mean: true minus false activations (Li et al.'s best)"),
+        (tiller_core::iti::Direction::Probe, "the probe's weights"),
+    ];
+    view! {
+        <fieldset class="fv-form iti-form">
+            <legend>"Truth probes (ITI, Li et al.): which heads read whether a statement is true"</legend>
+            <p class="note">"A logistic-regression probe on each head's output at the last token of true and false statements; "
+                "the heads whose probes are most accurate on held-out statements are shifted along their direction at every position while the model writes."</p>
+            <label class="check">
+                <input type="checkbox" data-testid="iti-own" prop:checked=move || st.iti_form.with(|f| f.own)
+                    on:change=move |ev| st.iti_form.update(|f| f.own = event_target_checked(&ev))/>
+                "My own statements (otherwise the 120 shipped ones)"
+            </label>
+            {move || st.iti_form.with(|f| f.own).then(|| view! {
+                <label class="fv-own"><span class="cap">"JSON lines of "<code>"{\"text\": \"…\", \"label\": true}"</code>" or false"</span>
+                    <textarea rows="5" spellcheck="false" data-testid="iti-texts" prop:value=move || st.iti_form.with(|f| f.own_text.clone())
+                        on:input=move |ev| st.iti_form.update(|f| f.own_text = event_target_value(&ev))></textarea></label>
+            })}
+            {move || match st.iti_form.with(|f| f.summary()) {
+                Ok(s) => view! { <p class="note" data-testid="iti-summary" data-ok="true">{s}</p> }.into_any(),
+                Err(e) => view! { <p class="invalid" data-testid="iti-summary" data-ok="false" role="status">{e}</p> }.into_any(),
+            }}
+            <div class="fv-settings">
+                <span class="term-cell">
+                    <span class="cap">"held out (fraction)"</span>
+                    <NumInput testid="iti-val" label="the fraction of statements held out"
+                        value=Signal::derive(move || st.iti_form.with(|f| f.val.clone()))
+                        set=move |t: String| st.iti_form.update(|f| f.val = t)
+                        kind=NumKind::above(0.0, 0.9)/>
+                </span>
+                <span class="term-cell">
+                    <span class="cap">"seed"</span>
+                    <NumInput testid="iti-seed" label="the seed of the split"
+                        value=Signal::derive(move || st.iti_form.with(|f| f.seed.clone()))
+                        set=move |t: String| st.iti_form.update(|f| f.seed = t)
+                        kind=NumKind::whole(0, u32::MAX as u64)/>
+                </span>
+                <span class="term-cell">
+                    <span class="cap">"heads shifted"</span>
+                    <NumInput testid="iti-top" label="the number of heads shifted"
+                        value=Signal::derive(move || st.iti_form.with(|f| f.top_heads.clone()))
+                        set=move |t: String| st.iti_form.update(|f| f.top_heads = t)
+                        kind=Signal::derive(move || NumKind::whole(1, heads_kind()))/>
+                </span>
+                <label><span class="cap">"direction"</span>
+                    <super::fields::ChoiceSelect testid="iti-direction" options=directions.to_vec()
+                        value=Signal::derive(move || st.iti_form.with(|f| f.direction))
+                        set=move |v| st.iti_form.update(|f| f.direction = v)/></label>
+            </div>
+            <ErrorList testid="iti-error" errors=errors/>
+            <div class="buttons">
+                <button class="primary" data-testid="iti-run" disabled=move || !can_run() on:click=on_run>"Probe the heads"</button>
+                <button data-testid="iti-stop" disabled=move || !running() on:click=move |_| send(ctx, &ToWorker::Stop, &[])>"Stop"</button>
+                <span class="run-status" data-testid="iti-status"
+                    data-state=move || st.iti_run.with(|r| r.as_ref().map_or("idle", |r| r.state.as_str()))>{move || st.iti_run.with(|r| match r {
+                        None => String::new(),
+                        Some(r) => match r.state {
+                            RunState::Running => format!("Reading the statements… {} of {}.", r.done, r.total),
+                            RunState::Done if r.stopped => "Stopped.".into(),
+                            RunState::Done => "Done.".into(),
+                            RunState::Error => "Failed (see above).".into(),
+                            RunState::Idle => String::new(),
+                        },
+                    })}</span>
+            </div>
+            {move || st.iti_run.with(|r| r.as_ref().filter(|r| r.state == RunState::Running && r.total > 0).map(|r| view! {
+                <progress data-testid="iti-progress" max=r.total value=r.done></progress>
+            }))}
+        </fieldset>
+    }
+}
+
+#[component]
+fn ItiResults() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.heads;
+    let view_of = move || st.iti_run.with(|r| r.as_ref().and_then(|r| r.result.clone()));
+    move || {
+        let v = view_of()?;
+        let accuracy: Vec<f64> = v.heads.iter().map(|h| h.accuracy).collect();
+        let top: Vec<(usize, usize)> = v.top.iter().map(|s| (s.layer, s.head)).collect();
+        let rows = v
+            .top
+            .iter()
+            .map(|s| view! { <li data-testid="iti-top-head">{format!("{}.{}: accuracy {:.0}%, σ {:.3}", s.layer, s.head, s.accuracy * 100.0, s.sigma)}</li> })
+            .collect_view();
+        let stored = StoredValue::new(v.clone());
+        let use_it = move |_| {
+            let alpha = match st.iti_form.with_untracked(|f| f.alpha()) {
+                Ok(a) => a,
+                Err(e) => return st.iti_note.set(Some((false, format!("Not added: {e}.")))),
+            };
+            let terms = stored.with_value(|v| tiller_core::iti::terms(&v.top, alpha));
+            let mut form = ctx.form.get_untracked();
+            let room = tiller_core::recipe::MAX_VECTOR_TERMS - form.vectors.len().min(tiller_core::recipe::MAX_VECTOR_TERMS);
+            if terms.len() > room {
+                return st.iti_note.set(Some((
+                    false,
+                    format!(
+                        "Not added: {} heads, but the recipe has room for {room} more vector terms: remove some, or shift fewer heads.",
+                        terms.len()
+                    ),
+                )));
+            }
+            let n = terms.len();
+            form.vectors.extend(terms);
+            ctx.form.set(form);
+            st.iti_note.set(Some((
+                true,
+                format!("In the recipe: {n} head shifts with α = {alpha}, at every position (editor, left). Run to compare."),
+            )));
+        };
+        Some(view! {
+            <div class="fv-results iti-results" data-testid="iti-results">
+                <p class="note">{format!("Probes trained on {} statements, checked on {} held out.", v.train, v.val)}</p>
+                <Heatmap values=accuracy n_layer=v.n_layer n_head=v.n_head top=top centre=0.5 scale=0.5
+                    caption="Validation accuracy of each head's probe (red above chance, blue below; outlined: the heads shifted)"
+                    testid="iti-heatmap" cell_testid="iti-cell" hover_testid="iti-hover" hover=st.iti_hover
+                    describe=|l, h, x| format!("Layer {l}, head {h}: probe accuracy {:.1}% on the held-out statements.", x * 100.0)/>
+                <ol class="iti-top" data-testid="iti-top-heads">{rows}</ol>
+                <div class="fv-use">
+                    <span class="term-cell">
+                        <span class="cap">"α (strength, × σ)"</span>
+                        <NumInput testid="iti-alpha" label="α, the shift's strength"
+                            value=Signal::derive(move || st.iti_form.with(|f| f.alpha.clone()))
+                            set=move |t: String| st.iti_form.update(|f| f.alpha = t)
+                            kind=NumKind::real(-tiller_core::recipe::MAX_COEFF as f64, tiller_core::recipe::MAX_COEFF as f64) flip=true/>
+                    </span>
+                    <div class="buttons"><button class="small" data-testid="iti-use" on:click=use_it>"Use in recipe"</button></div>
+                    {move || st.iti_note.get().map(|(ok, m)| view! { <p class=if ok { "note" } else { "invalid" } data-testid="iti-note" role="status">{m}</p> })}
+                </div>
+            </div>
+        })
     }
 }

@@ -1,12 +1,13 @@
 //! The worker's side of the Heads area: a function vector from an ICL task (`tiller fv`'s
-//! pipeline, `tiller_core::fv::run`), with its decoded vocabulary.
+//! pipeline, `tiller_core::fv::run`), with its decoded vocabulary; and ITI's per-head probes
+//! (`tiller iti`'s computation).
 
 use tiller_core::fv::{self, Phase};
 use tiller_core::generate::Flow;
 
 use super::engine::{user_error, with_backend, Yielding};
 use super::{post, state, Lease};
-use crate::protocol::{FromWorker, FvSpec, FvView, UserError, VocabEntryView};
+use crate::protocol::{FromWorker, FvSpec, FvView, ItiSpec, ItiView, UserError, VocabEntryView};
 
 pub async fn function_vector(run_id: u64, spec: FvSpec) {
     let fail = |error: UserError| post(&FromWorker::FvFailed { run_id, error });
@@ -64,5 +65,52 @@ pub async fn function_vector(run_id: u64, spec: FvSpec) {
             eval: r.eval,
             vector: r.vector,
         }),
+    });
+}
+
+pub async fn probes(run_id: u64, spec: ItiSpec) {
+    let fail = |error: UserError| post(&FromWorker::ItiFailed { run_id, error });
+    let (train, val) = match tiller_core::iti::split(spec.statements.len(), spec.val, tiller_core::iti::SplitOrder::Seeded(spec.seed)) {
+        Ok(s) => s,
+        Err(e) => return fail(user_error(&e)),
+    };
+    let mut lease = match Lease::take().await {
+        Ok(l) => l,
+        Err(error) => return fail(error),
+    };
+    let tok = lease.tok.clone();
+    let texts =
+        match spec.statements.iter().map(|s| tiller_core::steer::encode_with_bos(&tok, &s.text, spec.bos)).collect::<Result<Vec<_>, _>>() {
+            Ok(t) => t,
+            Err(e) => return fail(user_error(&e)),
+        };
+    let labels: Vec<bool> = spec.statements.iter().map(|s| s.label).collect();
+    let st = state();
+    st.stop.set(false);
+    let result = with_backend!(lease.engine(), |b| {
+        let mut y = Yielding(b);
+        let spec_m = *tiller_core::Backend::config(&y);
+        tiller_core::iti::head_activations(&mut y, &texts, &mut |done, total| {
+            post(&FromWorker::ItiProgress { run_id, done, total });
+            if st.stop.get() {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        })
+        .await
+        .map(|acts| acts.map(|acts| (spec_m, acts)))
+    });
+    drop(lease);
+    let (m, acts) = match result {
+        Ok(Some(r)) => r,
+        Ok(None) => return post(&FromWorker::ItiDone { run_id, result: None }),
+        Err(e) => return fail(user_error(&e)),
+    };
+    let k = spec.top_heads.clamp(1, m.n_layer * m.n_head);
+    let r = tiller_core::iti::probe_heads(&m, &acts, &labels, &train, &val, k, spec.direction);
+    post(&FromWorker::ItiDone {
+        run_id,
+        result: Some(ItiView { n_layer: m.n_layer, n_head: m.n_head, heads: r.heads, top: r.top, train: train.len(), val: val.len() }),
     });
 }

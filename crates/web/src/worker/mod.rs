@@ -157,6 +157,7 @@ async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
         ToWorker::Changes { id, recipe, completion, top } => inspect::changes(id, recipe, completion, top).await,
         ToWorker::Lens { id, recipe, k } => inspect::lens(id, recipe, k).await,
         ToWorker::Fv { run_id, spec } => heads::function_vector(run_id, spec).await,
+        ToWorker::Iti { run_id, spec } => heads::probes(run_id, spec).await,
         ToWorker::CacheInfo => cache_info().await,
         ToWorker::CacheClear => {
             net::clear_cache().await;
