@@ -18,8 +18,10 @@
 //
 // `--inspect` then reads the last run's steering vector (layer 1) over the page's built-in
 // corpus in the Inspect area, `--runs` times, and prints how long each reading took (click to
-// "done", as a user waits for it). `--engine cpu` loads the page's CPU engine instead of
-// WebGPU.
+// "done", as a user waits for it). `--heads` finds a function vector for the antonyms task in
+// the Heads area (10 examples, `--prompts` prompts, no evaluation: the clean prompts and every
+// head's patched passes) and runs ITI's probes on the 120 shipped statements, and prints how
+// long each took. `--engine cpu` loads the page's CPU engine instead of WebGPU.
 
 import os from 'node:os';
 import path from 'node:path';
@@ -48,7 +50,7 @@ const LLAMAS = {
 };
 
 function parseArgs(argv) {
-  const a = { model: 'gpt2', layers: null, tokens: 32, n: 1, runs: 2, inspect: false, engine: 'auto' };
+  const a = { model: 'gpt2', layers: null, tokens: 32, n: 1, runs: 2, inspect: false, heads: false, prompts: 4, engine: 'auto' };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = () => {
@@ -62,6 +64,8 @@ function parseArgs(argv) {
     else if (flag === '--n') a.n = Number(value());
     else if (flag === '--runs') a.runs = Number(value());
     else if (flag === '--inspect') a.inspect = true;
+    else if (flag === '--heads') a.heads = true;
+    else if (flag === '--prompts') a.prompts = Number(value());
     else if (flag === '--engine') a.engine = value();
     else throw new Error(`unknown argument ${flag} (see the comment at the top of bench.mjs)`);
   }
@@ -230,6 +234,25 @@ async function main() {
         console.log(`inspect ${r}: ${await text(tid(page, 'inspect-summary').first())} ${times.at(-1)} ms`);
       }
       console.log(`inspect over the corpus: best ${Math.min(...times)} ms of ${times.length}`);
+    }
+    if (args.heads) {
+      await page.locator('nav.areas a[data-area="area-heads"]').click();
+      const type = async (id, v) => {
+        const loc = tid(page, id).first();
+        await loc.fill(v);
+        await loc.dispatchEvent('change');
+      };
+      await type('fv-shots', '10');
+      await type('fv-prompts', String(args.prompts));
+      await type('fv-eval', '0');
+      let t = Date.now();
+      await tid(page, 'fv-run').first().click();
+      await waitForState(page, 'fv-status', 'done', 3_600_000, { failOn: ['error'] });
+      console.log(`function vector (${args.prompts} prompts of 10 examples, every head's AIE): ${Date.now() - t} ms`);
+      t = Date.now();
+      await tid(page, 'iti-run').first().click();
+      await waitForState(page, 'iti-status', 'done', 3_600_000, { failOn: ['error'] });
+      console.log(`ITI probes (120 statements, a probe per head): ${Date.now() - t} ms`);
     }
     if (problems.pageErrors.length) console.log(`page errors: ${problems.pageErrors.join(' | ')}`);
     const best = Math.min(...rows.slice(1).map((x) => x.step).concat(rows.length === 1 ? [rows[0].step] : []));

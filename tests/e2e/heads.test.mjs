@@ -135,6 +135,14 @@ test('Heads: ITI probes equal tiller iti, and the top heads\' shifts steer a run
     await tid(p, 'run').first().click();
     await waitForState(p, 'run-status', 'done', 120_000, { failOn: ['error'] });
     await shot(tid(p, 'heads-panel').first(), 'heads-iti', t);
+
+    // Own pairs from a file, in either form.
+    await tid(p, 'fv-task').first().selectOption('');
+    const own = path.join(OUT_DIR, 'own-pairs.txt');
+    fs.writeFileSync(own, 'north -> south\neast -> west\nup -> down\n');
+    await tid(p, 'fv-file').first().setInputFiles(own);
+    await p.waitForFunction(() => /^3 pairs: north → south/.test(document.querySelector('[data-testid="fv-pairs-summary"]')?.textContent || ''), null, { timeout: 10_000 });
+    assert.equal(await tid(p, 'fv-own').first().inputValue(), 'north -> south\neast -> west\nup -> down\n');
     assert.deepEqual(probs.pageErrors, [], `page errors: ${probs.pageErrors.join('\n')}`);
   } finally {
     await p.close();

@@ -13,17 +13,15 @@
 //! `--layers` keeps the true widths and vocabulary but runs fewer blocks (gpt2-xl is 3.1 GB of
 //! f16 weights); per-token figures then scale with the layer count.
 
+mod common;
+
 use std::time::Instant;
 
-use half::f16;
+use common::BoxResult;
 use pollster::block_on;
-use tiller_core::arch::weights::engine_tensors;
-use tiller_core::weights::{Dtype, TensorSink, TensorView};
 use tiller_core::{Backend, Capture, LogitRows, ModelSpec, SeqStep, StepRequest};
 use tiller_gpu::kernels::{Kernels, MatmulBuffers, MatmulParams, ParamsArena, Recorder};
 use tiller_gpu::{describe_adapter, GpuEngine};
-
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 struct Args {
     model: String,
@@ -56,32 +54,9 @@ fn parse_args() -> BoxResult<Args> {
     Ok(a)
 }
 
-/// xorshift64*, uniform in [-scale, scale).
-struct Rng(u64);
-impl Rng {
-    fn uniform(&mut self, scale: f32) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let u = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
-        (u * 2.0 - 1.0) * scale
-    }
-}
-
 /// Streams random F16 tensors of `cfg`'s shapes into the GPU, one tensor at a time.
 fn random_engine(cfg: &ModelSpec, device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> BoxResult<GpuEngine> {
-    let mut sink = GpuEngine::loader(&device);
-    sink.begin(cfg)?;
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
-    for (name, shape) in engine_tensors(cfg) {
-        let n: usize = shape.iter().product();
-        let scale = if name.contains("ln_") && name.ends_with("weight") { 0.0 } else { 0.05 };
-        let bytes: Vec<u8> =
-            (0..n).flat_map(|_| f16::from_f32(if scale == 0.0 { 1.0 } else { rng.uniform(scale) }).to_le_bytes()).collect();
-        sink.tensor(TensorView { name: &name, shape: &shape, dtype: Dtype::F16, bytes: &bytes })?;
-    }
-    let weights = block_on(sink.finish())?;
-    Ok(block_on(GpuEngine::new(device, queue, info, weights))?)
+    common::gpu_engine_on(cfg, device, queue, info)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

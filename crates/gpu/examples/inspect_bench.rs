@@ -10,43 +10,14 @@
 //! The projection's capture steps stop at the layer read, so the cost grows with L + 1 blocks;
 //! `--layers` keeps the true widths but loads fewer blocks (default: L + 1).
 
+mod common;
+
 use std::time::Instant;
 
-use half::f16;
+use common::{cpu_engine, gpu_engine, model_shapes, BoxResult, Rng};
 use pollster::block_on;
-use tiller_core::arch::weights::engine_tensors;
 use tiller_core::generate::Flow;
-use tiller_core::weights::{Dtype, F32Sink, TensorSink, TensorView};
-use tiller_core::{inspect, Backend, CpuModel, ModelSpec, Site, Tokenizer};
-use tiller_gpu::{describe_adapter, GpuEngine};
-
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
-
-/// xorshift64*, uniform in [-scale, scale).
-struct Rng(u64);
-impl Rng {
-    fn uniform(&mut self, scale: f32) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let u = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
-        (u * 2.0 - 1.0) * scale
-    }
-}
-
-/// Every tensor of `cfg`'s shapes, random (norm weights 1), as f16 bytes.
-fn random_tensors(cfg: &ModelSpec, mut each: impl FnMut(&str, &[usize], &[u8]) -> BoxResult<()>) -> BoxResult<()> {
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
-    for (name, shape) in engine_tensors(cfg) {
-        let n: usize = shape.iter().product();
-        let norm = name.contains("ln_") || name.contains("norm");
-        let bytes: Vec<u8> = (0..n)
-            .flat_map(|_| f16::from_f32(if norm && name.ends_with("weight") { 1.0 } else { rng.uniform(0.05) }).to_le_bytes())
-            .collect();
-        each(&name, &shape, &bytes)?;
-    }
-    Ok(())
-}
+use tiller_core::{inspect, Backend, Site, Tokenizer};
 
 fn time_project<B: Backend>(b: &mut B, texts: &[Vec<u32>], layer: usize, v: &[f32]) -> BoxResult<f64> {
     // A warm-up on a few texts (pipelines, first allocations), then the whole corpus.
@@ -72,10 +43,7 @@ fn main() -> BoxResult<()> {
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    let mut cfg = match model.as_str() {
-        "llama-3.2-1b" => ModelSpec::llama32_1b(),
-        name => ModelSpec::gpt2_preset(name).ok_or_else(|| format!("unknown model {name}"))?,
-    };
+    let mut cfg = model_shapes(&model)?;
     let full = cfg.n_layer;
     let layer = layer.unwrap_or(full / 2);
     cfg.n_layer = layers.unwrap_or(layer + 1).clamp(layer + 1, full);
@@ -91,21 +59,12 @@ fn main() -> BoxResult<()> {
     println!("model: {model} shapes, {} of {full} blocks loaded, reading layer {layer}", cfg.n_layer);
     println!("corpus: {} passages, {n_tokens} tokens (GPT-2 tokenizer)", texts.len());
 
-    let (device, queue, info) = block_on(tiller_gpu::native_device())?;
-    let adapter = describe_adapter(&info);
-    let mut sink = GpuEngine::loader(&device);
-    sink.begin(&cfg)?;
-    random_tensors(&cfg, |name, shape, bytes| Ok(sink.tensor(TensorView { name, shape, dtype: Dtype::F16, bytes })?))?;
-    let weights = block_on(sink.finish())?;
-    let mut gpu = block_on(GpuEngine::new(device, queue, info, weights))?;
+    let (mut gpu, adapter) = gpu_engine(&cfg)?;
     let t_gpu = time_project(&mut gpu, &texts, layer, &v)?;
     println!("GPU engine ({adapter}): {t_gpu:.2} s = {:.0} tokens/s", n_tokens as f64 / t_gpu);
     drop(gpu);
     if !skip_cpu {
-        let mut sink = F32Sink::default();
-        sink.begin(&cfg)?;
-        random_tensors(&cfg, |name, shape, bytes| Ok(sink.tensor(TensorView { name, shape, dtype: Dtype::F16, bytes })?))?;
-        let mut cpu = CpuModel::new(sink.into_weights()?);
+        let mut cpu = cpu_engine(&cfg)?;
         let t_cpu = time_project(&mut cpu, &texts, layer, &v)?;
         println!("CPU engine: {t_cpu:.2} s = {:.0} tokens/s; GPU ÷ CPU time {:.2}", n_tokens as f64 / t_cpu, t_gpu / t_cpu);
     }

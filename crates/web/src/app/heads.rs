@@ -196,6 +196,22 @@ fn start_iti(ctx: Ctx) -> Result<(), Vec<String>> {
     Ok(())
 }
 
+/// Reads a picked .jsonl / .txt file as UTF-8 text into `put`; a problem goes to `problem`,
+/// and the text already there stays.
+fn read_text_file(ev: web_sys::Event, put: impl Fn(String) + 'static, problem: impl Fn(String) + 'static) {
+    let Some(file) = super::files::picked_file(&ev) else { return };
+    wasm_bindgen_futures::spawn_local(async move {
+        let name = file.name();
+        match super::files::read_bytes(&file, tiller_core::pairs::MAX_DATASET_BYTES, "a dataset").await {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => put(text),
+                Err(_) => problem(format!("{name} is not UTF-8 text: save it as UTF-8. What was there is unchanged.")),
+            },
+            Err(e) => problem(format!("{e}. What was there is unchanged.")),
+        }
+    });
+}
+
 /// The layer the vector goes at: the typed one, else the best.
 fn chosen_layer(ctx: Ctx, view: &FvView) -> Result<usize, String> {
     let text = ctx.heads.layer.get_untracked();
@@ -313,6 +329,10 @@ fn FvFormView() -> impl IntoView {
                 <label class="fv-own"><span class="cap">"One pair per line, "<code>"input -> output"</code>", or JSON lines of "<code>"{\"input\": \"…\", \"output\": \"…\"}"</code></span>
                     <textarea rows="6" spellcheck="false" data-testid="fv-own" prop:value=move || st.form.with(|f| f.own.clone())
                         on:input=move |ev| st.form.update(|f| f.own = event_target_value(&ev))></textarea></label>
+                <label class="vec-file"><span class="cap">"…or read a .jsonl / .txt file"</span>
+                    <input type="file" accept=".jsonl,.json,.txt" data-testid="fv-file" on:change=move |ev| read_text_file(ev,
+                        move |t| st.form.update(|f| f.own = t),
+                        move |m| pressed.set(vec![m]))/></label>
             })}
             {move || match st.form.with(|f| f.summary()) {
                 Ok(s) => view! { <p class="note" data-testid="fv-pairs-summary" data-ok="true">{s}</p> }.into_any(),
@@ -644,6 +664,10 @@ fn ItiFormView() -> impl IntoView {
                 <label class="fv-own"><span class="cap">"JSON lines of "<code>"{\"text\": \"…\", \"label\": true}"</code>" or false"</span>
                     <textarea rows="5" spellcheck="false" data-testid="iti-texts" prop:value=move || st.iti_form.with(|f| f.own_text.clone())
                         on:input=move |ev| st.iti_form.update(|f| f.own_text = event_target_value(&ev))></textarea></label>
+                <label class="vec-file"><span class="cap">"…or read a .jsonl file"</span>
+                    <input type="file" accept=".jsonl,.json,.txt" data-testid="iti-file" on:change=move |ev| read_text_file(ev,
+                        move |t| st.iti_form.update(|f| f.own_text = t),
+                        move |m| pressed.set(vec![m]))/></label>
             })}
             {move || match st.iti_form.with(|f| f.summary()) {
                 Ok(s) => view! { <p class="note" data-testid="iti-summary" data-ok="true">{s}</p> }.into_any(),
