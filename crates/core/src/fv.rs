@@ -322,6 +322,9 @@ pub async fn last_token_passes<B: Backend>(
             logits: LogitRows::Last,
         };
         let logits = backend.step(&req).await?.logits;
+        if !crate::generate::all_finite(&logits) {
+            return Err(crate::generate::non_finite_error("in a patched pass", crate::generate::Traced::NotTraced));
+        }
         for (k, row) in logits.chunks_exact(v).enumerate() {
             out(c * per_step + k, row);
         }
@@ -354,6 +357,9 @@ pub async fn mean_head_outputs<B: Backend>(
             logits: LogitRows::Last,
         };
         let out = backend.step(&req).await?;
+        if !crate::generate::all_finite(&out.logits) {
+            return Err(crate::generate::non_finite_error("on a clean ICL prompt", crate::generate::Traced::NotTraced));
+        }
         for (l, cap) in out.captured.iter().enumerate() {
             for row in cap.chunks_exact(w) {
                 for (s, &x) in sums[l * w..(l + 1) * w].iter_mut().zip(row) {

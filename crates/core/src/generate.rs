@@ -8,8 +8,8 @@
 
 use serde::Serialize;
 
-use crate::backend::{Backend, LogitRows, SeqStep, StepRequest};
-use crate::error::Result;
+use crate::backend::{Backend, Capture, Injection, LogitRows, SeqStep, Site, StepRequest};
+use crate::error::{Result, TillerError};
 use crate::recipe::Recipe;
 use crate::sample::Sampler;
 use crate::steer::{self, LayerVector, RowSpan};
@@ -44,6 +44,46 @@ pub struct Generation {
     pub prompt_tokens: Vec<u32>,
     pub unsteered: Vec<Completion>,
     pub steered: Vec<Completion>,
+}
+
+/// Where a pass of `tokens` (one sequence, with `injections` for its rows) first holds a value
+/// that is not finite: the first (layer, site) in the order the model reaches them, or None
+/// when every hooked activation is finite (then it is the final norm or the unembedding).
+pub async fn first_non_finite<B: Backend>(backend: &mut B, tokens: &[u32], injections: Vec<Injection>) -> Result<Option<(usize, Site)>> {
+    let spec = *backend.config();
+    let sites = [Site::ResidPre, Site::Z, Site::AttnOut, Site::MlpOut];
+    backend.reset(1, tokens.len().max(1))?;
+    let captures: Vec<Capture> = (0..spec.n_layer).flat_map(|l| sites.map(|s| Capture::all(l, s))).collect();
+    let req = StepRequest { seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }], injections, captures, logits: LogitRows::None };
+    let out = backend.step(&req).await?;
+    Ok(out.captured.iter().position(|c| c.iter().any(|x| !x.is_finite())).map(|i| (i / sites.len(), sites[i % sites.len()])))
+}
+
+/// Where a traced pass found the first value that is not finite ([`first_non_finite`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traced {
+    At(usize, Site),
+    /// Every hooked activation was finite.
+    AfterTheBlocks,
+    NotTraced,
+}
+
+/// The error for logits that are not finite, naming where they first appeared and what to do.
+pub fn non_finite_error(what: &str, at: Traced) -> TillerError {
+    let place = match at {
+        Traced::At(l, s) => format!(", first at layer {l}'s {}", s.as_str()),
+        Traced::AfterTheBlocks => ", only after the last block (the final norm or the unembedding)".to_string(),
+        Traced::NotTraced => String::new(),
+    };
+    TillerError::input(format!(
+        "the model's next-token scores hold NaN or infinity {what}{place}: the run was stopped rather than rank them; \
+         the steering or the weights overflow there: lower the coefficients, or check the model file"
+    ))
+}
+
+/// Whether every value is finite.
+pub fn all_finite(values: &[f32]) -> bool {
+    values.iter().all(|x| x.is_finite())
 }
 
 /// Whether the caller wants generation to go on after a step (a Stop button answers `Stop`).
@@ -99,6 +139,13 @@ pub async fn generate_with_vectors<B: Backend>(
         logits: LogitRows::Last,
     };
     let mut logits = backend.step(&req).await?.logits; // (2, V)
+    if !all_finite(&logits) {
+        // Which side, and where: the unsteered model alone, or the steered prompt.
+        let side = if all_finite(&logits[..v]) { (n, "on the steered prompt") } else { (0, "on the prompt, unsteered") };
+        let spans = [RowSpan { start: 0, len: m, steered: side.0 >= n }];
+        let at = first_non_finite(backend, prompt, steer::injections(vectors, recipe.site, recipe.positions, &spans)).await?;
+        return Err(non_finite_error(side.1, at.map_or(Traced::AfterTheBlocks, |(l, s)| Traced::At(l, s))));
+    }
     for s in 1..n {
         backend.fork_slot(0, s)?;
         backend.fork_slot(n, n + s)?;
@@ -139,6 +186,9 @@ pub async fn generate_with_vectors<B: Backend>(
             logits: LogitRows::Last,
         };
         logits = backend.step(&req).await?.logits; // (active, V)
+        if !all_finite(&logits) {
+            return Err(non_finite_error(&format!("at generated token {}", step + 1), Traced::NotTraced));
+        }
         active = next.iter().enumerate().map(|(k, &(slot, _))| (slot, k)).collect();
     }
     Ok(gen)

@@ -129,6 +129,24 @@ async fn score<B: Backend>(
         logits: LogitRows::All,
     };
     let logits = backend.step(&req).await?.logits; // (R, V)
+                                                   // A NaN would score as "no change" (KL 0): stop instead, saying which text and where.
+    if !crate::generate::all_finite(&logits) {
+        let r = logits.chunks_exact(v).position(|l| !crate::generate::all_finite(l)).unwrap_or(0);
+        let (mut i, mut start) = (0, 0);
+        while i + 1 < chunk.len() && start + chunk[i].tokens.len() <= r {
+            start += chunk[i].tokens.len();
+            i += 1;
+        }
+        let job = &chunk[i];
+        let spans = [RowSpan { start: 0, len: job.tokens.len(), steered: job.steer.is_some() }];
+        let vectors = job.steer.map(|k| scaled[k].as_slice()).unwrap_or_default();
+        let at = crate::generate::first_non_finite(backend, job.tokens, steer::injections(vectors, site, Positions::Front, &spans)).await?;
+        let what = if job.steer.is_some() { "on a steered evaluation text" } else { "on an evaluation text, unsteered" };
+        return Err(crate::generate::non_finite_error(
+            what,
+            at.map_or(crate::generate::Traced::AfterTheBlocks, |(l, s)| crate::generate::Traced::At(l, s)),
+        ));
+    }
     let mut row = 0;
     for (i, j) in chunk.iter().enumerate() {
         let first = n.max(1) - 1;

@@ -16,6 +16,13 @@ use crate::sweep::SweepSettings;
 pub const V1_PREFIX: &str = "v1.";
 /// A decoded share link may not inflate past this (a tampered link cannot exhaust memory).
 const MAX_JSON: usize = 1 << 20;
+/// What a link may carry; more means it was made by hand or changed, and opening it would
+/// only make the page slow (3,000 terms drew 3,000 rows; a 900 kB prompt took 10 s to read).
+pub const MAX_LINK_TERMS: usize = 64;
+/// Characters of the prompt, the system message, and each steering or evaluation text.
+pub const MAX_LINK_TEXT: usize = 16_384;
+/// Evaluation texts of a sweep, over all its sets.
+pub const MAX_LINK_SWEEP_TEXTS: usize = 2_000;
 
 /// Everything a link restores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,7 +73,54 @@ pub fn decode(fragment: &str) -> Result<Option<ShareState>, String> {
             "its settings are not in the form this page writes"
         })
     })?;
+    check_caps(&state)?;
     Ok(Some(state))
+}
+
+/// Refuses a link past what the page itself ever writes, naming what and the cap.
+fn check_caps(st: &ShareState) -> Result<(), String> {
+    let over = |what: String, cap: usize| {
+        Err(format!("this share link holds {what}, more than the {cap} a Tiller link carries: it was made by hand or changed, so nothing in it was used"))
+    };
+    let r = &st.recipe;
+    if r.terms.len() > MAX_LINK_TERMS {
+        return over(format!("{} steering terms", r.terms.len()), MAX_LINK_TERMS);
+    }
+    if r.vectors.len() > tiller_core::recipe::MAX_VECTOR_TERMS {
+        return over(format!("{} vector terms", r.vectors.len()), tiller_core::recipe::MAX_VECTOR_TERMS);
+    }
+    let long = |what: &str, text: &str| {
+        let n = text.chars().count();
+        if n > MAX_LINK_TEXT {
+            over(format!("{what} of {n} characters"), MAX_LINK_TEXT)
+        } else {
+            Ok(())
+        }
+    };
+    long("a prompt", &r.prompt)?;
+    long("a system message", &r.system)?;
+    for t in &r.terms {
+        long("a steering text", &t.text)?;
+    }
+    if let Some(sweep) = &st.sweep {
+        if sweep.sets.len() > crate::sweep::MAX_SETS {
+            return over(format!("{} evaluation sets", sweep.sets.len()), crate::sweep::MAX_SETS);
+        }
+        if sweep.coeffs.len() > crate::sweep::MAX_COEFFS {
+            return over(format!("{} sweep coefficients", sweep.coeffs.len()), crate::sweep::MAX_COEFFS);
+        }
+        let texts: usize = sweep.sets.iter().map(|s| s.texts.len()).sum();
+        if texts > MAX_LINK_SWEEP_TEXTS {
+            return over(format!("{texts} evaluation texts"), MAX_LINK_SWEEP_TEXTS);
+        }
+        for s in &sweep.sets {
+            long("a set name", &s.name)?;
+            for t in &s.texts {
+                long("an evaluation text", t)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -93,6 +147,28 @@ mod tests {
         for (a, b) in st.recipe.vectors[0].values.iter().zip(&values) {
             assert!((a - b).abs() <= b.abs() * 1e-3 + 1e-7);
         }
+    }
+
+    #[test]
+    fn links_past_the_caps_are_refused_with_what_and_the_cap() {
+        let mut st = state();
+        st.recipe.terms = (0..MAX_LINK_TERMS + 1).map(|i| Term { layer: 0, coeff: 1.0, text: format!("t{i}"), head: None }).collect();
+        let e = decode(&encode(&st)).unwrap_err();
+        assert!(e.contains("65 steering terms") && e.contains("64"), "{e}");
+        let mut st = state();
+        st.recipe.prompt = "a".repeat(MAX_LINK_TEXT + 1);
+        let e = decode(&encode(&st)).unwrap_err();
+        assert!(e.contains("a prompt of 16385 characters"), "{e}");
+        // A link at the caps opens.
+        let mut st = state();
+        st.recipe.prompt = "é".repeat(MAX_LINK_TEXT);
+        assert_eq!(decode(&encode(&st)).unwrap().unwrap(), st);
+        // A deflate bomb: 50 MB of spaces inside a valid JSON string packs to a few kB.
+        let bomb = format!("{{\"model\":{{\"hub\":\"a/b\"}},\"recipe\":{{\"prompt\":\"{}\"}}}}", " ".repeat(50 << 20));
+        let packed = miniz_oxide::deflate::compress_to_vec(bomb.as_bytes(), 9);
+        assert!(packed.len() < 200_000);
+        let link = format!("{V1_PREFIX}{}", URL_SAFE_NO_PAD.encode(packed));
+        assert!(decode(&link).unwrap_err().contains("damaged"));
     }
 
     fn state() -> ShareState {

@@ -57,7 +57,9 @@ pub fn restore_from_fragment(ctx: Ctx) {
                 ctx.set_sweep_form(SweepForm::from_settings(sweep, ctx.depth()));
                 ctx.sweep_open.set(true);
             }
-            if state.model.is_default() {
+            // A built-in GPT-2 from the Hugging Face Hub loads at once; from another server
+            // (`?hub=` in the address, which a link's sender controls too) it asks first.
+            if state.model.is_default() && ctx.hub.get_value() == crate::protocol::DEFAULT_HUB {
                 ctx.autoload.set_value(Some(state.model));
             } else {
                 ctx.pending_confirm.set(Some(state.model));
@@ -146,7 +148,12 @@ pub fn ConfirmDialog() -> impl IntoView {
                 <div class="dialog-backdrop">
                     <div class="dialog" role="dialog" data-testid="confirm-dialog">
                         <h2>"Download this model?"</h2>
-                        <p>"The link you opened names a model that is not one of the five built-in GPT-2s:"</p>
+                        {if hub == crate::protocol::DEFAULT_HUB {
+                            view! { <p>"The link you opened names a model that is not one of the five built-in GPT-2s:"</p> }.into_any()
+                        } else {
+                            view! { <p data-testid="confirm-hub">"This page's address (" <code>"?hub="</code> ") sends model downloads to "
+                                <strong>{hub.clone()}</strong>", not the Hugging Face Hub. The link you opened asks for this model from there:"</p> }.into_any()
+                        }}
                         <p><code>{place}</code></p>
                         <p>"Only download models from sources you trust. Nothing has been asked of that server yet (not even the size); the recipe is restored either way."</p>
                         <div class="buttons">
