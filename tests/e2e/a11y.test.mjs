@@ -70,7 +70,7 @@ test('no serious accessibility violations, on a computer and a phone', { timeout
     const { scroll, width } = await p.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: window.innerWidth }));
     const wide = await p.evaluate(() => [...document.querySelectorAll('body *')]
       .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5 && getComputedStyle(e).position !== 'fixed')
-      .slice(0, 8).map((e) => `${e.tagName.toLowerCase()}.${e.className}[${e.dataset.testid || ''}] right ${Math.round(e.getBoundingClientRect().right)}`));
+      .filter((e) => { for (let a = e.parentElement; a; a = a.parentElement) { if (['auto', 'scroll', 'hidden'].includes(getComputedStyle(a).overflowX)) return false; } return true; }).slice(0, 12).map((e) => `${e.tagName.toLowerCase()}.${e.className}[${e.dataset.testid || ''}] right ${Math.round(e.getBoundingClientRect().right)}`));
     assert.ok(scroll <= width, `the phone layout scrolls sideways: ${scroll} px of content in ${width} px: ${wide.join(', ')}`);
     await screenshot(p, 'a11y-phone', t);
     assert.deepEqual(probs.pageErrors, [], `page errors: ${probs.pageErrors.join('\n')}`);

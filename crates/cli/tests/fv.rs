@@ -176,7 +176,7 @@ fn fv_refuses_what_it_cannot_run() {
     };
     assert!(error_of(&base(&["--in-order", "--shots", "10", "--prompts", "25"])).contains("take 275 pairs"));
     assert!(error_of(&base(&["--heads", "9.0"])).contains("layers 0..3"));
-    assert!(error_of(&base(&["--shots", "0"])).contains("at least 1"));
+    assert!(error_of(&base(&["--shots", "1"])).contains("at least 2"));
     assert!(error_of(&base(&["--layer", "4"])).contains("out of range"));
     let bad = runtime_dir().join("bad-task.jsonl");
     std::fs::write(&bad, "{\"input\": \"a\", \"output\": \"b\"}\n{\"input\": \"c\"}\n").unwrap();

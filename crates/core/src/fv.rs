@@ -159,10 +159,25 @@ fn draw(rng: &mut Rng, len: usize, n: usize) -> Vec<usize> {
     idx
 }
 
+/// A random permutation of `0..n` with no fixed point (uniform over those, by rejection; for
+/// n < 2 there is none, and the identity is returned).
+fn derangement(rng: &mut Rng, n: usize) -> Vec<usize> {
+    loop {
+        let p = draw(rng, n, n);
+        if n < 2 || p.iter().enumerate().all(|(i, &k)| i != k) {
+            return p;
+        }
+    }
+}
+
 /// Plans `n_prompts` prompts of `shots` demonstrations over `n_pairs` pairs.
 pub fn plan(n_pairs: usize, shots: usize, n_prompts: usize, order: Order, held_out: f64) -> Result<TaskPlan> {
-    if shots == 0 {
-        return Err(bad("--shots must be at least 1: a prompt needs a demonstration".into()));
+    if shots < 2 {
+        return Err(bad(format!(
+            "{shots} demonstration{} per prompt is too few: the corrupted prompts give each demonstration another one's output, \
+             which takes at least 2 (--shots 2)",
+            if shots == 1 { "" } else { "s" }
+        )));
     }
     if n_prompts == 0 {
         return Err(bad("--prompts must be at least 1".into()));
@@ -206,7 +221,7 @@ pub fn plan(n_pairs: usize, shots: usize, n_prompts: usize, order: Order, held_o
                     let mut rng = Rng::new(seed, i as u64);
                     let picked: Vec<usize> = draw(&mut rng, train.len(), per).into_iter().map(|k| train[k]).collect();
                     let demos = picked[..shots].to_vec();
-                    let corrupted = draw(&mut rng, shots, shots).into_iter().map(|k| demos[k]).collect();
+                    let corrupted = derangement(&mut rng, shots).into_iter().map(|k| demos[k]).collect();
                     IclPrompt { demos, query: picked[shots], corrupted }
                 })
                 .collect();
@@ -815,9 +830,11 @@ mod tests {
             let mut demos = pr.demos.clone();
             demos.sort_unstable();
             assert_eq!(shown, demos, "the corrupted outputs are a permutation of the demonstrations'");
+            assert!(pr.demos.iter().zip(&pr.corrupted).all(|(d, c)| d != c), "every demonstration shows another's output");
         }
         assert!(plan(5, 5, 1, Order::Seeded(1), 0.3).is_err());
         assert!(plan(5, 0, 1, Order::Seeded(1), 0.3).is_err());
+        assert!(plan(5, 1, 1, Order::InOrder, 0.0).unwrap_err().to_string().contains("at least 2"));
         assert!(plan(5, 1, 1, Order::Seeded(1), 1.0).is_err());
     }
 

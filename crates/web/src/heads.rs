@@ -114,7 +114,7 @@ impl FvForm {
                 0
             }
         };
-        let shots = num(&self.shots, NumKind::whole(1, MAX_SHOTS), "the demonstrations per prompt");
+        let shots = num(&self.shots, NumKind::whole(2, MAX_SHOTS), "the demonstrations per prompt");
         let prompts = num(&self.prompts, NumKind::whole(1, MAX_PROMPTS), "the prompts");
         let seed = num(&self.seed, NumKind::whole(0, u32::MAX as u64), "the seed") as u64;
         let heads = (n_layer * n_head).max(1) as u64;

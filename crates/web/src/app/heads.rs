@@ -344,7 +344,7 @@ fn FvFormView() -> impl IntoView {
                 "Both directions: mix each pair with its flip (country ↔ capital)"
             </label>
             <div class="fv-settings">
-                {field("fv-shots", "examples per prompt", "the examples per prompt", |f| f.shots.clone(), |f, t| f.shots = t, NumKind::whole(1, crate::heads::MAX_SHOTS))}
+                {field("fv-shots", "examples per prompt", "the examples per prompt", |f| f.shots.clone(), |f, t| f.shots = t, NumKind::whole(2, crate::heads::MAX_SHOTS))}
                 {field("fv-prompts", "prompts", "the number of prompts", |f| f.prompts.clone(), |f, t| f.prompts = t, NumKind::whole(1, crate::heads::MAX_PROMPTS))}
                 {field("fv-seed", "seed", "the seed", |f| f.seed.clone(), |f, t| f.seed = t, NumKind::whole(0, u32::MAX as u64))}
                 <span class="term-cell">
@@ -647,7 +647,7 @@ fn ItiFormView() -> impl IntoView {
     let on_run = move |_| pressed.press(|| start_iti(ctx));
     let heads_kind = move || dims().map_or(144, |(l, h)| l * h) as u64;
     let directions = [
-        (tiller_core::iti::Direction::MassMean, "mass mean: true minus false activations (Li et al.'s best)"),
+        (tiller_core::iti::Direction::MassMean, "mass mean (true − false), Li et al.'s best"),
         (tiller_core::iti::Direction::Probe, "the probe's weights"),
     ];
     view! {
