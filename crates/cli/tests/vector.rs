@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+mod common;
+
+use common::gpu_available;
 use serde_json::Value;
 use tiller_core::golden::{check_close, fixtures_dir, load_fixture, PromptGolden};
 
@@ -52,22 +55,6 @@ fn error_of(args: &[String]) -> String {
 
 fn model_dir(name: &str) -> String {
     fixtures_dir().join(name).to_str().unwrap().to_string()
-}
-
-/// Whether the GPU engine runs here (CI insists it does).
-fn gpu_available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        let out = run(&strs(&["logits", "--model", &model_dir("tiny-gpt2"), "--prompt", "a", "--device", "gpu", "--json"]));
-        if out.status.success() {
-            return true;
-        }
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("use --device cpu"), "the GPU probe failed for another reason: {err}");
-        assert!(std::env::var_os("CI").is_none(), "CI is set but no GPU adapter is available: {err}");
-        eprintln!("SKIPPED (GPU part): no GPU adapter: {err}");
-        false
-    })
 }
 
 /// The golden prompts of one BOS setting, by text.

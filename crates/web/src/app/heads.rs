@@ -259,25 +259,43 @@ pub fn HeadsPanel() -> impl IntoView {
     }
 }
 
+/// What both forms of the area check: `live(n_layer, n_head, bos)` is the form's problems for
+/// the loaded model's shape (gpt2-small's before one is loaded), those starting with
+/// `own_line` being shown under the form's text instead; `failed`, the last run's error.
+fn form_checks(
+    ctx: Ctx,
+    watch: impl Fn() + Send + Sync + 'static,
+    live: impl Fn(usize, usize, bool) -> Vec<String> + Send + Sync + 'static,
+    own_line: &'static str,
+    failed: impl Fn() -> Option<String> + Send + Sync + 'static,
+) -> (Pressed, Memo<Vec<String>>, Signal<Vec<String>>) {
+    let pressed = Pressed::new(move || {
+        watch();
+        ctx.model_state.track();
+    });
+    let live = Memo::new(move |_| {
+        let (l, h) = ctx.config().map_or((12, 12), |c| (c.n_layer, c.n_head));
+        live(l, h, ctx.form.with(|f| f.bos))
+    });
+    let errors = Signal::derive(move || {
+        let shown = live.get().into_iter().filter(|m| !m.starts_with(own_line)).collect();
+        pressed.with_live(shown, failed())
+    });
+    (pressed, live, errors)
+}
+
 #[component]
 fn FvFormView() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let st = ctx.heads;
-    let pressed = Pressed::new(move || {
-        st.form.track();
-        ctx.model_state.track();
-    });
+    let (pressed, live, errors) = form_checks(
+        ctx,
+        move || st.form.track(),
+        move |l, h, bos| st.form.with(|f| f.to_spec(l, h, bos).err()).unwrap_or_default(),
+        "the pairs: ",
+        move || st.run.with(|r| r.as_ref().and_then(|r| r.error.clone())).map(|e| format!("The run failed: {e}")),
+    );
     let dims = move || ctx.config().map(|c| (c.n_layer, c.n_head));
-    let live = Memo::new(move |_| {
-        let (l, h) = dims().unwrap_or((12, 12));
-        let bos = ctx.form.with(|f| f.bos);
-        st.form.with(|f| f.to_spec(l, h, bos).err()).unwrap_or_default()
-    });
-    let errors = Signal::derive(move || {
-        let live = live.get().into_iter().filter(|m| !m.starts_with("the pairs: ")).collect();
-        let failed = st.run.with(|r| r.as_ref().and_then(|r| r.error.clone())).map(|e| format!("The run failed: {e}"));
-        pressed.with_live(live, failed)
-    });
     let running = move || st.running();
     let can_run = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy() && live.with(Vec::is_empty);
     let on_run = move |_| pressed.press(|| start(ctx));
@@ -627,21 +645,14 @@ fn UseRow(view: FvView) -> impl IntoView {
 fn ItiFormView() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let st = ctx.heads;
-    let pressed = Pressed::new(move || {
-        st.iti_form.track();
-        ctx.model_state.track();
-    });
+    let (pressed, live, errors) = form_checks(
+        ctx,
+        move || st.iti_form.track(),
+        move |l, h, bos| st.iti_form.with(|f| f.to_spec(l, h, bos).err()).unwrap_or_default(),
+        "the statements: ",
+        move || st.iti_run.with(|r| r.as_ref().and_then(|r| r.error.clone())).map(|e| format!("The probes failed: {e}")),
+    );
     let dims = move || ctx.config().map(|c| (c.n_layer, c.n_head));
-    let live = Memo::new(move |_| {
-        let (l, h) = dims().unwrap_or((12, 12));
-        let bos = ctx.form.with(|f| f.bos);
-        st.iti_form.with(|f| f.to_spec(l, h, bos).err()).unwrap_or_default()
-    });
-    let errors = Signal::derive(move || {
-        let live = live.get().into_iter().filter(|m| !m.starts_with("the statements: ")).collect();
-        let failed = st.iti_run.with(|r| r.as_ref().and_then(|r| r.error.clone())).map(|e| format!("The probes failed: {e}"));
-        pressed.with_live(live, failed)
-    });
     let running = move || st.iti_run.with(|r| r.as_ref().is_some_and(|r| r.state == RunState::Running));
     let can_run = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy() && live.with(Vec::is_empty);
     let on_run = move |_| pressed.press(|| start_iti(ctx));
