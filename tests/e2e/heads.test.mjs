@@ -73,6 +73,8 @@ test('Heads: a function vector for antonyms, its heatmap and accuracy chart, equ
     const chart = tid(p, 'fv-acc-chart').first();
     assert.match(await chart.locator('figcaption').textContent(), /on 6 held-out pairs/);
     assert.equal(await chart.locator('circle').count(), 8, 'two points per layer');
+    assert.equal(await tid(p, 'fv-completion').count(), 4, 'four held-out prompts completed, without and with the vector');
+    assert.match(await tid(p, 'fv-completions').first().textContent(), /the vector added at layer \d \(the best\)/);
     assert.equal(await tid(p, 'fv-vocab-top').first().locator('li').count(), 12);
     assert.equal(await tid(p, 'fv-vocab-bottom').first().locator('li').count(), 12);
     await shot(panel, 'heads-panel', t);

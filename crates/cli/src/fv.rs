@@ -9,10 +9,9 @@ use clap::Args;
 use pollster::block_on;
 use serde_json::json;
 use tiller_core::fv::{self, FvSettings, Head, Order, Phase};
-use tiller_core::generate::{generate_with_vectors, Flow};
+use tiller_core::generate::Flow;
 use tiller_core::pairs::MAX_DATASET_BYTES;
-use tiller_core::steer::LayerVector;
-use tiller_core::{Backend, Positions, Recipe, Sampling, Site};
+use tiller_core::Backend;
 
 use crate::engine::open_model;
 use crate::vector::{file_stem, model_name, now_rfc3339, read_limited, write_entry, BosArgs};
@@ -117,22 +116,7 @@ pub fn run(a: FvArgs) -> Result<()> {
     let (plan, effects, vector, norm) = (&r.plan, &r.effects, &r.vector, r.norm);
     let layer = a.layer.unwrap_or_else(|| fv::best_layer(r.eval.as_ref(), spec.n_layer));
 
-    let recipe = Recipe {
-        n: 1,
-        max_new_tokens: a.max_new_tokens,
-        sampling: Sampling { greedy: true, freq_penalty: 0.0, ..Sampling::default() },
-        positions: Positions::Last,
-        site: Site::ResidPre,
-        bos,
-        ..Recipe::default()
-    };
-    let vectors = [LayerVector::from_saved(layer, 1.0, vector, None, Site::ResidPre, Positions::Last)];
-    let mut completions = Vec::new();
-    for &q in plan.held_out.iter().take(a.completions) {
-        let prompt = fv::prompt_tokens(&tok, &fv::query(&pairs[q].input), bos, spec.n_positions)?;
-        let g = block_on(generate_with_vectors(&mut engine, &tok, &recipe, &prompt, &vectors, &mut |_| Flow::Continue))?;
-        completions.push((q, g.unsteered[0].text.clone(), g.steered[0].text.clone()));
-    }
+    let completions = block_on(fv::completions(&mut engine, &tok, &pairs, plan, vector, layer, bos, a.completions, a.max_new_tokens))?;
 
     if let Some(out) = &a.out {
         let (name, model, task, created) =
@@ -151,10 +135,7 @@ pub fn run(a: FvArgs) -> Result<()> {
             None => json!({"pairs": 0, "layers": []}),
         };
         eval_json["layer"] = json!(layer);
-        eval_json["completions"] = completions
-            .iter()
-            .map(|(q, u, s)| json!({"input": pairs[*q].input, "expected": pairs[*q].output, "unsteered": u, "steered": s}))
-            .collect();
+        eval_json["completions"] = serde_json::to_value(&completions)?;
         let out = json!({
             "task": a.task.display().to_string(),
             "pairs": pairs.len(),
@@ -225,8 +206,8 @@ pub fn run(a: FvArgs) -> Result<()> {
     }
     if !completions.is_empty() {
         outln!("greedy completions, the vector at layer {layer}:");
-        for (q, u, s) in &completions {
-            outln!("  {:?} (expected {:?}): unsteered {u:?} | steered {s:?}", fv::query(&pairs[*q].input), pairs[*q].output);
+        for c in &completions {
+            outln!("  {:?} (expected {:?}): unsteered {:?} | steered {:?}", fv::query(&c.input), c.expected, c.unsteered, c.steered);
         }
     }
     if let Some(out) = &a.out {

@@ -748,6 +748,55 @@ pub fn best_layer(eval: Option<&Evaluation>, n_layer: usize) -> usize {
     }
 }
 
+/// A held-out pair's greedy completion of its zero-shot prompt, without and with the vector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FvCompletion {
+    pub input: String,
+    pub expected: String,
+    pub unsteered: String,
+    pub steered: String,
+}
+
+/// Greedy completions (`max_new` tokens) of the first `k` held-out pairs' zero-shot prompts,
+/// side by side, the vector added to resid_pre of `layer` at the last position of every step.
+#[allow(clippy::too_many_arguments)]
+pub async fn completions<B: Backend>(
+    backend: &mut B,
+    tok: &Tokenizer,
+    pairs: &[IclPair],
+    plan: &TaskPlan,
+    vector: &[f32],
+    layer: usize,
+    bos: bool,
+    k: usize,
+    max_new: usize,
+) -> Result<Vec<FvCompletion>> {
+    use crate::recipe::{Positions, Recipe, Sampling};
+    let spec = *backend.config();
+    let recipe = Recipe {
+        n: 1,
+        max_new_tokens: max_new,
+        sampling: Sampling { greedy: true, freq_penalty: 0.0, ..Sampling::default() },
+        positions: Positions::Last,
+        site: Site::ResidPre,
+        bos,
+        ..Recipe::default()
+    };
+    let vectors = [crate::steer::LayerVector::from_saved(layer, 1.0, vector, None, Site::ResidPre, Positions::Last)];
+    let mut out = Vec::new();
+    for &q in plan.held_out.iter().take(k) {
+        let prompt = prompt_tokens(tok, &query(&pairs[q].input), bos, spec.n_positions.saturating_sub(max_new))?;
+        let g = crate::generate::generate_with_vectors(backend, tok, &recipe, &prompt, &vectors, &mut |_| Flow::Continue).await?;
+        out.push(FvCompletion {
+            input: pairs[q].input.clone(),
+            expected: pairs[q].output.clone(),
+            unsteered: g.unsteered[0].text.clone(),
+            steered: g.steered[0].text.clone(),
+        });
+    }
+    Ok(out)
+}
+
 /// Where a saved function vector came from, for its library entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Provenance<'a> {

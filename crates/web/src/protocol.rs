@@ -299,6 +299,9 @@ pub struct FvView {
     /// The vector's decoded vocabulary (after the final norm).
     pub top_tokens: Vec<VocabEntryView>,
     pub bottom_tokens: Vec<VocabEntryView>,
+    /// Greedy completions of a few held-out zero-shot prompts without and with the vector at
+    /// `best_layer`.
+    pub completions: Vec<tiller_core::fv::FvCompletion>,
 }
 
 /// An ITI run: labelled statements and how to probe them.

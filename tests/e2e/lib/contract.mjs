@@ -59,7 +59,7 @@ export const TESTIDS = [
   'fv-acc-zero', 'fv-acc-none', 'fv-vocab', 'fv-vocab-top', 'fv-vocab-bottom', 'fv-layer', 'fv-save', 'fv-use', 'fv-note',
   'iti-own', 'iti-texts', 'iti-summary', 'iti-val', 'iti-seed', 'iti-top', 'iti-direction', 'iti-error', 'iti-run', 'iti-stop',
   'iti-status', 'iti-progress', 'iti-results', 'iti-heatmap', 'iti-cell', 'iti-hover', 'iti-top-heads', 'iti-top-head',
-  'iti-alpha', 'iti-use', 'iti-note', 'fv-file', 'iti-file', 'confirm-hub',
+  'iti-alpha', 'iti-use', 'iti-note', 'fv-file', 'iti-file', 'confirm-hub', 'fv-completions', 'fv-completion',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];

@@ -436,6 +436,7 @@ fn FvResults() -> impl IntoView {
                 <p class="note">{format!("The function vector sums the outputs of {} heads ({}) through the output projection: norm {:.3}.",
                     v.vector_heads.len(), heads_text(&v.vector_heads), v.norm)}</p>
                 <AccuracyChart view=v.clone()/>
+                <FvCompletions view=v.clone()/>
                 <FvVocab top=v.top_tokens.clone() bottom=v.bottom_tokens.clone()/>
                 <UseRow view=v/>
             </div>
@@ -573,6 +574,36 @@ fn AccuracyChart(view: FvView) -> impl IntoView {
         </figure>
     }
     .into_any()
+}
+
+/// The paper's demonstration: held-out zero-shot prompts completed without and with the vector.
+#[component]
+fn FvCompletions(view: FvView) -> impl IntoView {
+    (!view.completions.is_empty()).then(|| {
+        let rows = view
+            .completions
+            .iter()
+            .map(|c| {
+                view! {
+                    <tr data-testid="fv-completion">
+                        <td><code>{format!("Q: {}\\nA:", c.input)}</code></td>
+                        <td>{c.expected.clone()}</td>
+                        <td class="fv-unsteered">{format!("{:?}", c.unsteered)}</td>
+                        <td class="fv-steered">{format!("{:?}", c.steered)}</td>
+                    </tr>
+                }
+            })
+            .collect_view();
+        view! {
+            <figure class="fv-completions" data-testid="fv-completions">
+                <figcaption>{format!("Greedy completions of held-out prompts with no examples, the vector added at layer {} (the best) at the last position of every step:", view.best_layer)}</figcaption>
+                <table>
+                    <thead><tr><th>"prompt"</th><th>"expected"</th><th>"without"</th><th>"with the vector"</th></tr></thead>
+                    <tbody>{rows}</tbody>
+                </table>
+            </figure>
+        }
+    })
 }
 
 #[component]

@@ -29,7 +29,14 @@ pub async fn function_vector(run_id: u64, spec: FvSpec) {
             }
         };
         match fv::run(&mut y, &tok, &spec.pairs, &spec.settings, &mut progress).await {
-            Ok(Some(r)) => tiller_core::vocab::decode_vector(&mut y, &tok, &r.vector, 12, true).await.map(|voc| Some((r, voc))),
+            Ok(Some(r)) => {
+                let layer = fv::best_layer(r.eval.as_ref(), tiller_core::Backend::config(&y).n_layer);
+                let shown = fv::completions(&mut y, &tok, &spec.pairs, &r.plan, &r.vector, layer, spec.settings.bos, 4, 6).await;
+                match shown {
+                    Ok(c) => tiller_core::vocab::decode_vector(&mut y, &tok, &r.vector, 12, true).await.map(|voc| Some((r, voc, c))),
+                    Err(e) => Err(e),
+                }
+            }
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         }
@@ -41,7 +48,7 @@ pub async fn function_vector(run_id: u64, spec: FvSpec) {
         Ok(None) => return post(&FromWorker::FvDone { run_id, result: None }),
         Err(e) => return fail(user_error(&e)),
     };
-    let (r, (top, bottom)) = found;
+    let (r, (top, bottom), completions) = found;
     let text = |ids: &[u32]| tok.decode(ids).unwrap_or_default();
     let view = |e: &[tiller_core::vocab::VocabEntry]| e.iter().map(VocabEntryView::from).collect();
     let n_head = r.effects.aie.len() / n_layer.max(1);
@@ -64,6 +71,7 @@ pub async fn function_vector(run_id: u64, spec: FvSpec) {
             bottom_tokens: view(&bottom),
             eval: r.eval,
             vector: r.vector,
+            completions,
         }),
     });
 }
