@@ -3,12 +3,10 @@
 //! the A/B evaluation, and `tiller inspect project` against `hidden_states · v`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 mod common;
 
-use common::gpu_available;
+use common::{gpu_available, run};
 use serde_json::Value;
 use tiller_core::golden::{check_close, fixtures_dir, load_fixture, PromptGolden};
 
@@ -17,22 +15,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn runtime_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| scratch("xdg-runtime"))
-}
-
-fn run(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tiller"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", runtime_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("tiller runs")
 }
 
 fn strs(a: &[&str]) -> Vec<String> {

@@ -39,8 +39,7 @@ fn time_heads<B: Backend>(
 ) -> BoxResult<Timing> {
     let go = &mut |_: usize, _: usize| Flow::Continue;
     // A warm-up (pipelines, first allocations) on one prompt.
-    let (warm, _) = block_on(fv::mean_head_outputs(b, &clean[..1], &answers[..1], go))?.ok_or("stopped")?;
-    let _ = warm;
+    block_on(fv::mean_head_outputs(b, &clean[..1], &answers[..1], go))?.ok_or("stopped")?;
     let t = Instant::now();
     let (means, _) = block_on(fv::mean_head_outputs(b, clean, answers, go))?.ok_or("stopped")?;
     let t_means = t.elapsed().as_secs_f64();
