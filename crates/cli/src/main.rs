@@ -23,6 +23,7 @@ mod engine;
 mod fv;
 mod inspect;
 mod iti;
+mod melbo;
 mod output;
 mod vector;
 
@@ -72,6 +73,12 @@ enum Command {
     /// Inference-Time Intervention (Li et al.): a probe per attention head on labelled
     /// statements, the best heads, and their shifts as per-head steering.
     Iti(iti::ItiArgs),
+    /// MELBO (Mack & Turner): unsupervised steering vectors of norm R at block --source that
+    /// change block --target's input the most, each orthogonal to the ones before.
+    Melbo(melbo::MelboArgs),
+    /// MELBO-ortho: vectors orthogonal to a chosen one (and each other) that reproduce its
+    /// change of the target layer's mean residual.
+    MelboOrtho(melbo::OrthoArgs),
 }
 
 #[derive(Args)]
@@ -319,6 +326,8 @@ fn main() {
         Command::Inspect(c) => inspect::run(c),
         Command::Fv(a) => fv::run(a),
         Command::Iti(a) => iti::run(a),
+        Command::Melbo(a) => melbo::run(a),
+        Command::MelboOrtho(a) => melbo::run_ortho(a),
     };
     if let Err(e) = result {
         let msg = format!("{e:#}").replace('\n', " ");

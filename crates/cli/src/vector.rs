@@ -298,9 +298,46 @@ fn is_gguf(p: &Path) -> bool {
 
 /// Reads a vector file of either format.
 pub fn read_entry(path: &Path) -> Result<VectorEntry> {
-    let bytes = read_limited(path, library::MAX_FILE_BYTES)?;
+    // `FILE#I`: vector I of a MELBO file (when no file has that whole name)
+    let text = path.to_string_lossy();
+    if let Some((file, index)) = text.rsplit_once('#').filter(|(_, i)| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit())) {
+        if !path.exists() {
+            return melbo_entry(Path::new(file), index.parse().ok());
+        }
+    }
+    let bytes = read_limited(path, tiller_core::melbo::MAX_SET_BYTES.max(library::MAX_FILE_BYTES))?;
+    if tiller_core::melbo::MelboSet::from_safetensors(&bytes).is_ok() {
+        return melbo_entry(path, None);
+    }
     let name = file_stem(path);
     VectorEntry::from_bytes(&bytes, &name).with_context(|| path.display().to_string())
+}
+
+/// Vector `index` of a MELBO file as a library entry at its source layer (resid_pre); without
+/// an index the file must hold one vector.
+fn melbo_entry(path: &Path, index: Option<usize>) -> Result<VectorEntry> {
+    let bytes = read_limited(path, tiller_core::melbo::MAX_SET_BYTES)?;
+    let set = tiller_core::melbo::MelboSet::from_safetensors(&bytes).with_context(|| path.display().to_string())?;
+    let n = set.vectors.len();
+    let i = match index {
+        Some(i) if i < n => i,
+        Some(i) => bail!("{} holds {n} MELBO vectors (0..{}); #{i} is past them", path.display(), n - 1),
+        None if n == 1 => 0,
+        None => bail!("{} holds {n} MELBO vectors: name one as {}#I (0 ≤ I < {n})", path.display(), path.display()),
+    };
+    let layer = set.source().with_context(|| format!("{} does not say its source layer", path.display()))?;
+    let meta = |k: &str| set.metadata.get(k).cloned().unwrap_or_default();
+    Ok(VectorEntry {
+        name: format!("{} #{i}", file_stem(path)),
+        model: meta("model"),
+        site: tiller_core::Site::ResidPre,
+        method: meta("method"),
+        source: meta("prompts"),
+        created: meta("created"),
+        formula: None,
+        extra: [("melbo.index".to_string(), i.to_string())].into_iter().collect(),
+        layers: vec![library::LayerEntry { layer, vector: set.vectors[i].clone(), front: None }],
+    })
 }
 
 /// Writes an entry in the format the file's extension names; returns notes for stderr.

@@ -12,6 +12,8 @@
 
 use crate::backend::Mode;
 
+pub mod backward;
+
 /// out[r, :] = wte[tokens[r], :] + wpe[positions[r], :] (wpe only for learned positions)
 pub fn embed(out: &mut [f32], tokens: &[u32], positions: &[u32], wte: &[f32], wpe: Option<&[f32]>, c: usize) {
     for (r, (&tok, &pos)) in tokens.iter().zip(positions).enumerate() {
