@@ -17,9 +17,10 @@ pub const ATTENTION_WGSL: &str = include_str!("../../../shaders/attention.wgsl")
 pub const RESIDUAL_WGSL: &str = include_str!("../../../shaders/residual.wgsl");
 pub const ROPE_WGSL: &str = include_str!("../../../shaders/rope.wgsl");
 pub const HOOKS_WGSL: &str = include_str!("../../../shaders/hooks.wgsl");
+pub const BACKWARD_WGSL: &str = include_str!("../../../shaders/backward.wgsl");
 
 /// Every shader file by name, for validation.
-pub const SHADERS: [(&str, &str); 7] = [
+pub const SHADERS: [(&str, &str); 8] = [
     ("embed.wgsl", EMBED_WGSL),
     ("layernorm.wgsl", LAYERNORM_WGSL),
     ("matmul.wgsl", MATMUL_WGSL),
@@ -27,6 +28,7 @@ pub const SHADERS: [(&str, &str); 7] = [
     ("residual.wgsl", RESIDUAL_WGSL),
     ("rope.wgsl", ROPE_WGSL),
     ("hooks.wgsl", HOOKS_WGSL),
+    ("backward.wgsl", BACKWARD_WGSL),
 ];
 
 /// Invocations per workgroup along x in every kernel (the shaders' `WG`).
@@ -195,6 +197,54 @@ pub struct LogitsParams {
     pub v: u32,
 }
 
+/// Mirrors `Params` in backward.wgsl (every entry point; each reads the fields it names).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub struct BackwardParams {
+    /// Rows (T).
+    pub rows: u32,
+    /// A row's width; K for `matmul_backward`.
+    pub width: u32,
+    /// N for `matmul_backward`.
+    pub n: u32,
+    /// [`BackwardParams::RMS`] for `norm_backward`; [`MatmulParams::GELU`] or
+    /// [`MatmulParams::GELU_ERF`] for `gelu` and `gelu_backward`.
+    pub flags: u32,
+    pub eps: f32,
+    pub n_head: u32,
+    pub n_kv_head: u32,
+    pub head_dim: u32,
+}
+
+impl BackwardParams {
+    pub const RMS: u32 = 1;
+
+    /// `rows` rows of `width` (elementwise kernels).
+    pub fn rows(rows: u32, width: u32) -> Self {
+        Self { rows, width, ..Default::default() }
+    }
+}
+
+/// Buffers of `norm_backward(dx, dy, x, weight)`.
+pub struct NormBackwardBuffers<'a> {
+    pub dx: &'a wgpu::Buffer,
+    pub dy: &'a wgpu::Buffer,
+    pub x: &'a wgpu::Buffer,
+    pub weight: &'a wgpu::Buffer,
+}
+
+/// Buffers of `attention_probs_backward(p, ds, qkv, dz)` and `attention_qkv_backward(dqkv, p,
+/// ds, qkv, dz)`.
+pub struct AttentionBackwardBuffers<'a> {
+    /// [NH, T, T] scratch: the probabilities.
+    pub p: &'a wgpu::Buffer,
+    /// [NH, T, T] scratch: the scores' gradient.
+    pub ds: &'a wgpu::Buffer,
+    pub qkv: &'a wgpu::Buffer,
+    pub dz: &'a wgpu::Buffer,
+    pub dqkv: &'a wgpu::Buffer,
+}
+
 /// Buffers of `embed(out, tokens, positions, wte, wpe)`.
 pub struct EmbedBuffers<'a> {
     pub out: &'a wgpu::Buffer,
@@ -331,6 +381,14 @@ pub struct Kernels {
     project: Kernel,
     copy_slot: Kernel,
     rope: Kernel,
+    norm_backward: Kernel,
+    matmul_backward: Kernel,
+    gelu: Kernel,
+    gelu_backward: Kernel,
+    fill_zero: Kernel,
+    swiglu_backward: Kernel,
+    attention_probs_backward: Kernel,
+    attention_qkv_backward: Kernel,
     params_align: u64,
 }
 
@@ -366,6 +424,7 @@ impl Kernels {
         let residual_m = module("residual.wgsl", RESIDUAL_WGSL);
         let rope_m = module("rope.wgsl", ROPE_WGSL);
         let hooks_m = module("hooks.wgsl", HOOKS_WGSL);
+        let backward_m = module("backward.wgsl", BACKWARD_WGSL);
 
         // `read_only` per storage binding, in binding order.
         let kernel = |m: &wgpu::ShaderModule, entry: &'static str, storage: &[bool], constants: &[(&str, f64)]| {
@@ -428,6 +487,14 @@ impl Kernels {
             gather: kernel(&hooks_m, "gather", &[w, r, r], &[]),
             project: kernel(&hooks_m, "project", &[w, r, r], &[]),
             copy_slot: kernel(&hooks_m, "copy_slot", &[w], &[]),
+            norm_backward: kernel(&backward_m, "norm_backward", &[w, r, r, r], &[]),
+            matmul_backward: kernel(&backward_m, "matmul_backward", &[w, r, r], &[]),
+            gelu: kernel(&backward_m, "gelu", &[w], &[]),
+            gelu_backward: kernel(&backward_m, "gelu_backward", &[w, r], &[]),
+            fill_zero: kernel(&backward_m, "fill_zero", &[w], &[]),
+            swiglu_backward: kernel(&backward_m, "swiglu_backward", &[w, w, r, r], &[]),
+            attention_probs_backward: kernel(&backward_m, "attention_probs_backward", &[w, w, r, r], &[]),
+            attention_qkv_backward: kernel(&backward_m, "attention_qkv_backward", &[w, r, r, r, r], &[]),
             params_layout,
             params_align,
         })
@@ -478,6 +545,76 @@ impl Kernels {
     pub fn bind_logits(&self, device: &wgpu::Device, b: &LogitsBuffers) -> wgpu::BindGroup {
         // The weight sits at the same binding as in `matmul`, which shares its code.
         Self::bind(device, &self.logits[0], "logits", &[b.out, b.inp, b.wte, b.row_index])
+    }
+
+    pub fn bind_norm_backward(&self, device: &wgpu::Device, b: &NormBackwardBuffers) -> wgpu::BindGroup {
+        Self::bind(device, &self.norm_backward, "norm_backward", &[b.dx, b.dy, b.x, b.weight])
+    }
+    /// `matmul_backward(dx, dy, weight)`: the weight as `matmul` binds it ([K, N] f16).
+    pub fn bind_matmul_backward(
+        &self,
+        device: &wgpu::Device,
+        dx: &wgpu::Buffer,
+        dy: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
+    ) -> wgpu::BindGroup {
+        Self::bind(device, &self.matmul_backward, "matmul_backward", &[dx, dy, weight])
+    }
+    pub fn bind_gelu(&self, device: &wgpu::Device, x: &wgpu::Buffer) -> wgpu::BindGroup {
+        Self::bind(device, &self.gelu, "gelu", &[x])
+    }
+    /// `gelu_backward(d, pre)`: d ·= gelu′(pre).
+    pub fn bind_gelu_backward(&self, device: &wgpu::Device, d: &wgpu::Buffer, pre: &wgpu::Buffer) -> wgpu::BindGroup {
+        Self::bind(device, &self.gelu_backward, "gelu_backward", &[d, pre])
+    }
+    pub fn bind_fill_zero(&self, device: &wgpu::Device, x: &wgpu::Buffer) -> wgpu::BindGroup {
+        Self::bind(device, &self.fill_zero, "fill_zero", &[x])
+    }
+    /// `swiglu_backward(dout, dgate, gate, up)`.
+    pub fn bind_swiglu_backward(
+        &self,
+        device: &wgpu::Device,
+        dout: &wgpu::Buffer,
+        dgate: &wgpu::Buffer,
+        gate: &wgpu::Buffer,
+        up: &wgpu::Buffer,
+    ) -> wgpu::BindGroup {
+        Self::bind(device, &self.swiglu_backward, "swiglu_backward", &[dout, dgate, gate, up])
+    }
+    /// Both attention backward passes: (probs, qkv gradient).
+    pub fn bind_attention_backward(&self, device: &wgpu::Device, b: &AttentionBackwardBuffers) -> [wgpu::BindGroup; 2] {
+        [
+            Self::bind(device, &self.attention_probs_backward, "attention_probs_backward", &[b.p, b.ds, b.qkv, b.dz]),
+            Self::bind(device, &self.attention_qkv_backward, "attention_qkv_backward", &[b.dqkv, b.p, b.ds, b.qkv, b.dz]),
+        ]
+    }
+
+    /// One workgroup per row.
+    pub fn norm_backward(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
+        rec.dispatch(&self.norm_backward, group, bytemuck::bytes_of(p), [p.rows, 1, 1]);
+    }
+    /// `p.width` = K, `p.n` = N.
+    pub fn matmul_backward(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
+        rec.dispatch(&self.matmul_backward, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
+    }
+    pub fn gelu(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
+        rec.dispatch(&self.gelu, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
+    }
+    pub fn gelu_backward(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
+        rec.dispatch(&self.gelu_backward, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
+    }
+    pub fn fill_zero(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
+        rec.dispatch(&self.fill_zero, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
+    }
+    pub fn swiglu_backward(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
+        rec.dispatch(&self.swiglu_backward, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
+    }
+    /// Both passes, with the groups of [`Kernels::bind_attention_backward`]; `p.rows` = T and
+    /// the head fields set.
+    pub fn attention_backward(&self, rec: &mut Recorder, groups: &[wgpu::BindGroup; 2], p: &BackwardParams) {
+        let qkv = (p.n_head + 2 * p.n_kv_head) * p.head_dim;
+        rec.dispatch(&self.attention_probs_backward, &groups[0], bytemuck::bytes_of(p), [p.rows.div_ceil(WG), p.n_head, 1]);
+        rec.dispatch(&self.attention_qkv_backward, &groups[1], bytemuck::bytes_of(p), [qkv.div_ceil(WG), p.rows, 1]);
     }
 
     pub fn embed(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &EmbedParams) {
