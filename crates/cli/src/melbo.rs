@@ -1,6 +1,6 @@
 //! `tiller melbo` and `tiller melbo-ortho`: unsupervised steering vectors (Mack & Turner) by
-//! gradient ascent through the CPU reference's tape, and vectors orthogonal to a chosen one
-//! that match its effect.
+//! gradient ascent through the engine's tape (the CPU reference's or the GPU's), and vectors
+//! orthogonal to a chosen one that match its effect.
 
 use std::path::{Path, PathBuf};
 
@@ -9,11 +9,12 @@ use clap::Args;
 use pollster::block_on;
 use serde_json::json;
 use tiller_core::generate::Flow;
-use tiller_core::melbo::{self, MelboSet, MelboSettings, Objective, OrthoSettings, Progress, PromptActs, TargetTokens};
+use tiller_core::melbo::{self, CpuTape, MelboSet, MelboSettings, Objective, OrthoSettings, Progress, PromptActs, TargetTokens};
 use tiller_core::steer::encode_with_bos;
-use tiller_core::{Backend, CpuModel, Tokenizer};
+use tiller_core::{Backend, Tokenizer};
+use tiller_gpu::GpuTape;
 
-use crate::engine::{open_model, Device, Engine};
+use crate::engine::{open_model, Engine};
 use crate::vector::{file_stem, model_name, now_rfc3339, read_limited, BosArgs};
 use crate::ModelArgs;
 
@@ -123,17 +124,21 @@ pub struct OrthoArgs {
     json: bool,
 }
 
-/// The CPU reference (MELBO's gradient runs on its tape), or why not.
-fn open_cpu(m: &ModelArgs) -> Result<(CpuModel, Tokenizer)> {
-    if m.device == Some(Device::Gpu) {
-        bail!(
-            "MELBO's backward pass runs on the CPU reference only for now (the GPU backward kernels are not written yet): use --device cpu"
-        );
-    }
-    match open_model(&m.model, Some(Device::Cpu))? {
-        (Engine::Cpu(model), tok) => Ok((*model, tok)),
-        _ => unreachable!("a CPU engine was asked for"),
-    }
+/// Runs `$body` with `$tape` bound to the engine's [`melbo::Differentiable`]: the CPU
+/// reference's tape or the GPU engine's.
+macro_rules! with_tape {
+    ($engine:expr, $acts:expr, $prompts:expr, $source:expr, $target:expr, |$tape:ident| $body:expr) => {
+        match $engine {
+            Engine::Cpu(m) => {
+                let mut $tape = CpuTape::new(m.weights(), $acts, $source, $target);
+                $body
+            }
+            Engine::Gpu(g) => {
+                let mut $tape = GpuTape::new(g, $prompts.clone(), $source, $target);
+                $body
+            }
+        }
+    };
 }
 
 fn encode_prompts(tok: &Tokenizer, a: &PromptsArgs) -> Result<Vec<Vec<u32>>> {
@@ -232,8 +237,8 @@ fn common_meta(
 
 pub fn run(a: MelboArgs) -> Result<()> {
     let init = a.init.as_deref().map(read_init).transpose()?.unwrap_or_default();
-    let (mut model, tok) = open_cpu(&a.model)?;
-    let spec = *model.config();
+    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let spec = *engine.config();
     let (source, target, tokens) = layers(&a.layers, spec.n_layer)?;
     let prompts = encode_prompts(&tok, &a.prompts)?;
     let settings = MelboSettings {
@@ -248,8 +253,15 @@ pub fn run(a: MelboArgs) -> Result<()> {
         init,
     };
     settings.check(spec.n_embd, spec.n_layer)?;
-    let acts: Vec<PromptActs> = block_on(melbo::prepare(&mut model, &prompts, source, target))?;
-    let vectors = melbo::train(model.weights(), &acts, &settings, progress_printer(a.json))?;
+    let acts: Vec<PromptActs> = block_on(melbo::prepare(&mut engine, &prompts, source, target))?;
+    let progress = progress_printer(a.json);
+    let vectors = with_tape!(&mut engine, &acts, prompts, source, target, |tape| block_on(melbo::train(
+        &mut tape,
+        spec.n_layer,
+        &acts,
+        &settings,
+        progress
+    ))?);
     let views: Vec<&[f32]> = vectors.iter().map(|v| v.vector.as_slice()).collect();
     let max_cos = max_abs_cos(&views);
 
@@ -324,14 +336,22 @@ fn read_theta0(path: &Path, index: usize, source: usize) -> Result<Vec<f32>> {
 }
 
 pub fn run_ortho(a: OrthoArgs) -> Result<()> {
-    let (mut model, tok) = open_cpu(&a.model)?;
-    let spec = *model.config();
+    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let spec = *engine.config();
     let (source, target, tokens) = layers(&a.layers, spec.n_layer)?;
     let theta0 = read_theta0(&a.from, a.index, source)?;
     let prompts = encode_prompts(&tok, &a.prompts)?;
     let settings = OrthoSettings { source, target, vectors: a.vectors, steps: a.steps, threshold: a.threshold, tokens, seed: a.seed };
-    let acts = block_on(melbo::prepare(&mut model, &prompts, source, target))?;
-    let run = melbo::train_ortho(model.weights(), &acts, &theta0, &settings, progress_printer(a.json))?;
+    let acts = block_on(melbo::prepare(&mut engine, &prompts, source, target))?;
+    let progress = progress_printer(a.json);
+    let run = with_tape!(&mut engine, &acts, prompts, source, target, |tape| block_on(melbo::train_ortho(
+        &mut tape,
+        spec.n_layer,
+        &acts,
+        &theta0,
+        &settings,
+        progress
+    ))?);
     if let Some(out) = &a.out {
         if run.vectors.is_empty() {
             bail!("no vector was brought below the threshold {}: nothing to save (raise --threshold or --steps)", a.threshold);

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{error_of, floats, json_of, model_dir, run, runtime_dir, strings};
+use common::{error_of, floats, gpu_available, json_of, model_dir, run, runtime_dir, strings};
 use serde_json::Value;
 use tiller_core::golden::fixtures_dir;
 
@@ -26,7 +26,7 @@ fn case_args(case: &Value, i: usize) -> Vec<String> {
     let init = runtime_dir().join(format!("melbo-init-{i}.json"));
     std::fs::write(&init, serde_json::to_string(&vec![&case["init"]]).unwrap()).unwrap();
     let s = |k: &str| case[k].to_string().trim_matches('"').to_string();
-    let mut a = strings(&["melbo", "--model", &model_dir(&s("model")), "--device", "cpu", "--json", "--no-orthogonal"]);
+    let mut a = strings(&["melbo", "--model", &model_dir(&s("model")), "--json", "--no-orthogonal"]);
     for p in case["prompts"].as_array().unwrap() {
         a.extend(["--prompt".into(), p.as_str().unwrap().to_string()]);
     }
@@ -50,21 +50,26 @@ fn case_args(case: &Value, i: usize) -> Vec<String> {
     a
 }
 
+/// On both engines. The contract is 1e-4 on the CPU and 3e-2 on the GPU (f16 weights); the
+/// fixtures' weights are f16-exact, so the GPU is held to 1e-3 here.
 #[test]
 fn objective_and_gradient_match_pytorch_autograd() {
+    let devices: &[(&str, f64)] = if gpu_available() { &[("cpu", 1e-4), ("gpu", 1e-3)] } else { &[("cpu", 1e-4)] };
     for (i, case) in golden().iter().enumerate() {
-        let name = format!("{} case {i}", case["model"]);
-        let mut args = case_args(case, i);
-        args.extend(strings(&["--steps", "0"]));
-        let got = json_of(&args);
-        assert_eq!(got["prompt_tokens"], case["prompt_tokens"], "{name}: prompt tokens");
-        let v = &got["vectors"][0];
-        assert_eq!(floats(&v["vector"]), floats(&case["init"]), "{name}: --steps 0 leaves the vector as given");
-        assert_eq!(v["losses"].as_array().unwrap().len(), 0, "{name}: no steps, no losses");
-        let (f, want) = (v["objective"].as_f64().unwrap(), case["objective"].as_f64().unwrap());
-        assert!((f - want).abs() <= 1e-4 * want.abs(), "{name}: f {f}, autograd's {want}");
-        let e = rel_err(&floats(&v["grad"]), &floats(&case["grad"]));
-        assert!(e < 1e-4, "{name}: ∂f/∂θ off by {e:.2e} relative in norm");
+        for &(device, tol) in devices {
+            let name = format!("{} case {i} on the {device}", case["model"]);
+            let mut args = case_args(case, i);
+            args.extend(strings(&["--steps", "0", "--device", device]));
+            let got = json_of(&args);
+            assert_eq!(got["prompt_tokens"], case["prompt_tokens"], "{name}: prompt tokens");
+            let v = &got["vectors"][0];
+            assert_eq!(floats(&v["vector"]), floats(&case["init"]), "{name}: --steps 0 leaves the vector as given");
+            assert_eq!(v["losses"].as_array().unwrap().len(), 0, "{name}: no steps, no losses");
+            let (f, want) = (v["objective"].as_f64().unwrap(), case["objective"].as_f64().unwrap());
+            assert!((f - want).abs() <= tol * want.abs(), "{name}: f {f}, autograd's {want}");
+            let e = rel_err(&floats(&v["grad"]), &floats(&case["grad"]));
+            assert!(e < tol, "{name}: ∂f/∂θ off by {e:.2e} relative in norm");
+        }
     }
 }
 
@@ -75,7 +80,7 @@ fn training_steps_match_torch_adamw_amsgrad() {
         n += 1;
         let name = format!("{} case {i}", case["model"]);
         let mut args = case_args(case, i);
-        args.extend(["--steps".into(), case["steps"].to_string()]);
+        args.extend(["--steps".into(), case["steps"].to_string(), "--device".into(), "cpu".into()]);
         let got = json_of(&args);
         let v = &got["vectors"][0];
         let e = rel_err(&floats(&v["losses"]), &floats(&case["losses"]));
@@ -96,14 +101,15 @@ fn cos(a: &[f64], b: &[f64]) -> f64 {
 
 #[test]
 fn a_run_returns_orthogonal_vectors_of_norm_r_whose_f_rises() {
-    for (model, source, target) in [("tiny-gpt2", "1", "3"), ("tiny-llama", "0", "2"), ("tiny-neox", "0", "2")] {
+    let gpu = if gpu_available() { "gpu" } else { "cpu" };
+    for (model, source, target, device) in [("tiny-gpt2", "1", "3", "cpu"), ("tiny-llama", "0", "2", gpu), ("tiny-neox", "0", "2", "cpu")] {
         let out = runtime_dir().join(format!("melbo-{model}.safetensors"));
         let got = json_of(&strings(&[
             "melbo",
             "--model",
             &model_dir(model),
             "--device",
-            "cpu",
+            device,
             "--prompt",
             "The cat sat on the mat",
             "--prompt",
@@ -147,7 +153,7 @@ fn a_run_returns_orthogonal_vectors_of_norm_r_whose_f_rises() {
                     "--model",
                     &model_dir(model),
                     "--device",
-                    "cpu",
+                    device,
                     "--prompt",
                     "The cat sat on the mat",
                     "--prompt",
@@ -176,7 +182,7 @@ fn a_run_returns_orthogonal_vectors_of_norm_r_whose_f_rises() {
             "--model",
             &model_dir(model),
             "--device",
-            "cpu",
+            device,
             "--prompt",
             "The cat sat on the mat",
             "--prompt",
@@ -285,7 +291,6 @@ fn bad_settings_are_refused_with_what_to_do() {
         (base(&["--device", "cpu", "--radius=-2"]), "positive"),
         (base(&["--device", "cpu", "--radius", "1", "--target-tokens", "last:0"]), "last:K"),
         (base(&["--device", "cpu", "--radius", "1", "--p", "0.5"]), "p = 0.5"),
-        (base(&["--device", "gpu", "--radius", "1"]), "--device cpu"),
     ];
     for (args, want) in cases {
         let err = error_of(&args);
@@ -301,4 +306,30 @@ fn bad_settings_are_refused_with_what_to_do() {
     let weights = format!("{model}/model.safetensors");
     let err = error_of(&base(&["--device", "cpu", "--init", &weights]));
     assert!(err.contains("not a MELBO file") || err.contains("MB"), "{err}");
+}
+
+/// A checkpoint in f32, which the GPU rounds to f16: f and ∂f/∂θ within the contract's 3e-2
+/// of the CPU reference's (which the goldens hold to autograd).
+#[test]
+fn the_gpu_gradient_of_an_f32_checkpoint_is_within_3e_2_of_the_cpu() {
+    if !gpu_available() {
+        return;
+    }
+    let case = &golden()[0];
+    let out = |device: &str| {
+        let mut a = case_args(case, 100);
+        let at = a.iter().position(|x| x == "--model").unwrap() + 1;
+        a[at] = model_dir("tiny-gpt2-f32"); // 3 layers
+        let s = a.iter().position(|x| x == "--source").unwrap();
+        a[s + 1] = "0".into();
+        a[s + 3] = "2".into();
+        a.extend(strings(&["--steps", "0", "--device", device]));
+        json_of(&a)["vectors"][0].clone()
+    };
+    let (cpu, gpu) = (out("cpu"), out("gpu"));
+    let (a, b) = (gpu["objective"].as_f64().unwrap(), cpu["objective"].as_f64().unwrap());
+    assert!((a - b).abs() <= 3e-2 * b.abs(), "f on the GPU {a}, on the CPU {b}");
+    let e = rel_err(&floats(&gpu["grad"]), &floats(&cpu["grad"]));
+    assert!(e < 3e-2, "the GPU's ∂f/∂θ is off by {e:.2e}");
+    eprintln!("f32 checkpoint: GPU vs CPU f {:.2e} relative, gradient {e:.2e}", (a - b).abs() / b.abs());
 }

@@ -180,20 +180,64 @@ pub async fn prepare<B: Backend>(backend: &mut B, prompts: &[Vec<u32>], source: 
     Ok(out)
 }
 
-/// Σ over prompts of a per-prompt loss of (h_target(θ), h0_target), and its gradient in θ.
-fn value_grad_with(
-    w: &CpuWeights,
-    prompts: &[PromptActs],
+/// What MELBO differentiates: the residual stream before block `target` of each prompt as a
+/// function of θ added before block `source`, and its backward. The CPU reference's tape
+/// ([`CpuTape`]) and the GPU engine's (`tiller_gpu::GpuTape`) implement it.
+#[allow(async_fn_in_trait)] // used on one thread (wasm, or a native block_on)
+pub trait Differentiable {
+    /// C
+    fn width(&self) -> usize;
+    /// h_target(θ) of prompt `prompt` [T, C], keeping what [`Differentiable::backward`] needs.
+    async fn forward(&mut self, prompt: usize, theta: &[f32]) -> Result<Vec<f32>>;
+    /// The gradient before block `source` [T, C] from `dh` [T, C], through the last forward.
+    async fn backward(&mut self, dh: &[f32]) -> Result<Vec<f32>>;
+}
+
+/// The CPU reference's tape over prompts prepared by [`prepare`].
+pub struct CpuTape<'w> {
+    w: &'w CpuWeights,
+    prompts: &'w [PromptActs],
     source: usize,
     target: usize,
+    last: Option<Tape<'w>>,
+}
+
+impl<'w> CpuTape<'w> {
+    pub fn new(w: &'w CpuWeights, prompts: &'w [PromptActs], source: usize, target: usize) -> Self {
+        Self { w, prompts, source, target, last: None }
+    }
+}
+
+impl Differentiable for CpuTape<'_> {
+    fn width(&self) -> usize {
+        self.w.spec().n_embd
+    }
+
+    async fn forward(&mut self, prompt: usize, theta: &[f32]) -> Result<Vec<f32>> {
+        let p = self.prompts.get(prompt).ok_or_else(|| bad(format!("there is no prompt {prompt}")))?;
+        let (tape, h) = Tape::forward(self.w, &p.x_source, theta, self.source, self.target)?;
+        self.last = Some(tape);
+        Ok(h)
+    }
+
+    async fn backward(&mut self, dh: &[f32]) -> Result<Vec<f32>> {
+        let tape = self.last.as_ref().ok_or_else(|| bad("a backward needs a forward first"))?;
+        Ok(tape.backward(dh))
+    }
+}
+
+/// Σ over prompts of a per-prompt loss of (h_target(θ), h0_target), and its gradient in θ.
+async fn value_grad_with<D: Differentiable>(
+    model: &mut D,
+    prompts: &[PromptActs],
     theta: &[f32],
     mut loss: impl FnMut(usize, &[f32], &[f32]) -> (f64, Vec<f32>),
 ) -> Result<(f64, Vec<f64>)> {
-    let c = w.spec().n_embd;
+    let c = model.width();
     let mut total = 0.0f64;
     let mut grad = vec![0.0f64; c];
     for (i, p) in prompts.iter().enumerate() {
-        let (tape, h) = Tape::forward(w, &p.x_source, theta, source, target)?;
+        let h = model.forward(i, theta).await?;
         let (f, dh) = loss(i, &h, &p.h0_target);
         if !f.is_finite() || dh.iter().any(|x| !x.is_finite()) {
             return Err(bad(format!(
@@ -202,22 +246,23 @@ fn value_grad_with(
             )));
         }
         total += f;
-        tape.theta_grad(&dh).iter().zip(grad.iter_mut()).for_each(|(a, b)| *b += a);
+        let dx = model.backward(&dh).await?;
+        for row in dx.chunks_exact(c) {
+            grad.iter_mut().zip(row).for_each(|(a, &b)| *a += b as f64);
+        }
     }
     Ok((total, grad))
 }
 
 /// f(θ) summed over prompts, and ∂f/∂θ (no projection).
-pub fn objective_grad(
-    w: &CpuWeights,
+pub async fn objective_grad<D: Differentiable>(
+    model: &mut D,
     prompts: &[PromptActs],
-    source: usize,
-    target: usize,
     obj: &Objective,
     theta: &[f32],
 ) -> Result<(f64, Vec<f64>)> {
-    let c = w.spec().n_embd;
-    value_grad_with(w, prompts, source, target, theta, |_, h, h0| obj.value_grad(h, h0, c))
+    let c = model.width();
+    value_grad_with(model, prompts, theta, |_, h, h0| obj.value_grad(h, h0, c)).await
 }
 
 /// PyTorch's AdamW with amsgrad, no weight decay, over f64 parameters.
@@ -406,14 +451,15 @@ pub struct Progress {
 
 /// Trains vectors one after another (see the module's docs). `on_step` is called after each
 /// step; [`Flow::Stop`] ends the run keeping the vectors already finished.
-pub fn train(
-    w: &CpuWeights,
+pub async fn train<D: Differentiable>(
+    model: &mut D,
+    n_layer: usize,
     prompts: &[PromptActs],
     s: &MelboSettings,
     mut on_step: impl FnMut(Progress) -> Flow,
 ) -> Result<Vec<MelboVector>> {
-    let c = w.spec().n_embd;
-    s.check(c, w.spec().n_layer)?;
+    let c = model.width();
+    s.check(c, n_layer)?;
     if prompts.is_empty() {
         return Err(bad("MELBO needs at least one prompt"));
     }
@@ -433,7 +479,7 @@ pub fn train(
         let mut losses = Vec::with_capacity(s.steps);
         for step in 0..s.steps {
             let t32: Vec<f32> = theta.iter().map(|&x| x as f32).collect();
-            let (f, grad) = objective_grad(w, prompts, s.source, s.target, &s.objective, &t32)?;
+            let (f, grad) = objective_grad(model, prompts, &s.objective, &t32).await?;
             losses.push(f);
             // the gradient of the loss −f, projected
             let mut g: Vec<f64> = grad.iter().map(|x| -x).collect();
@@ -453,7 +499,7 @@ pub fn train(
             }
         }
         let vector: Vec<f32> = theta.iter().map(|&x| x as f32).collect();
-        let (objective, grad) = objective_grad(w, prompts, s.source, s.target, &s.objective, &vector)?;
+        let (objective, grad) = objective_grad(model, prompts, &s.objective, &vector).await?;
         learned.push(theta);
         done.push(MelboVector { vector, objective, grad: grad.iter().map(|&x| x as f32).collect(), losses });
     }
@@ -510,9 +556,15 @@ fn mean_rows(h: &[f32], c: usize, tokens: TargetTokens) -> Vec<f64> {
 }
 
 /// L(θ) = Σ_prompts ‖z(θ) − z(θ0)‖² and ∂L/∂θ.
-fn match_grad(w: &CpuWeights, prompts: &[PromptActs], s: &OrthoSettings, z0: &[Vec<f64>], theta: &[f32]) -> Result<(f64, Vec<f64>)> {
-    let c = w.spec().n_embd;
-    value_grad_with(w, prompts, s.source, s.target, theta, |i, h, _| {
+async fn match_grad<D: Differentiable>(
+    model: &mut D,
+    prompts: &[PromptActs],
+    s: &OrthoSettings,
+    z0: &[Vec<f64>],
+    theta: &[f32],
+) -> Result<(f64, Vec<f64>)> {
+    let c = model.width();
+    value_grad_with(model, prompts, theta, |i, h, _| {
         let z = mean_rows(h, c, s.tokens);
         let diff: Vec<f64> = z.iter().zip(&z0[i]).map(|(a, b)| a - b).collect();
         let rows = s.tokens.range(h.len() / c);
@@ -525,21 +577,22 @@ fn match_grad(w: &CpuWeights, prompts: &[PromptActs], s: &OrthoSettings, z0: &[V
         }
         (dot(&diff, &diff), dh)
     })
+    .await
 }
 
 /// MELBO-ortho: vectors θ ⊥ {θ0, θ1 … θi−1} of θ0's norm minimising ‖z(θ) − z(θ0)‖², trained
 /// as [`train`] does (descending this loss), until one cannot be brought to `threshold` or
 /// below.
-pub fn train_ortho(
-    w: &CpuWeights,
+pub async fn train_ortho<D: Differentiable>(
+    model: &mut D,
+    n_layer: usize,
     prompts: &[PromptActs],
     theta0: &[f32],
     s: &OrthoSettings,
     mut on_step: impl FnMut(Progress) -> Flow,
 ) -> Result<OrthoRun> {
-    let spec = w.spec();
-    let c = spec.n_embd;
-    check_layers(s.source, s.target, spec.n_layer)?;
+    let c = model.width();
+    check_layers(s.source, s.target, n_layer)?;
     if theta0.len() != c {
         return Err(bad(format!("θ0 has {} values; this model's residual stream has {c}", theta0.len())));
     }
@@ -556,10 +609,10 @@ pub fn train_ortho(
     if prompts.is_empty() {
         return Err(bad("MELBO-ortho needs at least one prompt"));
     }
-    let z0: Vec<Vec<f64>> = prompts
-        .iter()
-        .map(|p| Ok(mean_rows(&Tape::forward(w, &p.x_source, theta0, s.source, s.target)?.1, c, s.tokens)))
-        .collect::<Result<_>>()?;
+    let mut z0: Vec<Vec<f64>> = Vec::with_capacity(prompts.len());
+    for i in 0..prompts.len() {
+        z0.push(mean_rows(&model.forward(i, theta0).await?, c, s.tokens));
+    }
     let t0: Vec<f64> = theta0.iter().map(|&x| x as f64).collect();
     let mut learned = vec![t0.clone()];
     let mut out = OrthoRun { vectors: Vec::new(), rejected: None };
@@ -570,7 +623,7 @@ pub fn train_ortho(
         let mut losses = Vec::with_capacity(s.steps);
         for step in 0..s.steps {
             let t32: Vec<f32> = theta.iter().map(|&x| x as f32).collect();
-            let (loss, mut g) = match_grad(w, prompts, s, &z0, &t32)?;
+            let (loss, mut g) = match_grad(model, prompts, s, &z0, &t32).await?;
             losses.push(loss);
             project_out(&mut g, &basis);
             let kk = dot(&g, &theta) / dot(&theta, &theta);
@@ -585,7 +638,7 @@ pub fn train_ortho(
             }
         }
         let vector: Vec<f32> = theta.iter().map(|&x| x as f32).collect();
-        let (loss, _) = match_grad(w, prompts, s, &z0, &vector)?;
+        let (loss, _) = match_grad(model, prompts, s, &z0, &vector).await?;
         let v = OrthoVector { cos_theta0: crate::library::cosine(&vector, theta0), vector, loss, losses };
         if loss > s.threshold {
             out.rejected = Some(v);

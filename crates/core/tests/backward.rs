@@ -222,14 +222,22 @@ fn melbo_objective_gradient_matches_finite_differences() {
             Objective { p: 3.0, q: 1.0, tokens: TargetTokens::Last(2) },
             Objective { p: 1.5, q: 1.5, tokens: TargetTokens::All },
         ] {
-            let (_, g) = melbo::objective_grad(m.weights(), &acts, 1, spec.n_layer - 1, &obj, &theta).unwrap();
+            let mut tape = melbo::CpuTape::new(m.weights(), &acts, 1, spec.n_layer - 1);
+            let (_, g) = pollster::block_on(melbo::objective_grad(&mut tape, &acts, &obj, &theta)).unwrap();
             let gn = g.iter().map(|x| x * x).sum::<f64>().sqrt();
             assert!(gn > 0.0, "{name}: the gradient is not zero");
             for k in 0..3 {
                 let dir = randn(&mut rng, c, 1.0);
                 let at = |s: f32| {
                     let t: Vec<f32> = theta.iter().zip(&dir).map(|(a, b)| a + s * b).collect();
-                    melbo::objective_grad(m.weights(), &acts, 1, spec.n_layer - 1, &obj, &t).unwrap().0
+                    pollster::block_on(melbo::objective_grad(
+                        &mut melbo::CpuTape::new(m.weights(), &acts, 1, spec.n_layer - 1),
+                        &acts,
+                        &obj,
+                        &t,
+                    ))
+                    .unwrap()
+                    .0
                 };
                 let eps = 1e-2;
                 let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);

@@ -28,6 +28,10 @@ use crate::kernels::{
 use crate::readback::map_read;
 use crate::weights::{max_binding, GpuWeights, GpuWeightsSink};
 
+mod tape;
+pub use tape::GpuTape;
+use tape::TapeState;
+
 /// Per-row activations for up to `rows` rows (one buffer per program slot), plus the step's
 /// small inputs.
 struct Activations {
@@ -109,6 +113,8 @@ pub struct GpuEngine {
     dummy: wgpu::Buffer,
     kv: Option<KvCache>,
     groups: Option<BindGroups>,
+    /// MELBO's tape while a tape forward or backward is under way (see `tape.rs`).
+    tape: Option<TapeState>,
     log: ErrorLog,
 }
 
@@ -224,6 +230,7 @@ impl GpuEngine {
             dummy,
             kv: None,
             groups: None,
+            tape: None,
             log,
         })
     }
@@ -600,7 +607,7 @@ impl GpuEngine {
         let norm = self.norm_params(r);
         let copy_captures = |rec: &mut Recorder| rec.copy(&self.captures, 0, &self.captures_staging, *captured_floats as u64 * 4);
         for (l, layer_groups) in groups.layers.iter().enumerate() {
-            for (op, group) in self.block.iter().zip(layer_groups) {
+            for (oi, (op, group)) in self.block.iter().zip(layer_groups).enumerate() {
                 if let Op::Hook(site) = *op {
                     for (inj, p) in req.injections.iter().zip(inject_params) {
                         if inj.layer == l && inj.site == site {
@@ -623,9 +630,21 @@ impl GpuEngine {
                     continue;
                 }
                 let g = group.as_ref().ok_or_else(|| TillerError::Gpu("internal: an op has no bind group".into()))?;
+                let taped = self.tape.as_ref().and_then(|t| t.saved(l, oi));
+                if let Some(saved) = taped {
+                    self.tape_before(rec, op, saved);
+                }
                 match *op {
                     Op::Hook(_) => {}
                     Op::Norm { .. } => k.layernorm(rec, g, &norm),
+                    Op::Linear { src, dst, gelu: true, .. } if taped.is_some() => {
+                        // the tape keeps the projection's output before the GELU
+                        let p = MatmulParams { rows: r, k: src.width(cfg) as u32, n: dst.width(cfg) as u32, flags: MatmulParams::BIAS };
+                        k.matmul(rec, g, &p);
+                        if let Some(saved) = taped {
+                            self.tape_gelu(rec, dst, saved, gelu_flag);
+                        }
+                    }
                     Op::Linear { src, dst, gelu, .. } => {
                         let flags = MatmulParams::BIAS | if gelu { gelu_flag } else { 0 };
                         k.matmul(rec, g, &MatmulParams { rows: r, k: src.width(cfg) as u32, n: dst.width(cfg) as u32, flags });

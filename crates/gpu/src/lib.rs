@@ -25,5 +25,5 @@ mod weights;
 #[cfg(not(target_arch = "wasm32"))]
 pub use device::native_device;
 pub use device::{describe_adapter, request_device, wanted_features};
-pub use engine::{unsupported, GpuEngine};
+pub use engine::{unsupported, GpuEngine, GpuTape};
 pub use weights::{GpuWeights, GpuWeightsSink, WteChunk};
