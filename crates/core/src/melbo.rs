@@ -32,7 +32,7 @@ fn bad(msg: impl Into<String>) -> TillerError {
 }
 
 /// Which of a prompt's tokens the objective reads at the target layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 pub enum TargetTokens {
     /// Every token of the prompt (BOS included when the prompt has one).
     #[default]
@@ -458,52 +458,70 @@ pub async fn train<D: Differentiable>(
     s: &MelboSettings,
     mut on_step: impl FnMut(Progress) -> Flow,
 ) -> Result<Vec<MelboVector>> {
+    s.check(model.width(), n_layer)?;
+    let mut done: Vec<MelboVector> = Vec::with_capacity(s.vectors);
+    for k in 0..s.vectors {
+        let learned: Vec<Vec<f32>> = done.iter().map(|v| v.vector.clone()).collect();
+        match train_one(model, prompts, s, &learned, k, &mut on_step).await? {
+            Some(v) => done.push(v),
+            None => break,
+        }
+    }
+    Ok(done)
+}
+
+/// Trains vector `index` of the run (from `s.init[index]` or random), orthogonal to `learned`
+/// when `s.orthogonal`; None when `on_step` stopped it. [`train`] is this in a loop; the page
+/// calls it once per vector to show each as it is done.
+pub async fn train_one<D: Differentiable>(
+    model: &mut D,
+    prompts: &[PromptActs],
+    s: &MelboSettings,
+    learned: &[Vec<f32>],
+    index: usize,
+    on_step: &mut dyn FnMut(Progress) -> Flow,
+) -> Result<Option<MelboVector>> {
     let c = model.width();
-    s.check(c, n_layer)?;
     if prompts.is_empty() {
         return Err(bad("MELBO needs at least one prompt"));
     }
-    let mut done: Vec<MelboVector> = Vec::with_capacity(s.vectors);
-    let mut learned: Vec<Vec<f64>> = Vec::new();
-    for k in 0..s.vectors {
-        let basis = if s.orthogonal { orthonormal(&learned) } else { Vec::new() };
-        let mut theta: Vec<f64> = match s.init.get(k) {
-            Some(v) => v.iter().map(|&x| x as f64).collect(),
-            None => {
-                let r = s.radius.unwrap_or_else(|| s.init.first().map_or(1.0, |v| crate::library::norm(v)));
-                random_on_sphere(s.seed, k as u64, c, r, &basis)
-            }
-        };
-        let r = s.radius.unwrap_or_else(|| norm(&theta));
-        let mut opt = AdamW::melbo(c);
-        let mut losses = Vec::with_capacity(s.steps);
-        for step in 0..s.steps {
-            let t32: Vec<f32> = theta.iter().map(|&x| x as f32).collect();
-            let (f, grad) = objective_grad(model, prompts, &s.objective, &t32).await?;
-            losses.push(f);
-            // the gradient of the loss −f, projected
-            let mut g: Vec<f64> = grad.iter().map(|x| -x).collect();
-            project_out(&mut g, &basis);
-            let n2 = dot(&theta, &theta);
-            if n2 > 0.0 {
-                let k = dot(&g, &theta) / n2;
-                g.iter_mut().zip(&theta).for_each(|(a, b)| *a -= k * b);
-            }
-            opt.step(&mut theta, &g);
-            for _ in 0..2 {
-                project_out(&mut theta, &basis);
-            }
-            rescale(&mut theta, r);
-            if matches!(on_step(Progress { vector: k, vectors: s.vectors, step: step + 1, steps: s.steps, loss: f }), Flow::Stop) {
-                return Ok(done);
-            }
+    let learned64: Vec<Vec<f64>> = learned.iter().map(|v| v.iter().map(|&x| x as f64).collect()).collect();
+    let basis = if s.orthogonal { orthonormal(&learned64) } else { Vec::new() };
+    let mut theta: Vec<f64> = match s.init.get(index) {
+        Some(v) => v.iter().map(|&x| x as f64).collect(),
+        None => {
+            let r = s.radius.unwrap_or_else(|| s.init.first().map_or(1.0, |v| crate::library::norm(v)));
+            random_on_sphere(s.seed, index as u64, c, r, &basis)
         }
-        let vector: Vec<f32> = theta.iter().map(|&x| x as f32).collect();
-        let (objective, grad) = objective_grad(model, prompts, &s.objective, &vector).await?;
-        learned.push(theta);
-        done.push(MelboVector { vector, objective, grad: grad.iter().map(|&x| x as f32).collect(), losses });
+    };
+    let r = s.radius.unwrap_or_else(|| norm(&theta));
+    let mut opt = AdamW::melbo(c);
+    let mut losses = Vec::with_capacity(s.steps);
+    for step in 0..s.steps {
+        let t32: Vec<f32> = theta.iter().map(|&x| x as f32).collect();
+        let (f, grad) = objective_grad(model, prompts, &s.objective, &t32).await?;
+        losses.push(f);
+        // the gradient of the loss −f, projected
+        let mut g: Vec<f64> = grad.iter().map(|x| -x).collect();
+        project_out(&mut g, &basis);
+        let n2 = dot(&theta, &theta);
+        if n2 > 0.0 {
+            let k = dot(&g, &theta) / n2;
+            g.iter_mut().zip(&theta).for_each(|(a, b)| *a -= k * b);
+        }
+        opt.step(&mut theta, &g);
+        for _ in 0..2 {
+            project_out(&mut theta, &basis);
+        }
+        rescale(&mut theta, r);
+        let p = Progress { vector: index, vectors: s.vectors, step: step + 1, steps: s.steps, loss: f };
+        if matches!(on_step(p), Flow::Stop) {
+            return Ok(None);
+        }
     }
-    Ok(done)
+    let vector: Vec<f32> = theta.iter().map(|&x| x as f32).collect();
+    let (objective, grad) = objective_grad(model, prompts, &s.objective, &vector).await?;
+    Ok(Some(MelboVector { vector, objective, grad: grad.iter().map(|&x| x as f32).collect(), losses }))
 }
 
 /// What a MELBO-ortho run asks for.
@@ -738,4 +756,86 @@ pub fn parse_init_json(bytes: &[u8]) -> Result<Vec<Vec<f32>>> {
         return Err(bad("the list of starting vectors is empty"));
     }
     Ok(vectors)
+}
+
+/// A prompt completed greedily without a vector, with +coeff·θ and with −coeff·θ (θ at
+/// resid_pre of `source`, every position).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Completions {
+    pub unsteered: String,
+    pub plus: String,
+    pub minus: String,
+}
+
+/// Greedy completions of `prompt` (tokens) with ±`coeff`·θ, `max_new` tokens each.
+pub async fn completions<B: Backend>(
+    backend: &mut B,
+    tok: &crate::Tokenizer,
+    prompt: &[u32],
+    theta: &[f32],
+    source: usize,
+    coeff: f32,
+    max_new: usize,
+) -> Result<Completions> {
+    use crate::recipe::{Positions, Recipe, Sampling};
+    use crate::steer::LayerVector;
+    let spec = *backend.config();
+    if prompt.len() + max_new > spec.n_positions {
+        return Err(bad(format!(
+            "the prompt ({} tokens) and {max_new} new tokens are past the model's context of {}",
+            prompt.len(),
+            spec.n_positions
+        )));
+    }
+    let recipe = Recipe {
+        n: 1,
+        max_new_tokens: max_new,
+        sampling: Sampling { greedy: true, freq_penalty: 0.0, ..Sampling::default() },
+        positions: Positions::All,
+        site: Site::ResidPre,
+        ..Recipe::default()
+    };
+    let plus_v = [LayerVector::from_saved(source, coeff, theta, None, Site::ResidPre, Positions::All)];
+    let plus = crate::generate::generate_with_vectors(backend, tok, &recipe, prompt, &plus_v, &mut |_| Flow::Continue).await?;
+    let minus_v = [LayerVector::from_saved(source, -coeff, theta, None, Site::ResidPre, Positions::All)];
+    let minus = crate::generate::generate_with_vectors(backend, tok, &recipe, prompt, &minus_v, &mut |_| Flow::Continue).await?;
+    Ok(Completions { unsteered: plus.unsteered[0].text.clone(), plus: plus.steered[0].text.clone(), minus: minus.steered[0].text.clone() })
+}
+
+/// Where a saved MELBO vector came from, for its library entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provenance<'a> {
+    pub name: &'a str,
+    pub model: &'a str,
+    pub source: usize,
+    pub target: usize,
+    pub radius: f64,
+    pub prompts: &'a [String],
+    pub index: usize,
+    pub created: &'a str,
+}
+
+/// A library entry holding θ at layer `source` (site resid_pre, every position), its
+/// provenance naming the model, the layers, R, the prompts and the vector's index.
+pub fn to_entry(theta: &[f32], p: &Provenance) -> crate::library::VectorEntry {
+    let prompts = serde_json::to_string(p.prompts).unwrap_or_default();
+    crate::library::VectorEntry {
+        name: p.name.into(),
+        model: p.model.into(),
+        site: Site::ResidPre,
+        method: "melbo".into(),
+        source: format!("MELBO vector {} (source {}, target {}, R {}) on {prompts}", p.index, p.source, p.target, p.radius),
+        created: p.created.into(),
+        formula: None,
+        extra: [
+            ("melbo.source".to_string(), p.source.to_string()),
+            ("melbo.target".to_string(), p.target.to_string()),
+            ("melbo.radius".to_string(), p.radius.to_string()),
+            ("melbo.index".to_string(), p.index.to_string()),
+            ("melbo.prompts".to_string(), prompts),
+        ]
+        .into_iter()
+        .collect(),
+        layers: vec![crate::library::LayerEntry { layer: p.source, vector: theta.to_vec(), front: None }],
+    }
 }

@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod chart;
+pub mod discover;
 pub mod fmt;
 pub mod form;
 pub mod heads;

@@ -259,6 +259,12 @@ pub enum ToWorker {
     /// ITI's probes (`tiller iti`'s computation), streaming [`FromWorker::ItiProgress`]; Stop
     /// ends it.
     Iti { run_id: u64, spec: ItiSpec },
+    /// MELBO (`tiller melbo`): vectors trained one after another, streaming
+    /// [`FromWorker::MelboProgress`] per step and [`FromWorker::MelboVector`] per vector; Stop
+    /// ends it, keeping the finished vectors.
+    Melbo { run_id: u64, spec: MelboSpec },
+    /// Greedy completions of the run's first prompt with ±coeff·θ at `source`.
+    MelboSteer { id: u64, prompt: String, bos: bool, vector: Vec<f32>, source: usize, coeff: f32, new_tokens: usize },
     /// Reports the cache's size.
     CacheInfo,
     /// Empties the cache.
@@ -273,6 +279,42 @@ pub struct FvSpec {
     pub task: String,
     pub pairs: Vec<tiller_core::fv::IclPair>,
     pub settings: tiller_core::fv::FvSettings,
+}
+
+/// A MELBO run, as the Discover form asks for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MelboSpec {
+    pub prompts: Vec<String>,
+    pub bos: bool,
+    pub source: usize,
+    pub target: usize,
+    pub radius: f64,
+    pub vectors: usize,
+    pub steps: usize,
+    pub p: f64,
+    pub q: f64,
+    pub target_tokens: tiller_core::melbo::TargetTokens,
+    pub orthogonal: bool,
+    pub seed: u64,
+    /// Tokens of each completion shown for a vector.
+    pub new_tokens: usize,
+}
+
+/// One trained MELBO vector, for the Discover area.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MelboVectorView {
+    pub index: usize,
+    /// `[C]`
+    pub vector: Vec<f32>,
+    /// f at the vector, summed over the prompts.
+    pub objective: f64,
+    /// f before each step.
+    pub losses: Vec<f64>,
+    /// The first prompt completed greedily without it, with it and with its negation.
+    pub completions: tiller_core::melbo::Completions,
+    /// Its decoded vocabulary (after the final norm): towards, away from.
+    pub top_tokens: Vec<VocabEntryView>,
+    pub bottom_tokens: Vec<VocabEntryView>,
 }
 
 /// What a function-vector run found, for the Heads area.
@@ -730,6 +772,34 @@ pub enum FromWorker {
         run_id: u64,
         done: usize,
         total: usize,
+    },
+    /// After each step of a MELBO run: where it is and f before the step.
+    MelboProgress {
+        run_id: u64,
+        vector: usize,
+        vectors: usize,
+        step: usize,
+        steps: usize,
+        loss: f64,
+    },
+    /// A vector finished (with its completions and vocabulary).
+    MelboVector {
+        run_id: u64,
+        vector: MelboVectorView,
+    },
+    /// The run ended: all vectors done, or stopped (the finished ones were sent).
+    MelboDone {
+        run_id: u64,
+        stopped: bool,
+    },
+    MelboFailed {
+        run_id: u64,
+        error: UserError,
+    },
+    /// The answer to [`ToWorker::MelboSteer`].
+    MelboSteered {
+        id: u64,
+        result: Result<tiller_core::melbo::Completions, UserError>,
     },
     /// None: stopped.
     ItiDone {

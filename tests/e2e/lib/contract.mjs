@@ -60,6 +60,12 @@ export const TESTIDS = [
   'iti-own', 'iti-texts', 'iti-summary', 'iti-val', 'iti-seed', 'iti-top', 'iti-direction', 'iti-error', 'iti-run', 'iti-stop',
   'iti-status', 'iti-progress', 'iti-results', 'iti-heatmap', 'iti-cell', 'iti-hover', 'iti-top-heads', 'iti-top-head',
   'iti-alpha', 'iti-use', 'iti-note', 'fv-file', 'iti-file', 'confirm-hub', 'fv-completions', 'fv-completion',
+  // The Discover area (issue 14): MELBO.
+  'discover-panel', 'melbo-prompts', 'melbo-prompts-error', 'melbo-source', 'melbo-target', 'melbo-radius', 'melbo-vectors',
+  'melbo-steps', 'melbo-p', 'melbo-q', 'melbo-seed', 'melbo-new-tokens', 'melbo-target-tokens', 'melbo-orthogonal',
+  'melbo-defaults', 'melbo-error', 'melbo-run', 'melbo-stop', 'melbo-status', 'melbo-training', 'melbo-progress',
+  'melbo-chart', 'melbo-curve', 'melbo-vectors', 'melbo-cos', 'melbo-coeff', 'melbo-vector', 'melbo-unsteered',
+  'melbo-plus', 'melbo-minus', 'melbo-vocab', 'melbo-resteer', 'melbo-use', 'melbo-note',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];

@@ -435,7 +435,7 @@ fn update_run(ctx: Ctx, run_id: u64, f: impl FnOnce(&mut RunRecord)) {
 }
 
 fn on_message(ctx: Ctx, msg: FromWorker) {
-    if super::inspect::on_message(ctx, &msg) || super::heads::on_message(ctx, &msg) {
+    if super::inspect::on_message(ctx, &msg) || super::heads::on_message(ctx, &msg) || super::discover::on_message(ctx, &msg) {
         return;
     }
     match msg {
@@ -663,7 +663,12 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
         | FromWorker::FvFailed { .. }
         | FromWorker::ItiProgress { .. }
         | FromWorker::ItiDone { .. }
-        | FromWorker::ItiFailed { .. } => {}
+        | FromWorker::ItiFailed { .. }
+        | FromWorker::MelboProgress { .. }
+        | FromWorker::MelboVector { .. }
+        | FromWorker::MelboDone { .. }
+        | FromWorker::MelboFailed { .. }
+        | FromWorker::MelboSteered { .. } => {}
         FromWorker::Fatal { error } => {
             ctx.model_state.set(ModelState::Error);
             ctx.loaded.set(None);

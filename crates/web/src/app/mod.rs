@@ -9,6 +9,7 @@
 
 pub mod charts;
 pub mod client;
+pub mod discover;
 pub mod editor;
 pub mod fields;
 pub mod files;
@@ -284,6 +285,8 @@ pub struct Ctx {
     pub inspect: inspect::InspectState,
     /// The Heads area (function vectors).
     pub heads: heads::HeadsState,
+    /// The Discover area (MELBO).
+    pub discover: discover::DiscoverState,
     /// Latest request ids; answers to older requests are dropped.
     pub last_size_id: StoredValue<u64>,
     pub last_analysis_id: StoredValue<u64>,
@@ -342,6 +345,7 @@ impl Ctx {
             vectors_open: RwSignal::new(false),
             inspect: inspect::InspectState::new(),
             heads: heads::HeadsState::new(),
+            discover: discover::DiscoverState::new(),
             last_size_id: StoredValue::new(0),
             last_analysis_id: StoredValue::new(0),
             last_vocab_id: StoredValue::new(0),
@@ -424,6 +428,7 @@ impl Ctx {
             || self.evaluating()
             || self.inspect.projecting()
             || self.heads.running()
+            || self.discover.running()
     }
 
     /// Sets the sweep panel (share links), its "every layer" range for the current depth.
@@ -514,6 +519,7 @@ pub fn App() -> impl IntoView {
                 <sweep::SweepPanel/>
                 <vectors::VectorsPanel/>
                 <heads::HeadsPanel/>
+                <discover::DiscoverPanel/>
                 <vocab::VocabPanel/>
                 <inspect::InspectPanel/>
                 <sharing::SharePanel/>
@@ -567,7 +573,7 @@ pub fn reveal_area(id: &str) {
 /// The page's areas, one click away (a folded area opens), from a bar that stays at the top.
 #[component]
 fn AreaNav() -> impl IntoView {
-    const AREAS: [(&str, &str); 11] = [
+    const AREAS: [(&str, &str); 12] = [
         ("area-gallery", "Gallery"),
         ("area-model", "1 Model"),
         ("area-recipe", "2 Recipe"),
@@ -575,6 +581,7 @@ fn AreaNav() -> impl IntoView {
         ("area-sweep", "4 Sweep"),
         ("area-vectors", "5 Vectors"),
         ("area-heads", "Heads"),
+        ("area-discover", "Discover"),
         ("area-vocab", "Vocabulary"),
         ("area-inspect", "Inspect"),
         ("area-share", "Share"),

@@ -4,6 +4,7 @@
 //! [`FromWorker`] messages back, and layer × coefficient sweeps. Between steps it yields to
 //! its event loop so a Stop message can arrive.
 
+mod discover;
 pub mod engine;
 mod heads;
 mod inspect;
@@ -158,6 +159,10 @@ async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
         ToWorker::Lens { id, recipe, k } => inspect::lens(id, recipe, k).await,
         ToWorker::Fv { run_id, spec } => heads::function_vector(run_id, spec).await,
         ToWorker::Iti { run_id, spec } => heads::probes(run_id, spec).await,
+        ToWorker::Melbo { run_id, spec } => discover::melbo(run_id, spec).await,
+        ToWorker::MelboSteer { id, prompt, bos, vector, source, coeff, new_tokens } => {
+            discover::steer(id, prompt, bos, vector, source, coeff, new_tokens).await
+        }
         ToWorker::CacheInfo => cache_info().await,
         ToWorker::CacheClear => {
             net::clear_cache().await;

@@ -1,0 +1,479 @@
+//! The Discover area: MELBO (Mack & Turner), steering vectors found without saying what to
+//! steer toward. Type prompts, pick the layers, R and how many vectors; the worker trains them
+//! one after another on the loaded engine (a live loss curve, a progress bar with the time
+//! left, Stop keeping the finished ones), and each finished vector shows the first prompt
+//! completed without it, with it and with its negation, its decoded vocabulary, and buttons to
+//! put it in the recipe. Every finished vector goes into the library at once (with its
+//! provenance), so a reload keeps them. The form's logic is plain Rust in
+//! [`crate::discover`].
+
+use leptos::prelude::*;
+
+use super::client::{self, send};
+use super::fields::{ErrorList, NumInput, Pressed};
+use super::{Ctx, ModelState, RunState};
+use crate::discover::{duration, time_left, DiscoverForm};
+use crate::numbers::{check, NumKind};
+use crate::protocol::{FromWorker, MelboSpec, MelboVectorView, ToWorker, VocabEntryView};
+
+/// One MELBO run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MelboRunView {
+    pub id: u64,
+    pub spec: MelboSpec,
+    pub model: String,
+    pub state: RunState,
+    /// The vector being trained and the step reached.
+    pub vector: usize,
+    pub step: usize,
+    /// f before each step of the vector being trained.
+    pub losses: Vec<f64>,
+    /// `Date.now()` when the run started, for the time left.
+    pub started_ms: f64,
+    pub vectors: Vec<MelboVectorView>,
+    pub stopped: bool,
+    pub error: Option<String>,
+}
+
+impl MelboRunView {
+    fn steps_done(&self) -> usize {
+        self.vectors.len() * self.spec.steps + if self.state == RunState::Running { self.step } else { 0 }
+    }
+}
+
+/// The area's state (in [`Ctx`]).
+#[derive(Clone, Copy)]
+pub struct DiscoverState {
+    pub open: RwSignal<bool>,
+    pub form: RwSignal<DiscoverForm>,
+    pub run: RwSignal<Option<MelboRunView>>,
+    /// The coefficient the completions are redone at, as typed.
+    pub coeff: RwSignal<String>,
+    /// The pending re-steer: (request id, vector index).
+    pub steering: RwSignal<Option<(u64, usize)>>,
+    /// What the last save / use / steer did: (ok, message).
+    pub note: RwSignal<Option<(bool, String)>>,
+}
+
+impl DiscoverState {
+    pub fn new() -> Self {
+        Self {
+            open: RwSignal::new(false),
+            form: RwSignal::new(DiscoverForm::default()),
+            run: RwSignal::new(None),
+            coeff: RwSignal::new("1".into()),
+            steering: RwSignal::new(None),
+            note: RwSignal::new(None),
+        }
+    }
+
+    /// Whether a run (or a re-steer) holds the engine.
+    pub fn running(&self) -> bool {
+        self.run.with(|r| r.as_ref().is_some_and(|r| r.state == RunState::Running)) || self.steering.with(Option::is_some)
+    }
+}
+
+impl Default for DiscoverState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn start(ctx: Ctx) -> Result<(), Vec<String>> {
+    let st = ctx.discover;
+    let Some(loaded) = ctx.loaded.get_untracked() else {
+        return Err(vec!["load a model first (left, top)".into()]);
+    };
+    if untrack(|| ctx.busy()) {
+        return Err(vec!["the engine is busy with a run, a sweep, a build or a reading: wait for it or stop it first".into()]);
+    }
+    let bos = ctx.form.with_untracked(|f| f.bos);
+    let cfg = loaded.config;
+    let spec = st.form.with_untracked(|f| f.to_spec(cfg.n_layer, cfg.n_embd, bos))?;
+    let id = ctx.fresh_id();
+    st.note.set(None);
+    st.run.set(Some(MelboRunView {
+        id,
+        spec: spec.clone(),
+        model: loaded.source.model_id(),
+        state: RunState::Running,
+        vector: 0,
+        step: 0,
+        losses: Vec::new(),
+        started_ms: js_sys::Date::now(),
+        vectors: Vec::new(),
+        stopped: false,
+        error: None,
+    }));
+    send(ctx, &ToWorker::Melbo { run_id: id, spec }, &[]);
+    Ok(())
+}
+
+/// The library entry of vector `v` of the run.
+fn entry_of(run: &MelboRunView, v: &MelboVectorView) -> tiller_core::library::VectorEntry {
+    let name = format!("melbo L{}→{} R{} #{}", run.spec.source, run.spec.target, run.spec.radius, v.index);
+    let created = super::vectors::now_rfc3339();
+    let p = tiller_core::melbo::Provenance {
+        name: &name,
+        model: &run.model,
+        source: run.spec.source,
+        target: run.spec.target,
+        radius: run.spec.radius,
+        prompts: &run.spec.prompts,
+        index: v.index,
+        created: &created,
+    };
+    tiller_core::melbo::to_entry(&v.vector, &p)
+}
+
+/// Takes the worker's answers about MELBO; false for any other message.
+pub fn on_message(ctx: Ctx, msg: &FromWorker) -> bool {
+    let st = ctx.discover;
+    let update = |id: u64, f: &mut dyn FnMut(&mut MelboRunView)| {
+        st.run.update(|r| {
+            if let Some(r) = r.as_mut().filter(|r| r.id == id) {
+                f(r)
+            }
+        })
+    };
+    match msg {
+        FromWorker::MelboProgress { run_id, vector, step, loss, .. } => update(*run_id, &mut |r| {
+            if r.vector != *vector {
+                r.losses.clear();
+            }
+            r.vector = *vector;
+            r.step = *step;
+            r.losses.push(*loss);
+        }),
+        FromWorker::MelboVector { run_id, vector } => {
+            let mut saved = None;
+            update(*run_id, &mut |r| {
+                saved = Some(super::vectors::save_entry(ctx, entry_of(r, vector)));
+                r.vectors.push(vector.clone());
+                r.losses.clear();
+                r.step = 0;
+                r.vector = vector.index + 1;
+            });
+            match saved {
+                Some(Ok(name)) => st.note.set(Some((true, format!("Saved “{name}” to the library (5 · Vectors).")))),
+                Some(Err(e)) => st.note.set(Some((false, format!("A vector could not be saved to the library: {e}.")))),
+                None => {}
+            }
+        }
+        FromWorker::MelboDone { run_id, stopped } => update(*run_id, &mut |r| {
+            r.state = RunState::Done;
+            r.stopped = *stopped;
+        }),
+        FromWorker::MelboFailed { run_id, error } => {
+            update(*run_id, &mut |r| {
+                r.state = RunState::Error;
+                r.error = Some(error.message.clone());
+            });
+            client::engine_trouble(ctx, error);
+        }
+        FromWorker::MelboSteered { id, result } => {
+            let Some((pending, index)) = st.steering.get_untracked().filter(|(p, _)| p == id) else { return true };
+            let _ = pending;
+            st.steering.set(None);
+            match result {
+                Ok(c) => st.run.update(|r| {
+                    if let Some(v) = r.as_mut().and_then(|r| r.vectors.iter_mut().find(|v| v.index == index)) {
+                        v.completions = c.clone();
+                    }
+                }),
+                Err(e) => {
+                    st.note.set(Some((false, format!("The completions could not be redone: {}", e.message))));
+                    client::engine_trouble(ctx, e);
+                }
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+#[component]
+pub fn DiscoverPanel() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.discover;
+    view! {
+        <details class="card discover" id="area-discover" data-testid="discover-panel" prop:open=move || st.open.get()
+            on:toggle=move |ev| st.open.set(event_target::<web_sys::HtmlDetailsElement>(&ev).open())>
+            <summary><h2>"Discover: steering vectors nobody asked for (MELBO)"</h2></summary>
+            <p class="note">
+                "Every other method here needs you to say what to steer toward. MELBO (Mack & Turner) does not: it looks for vectors of a fixed norm R that, "
+                "added to the residual stream at an early layer, change a later layer's activations as much as possible, each orthogonal to the ones before. "
+                "Many turn out to be behaviours: another language, code, a refusal switched off. Read each vector's completions to find out which."
+            </p>
+            <DiscoverFormView/>
+            <TrainingView/>
+            <VectorList/>
+        </details>
+    }
+}
+
+#[component]
+fn DiscoverFormView() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.discover;
+    let pressed = Pressed::new(move || {
+        st.form.track();
+        ctx.model_state.track();
+    });
+    let live = Memo::new(move |_| {
+        let (l, c) = ctx.config().map_or((12, 768), |c| (c.n_layer, c.n_embd));
+        st.form.with(|f| f.to_spec(l, c, ctx.form.with(|f| f.bos)).err()).unwrap_or_default()
+    });
+    let errors = Signal::derive(move || {
+        let failed = st.run.with(|r| r.as_ref().and_then(|r| r.error.clone())).map(|e| format!("The run failed: {e}"));
+        pressed.with_live(live.get().into_iter().filter(|m| !m.starts_with("the prompts")).collect(), failed)
+    });
+    let can_run = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy() && live.with(Vec::is_empty);
+    let running = move || st.run.with(|r| r.as_ref().is_some_and(|r| r.state == RunState::Running));
+    let depth = move || ctx.config().map_or(12, |c| c.n_layer);
+    let defaults = move || {
+        let (s, t) = tiller_core::melbo::default_layers(depth());
+        format!("Empty layers: {s} and {t}, a quarter and three quarters of the depth (the replication's advice).")
+    };
+    let field = move |testid: &'static str,
+                      cap: &'static str,
+                      label: &'static str,
+                      get: fn(&DiscoverForm) -> String,
+                      put: fn(&mut DiscoverForm, String),
+                      kind: Signal<NumKind>,
+                      placeholder: &'static str| {
+        let empty_ok = !placeholder.is_empty();
+        view! {
+            <span class="term-cell">
+                <span class="cap">{cap}</span>
+                <NumInput testid=testid label=label.to_string()
+                    value=Signal::derive(move || st.form.with(get))
+                    set=move |t: String| st.form.update(|f| put(f, t))
+                    kind=kind empty_ok=empty_ok placeholder=placeholder/>
+            </span>
+        }
+    };
+    let layer_kind = Signal::derive(move || NumKind::whole(0, depth().saturating_sub(1) as u64));
+    let fixed = |k: NumKind| Signal::derive(move || k);
+    let prompt_problem = move || live.with(|l| l.iter().find(|m| m.starts_with("the prompts")).cloned());
+    view! {
+        <fieldset class="fv-form discover-form">
+            <legend>"Prompts, layers and how many vectors"</legend>
+            <label class="fv-own"><span class="cap">"Prompts, one per line (the objective sums over them)"</span>
+                <textarea rows="3" spellcheck="false" data-testid="melbo-prompts" prop:value=move || st.form.with(|f| f.prompts.clone())
+                    on:input=move |ev| st.form.update(|f| f.prompts = event_target_value(&ev))></textarea></label>
+            {move || prompt_problem().map(|m| view! { <p class="invalid" data-testid="melbo-prompts-error" role="status">{m}</p> })}
+            <div class="fv-settings">
+                {field("melbo-source", "source layer", "the source layer", |f| f.source.clone(), |f, t| f.source = t, layer_kind, "auto")}
+                {field("melbo-target", "target layer", "the target layer", |f| f.target.clone(), |f, t| f.target = t, layer_kind, "auto")}
+                {field("melbo-radius", "R (norm)", "R (the vectors' norm)", |f| f.radius.clone(), |f, t| f.radius = t, fixed(NumKind::above(0.0, 1e6)), "")}
+                {field("melbo-vectors", "vectors", "the number of vectors", |f| f.vectors.clone(), |f, t| f.vectors = t, fixed(NumKind::whole(1, crate::discover::MAX_VECTORS)), "")}
+                {field("melbo-steps", "steps each", "the steps per vector", |f| f.steps.clone(), |f, t| f.steps = t, fixed(NumKind::whole(1, crate::discover::MAX_STEPS)), "")}
+                {field("melbo-p", "p", "p", |f| f.p.clone(), |f, t| f.p = t, fixed(NumKind::real(1.0, 16.0)), "")}
+                {field("melbo-q", "q (empty: p)", "q", |f| f.q.clone(), |f, t| f.q = t, fixed(NumKind::real(0.25, 16.0)), "= p")}
+                {field("melbo-seed", "seed", "the seed", |f| f.seed.clone(), |f, t| f.seed = t, fixed(NumKind::whole(0, u32::MAX as u64)), "")}
+                {field("melbo-new-tokens", "tokens shown", "the completion length", |f| f.new_tokens.clone(), |f, t| f.new_tokens = t, fixed(NumKind::whole(1, crate::discover::MAX_NEW_TOKENS)), "")}
+                <span class="term-cell">
+                    <span class="cap">"target tokens"</span>
+                    <select data-testid="melbo-target-tokens" aria-label="which tokens the target layer is read at" on:change=move |ev| {
+                        let v = event_target_value(&ev);
+                        st.form.update(|f| f.target_tokens = v);
+                    }>
+                        {["all", "last:1", "last:2", "last:4"].map(|t| view! {
+                            <option value=t prop:selected=move || st.form.with(|f| f.target_tokens == t)>{t}</option>
+                        }).into_iter().collect_view()}
+                    </select>
+                </span>
+            </div>
+            <label class="check">
+                <input type="checkbox" data-testid="melbo-orthogonal" prop:checked=move || st.form.with(|f| f.orthogonal)
+                    on:change=move |ev| st.form.update(|f| f.orthogonal = event_target_checked(&ev))/>
+                "Each vector orthogonal to the ones before (MELBO's default)"
+            </label>
+            <p class="note" data-testid="melbo-defaults">{defaults}
+                " f = (Σ over the prompt's tokens of ‖change‖^p)^(1/q) at the target layer; each step is a forward and a backward pass of the blocks between the two layers."</p>
+            <ErrorList testid="melbo-error" errors=errors/>
+            <div class="buttons">
+                <button class="primary" data-testid="melbo-run" disabled=move || !can_run() on:click=move |_| pressed.press(|| start(ctx))>"Find vectors"</button>
+                <button data-testid="melbo-stop" disabled=move || !running() on:click=move |_| send(ctx, &ToWorker::Stop, &[])>"Stop (keeps the finished ones)"</button>
+                <span class="run-status" data-testid="melbo-status"
+                    data-state=move || st.run.with(|r| r.as_ref().map_or("idle", |r| r.state.as_str()))>{move || status(ctx)}</span>
+            </div>
+        </fieldset>
+    }
+}
+
+fn status(ctx: Ctx) -> String {
+    let ready = ctx.model_state.get() == ModelState::Ready;
+    ctx.discover.run.with(|r| match r {
+        None if !ready => "Load a model to look for its vectors.".into(),
+        None => "Ready.".into(),
+        Some(r) => match r.state {
+            RunState::Running => {
+                let total = r.spec.vectors * r.spec.steps;
+                let left = time_left((js_sys::Date::now() - r.started_ms) / 1000.0, r.steps_done(), total)
+                    .map_or_else(|| "timing the first step…".to_string(), |s| format!("{} left", duration(s)));
+                format!("Vector {} of {}, step {} of {}: {left}.", r.vector + 1, r.spec.vectors, r.step, r.spec.steps)
+            }
+            RunState::Done if r.stopped => format!("Stopped: {} finished vector(s) kept.", r.vectors.len()),
+            RunState::Done => format!("Done: {} vectors.", r.vectors.len()),
+            RunState::Error => "Failed (see above).".into(),
+            RunState::Idle => String::new(),
+        },
+    })
+}
+
+/// The progress bar and the live loss curve: f before each step of the vector in training,
+/// over the final f of the finished ones.
+#[component]
+fn TrainingView() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.discover;
+    move || {
+        st.run.with(|r| {
+            let r = r.as_ref()?;
+            let total = r.spec.vectors * r.spec.steps;
+            let (w, h, left, bottom, top) = (460.0, 170.0, 48.0, 26.0, 10.0);
+            let mut all: Vec<f64> = r.losses.clone();
+            all.extend(r.vectors.iter().flat_map(|v| v.losses.iter().copied().chain([v.objective])));
+            let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (lo.min(0.0), lo.max(1.0) + 1.0) };
+            let x = |i: usize, n: usize| left + (w - left - 10.0) * i as f64 / (n.max(2) - 1) as f64;
+            let y = |v: f64| top + (h - top - bottom) * (1.0 - (v - lo) / (hi - lo));
+            let curve = |losses: &[f64]| crate::chart::polyline(&losses.iter().enumerate().map(|(i, &l)| (x(i, r.spec.steps), y(l))).collect::<Vec<_>>());
+            let old = r.vectors.iter().map(|v| view! { <path d=curve(&v.losses) class="melbo-old"/> }).collect_view();
+            let current = (!r.losses.is_empty()).then(|| view! { <path d=curve(&r.losses) class="melbo-loss" data-testid="melbo-curve" data-points=r.losses.len()/> });
+            let ticks = [lo, (lo + hi) / 2.0, hi]
+                .map(|v| view! { <text x=left - 6.0 y=y(v) + 4.0 class="fv-axis" text-anchor="end">{format!("{v:.3}")}</text> })
+                .into_iter()
+                .collect_view();
+            Some(view! {
+                <div class="melbo-training" data-testid="melbo-training">
+                    {(r.state == RunState::Running).then(|| view! { <progress data-testid="melbo-progress" max=total value=r.steps_done()></progress> })}
+                    <figure class="melbo-chart" data-testid="melbo-chart">
+                        <figcaption>{format!(
+                            "f before each step ({} steps a vector): the vector in training in colour, the finished ones in grey. f should rise.",
+                            r.spec.steps
+                        )}</figcaption>
+                        <svg viewBox=format!("0 0 {w} {h}") width=w height=h role="img" aria-label="MELBO objective by step">
+                            <line x1=left x2=w - 10.0 y1=h - bottom y2=h - bottom class="fv-grid"/>
+                            {ticks}
+                            {old}
+                            {current}
+                            <text x=(left + w) / 2.0 y=h - 6.0 class="fv-axis" text-anchor="middle">"step"</text>
+                        </svg>
+                    </figure>
+                </div>
+            })
+        })
+    }
+}
+
+/// The finished vectors: their completions (without, with +c·θ, with −c·θ), f, vocabulary,
+/// and how they relate; each is already in the library.
+#[component]
+fn VectorList() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.discover;
+    let coeff = move || check(&st.coeff.get_untracked(), NumKind::real(-100.0, 100.0), "the coefficient").map(|c| c as f32);
+    let resteer = move |index: usize| {
+        let Some(run) = st.run.get_untracked() else { return };
+        let Some(v) = run.vectors.iter().find(|v| v.index == index) else { return };
+        let c = match coeff() {
+            Ok(c) => c,
+            Err(e) => return st.note.set(Some((false, format!("Not redone: {e}.")))),
+        };
+        if untrack(|| ctx.busy()) {
+            return st.note.set(Some((false, "Not redone: the engine is busy; wait for it or stop it first.".into())));
+        }
+        let id = ctx.fresh_id();
+        st.steering.set(Some((id, index)));
+        let prompt = run.spec.prompts[0].clone();
+        let msg = ToWorker::MelboSteer {
+            id,
+            prompt,
+            bos: run.spec.bos,
+            vector: v.vector.clone(),
+            source: run.spec.source,
+            coeff: c,
+            new_tokens: run.spec.new_tokens,
+        };
+        send(ctx, &msg, &[]);
+    };
+    let use_it = move |index: usize| {
+        let Some(run) = st.run.get_untracked() else { return };
+        let Some(v) = run.vectors.iter().find(|v| v.index == index) else { return };
+        let e = entry_of(&run, v);
+        let mut form = ctx.form.get_untracked();
+        match form.add_vector_entry(&e) {
+            Ok(said) => {
+                ctx.form.set(form);
+                st.note.set(Some((true, format!("In the recipe, at every position: {said} (editor, left)."))));
+            }
+            Err(err) => st.note.set(Some((false, format!("Not added: “{}” {err}.", e.name)))),
+        }
+    };
+    move || {
+        let run = st.run.get()?;
+        if run.vectors.is_empty() {
+            return None;
+        }
+        let views: Vec<&[f32]> = run.vectors.iter().map(|v| v.vector.as_slice()).collect();
+        let n = views.len();
+        let m = tiller_core::library::cosine_matrix(&views);
+        let mut max_cos = 0.0f64;
+        for i in 0..n {
+            for j in (0..n).filter(|&j| j != i) {
+                max_cos = max_cos.max(m[i * n + j].abs());
+            }
+        }
+        let rows = run
+            .vectors
+            .iter()
+            .map(|v| {
+                let index = v.index;
+                let first = v.losses.first().copied().unwrap_or(v.objective);
+                let vocab = |e: &[VocabEntryView]| e.iter().take(6).map(|t| format!("{:?}", t.token)).collect::<Vec<_>>().join(" ");
+                view! {
+                    <tr data-testid="melbo-vector" data-index=index data-objective=format!("{:e}", v.objective) data-first=format!("{first:e}")>
+                        <td>{format!("#{index}")}</td>
+                        <td>{format!("{first:.3} → {:.3}", v.objective)}</td>
+                        <td class="fv-unsteered" data-testid="melbo-unsteered">{format!("{:?}", v.completions.unsteered)}</td>
+                        <td class="fv-steered" data-testid="melbo-plus">{format!("{:?}", v.completions.plus)}</td>
+                        <td class="fv-steered" data-testid="melbo-minus">{format!("{:?}", v.completions.minus)}</td>
+                        <td class="melbo-vocab" data-testid="melbo-vocab"><code>{vocab(&v.top_tokens)}</code></td>
+                        <td class="buttons">
+                            <button class="small" data-testid="melbo-resteer" on:click=move |_| resteer(index)>"Redo at c"</button>
+                            <button class="small" data-testid="melbo-use" on:click=move |_| use_it(index)>"Use in recipe"</button>
+                        </td>
+                    </tr>
+                }
+            })
+            .collect_view();
+        let prompt = run.spec.prompts[0].clone();
+        Some(view! {
+            <div class="melbo-vectors" data-testid="melbo-vectors">
+                <p class="note" data-testid="melbo-cos">{format!(
+                    "{n} vector(s) of norm {}, each added at layer {} at every position; the largest |cosine| between two of them is {max_cos:.1e}{}.",
+                    run.spec.radius, run.spec.source, if run.spec.orthogonal { " (orthogonal by construction)" } else { "" }
+                )}</p>
+                <div class="melbo-coeff">
+                    <span class="term-cell">
+                        <span class="cap">"coefficient c for “Redo at c”"</span>
+                        <NumInput testid="melbo-coeff" label="the coefficient" value=Signal::derive(move || st.coeff.get())
+                            set=move |t: String| st.coeff.set(t) kind=NumKind::real(-100.0, 100.0) slider=Signal::derive(|| (-4.0, 4.0, 0.25))/>
+                    </span>
+                </div>
+                <div class="melbo-scroll">
+                    <table class="melbo-table">
+                        <caption>{format!("Greedy completions of {prompt:?}: without a vector, with +c·θ and with −c·θ (c = 1 unless redone), and each vector's decoded vocabulary.")}</caption>
+                        <thead><tr><th>"vector"</th><th>"f first → final"</th><th>"without"</th><th>"+θ"</th><th>"−θ"</th><th>"tokens it points to"</th><th></th></tr></thead>
+                        <tbody>{rows}</tbody>
+                    </table>
+                </div>
+                {move || st.note.get().map(|(ok, m)| view! { <p class=if ok { "note" } else { "invalid" } data-testid="melbo-note" role="status">{m}</p> })}
+                <p class="note">"Every finished vector is in the library (5 · Vectors) as “melbo L…#i”, with its model, layers, R and prompts: it stays after a reload, and exports to GGUF from there."</p>
+            </div>
+        })
+    }
+}
