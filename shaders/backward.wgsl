@@ -1,4 +1,5 @@
-// Twins of `ops::backward`: the activation gradients of the forward kernels, for MELBO's tape
+// Twins of `ops::backward`: the activation gradients of the forward kernels (the matmul's is
+// `matmul` over the transposed weight, see `transpose_f16`), for MELBO's tape
 // (`GpuEngine::tape_forward` / `tape_backward`). Weights are frozen, so only input gradients
 // are computed; an input read by several ops sums their gradients (kernels that say `+=`).
 // One `Params` for every entry point; each uses the fields it names.
@@ -13,9 +14,9 @@
 struct Params {
     /// Rows of the pass (T: the prompt's tokens at positions 0..T).
     rows: u32,
-    /// A row's width (norms, elementwise), or K (matmul_backward: dx is [R, K]).
+    /// A row's width (norms, elementwise), or K (transpose_f16: the source is [K, N]).
     width: u32,
-    /// matmul_backward: N (dy is [R, N], the weight [K, N8]).
+    /// transpose_f16: N.
     n: u32,
     /// norm_backward: 1 RMSNorm; gelu, gelu_backward: 2 tanh GELU, 4 erf GELU.
     flags: u32,
@@ -100,40 +101,41 @@ fn norm_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
 }
 
-// ---- matmul_backward: dx[r, i] += Σ_j dy[r, j] · weight[i, j] over the f16 weight [K, N8]
-// (matmul.wgsl's layout: rows of N8 = ceil(N / 8) words of eight f16, zero-padded). One
-// invocation per (i, r): row i of the weight is contiguous.
+// ---- transpose_f16: the f16 weight [K, N8] (matmul.wgsl's layout) transposed to [N, K8],
+// so the input gradient dx += dy · Wᵀ is matmul.wgsl's `matmul` over it (with its accumulate
+// flag): the forward's register tiles and lane-consecutive weight reads, instead of a strided
+// read per row (which was 75% of a training step on lavapipe). One invocation per u32 (two f16)
+// of the output; padding is zero.
 
-@group(1) @binding(0) var<storage, read_write> m_dx: array<f32>;        // [R, K]
-@group(1) @binding(1) var<storage, read> m_dy: array<f32>;              // [R, N]
-@group(1) @binding(2) var<storage, read> m_weight: array<vec4<u32>>;    // [K, N8]
+@group(1) @binding(0) var<storage, read_write> t_dst: array<u32>;   // [N, K8 · 4]
+@group(1) @binding(1) var<storage, read> t_src: array<u32>;         // [K, N8 · 4]
+
+fn t_half(i: u32, j: u32, n_words: u32) -> f32 {
+    let pair = unpack2x16float(t_src[i * n_words + j / 2u]);
+    return select(pair.x, pair.y, (j & 1u) == 1u);
+}
 
 @compute @workgroup_size(64)
-fn matmul_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x;
-    let r = gid.y;
-    if (i >= p.width || r >= p.rows) {
+fn transpose_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let w = gid.x; // u32 index within an output row
+    let j = gid.y; // output row: a column of the input
+    let k = p.width;
+    let n = p.n;
+    let k_words = ((k + 7u) / 8u) * 4u;
+    let n_words = ((n + 7u) / 8u) * 4u;
+    if (w >= k_words || j >= n) {
         return;
     }
-    let n = p.n;
-    let words = (n + 7u) / 8u;
-    let dy0 = r * n;
-    var acc = 0.0;
-    for (var w = 0u; w < words; w++) {
-        let word = m_weight[i * words + w];
-        let j = w * 8u;
-        var pairs = array<vec2<f32>, 4>(unpack2x16float(word.x), unpack2x16float(word.y), unpack2x16float(word.z), unpack2x16float(word.w));
-        for (var k = 0u; k < 4u; k++) {
-            let jj = j + 2u * k;
-            if (jj < n) {
-                acc += m_dy[dy0 + jj] * pairs[k].x;
-            }
-            if (jj + 1u < n) {
-                acc += m_dy[dy0 + jj + 1u] * pairs[k].y;
-            }
-        }
+    let i0 = 2u * w;
+    var lo = 0.0;
+    var hi = 0.0;
+    if (i0 < k) {
+        lo = t_half(i0, j, n_words);
     }
-    m_dx[r * p.width + i] += acc;
+    if (i0 + 1u < k) {
+        hi = t_half(i0 + 1u, j, n_words);
+    }
+    t_dst[j * k_words + w] = pack2x16float(vec2<f32>(lo, hi));
 }
 
 // ---- gelu (in place, for the tape, which keeps the projection's output before it) and

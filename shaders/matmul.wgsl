@@ -25,7 +25,8 @@ struct Params {
     rows: u32,
     k: u32,
     n: u32,
-    /// matmul: bit 0 adds the bias, bit 1 applies GELU (tanh form), bit 2 exact (erf) GELU.
+    /// matmul: bit 0 adds the bias, bit 1 applies GELU (tanh form), bit 2 exact (erf) GELU,
+    /// bit 3 adds the product to `out` instead of replacing it (MELBO's backward, `dx += dy · Wᵀ`).
     /// logits: where this wte chunk's columns start in `out`.
     flags_or_vocab_start: u32,
     /// logits: the row stride of `out` (the full vocabulary); unused by matmul.
@@ -39,6 +40,7 @@ const MAX_TILE_ROWS: u32 = 16u;
 const FLAG_BIAS: u32 = 1u;
 const FLAG_GELU: u32 = 2u;
 const FLAG_GELU_ERF: u32 = 4u;
+const FLAG_ACCUMULATE: u32 = 8u;
 
 /// Rows per tile: 1, 2, 4, 8 or 16.
 override TILE_ROWS: u32 = 1u;
@@ -218,6 +220,9 @@ fn matmul_word(r: u32, j: u32, lo: vec4<f32>, hi: vec4<f32>) {
             }
             if ((flags & FLAG_GELU_ERF) != 0u) {
                 o = gelu_erf(o);
+            }
+            if ((flags & FLAG_ACCUMULATE) != 0u) {
+                o += out[r * p.n + col];
             }
             out[r * p.n + col] = o;
         }

@@ -115,6 +115,10 @@ pub struct GpuEngine {
     groups: Option<BindGroups>,
     /// MELBO's tape while a tape forward or backward is under way (see `tape.rs`).
     tape: Option<TapeState>,
+    /// The tape's blocks (source, target) and their projection weights transposed
+    /// (`h.N.….weight` → [N, K] f16), for the backward's `dx += dy · Wᵀ`; kept across prompts
+    /// and steps, dropped when the blocks change.
+    tape_weights: Option<((usize, usize), HashMap<String, wgpu::Buffer>)>,
     log: ErrorLog,
 }
 
@@ -231,6 +235,7 @@ impl GpuEngine {
             kv: None,
             groups: None,
             tape: None,
+            tape_weights: None,
             log,
         })
     }

@@ -94,6 +94,8 @@ impl MatmulParams {
     pub const BIAS: u32 = 1;
     pub const GELU: u32 = 2;
     pub const GELU_ERF: u32 = 4;
+    /// `out +=` the product instead of `out =` (MELBO's backward over a transposed weight).
+    pub const ACCUMULATE: u32 = 8;
 }
 
 /// Mirrors `Params` in attention.wgsl (both `kv_write` and `attention`).
@@ -203,9 +205,9 @@ pub struct LogitsParams {
 pub struct BackwardParams {
     /// Rows (T).
     pub rows: u32,
-    /// A row's width; K for `matmul_backward`.
+    /// A row's width; K for `transpose_f16` (the source is [K, N]).
     pub width: u32,
-    /// N for `matmul_backward`.
+    /// N for `transpose_f16`.
     pub n: u32,
     /// [`BackwardParams::RMS`] for `norm_backward`; [`MatmulParams::GELU`] or
     /// [`MatmulParams::GELU_ERF`] for `gelu` and `gelu_backward`.
@@ -382,7 +384,7 @@ pub struct Kernels {
     copy_slot: Kernel,
     rope: Kernel,
     norm_backward: Kernel,
-    matmul_backward: Kernel,
+    transpose_f16: Kernel,
     gelu: Kernel,
     gelu_backward: Kernel,
     fill_zero: Kernel,
@@ -488,7 +490,7 @@ impl Kernels {
             project: kernel(&hooks_m, "project", &[w, r, r], &[]),
             copy_slot: kernel(&hooks_m, "copy_slot", &[w], &[]),
             norm_backward: kernel(&backward_m, "norm_backward", &[w, r, r, r], &[]),
-            matmul_backward: kernel(&backward_m, "matmul_backward", &[w, r, r], &[]),
+            transpose_f16: kernel(&backward_m, "transpose_f16", &[w, r], &[]),
             gelu: kernel(&backward_m, "gelu", &[w], &[]),
             gelu_backward: kernel(&backward_m, "gelu_backward", &[w, r], &[]),
             fill_zero: kernel(&backward_m, "fill_zero", &[w], &[]),
@@ -550,15 +552,10 @@ impl Kernels {
     pub fn bind_norm_backward(&self, device: &wgpu::Device, b: &NormBackwardBuffers) -> wgpu::BindGroup {
         Self::bind(device, &self.norm_backward, "norm_backward", &[b.dx, b.dy, b.x, b.weight])
     }
-    /// `matmul_backward(dx, dy, weight)`: the weight as `matmul` binds it ([K, N] f16).
-    pub fn bind_matmul_backward(
-        &self,
-        device: &wgpu::Device,
-        dx: &wgpu::Buffer,
-        dy: &wgpu::Buffer,
-        weight: &wgpu::Buffer,
-    ) -> wgpu::BindGroup {
-        Self::bind(device, &self.matmul_backward, "matmul_backward", &[dx, dy, weight])
+    /// `transpose_f16(dst, src)`: src [K, N] f16 as `matmul` binds it, dst [N, K] in the same
+    /// layout ([`f16_row_words`]`(K)` words a row).
+    pub fn bind_transpose_f16(&self, device: &wgpu::Device, dst: &wgpu::Buffer, src: &wgpu::Buffer) -> wgpu::BindGroup {
+        Self::bind(device, &self.transpose_f16, "transpose_f16", &[dst, src])
     }
     pub fn bind_gelu(&self, device: &wgpu::Device, x: &wgpu::Buffer) -> wgpu::BindGroup {
         Self::bind(device, &self.gelu, "gelu", &[x])
@@ -593,9 +590,9 @@ impl Kernels {
     pub fn norm_backward(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
         rec.dispatch(&self.norm_backward, group, bytemuck::bytes_of(p), [p.rows, 1, 1]);
     }
-    /// `p.width` = K, `p.n` = N.
-    pub fn matmul_backward(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
-        rec.dispatch(&self.matmul_backward, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
+    /// `p.width` = K, `p.n` = N of the source [K, N].
+    pub fn transpose_f16(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
+        rec.dispatch(&self.transpose_f16, group, bytemuck::bytes_of(p), [(f16_row_words(p.width as usize) as u32).div_ceil(WG), p.n, 1]);
     }
     pub fn gelu(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
         rec.dispatch(&self.gelu, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);

@@ -9,7 +9,8 @@ use common::{assert_close, gpu, round_f16, Harness, Rng};
 use tiller_core::arch::{Rope, RopeScaling};
 use tiller_core::ops::{self, backward, AttnDims, RowMeta};
 use tiller_gpu::kernels::{
-    pack_f16_rows, AttentionBackwardBuffers, BackwardParams, MatmulParams, NormBackwardBuffers, RopeBuffers, RopeParams,
+    f16_row_words, pack_f16_rows, AttentionBackwardBuffers, BackwardParams, MatmulBuffers, MatmulParams, NormBackwardBuffers, RopeBuffers,
+    RopeParams,
 };
 
 fn harness() -> Option<Harness> {
@@ -47,24 +48,36 @@ fn norm_backward_matches_reference() {
     }
 }
 
+/// The matmul's input gradient on the GPU: the weight transposed (`transpose_f16`), then
+/// `matmul` with its accumulate flag, against `matmul_backward`.
 #[test]
 fn matmul_backward_matches_reference() {
     let Some(mut h) = harness() else { return };
     let mut rng = Rng::new(12);
-    // (R, K, N): N not a multiple of 8 (padded words), K past a workgroup, one row
-    for (r, k, n) in [(1, 1, 1), (3, 17, 5), (4, 70, 33), (2, 65, 192), (5, 48, 88)] {
+    // (R, K, N): widths that are not multiples of 8 (padded words), one row, rows past a tile
+    for (r, k, n) in [(1, 1, 1), (3, 17, 5), (4, 70, 33), (2, 65, 192), (5, 48, 88), (19, 37, 13), (16, 64, 768)] {
         let w = round_f16(&rng.vec(k * n, 1.0));
         let dy = rng.vec(r * n, 1.0);
         let start = rng.vec(r * k, 0.5);
         let mut want = start.clone();
         backward::matmul_backward(&mut want, &dy, &w, k, n);
         let (dx_b, dy_b, w_b) = (h.f32s(&start), h.f32s(&dy), h.bytes(&pack_f16_rows(&w, k, n)));
-        let g = h.kernels.bind_matmul_backward(&h.gpu.device, &dx_b, &dy_b, &w_b);
-        let p = BackwardParams { rows: r as u32, width: k as u32, n: n as u32, ..Default::default() };
+        let wt_b = h.zeros(n * f16_row_words(k));
+        let tg = h.kernels.bind_transpose_f16(&h.gpu.device, &wt_b, &w_b);
+        let bias = h.zeros(4);
+        let mg = h.kernels.bind_matmul(&h.gpu.device, &MatmulBuffers { out: &dx_b, inp: &dy_b, weight: &wt_b, bias: &bias });
         let mut rec = h.recorder();
-        h.kernels.matmul_backward(&mut rec, &g, &p);
+        h.kernels.transpose_f16(&mut rec, &tg, &BackwardParams { width: k as u32, n: n as u32, ..Default::default() });
+        h.kernels.matmul(&mut rec, &mg, &MatmulParams { rows: r as u32, k: n as u32, n: k as u32, flags: MatmulParams::ACCUMULATE });
         h.submit(rec);
-        assert_close(&format!("matmul_backward R={r} K={k} N={n}"), &h.read(&dx_b, r * k), &want, 1e-5, 1e-5);
+        // the transpose is exact: Wᵀ packed is the transposed matrix packed
+        let wt: Vec<f32> = (0..n * k).map(|x| w[(x % k) * n + x / k]).collect();
+        assert_eq!(
+            h.read(&wt_b, n * f16_row_words(k)),
+            bytemuck::cast_slice::<u8, f32>(&pack_f16_rows(&wt, n, k)).to_vec(),
+            "transpose_f16 K={k} N={n}"
+        );
+        assert_close(&format!("dx += dy · Wᵀ R={r} K={k} N={n}"), &h.read(&dx_b, r * k), &want, 1e-5, 1e-5);
     }
 }
 

@@ -16,8 +16,8 @@ use tiller_core::{Result, TillerError};
 use super::{mappable, storage, GpuEngine};
 use crate::errors::Scopes;
 use crate::kernels::{
-    AttentionBackwardBuffers, BackwardParams, MatmulParams, NormBackwardBuffers, Recorder, ResidualBuffers, ResidualParams, RopeBuffers,
-    RopeParams,
+    f16_row_words, AttentionBackwardBuffers, BackwardParams, MatmulBuffers, MatmulParams, NormBackwardBuffers, Recorder, ResidualBuffers,
+    ResidualParams, RopeBuffers, RopeParams,
 };
 use crate::readback::map_read;
 
@@ -183,12 +183,48 @@ impl GpuEngine {
         Ok(out.captured.pop().unwrap_or_default())
     }
 
+    /// Transposes the projection weights of blocks `source..target` once (kept until the
+    /// blocks change): the backward's `dx += dy · Wᵀ` is then the forward's matmul kernel.
+    async fn ensure_transposed(&mut self, source: usize, target: usize) -> Result<()> {
+        if self.tape_weights.as_ref().is_some_and(|(layers, _)| *layers == (source, target)) {
+            return Ok(());
+        }
+        self.tape_weights = None;
+        let cfg = self.cfg;
+        let mut out = HashMap::new();
+        let mut rec = Recorder::new(&self.kernels);
+        for l in source..target {
+            for op in program::block(&cfg) {
+                if let Op::Linear { src, dst, param, .. } = op {
+                    let name = format!("h.{l}.{}.weight", param.name());
+                    let (k, n) = (src.width(&cfg), dst.width(&cfg));
+                    let wt =
+                        storage(&self.device, "tape transposed weight", (n * f16_row_words(k) * 4) as u64, wgpu::BufferUsages::empty());
+                    let group = self.kernels.bind_transpose_f16(&self.device, &wt, self.w.get(&name)?);
+                    let p = BackwardParams { width: k as u32, n: n as u32, ..Default::default() };
+                    self.kernels.transpose_f16(&mut rec, &group, &p);
+                    out.insert(name, wt);
+                }
+            }
+        }
+        let scopes = Scopes::push(&self.device);
+        rec.submit(&self.device, &self.queue, &self.kernels, &mut self.arena);
+        scopes.pop("transposing the weights for MELBO's backward pass").await?;
+        self.log.check("transposing the weights for MELBO's backward pass")?;
+        self.tape_weights = Some(((source, target), out));
+        Ok(())
+    }
+
     /// The gradient with respect to the residual stream before block `source` (after θ)
     /// [T, C], from `dh` [T, C], the gradient with respect to the stream before block
     /// `target`, through the tape of the last [`GpuEngine::tape_forward`].
     pub async fn tape_backward(&mut self, dh: &[f32]) -> Result<Vec<f32>> {
         let cfg = self.cfg;
         let c = cfg.n_embd;
+        if let Some((source, target)) = self.tape.as_ref().map(|s| (s.source, s.target)) {
+            self.ensure_transposed(source, target).await?;
+        }
+        let transposed = &self.tape_weights.as_ref().ok_or_else(|| TillerError::input("a tape backward needs a tape forward first"))?.1;
         let state =
             self.tape.as_ref().filter(|s| s.filled).ok_or_else(|| TillerError::input("a tape backward needs a tape forward first"))?;
         let t = state.t;
@@ -230,9 +266,11 @@ impl GpuEngine {
                             let group = k.bind_gelu_backward(d, g(dst), &kept[0]);
                             k.gelu_backward(&mut rec, &group, &BackwardParams { flags: gelu_flag, ..BackwardParams::rows(rows, n) });
                         }
-                        let group = k.bind_matmul_backward(d, g(src), g(dst), w(l, param.name())?);
-                        let p = BackwardParams { n, ..BackwardParams::rows(rows, src.width(&cfg) as u32) };
-                        k.matmul_backward(&mut rec, &group, &p);
+                        let name = format!("h.{l}.{}.weight", param.name());
+                        let wt = transposed.get(&name).ok_or_else(|| TillerError::MissingTensor(format!("{name} (transposed)")))?;
+                        let group = k.bind_matmul(d, &MatmulBuffers { out: g(src), inp: g(dst), weight: wt, bias: &self.dummy });
+                        let p = MatmulParams { rows, k: n, n: src.width(&cfg) as u32, flags: MatmulParams::ACCUMULATE };
+                        k.matmul(&mut rec, &group, &p);
                         zero(&mut rec, dst);
                     }
                     Op::SwiGlu => {
