@@ -363,6 +363,80 @@ struct Kernel {
     name: &'static str,
 }
 
+/// A pipeline of `entry` in `m` whose storage bindings are `read_only` per binding, in order.
+fn build_kernel(
+    device: &wgpu::Device,
+    params_layout: &wgpu::BindGroupLayout,
+    m: &wgpu::ShaderModule,
+    entry: &'static str,
+    storage: &[bool],
+    constants: &[(&str, f64)],
+) -> Kernel {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = storage
+        .iter()
+        .enumerate()
+        .map(|(i, &read_only)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(entry), entries: &entries });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(entry),
+        bind_group_layouts: &[Some(params_layout), Some(&layout)],
+        immediate_size: 0,
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: Some(&pipeline_layout),
+        module: m,
+        entry_point: Some(entry),
+        compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
+        cache: None,
+    });
+    Kernel { pipeline, layout, name: entry }
+}
+
+/// MELBO's backward pipelines (backward.wgsl), built the first time one is used: a model load
+/// does not pay for compiling them (on SwiftShader that is seconds per pipeline).
+struct BackwardKernels {
+    norm_backward: Kernel,
+    transpose_f16: Kernel,
+    gelu: Kernel,
+    gelu_backward: Kernel,
+    fill_zero: Kernel,
+    swiglu_backward: Kernel,
+    attention_probs_backward: Kernel,
+    attention_qkv_backward: Kernel,
+}
+
+impl BackwardKernels {
+    fn new(device: &wgpu::Device, params_layout: &wgpu::BindGroupLayout) -> Self {
+        let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("backward.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(BACKWARD_WGSL.into()),
+        });
+        let k = |entry: &'static str, storage: &[bool]| build_kernel(device, params_layout, &m, entry, storage, &[]);
+        let (w, r) = (false, true);
+        Self {
+            norm_backward: k("norm_backward", &[w, r, r, r]),
+            transpose_f16: k("transpose_f16", &[w, r]),
+            gelu: k("gelu", &[w]),
+            gelu_backward: k("gelu_backward", &[w, r]),
+            fill_zero: k("fill_zero", &[w]),
+            swiglu_backward: k("swiglu_backward", &[w, w, r, r]),
+            attention_probs_backward: k("attention_probs_backward", &[w, w, r, r]),
+            attention_qkv_backward: k("attention_qkv_backward", &[w, r, r, r, r]),
+        }
+    }
+}
+
 /// Every pipeline, built once per device.
 pub struct Kernels {
     params_layout: wgpu::BindGroupLayout,
@@ -383,14 +457,9 @@ pub struct Kernels {
     project: Kernel,
     copy_slot: Kernel,
     rope: Kernel,
-    norm_backward: Kernel,
-    transpose_f16: Kernel,
-    gelu: Kernel,
-    gelu_backward: Kernel,
-    fill_zero: Kernel,
-    swiglu_backward: Kernel,
-    attention_probs_backward: Kernel,
-    attention_qkv_backward: Kernel,
+    /// MELBO's, built on first use.
+    backward: std::sync::OnceLock<BackwardKernels>,
+    device: wgpu::Device,
     params_align: u64,
 }
 
@@ -426,39 +495,10 @@ impl Kernels {
         let residual_m = module("residual.wgsl", RESIDUAL_WGSL);
         let rope_m = module("rope.wgsl", ROPE_WGSL);
         let hooks_m = module("hooks.wgsl", HOOKS_WGSL);
-        let backward_m = module("backward.wgsl", BACKWARD_WGSL);
 
         // `read_only` per storage binding, in binding order.
         let kernel = |m: &wgpu::ShaderModule, entry: &'static str, storage: &[bool], constants: &[(&str, f64)]| {
-            let entries: Vec<wgpu::BindGroupLayoutEntry> = storage
-                .iter()
-                .enumerate()
-                .map(|(i, &read_only)| wgpu::BindGroupLayoutEntry {
-                    binding: i as u32,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Storage { read_only },
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                })
-                .collect();
-            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(entry), entries: &entries });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(entry),
-                bind_group_layouts: &[Some(&params_layout), Some(&layout)],
-                immediate_size: 0,
-            });
-            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&pipeline_layout),
-                module: m,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
-                cache: None,
-            });
-            Kernel { pipeline, layout, name: entry }
+            build_kernel(device, &params_layout, m, entry, storage, constants)
         };
         let (w, r) = (false, true);
         let tiled = |m: &wgpu::ShaderModule, entry: &'static str, wg: u32| -> Vec<Kernel> {
@@ -489,17 +529,15 @@ impl Kernels {
             gather: kernel(&hooks_m, "gather", &[w, r, r], &[]),
             project: kernel(&hooks_m, "project", &[w, r, r], &[]),
             copy_slot: kernel(&hooks_m, "copy_slot", &[w], &[]),
-            norm_backward: kernel(&backward_m, "norm_backward", &[w, r, r, r], &[]),
-            transpose_f16: kernel(&backward_m, "transpose_f16", &[w, r], &[]),
-            gelu: kernel(&backward_m, "gelu", &[w], &[]),
-            gelu_backward: kernel(&backward_m, "gelu_backward", &[w, r], &[]),
-            fill_zero: kernel(&backward_m, "fill_zero", &[w], &[]),
-            swiglu_backward: kernel(&backward_m, "swiglu_backward", &[w, w, r, r], &[]),
-            attention_probs_backward: kernel(&backward_m, "attention_probs_backward", &[w, w, r, r], &[]),
-            attention_qkv_backward: kernel(&backward_m, "attention_qkv_backward", &[w, r, r, r, r], &[]),
+            backward: std::sync::OnceLock::new(),
+            device: device.clone(),
             params_layout,
             params_align,
         })
+    }
+
+    fn bwd(&self) -> &BackwardKernels {
+        self.backward.get_or_init(|| BackwardKernels::new(&self.device, &self.params_layout))
     }
 
     fn bind(device: &wgpu::Device, k: &Kernel, label: &str, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
@@ -550,22 +588,22 @@ impl Kernels {
     }
 
     pub fn bind_norm_backward(&self, device: &wgpu::Device, b: &NormBackwardBuffers) -> wgpu::BindGroup {
-        Self::bind(device, &self.norm_backward, "norm_backward", &[b.dx, b.dy, b.x, b.weight])
+        Self::bind(device, &self.bwd().norm_backward, "norm_backward", &[b.dx, b.dy, b.x, b.weight])
     }
     /// `transpose_f16(dst, src)`: src [K, N] f16 as `matmul` binds it, dst [N, K] in the same
     /// layout ([`f16_row_words`]`(K)` words a row).
     pub fn bind_transpose_f16(&self, device: &wgpu::Device, dst: &wgpu::Buffer, src: &wgpu::Buffer) -> wgpu::BindGroup {
-        Self::bind(device, &self.transpose_f16, "transpose_f16", &[dst, src])
+        Self::bind(device, &self.bwd().transpose_f16, "transpose_f16", &[dst, src])
     }
     pub fn bind_gelu(&self, device: &wgpu::Device, x: &wgpu::Buffer) -> wgpu::BindGroup {
-        Self::bind(device, &self.gelu, "gelu", &[x])
+        Self::bind(device, &self.bwd().gelu, "gelu", &[x])
     }
     /// `gelu_backward(d, pre)`: d ·= gelu′(pre).
     pub fn bind_gelu_backward(&self, device: &wgpu::Device, d: &wgpu::Buffer, pre: &wgpu::Buffer) -> wgpu::BindGroup {
-        Self::bind(device, &self.gelu_backward, "gelu_backward", &[d, pre])
+        Self::bind(device, &self.bwd().gelu_backward, "gelu_backward", &[d, pre])
     }
     pub fn bind_fill_zero(&self, device: &wgpu::Device, x: &wgpu::Buffer) -> wgpu::BindGroup {
-        Self::bind(device, &self.fill_zero, "fill_zero", &[x])
+        Self::bind(device, &self.bwd().fill_zero, "fill_zero", &[x])
     }
     /// `swiglu_backward(dout, dgate, gate, up)`.
     pub fn bind_swiglu_backward(
@@ -576,42 +614,47 @@ impl Kernels {
         gate: &wgpu::Buffer,
         up: &wgpu::Buffer,
     ) -> wgpu::BindGroup {
-        Self::bind(device, &self.swiglu_backward, "swiglu_backward", &[dout, dgate, gate, up])
+        Self::bind(device, &self.bwd().swiglu_backward, "swiglu_backward", &[dout, dgate, gate, up])
     }
     /// Both attention backward passes: (probs, qkv gradient).
     pub fn bind_attention_backward(&self, device: &wgpu::Device, b: &AttentionBackwardBuffers) -> [wgpu::BindGroup; 2] {
         [
-            Self::bind(device, &self.attention_probs_backward, "attention_probs_backward", &[b.p, b.ds, b.qkv, b.dz]),
-            Self::bind(device, &self.attention_qkv_backward, "attention_qkv_backward", &[b.dqkv, b.p, b.ds, b.qkv, b.dz]),
+            Self::bind(device, &self.bwd().attention_probs_backward, "attention_probs_backward", &[b.p, b.ds, b.qkv, b.dz]),
+            Self::bind(device, &self.bwd().attention_qkv_backward, "attention_qkv_backward", &[b.dqkv, b.p, b.ds, b.qkv, b.dz]),
         ]
     }
 
     /// One workgroup per row.
     pub fn norm_backward(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
-        rec.dispatch(&self.norm_backward, group, bytemuck::bytes_of(p), [p.rows, 1, 1]);
+        rec.dispatch(&self.bwd().norm_backward, group, bytemuck::bytes_of(p), [p.rows, 1, 1]);
     }
     /// `p.width` = K, `p.n` = N of the source [K, N].
     pub fn transpose_f16(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
-        rec.dispatch(&self.transpose_f16, group, bytemuck::bytes_of(p), [(f16_row_words(p.width as usize) as u32).div_ceil(WG), p.n, 1]);
+        rec.dispatch(
+            &self.bwd().transpose_f16,
+            group,
+            bytemuck::bytes_of(p),
+            [(f16_row_words(p.width as usize) as u32).div_ceil(WG), p.n, 1],
+        );
     }
     pub fn gelu(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
-        rec.dispatch(&self.gelu, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
+        rec.dispatch(&self.bwd().gelu, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
     }
     pub fn gelu_backward(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
-        rec.dispatch(&self.gelu_backward, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
+        rec.dispatch(&self.bwd().gelu_backward, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
     }
     pub fn fill_zero(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
-        rec.dispatch(&self.fill_zero, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
+        rec.dispatch(&self.bwd().fill_zero, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
     }
     pub fn swiglu_backward(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &BackwardParams) {
-        rec.dispatch(&self.swiglu_backward, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
+        rec.dispatch(&self.bwd().swiglu_backward, group, bytemuck::bytes_of(p), [p.width.div_ceil(WG), p.rows, 1]);
     }
     /// Both passes, with the groups of [`Kernels::bind_attention_backward`]; `p.rows` = T and
     /// the head fields set.
     pub fn attention_backward(&self, rec: &mut Recorder, groups: &[wgpu::BindGroup; 2], p: &BackwardParams) {
         let qkv = (p.n_head + 2 * p.n_kv_head) * p.head_dim;
-        rec.dispatch(&self.attention_probs_backward, &groups[0], bytemuck::bytes_of(p), [p.rows.div_ceil(WG), p.n_head, 1]);
-        rec.dispatch(&self.attention_qkv_backward, &groups[1], bytemuck::bytes_of(p), [qkv.div_ceil(WG), p.rows, 1]);
+        rec.dispatch(&self.bwd().attention_probs_backward, &groups[0], bytemuck::bytes_of(p), [p.rows.div_ceil(WG), p.n_head, 1]);
+        rec.dispatch(&self.bwd().attention_qkv_backward, &groups[1], bytemuck::bytes_of(p), [qkv.div_ceil(WG), p.rows, 1]);
     }
 
     pub fn embed(&self, rec: &mut Recorder, group: &wgpu::BindGroup, p: &EmbedParams) {
