@@ -209,12 +209,6 @@ fn save(out: &Path, vectors: Vec<Vec<f32>>, meta: Vec<(&str, String)>) -> Result
     std::fs::write(out, set.to_safetensors()?).with_context(|| format!("cannot write {}", out.display()))
 }
 
-fn max_abs_cos(vectors: &[&[f32]]) -> f64 {
-    let n = vectors.len();
-    let m = tiller_core::library::cosine_matrix(vectors);
-    (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).fold(0.0f64, |acc, (i, j)| acc.max(m[i * n + j].abs()))
-}
-
 fn common_meta(
     model: &Path,
     prompts: &PromptsArgs,
@@ -263,7 +257,7 @@ pub fn run(a: MelboArgs) -> Result<()> {
         progress
     ))?);
     let views: Vec<&[f32]> = vectors.iter().map(|v| v.vector.as_slice()).collect();
-    let max_cos = max_abs_cos(&views);
+    let max_cos = tiller_core::library::max_abs_cosine(&views);
 
     if let Some(out) = &a.out {
         let mut meta = common_meta(&a.model.model, &a.prompts, source, target, tokens, a.seed);
@@ -369,7 +363,7 @@ pub fn run_ortho(a: OrthoArgs) -> Result<()> {
     }
     let mut all: Vec<&[f32]> = vec![theta0.as_slice()];
     all.extend(run.vectors.iter().map(|v| v.vector.as_slice()));
-    let max_cos = max_abs_cos(&all);
+    let max_cos = tiller_core::library::max_abs_cosine(&all);
     if a.json {
         let out = json!({
             "source": source,

@@ -369,6 +369,13 @@ pub fn cosine_matrix(vectors: &[&[f32]]) -> Vec<f64> {
     m
 }
 
+/// The largest |cosine| between two different vectors of `vectors` (0 for fewer than two).
+pub fn max_abs_cosine(vectors: &[&[f32]]) -> f64 {
+    let n = vectors.len();
+    let m = cosine_matrix(vectors);
+    (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| i * n + j)).fold(0.0f64, |acc, k| acc.max(m[k].abs()))
+}
+
 /// A parsed formula: (coefficient, name) terms, such as `a - b + 0.5*c` → (1, a), (−1, b),
 /// (0.5, c). Names are letters, digits, `_` and `.` (starting with a letter or `_`), or any
 /// text in double quotes; a coefficient is a number before the name, with `*`, `·` or `×`

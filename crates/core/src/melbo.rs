@@ -339,6 +339,23 @@ fn rescale(v: &mut [f64], r: f64) {
     }
 }
 
+/// One constrained step down `g`: the gradient projected off `basis` (orthonormal) and onto
+/// the tangent space of the sphere at θ, AdamW's step, then θ projected off `basis` again and
+/// rescaled to `r`.
+fn sphere_step(opt: &mut AdamW, theta: &mut [f64], mut g: Vec<f64>, basis: &[Vec<f64>], r: f64) {
+    project_out(&mut g, basis);
+    let n2 = dot(theta, theta);
+    if n2 > 0.0 {
+        let k = dot(&g, theta) / n2;
+        g.iter_mut().zip(theta.iter()).for_each(|(a, b)| *a -= k * b);
+    }
+    opt.step(theta, &g);
+    for _ in 0..2 {
+        project_out(theta, basis);
+    }
+    rescale(theta, r);
+}
+
 /// A standard normal vector of `n` (Box–Muller over the seeded stream).
 fn gaussian(rng: &mut Rng, n: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(n + 1);
@@ -502,18 +519,8 @@ pub async fn train_one<D: Differentiable>(
         let (f, grad) = objective_grad(model, prompts, &s.objective, &t32).await?;
         losses.push(f);
         // the gradient of the loss −f, projected
-        let mut g: Vec<f64> = grad.iter().map(|x| -x).collect();
-        project_out(&mut g, &basis);
-        let n2 = dot(&theta, &theta);
-        if n2 > 0.0 {
-            let k = dot(&g, &theta) / n2;
-            g.iter_mut().zip(&theta).for_each(|(a, b)| *a -= k * b);
-        }
-        opt.step(&mut theta, &g);
-        for _ in 0..2 {
-            project_out(&mut theta, &basis);
-        }
-        rescale(&mut theta, r);
+        let g: Vec<f64> = grad.iter().map(|x| -x).collect();
+        sphere_step(&mut opt, &mut theta, g, &basis, r);
         let p = Progress { vector: index, vectors: s.vectors, step: step + 1, steps: s.steps, loss: f };
         if matches!(on_step(p), Flow::Stop) {
             return Ok(None);
@@ -641,16 +648,9 @@ pub async fn train_ortho<D: Differentiable>(
         let mut losses = Vec::with_capacity(s.steps);
         for step in 0..s.steps {
             let t32: Vec<f32> = theta.iter().map(|&x| x as f32).collect();
-            let (loss, mut g) = match_grad(model, prompts, s, &z0, &t32).await?;
+            let (loss, g) = match_grad(model, prompts, s, &z0, &t32).await?;
             losses.push(loss);
-            project_out(&mut g, &basis);
-            let kk = dot(&g, &theta) / dot(&theta, &theta);
-            g.iter_mut().zip(&theta).for_each(|(a, b)| *a -= kk * b);
-            opt.step(&mut theta, &g);
-            for _ in 0..2 {
-                project_out(&mut theta, &basis);
-            }
-            rescale(&mut theta, r);
+            sphere_step(&mut opt, &mut theta, g, &basis, r);
             if matches!(on_step(Progress { vector: k, vectors: s.vectors, step: step + 1, steps: s.steps, loss }), Flow::Stop) {
                 return Ok(out);
             }

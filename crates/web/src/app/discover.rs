@@ -420,13 +420,7 @@ fn VectorList() -> impl IntoView {
         }
         let views: Vec<&[f32]> = run.vectors.iter().map(|v| v.vector.as_slice()).collect();
         let n = views.len();
-        let m = tiller_core::library::cosine_matrix(&views);
-        let mut max_cos = 0.0f64;
-        for i in 0..n {
-            for j in (0..n).filter(|&j| j != i) {
-                max_cos = max_cos.max(m[i * n + j].abs());
-            }
-        }
+        let max_cos = tiller_core::library::max_abs_cosine(&views);
         let rows = run
             .vectors
             .iter()
