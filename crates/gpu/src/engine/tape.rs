@@ -25,8 +25,11 @@ use crate::readback::map_read;
 pub(super) struct TapeState {
     source: usize,
     target: usize,
-    /// Tokens (rows) of the prompt.
+    /// Tokens (rows) of the prompt of the last forward.
     t: usize,
+    /// Rows the buffers hold: the longest prompt so far, so prompts of different lengths share
+    /// one tape instead of reallocating it at every forward.
+    cap: usize,
     /// Per block source..target, per op of the block: the buffers it keeps (empty: none).
     saved: Vec<Vec<Vec<wgpu::Buffer>>>,
     /// One gradient buffer per program slot, [T, width].
@@ -88,6 +91,7 @@ impl GpuEngine {
         self.kernels.gelu(rec, &g, &p);
     }
 
+    /// A tape for prompts of up to `t` tokens.
     fn make_tape(&self, t: usize, source: usize, target: usize) -> Result<TapeState> {
         use wgpu::BufferUsages as U;
         let cfg = &self.cfg;
@@ -126,6 +130,7 @@ impl GpuEngine {
             source,
             target,
             t,
+            cap: t,
             saved,
             grads,
             probs: storage(&self.device, "tape attention probs", scratch, U::empty()),
@@ -152,13 +157,15 @@ impl GpuEngine {
                 theta.len()
             )));
         }
-        let reuse = self.tape.as_ref().is_some_and(|s| s.t == t && s.source == source && s.target == target);
-        if !reuse {
+        let same = self.tape.as_ref().filter(|s| s.source == source && s.target == target).map(|s| s.cap);
+        if same.is_none_or(|cap| cap < t) {
+            let cap = same.unwrap_or(0).max(t);
             self.tape = None;
-            let state = self.make_tape(t, source, target)?;
+            let state = self.make_tape(cap, source, target)?;
             self.tape = Some(state);
         }
         if let Some(s) = &mut self.tape {
+            s.t = t;
             s.filled = false;
         }
         use tiller_core::Backend;
