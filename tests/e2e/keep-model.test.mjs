@@ -115,3 +115,35 @@ test('forcing WebGPU without an adapter leaves the CPU model runnable', { timeou
   await screenshot(p, 'keep-model-no-adapter', t);
   assert.deepEqual(probs.pageErrors, [], 'no uncaught errors');
 });
+
+test('a Load clicked while the engine worker is still starting loads all the same', { timeout: 300_000 }, async (t) => {
+  // The worker's wasm held back for a few seconds, as on a slow machine: the page is up (its
+  // own wasm is another file) and the user picks a model and presses Load before the worker
+  // listens. The page keeps the message until the worker has started (2026-12-07: a share
+  // link's "Download and load", clicked at once in a fresh browser, sat at "loading" for ever).
+  const s = await launch();
+  sessions.push(s);
+  let release;
+  const held = new Promise((r) => { release = r; });
+  let asked = false;
+  await s.context.route(/tiller-worker_bg\.wasm/, async (route) => {
+    asked = true;
+    await held;
+    await route.continue();
+  });
+  const p = await s.context.newPage();
+  const probs = watchPage(p);
+  await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+  await pickHubRepo(p, REPOS.tiny);
+  await tid(p, 'model-load').first().click();
+  await confirmDownloadIfAsked(p, 2_000);
+  assert.ok(asked, 'the worker asked for its wasm (the test holds it back)');
+  assert.equal(await tid(p, 'model-status').first().getAttribute('data-state'), 'loading', 'Load was pressed before the worker started');
+  await new Promise((r) => setTimeout(r, 3_000));
+  release();
+  await waitForState(p, 'model-status', 'ready', TIMEOUT, { failOn: ['error'] });
+  await setRecipe(p, RECIPE);
+  await runOnce(p, 1);
+  await screenshot(p, 'keep-model-early-load', t);
+  assert.deepEqual(probs.pageErrors, [], 'no uncaught errors');
+});

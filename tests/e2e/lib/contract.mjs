@@ -186,7 +186,8 @@ export async function waitForState(page, id, states, timeout, { failOn = [] } = 
     await page.waitForTimeout(100);
   }
   const err = await errorText(page);
-  throw new Error(`[data-testid="${id}"] did not reach data-state ${want.join('|')} within ${timeout} ms (last: ${JSON.stringify(last)}); error element: ${JSON.stringify(err)}`);
+  const shown = ((await tid(page, id).first().textContent().catch(() => '')) || '').trim().slice(0, 300);
+  throw new Error(`[data-testid="${id}"] did not reach data-state ${want.join('|')} within ${timeout} ms (last: ${JSON.stringify(last)}, showing ${JSON.stringify(shown)}); error element: ${JSON.stringify(err)}`);
 }
 
 /** Text of the visible error element(s), '' if none. */

@@ -61,6 +61,7 @@ pub fn start(ctx: Ctx) {
     });
     worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     on_error.forget();
+    ctx.outbox.set_value(Some(Vec::new()));
     ctx.worker.set_value(Some(worker));
 }
 
@@ -72,20 +73,36 @@ pub fn restart(ctx: Ctx) {
     start(ctx);
 }
 
-/// Posts a message; `files` travel with it (local model files).
+/// Posts a message; `files` travel with it (local model files). Until the worker has started
+/// (its wasm listens) the message waits in `ctx.outbox`: posted earlier, it would be lost and a
+/// Load clicked on a slow machine would say "loading" for ever.
 pub fn send(ctx: Ctx, msg: &ToWorker, files: &[web_sys::File]) {
+    let obj = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&obj, &envelope::MSG.into(), &msg.to_json().into());
+    if !files.is_empty() {
+        let arr: js_sys::Array = files.iter().map(JsValue::from).collect();
+        let _ = js_sys::Reflect::set(&obj, &envelope::FILES.into(), &arr);
+    }
+    let queued = ctx.outbox.try_update_value(|q| q.as_mut().map(|q| q.push(obj.clone())).is_some()).unwrap_or(false);
+    if !queued {
+        post(ctx, &obj);
+    }
+}
+
+fn post(ctx: Ctx, obj: &js_sys::Object) {
     ctx.worker.with_value(|w| {
         let Some(w) = w else { return };
-        let obj = js_sys::Object::new();
-        let _ = js_sys::Reflect::set(&obj, &envelope::MSG.into(), &msg.to_json().into());
-        if !files.is_empty() {
-            let arr: js_sys::Array = files.iter().map(JsValue::from).collect();
-            let _ = js_sys::Reflect::set(&obj, &envelope::FILES.into(), &arr);
-        }
-        if let Err(e) = w.post_message(&obj) {
+        if let Err(e) = w.post_message(obj) {
             ctx.show_error(ErrorKind::Internal, format!("could not talk to the engine worker ({e:?}): reload the page"));
         }
     });
+}
+
+/// The worker has started: what waited for it goes now, in order.
+fn flush_outbox(ctx: Ctx) {
+    for obj in ctx.outbox.try_update_value(Option::take).flatten().unwrap_or_default() {
+        post(ctx, &obj);
+    }
 }
 
 /// The most runs the history holds in this tab (the oldest go first).
@@ -441,9 +458,8 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
     match msg {
         FromWorker::Started { webgpu } => {
             ctx.webgpu.set(Some(webgpu));
+            flush_outbox(ctx);
             send(ctx, &ToWorker::CacheInfo, &[]);
-            // The size query may have been posted before the worker listened: ask again.
-            ctx.model_choice.notify();
             if let Some(source) = ctx.autoload.get_value() {
                 ctx.autoload.set_value(None);
                 load(ctx, source);

@@ -293,6 +293,9 @@ pub struct Ctx {
     pub last_vocab_id: StoredValue<u64>,
     pub next_id: StoredValue<u64>,
     pub worker: StoredValue<Option<web_sys::Worker>, LocalStorage>,
+    /// Messages posted before the worker said `Started` (its wasm was still starting and a
+    /// message then would be lost): sent in order when it does. None once it has started.
+    pub outbox: StoredValue<Option<Vec<js_sys::Object>>, LocalStorage>,
 }
 
 impl Ctx {
@@ -351,6 +354,7 @@ impl Ctx {
             last_vocab_id: StoredValue::new(0),
             next_id: StoredValue::new(1),
             worker: StoredValue::new_local(None),
+            outbox: StoredValue::new_local(Some(Vec::new())),
         }
     }
 
