@@ -79,6 +79,9 @@ enum Command {
     /// MELBO-ortho: vectors orthogonal to a chosen one (and each other) that reproduce its
     /// change of the target layer's mean residual.
     MelboOrtho(melbo::OrthoArgs),
+    /// A MELBO sweep over the radius R: K vectors at each R, and against R the diversity of
+    /// their greedy completions and the unsteered model's perplexity of them (CSV with --csv).
+    MelboSweep(melbo::SweepArgs),
 }
 
 #[derive(Args)]
@@ -328,6 +331,7 @@ fn main() {
         Command::Iti(a) => iti::run(a),
         Command::Melbo(a) => melbo::run(a),
         Command::MelboOrtho(a) => melbo::run_ortho(a),
+        Command::MelboSweep(a) => melbo::run_sweep(a),
     };
     if let Err(e) = result {
         let msg = format!("{e:#}").replace('\n', " ");

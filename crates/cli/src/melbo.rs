@@ -124,6 +124,43 @@ pub struct OrthoArgs {
     json: bool,
 }
 
+#[derive(Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    prompts: PromptsArgs,
+    #[command(flatten)]
+    layers: LayerArgs,
+    /// The radii R to train at, e.g. 1,2,4,8 (each R gets K vectors from the same seeded
+    /// starting directions).
+    #[arg(long, value_name = "R1,R2,...", required = true)]
+    radii: String,
+    /// K: vectors trained at each R.
+    #[arg(long, default_value_t = 8)]
+    vectors: usize,
+    #[arg(long, default_value_t = 300)]
+    steps: usize,
+    #[arg(long, default_value_t = 2.0)]
+    p: f64,
+    /// Default: p.
+    #[arg(long)]
+    q: Option<f64>,
+    #[arg(long = "no-orthogonal")]
+    no_orthogonal: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Tokens of each greedy completion that the diversity and perplexity are read from.
+    #[arg(long = "new-tokens", default_value_t = 24)]
+    new_tokens: usize,
+    /// Write the sweep as CSV (a row per R).
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Print one JSON object: {"points": [{"radius", "diversity", "perplexity", ...}]}.
+    #[arg(long)]
+    json: bool,
+}
+
 /// Runs `$body` with `$tape` bound to the engine's [`melbo::Differentiable`]: the CPU
 /// reference's tape or the GPU engine's.
 macro_rules! with_tape {
@@ -397,6 +434,82 @@ pub fn run_ortho(a: OrthoArgs) -> Result<()> {
     outln!("largest |cos| among θ0 and the vectors: {max_cos:.2e}");
     if let Some(out) = &a.out {
         outln!("saved to {}; steer with --vector {}#0:{source}:1 --positions all", out.display(), out.display());
+    }
+    Ok(())
+}
+
+pub fn run_sweep(a: SweepArgs) -> Result<()> {
+    let radii = melbo::sweep::parse_radii(&a.radii)?;
+    if a.new_tokens == 0 {
+        bail!("--new-tokens must be at least 1: the diversity and perplexity are read from the completions");
+    }
+    if a.vectors < 2 {
+        bail!("--vectors must be at least 2: the diversity compares the completions of different vectors");
+    }
+    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let spec = *engine.config();
+    let (source, target, tokens) = layers(&a.layers, spec.n_layer)?;
+    let prompts = encode_prompts(&tok, &a.prompts)?;
+    let base = MelboSettings {
+        source,
+        target,
+        radius: Some(radii[0]),
+        vectors: a.vectors,
+        steps: a.steps,
+        objective: Objective { p: a.p, q: a.q.unwrap_or(a.p), tokens },
+        orthogonal: !a.no_orthogonal,
+        seed: a.seed,
+        init: Vec::new(),
+    };
+    base.check(spec.n_embd, spec.n_layer)?;
+    let acts: Vec<PromptActs> = block_on(melbo::prepare(&mut engine, &prompts, source, target))?;
+    let mut points = Vec::with_capacity(radii.len());
+    for (i, &r) in radii.iter().enumerate() {
+        let settings = MelboSettings { radius: Some(r), ..base.clone() };
+        if !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!("R = {r} ({} of {}):", i + 1, radii.len());
+        }
+        let progress = progress_printer(a.json);
+        let vectors = with_tape!(&mut engine, &acts, prompts, source, target, |tape| block_on(melbo::train(
+            &mut tape,
+            spec.n_layer,
+            &acts,
+            &settings,
+            progress
+        ))?);
+        points.push(block_on(melbo::sweep::judge(&mut engine, &tok, &prompts, r, &vectors, source, a.new_tokens))?);
+    }
+    let csv = melbo::sweep::to_csv(&points);
+    if let Some(path) = &a.csv {
+        std::fs::write(path, &csv).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if a.json {
+        let out = json!({
+            "source": source,
+            "target": target,
+            "target_tokens": tokens.label(),
+            "vectors": a.vectors,
+            "steps": a.steps,
+            "seed": a.seed,
+            "new_tokens": a.new_tokens,
+            "prompt_tokens": prompts,
+            "points": points,
+        });
+        outln!("{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
+    outln!(
+        "MELBO R sweep: {} vectors a radius, θ at resid_pre of block {source}, f read before block {target}; greedy completions of {} tokens",
+        a.vectors,
+        a.new_tokens
+    );
+    outln!("{:>10} {:>10} {:>12} {:>12}", "R", "diversity", "perplexity", "unsteered");
+    for p in &points {
+        outln!("{:>10} {:>10.4} {:>12.3} {:>12.3}", p.radius, p.diversity, p.perplexity, p.unsteered_perplexity);
+    }
+    outln!("diversity: 1 − mean pairwise cosine of the completions' mean last-layer hidden states; perplexity: the unsteered model's, of the steered completions");
+    if let Some(path) = &a.csv {
+        outln!("wrote {}", path.display());
     }
     Ok(())
 }

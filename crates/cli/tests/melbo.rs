@@ -333,3 +333,66 @@ fn the_gpu_gradient_of_an_f32_checkpoint_is_within_3e_2_of_the_cpu() {
     assert!(e < 3e-2, "the GPU's ∂f/∂θ is off by {e:.2e}");
     eprintln!("f32 checkpoint: GPU vs CPU f {:.2e} relative, gradient {e:.2e}", (a - b).abs() / b.abs());
 }
+
+/// `tiller melbo-sweep`: each R trains what `tiller melbo --radius R` trains (same seed, same
+/// objectives), the JSON and the CSV agree, the readings are in range, and at a large R the
+/// completions differ more and read as less likely than at a tiny one.
+#[test]
+fn the_radius_sweep_trains_as_melbo_does_and_reads_its_completions() {
+    let model = model_dir("tiny-gpt2");
+    let csv = runtime_dir().join("melbo-sweep.csv");
+    let common = ["--model", &model, "--device", "cpu", "--prompt", "I hate you because", "--prompt", "The weather today"];
+    let training = ["--vectors", "3", "--steps", "6", "--seed", "5", "--source", "1", "--target", "3"];
+    let mut args = strings(&["melbo-sweep", "--radii", "0.25,40", "--new-tokens", "6", "--json", "--csv", csv.to_str().unwrap()]);
+    args.extend(strings(&common));
+    args.extend(strings(&training));
+    let out = json_of(&args);
+    let points = out["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    let lines: Vec<String> = std::fs::read_to_string(&csv).unwrap().lines().map(String::from).collect();
+    assert_eq!(lines[0], "radius,vectors,diversity,perplexity,unsteered_perplexity,mean_objective");
+    assert_eq!(lines.len(), 3, "a CSV row per R");
+    for (p, line) in points.iter().zip(&lines[1..]) {
+        let r = p["radius"].as_f64().unwrap();
+        let mut melbo = strings(&["melbo", "--radius", &r.to_string(), "--json"]);
+        melbo.extend(strings(&common));
+        melbo.extend(strings(&training));
+        let trained = json_of(&melbo);
+        let want: Vec<f64> = trained["vectors"].as_array().unwrap().iter().map(|v| v["objective"].as_f64().unwrap()).collect();
+        assert_eq!(floats(&p["objectives"]), want, "R {r}: the sweep's vectors are not melbo's");
+        let comps = p["completions"].as_array().unwrap();
+        assert_eq!(comps.len(), 3, "R {r}: a completion list per vector");
+        for c in comps {
+            let c = c.as_array().unwrap();
+            assert_eq!(c.len(), 2, "R {r}: a completion per prompt");
+            for reading in c {
+                assert!(!reading["text"].as_str().unwrap().is_empty());
+                assert!(reading["perplexity"].as_f64().unwrap() >= 1.0);
+            }
+        }
+        let (d, ppl, base) =
+            (p["diversity"].as_f64().unwrap(), p["perplexity"].as_f64().unwrap(), p["unsteered_perplexity"].as_f64().unwrap());
+        assert!((0.0..=2.0).contains(&d), "R {r}: diversity {d}");
+        let cells: Vec<f64> = line.split(',').map(|x| x.parse().unwrap()).collect();
+        let mean_f = want.iter().sum::<f64>() / want.len() as f64;
+        for (got, want) in cells.iter().zip([r, 3.0, d, ppl, base, mean_f]) {
+            assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "R {r}: CSV {line} vs JSON");
+        }
+    }
+    let (small, large) = (&points[0], &points[1]);
+    assert!(large["diversity"].as_f64() > small["diversity"].as_f64(), "diversity did not grow with R: {small} {large}");
+    assert!(large["perplexity"].as_f64() > small["perplexity"].as_f64(), "R 40 read as no less likely than R 0.25");
+    assert_eq!(small["unsteered_perplexity"], large["unsteered_perplexity"], "the yardstick depends on R");
+
+    for (extra, want) in [
+        (vec!["--radii", "1,x"], "not a number"),
+        (vec!["--radii", "1,1"], "twice"),
+        (vec!["--radii", "1", "--vectors", "1"], "at least 2"),
+        (vec!["--radii", "1", "--new-tokens", "0"], "at least 1"),
+    ] {
+        let mut a = strings(&["melbo-sweep", "--model", &model, "--device", "cpu", "--prompt", "hi", "--steps", "1"]);
+        a.extend(strings(&extra));
+        let err = error_of(&a);
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+}

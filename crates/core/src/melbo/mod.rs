@@ -27,6 +27,8 @@ use crate::sample::Rng;
 use crate::tape::Tape;
 use crate::weights::CpuWeights;
 
+pub mod sweep;
+
 fn bad(msg: impl Into<String>) -> TillerError {
     TillerError::input(msg)
 }
@@ -777,6 +779,22 @@ pub async fn completions<B: Backend>(
     coeff: f32,
     max_new: usize,
 ) -> Result<Completions> {
+    let (unsteered, plus) = completions_with(backend, tok, prompt, theta, source, coeff, max_new).await?;
+    let (_, minus) = completions_with(backend, tok, prompt, theta, source, -coeff, max_new).await?;
+    Ok(Completions { unsteered: unsteered.text, plus: plus.text, minus: minus.text })
+}
+
+/// The greedy completion of `prompt` without a vector and with `coeff`·θ (θ at resid_pre of
+/// `source`, every position), `max_new` tokens each, in one batched generation.
+pub(crate) async fn completions_with<B: Backend>(
+    backend: &mut B,
+    tok: &crate::Tokenizer,
+    prompt: &[u32],
+    theta: &[f32],
+    source: usize,
+    coeff: f32,
+    max_new: usize,
+) -> Result<(crate::generate::Completion, crate::generate::Completion)> {
     use crate::recipe::{Positions, Recipe, Sampling};
     use crate::steer::LayerVector;
     let spec = *backend.config();
@@ -795,11 +813,9 @@ pub async fn completions<B: Backend>(
         site: Site::ResidPre,
         ..Recipe::default()
     };
-    let plus_v = [LayerVector::from_saved(source, coeff, theta, None, Site::ResidPre, Positions::All)];
-    let plus = crate::generate::generate_with_vectors(backend, tok, &recipe, prompt, &plus_v, &mut |_| Flow::Continue).await?;
-    let minus_v = [LayerVector::from_saved(source, -coeff, theta, None, Site::ResidPre, Positions::All)];
-    let minus = crate::generate::generate_with_vectors(backend, tok, &recipe, prompt, &minus_v, &mut |_| Flow::Continue).await?;
-    Ok(Completions { unsteered: plus.unsteered[0].text.clone(), plus: plus.steered[0].text.clone(), minus: minus.steered[0].text.clone() })
+    let v = [LayerVector::from_saved(source, coeff, theta, None, Site::ResidPre, Positions::All)];
+    let mut g = crate::generate::generate_with_vectors(backend, tok, &recipe, prompt, &v, &mut |_| Flow::Continue).await?;
+    Ok((g.unsteered.swap_remove(0), g.steered.swap_remove(0)))
 }
 
 /// Where a saved MELBO vector came from, for its library entry.

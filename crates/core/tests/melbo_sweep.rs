@@ -1,0 +1,98 @@
+//! The R sweep's readings (`melbo::sweep`) against other routes through the golden models: the
+//! perplexity against token-by-token decoding with the KV cache, the last-layer embedding of a
+//! one-token completion through the head against the full pass's logits, and `judge` on
+//! vectors whose answers are known.
+
+use pollster::block_on;
+use tiller_core::golden::load_fixture;
+use tiller_core::melbo::sweep::{judge, read_completion};
+use tiller_core::melbo::MelboVector;
+use tiller_core::{Backend, LogitRows, SeqStep, StepRequest};
+
+const FAMILIES: [&str; 3] = ["tiny-gpt2", "tiny-llama", "tiny-neox"];
+
+fn logsumexp(row: &[f32]) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln()
+}
+
+fn step_last(m: &mut tiller_core::CpuModel, tokens: &[u32]) -> Vec<f32> {
+    let req = StepRequest {
+        seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }],
+        injections: vec![],
+        captures: vec![],
+        logits: LogitRows::Last,
+    };
+    block_on(m.step(&req)).unwrap().logits
+}
+
+#[test]
+fn perplexity_equals_token_by_token_decoding() {
+    for name in FAMILIES {
+        let f = load_fixture(name);
+        let (mut m, tok) = f.cpu_model();
+        let all = &f.golden.prompts[0].tokens;
+        assert!(all.len() >= 5, "{name}: a golden prompt of 5 tokens or more");
+        let (prompt, completion) = all.split_at(2);
+        let r = block_on(read_completion(&mut m, &tok, prompt, completion)).unwrap();
+
+        m.reset(1, all.len()).unwrap();
+        let mut logits = step_last(&mut m, prompt);
+        let mut nll = 0.0;
+        for &t in completion {
+            nll += logsumexp(&logits) - logits[t as usize] as f64;
+            logits = step_last(&mut m, &[t]);
+        }
+        let want = (nll / completion.len() as f64).exp();
+        assert!((r.perplexity - want).abs() <= 1e-4 * want, "{name}: perplexity {} vs {want}", r.perplexity);
+        assert_eq!(r.text, tok.decode(completion).unwrap());
+        assert_eq!(r.embedding.len(), m.config().n_embd);
+    }
+}
+
+#[test]
+fn the_embedding_is_the_last_blocks_output() {
+    // For a one-token completion the embedding is that row's residual stream after the last
+    // block: through the final norm and the head it gives the full pass's logits there.
+    for name in FAMILIES {
+        let f = load_fixture(name);
+        let (mut m, tok) = f.cpu_model();
+        let all = &f.golden.prompts[0].tokens[..4];
+        let r = block_on(read_completion(&mut m, &tok, &all[..3], &all[3..])).unwrap();
+        let row: Vec<f32> = r.embedding.iter().map(|&x| x as f32).collect();
+        let through_head = block_on(m.unembed(&row, true)).unwrap();
+        m.reset(1, all.len()).unwrap();
+        let full = step_last(&mut m, all);
+        let scale = full.iter().fold(0f32, |a, &x| a.max(x.abs()));
+        let worst = through_head.iter().zip(&full).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(worst <= 1e-4 * scale.max(1.0), "{name}: logits through the head differ by {worst} (scale {scale})");
+    }
+}
+
+#[test]
+fn judge_reads_identical_vectors_as_no_diversity_and_keeps_the_layout() {
+    let f = load_fixture("tiny-gpt2");
+    let (mut m, tok) = f.cpu_model();
+    let c = m.config().n_embd;
+    let prompts: Vec<Vec<u32>> = f.golden.prompts.iter().take(2).map(|p| p.tokens[..3].to_vec()).collect();
+    let v = |seed: u32, r: f32| {
+        let raw: Vec<f32> = (0..c).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect();
+        let n = raw.iter().map(|x| x * x).sum::<f32>().sqrt();
+        MelboVector { vector: raw.iter().map(|x| x * r / n).collect(), objective: 1.0, grad: vec![], losses: vec![] }
+    };
+    let same = [v(1, 20.0), v(1, 20.0)];
+    let p = block_on(judge(&mut m, &tok, &prompts, 20.0, &same, 1, 5)).unwrap();
+    assert_eq!((p.completions.len(), p.completions[0].len(), p.unsteered.len()), (2, 2, 2));
+    assert!(p.diversity.abs() < 1e-9, "two identical vectors gave diversity {}", p.diversity);
+    assert!(p.perplexity.is_finite() && p.perplexity >= 1.0 && p.unsteered_perplexity >= 1.0);
+
+    // Opposite vectors at a large R write different texts: diversity above 0, and the
+    // unsteered completion is the one greedy decoding gives without a vector.
+    let mut neg = v(1, 60.0);
+    neg.vector.iter_mut().for_each(|x| *x = -*x);
+    let p = block_on(judge(&mut m, &tok, &prompts, 60.0, &[v(1, 60.0), neg], 1, 5)).unwrap();
+    assert!(p.completions[0][0].text != p.completions[1][0].text, "±θ at R 60 wrote the same text");
+    assert!(p.diversity > 0.0 && p.diversity <= 2.0, "diversity {}", p.diversity);
+    assert_eq!(p.objectives, vec![1.0, 1.0]);
+    assert!(block_on(judge(&mut m, &tok, &prompts, 1.0, &[], 1, 5)).is_err(), "judging no vectors");
+}
