@@ -505,7 +505,8 @@ pub fn run_sweep(a: SweepArgs) -> Result<()> {
     );
     outln!("{:>10} {:>10} {:>12} {:>12}", "R", "diversity", "perplexity", "unsteered");
     for p in &points {
-        outln!("{:>10} {:>10.4} {:>12.3} {:>12.3}", p.radius, p.diversity, p.perplexity, p.unsteered_perplexity);
+        let f = |x: Option<f64>, d: usize| x.map_or_else(|| "-".into(), |x| format!("{x:.d$}"));
+        outln!("{:>10} {:>10} {:>12} {:>12}", p.radius, f(p.diversity, 4), f(p.perplexity, 3), f(p.unsteered_perplexity, 3));
     }
     outln!("diversity: 1 − mean pairwise cosine of the completions' mean last-layer hidden states; perplexity: the unsteered model's, of the steered completions");
     if let Some(path) = &a.csv {

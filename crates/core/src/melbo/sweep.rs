@@ -16,7 +16,7 @@
 //! Every R starts its vectors from the same seeded random directions, so the points differ
 //! only by R.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{bad, completions_with, MelboVector};
 use crate::backend::{Backend, Capture, LogitRows, SeqStep, Site, StepRequest};
@@ -50,11 +50,11 @@ pub fn parse_radii(s: &str) -> Result<Vec<f64>> {
 }
 
 /// One completion read by the unsteered model.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reading {
     pub text: String,
-    /// exp(mean NLL) of its tokens given the prompt, unsteered; NaN for an empty completion.
-    pub perplexity: f64,
+    /// exp(mean NLL) of its tokens given the prompt, unsteered; None for an empty completion.
+    pub perplexity: Option<f64>,
     /// Its mean last-layer hidden state [C] (not serialised: it is long).
     #[serde(skip)]
     pub embedding: Vec<f64>,
@@ -75,12 +75,12 @@ fn cos64(a: &[f64], b: &[f64]) -> f64 {
     }
 }
 
-/// 1 − the mean pairwise cosine similarity of `embeddings` (pairs i < j); NaN for fewer than
-/// two.
-pub fn diversity(embeddings: &[&[f64]]) -> f64 {
+/// 1 − the mean pairwise cosine similarity of `embeddings` (pairs i < j); None for fewer
+/// than two.
+pub fn diversity(embeddings: &[&[f64]]) -> Option<f64> {
     let n = embeddings.len();
     if n < 2 {
-        return f64::NAN;
+        return None;
     }
     let mut sum = 0.0;
     for i in 0..n {
@@ -88,7 +88,7 @@ pub fn diversity(embeddings: &[&[f64]]) -> f64 {
             sum += cos64(embeddings[i], embeddings[j]);
         }
     }
-    1.0 - sum / (n * (n - 1) / 2) as f64
+    Some(1.0 - sum / (n * (n - 1) / 2) as f64)
 }
 
 /// Reads `completion` (tokens) after `prompt` with the unsteered model: its perplexity and
@@ -101,7 +101,7 @@ pub async fn read_completion<B: Backend>(backend: &mut B, tok: &Tokenizer, promp
     }
     let text = tok.decode(completion)?;
     if completion.is_empty() {
-        return Ok(Reading { text, perplexity: f64::NAN, embedding: vec![0.0; spec.n_embd] });
+        return Ok(Reading { text, perplexity: None, embedding: vec![0.0; spec.n_embd] });
     }
     let tokens: Vec<u32> = prompt.iter().chain(completion).copied().collect();
     backend.reset(1, t)?;
@@ -121,7 +121,7 @@ pub async fn read_completion<B: Backend>(backend: &mut B, tok: &Tokenizer, promp
         let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
         nll += lse - row[tokens[pos + 1] as usize] as f64;
     }
-    let perplexity = (nll / completion.len() as f64).exp();
+    let perplexity = Some((nll / completion.len() as f64).exp());
     // resid_post of the last block = resid_pre + attn_out + mlp_out (sequential and parallel
     // blocks alike), averaged over the completion's rows.
     let c = spec.n_embd;
@@ -138,7 +138,7 @@ pub async fn read_completion<B: Backend>(backend: &mut B, tok: &Tokenizer, promp
 }
 
 /// One R of a sweep: its vectors' completions (per vector, per prompt) and the two numbers.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RadiusPoint {
     pub radius: f64,
     /// Per vector: f at the end of training.
@@ -147,20 +147,17 @@ pub struct RadiusPoint {
     pub completions: Vec<Vec<Reading>>,
     /// Per prompt: the unsteered completion.
     pub unsteered: Vec<Reading>,
-    pub diversity: f64,
-    /// Mean perplexity of the steered completions (NaN ones left out).
-    pub perplexity: f64,
+    /// None with one vector.
+    pub diversity: Option<f64>,
+    /// Mean perplexity of the steered completions (empty ones left out).
+    pub perplexity: Option<f64>,
     /// Mean perplexity of the unsteered completions, the yardstick.
-    pub unsteered_perplexity: f64,
+    pub unsteered_perplexity: Option<f64>,
 }
 
-fn mean_finite(xs: impl Iterator<Item = f64>) -> f64 {
-    let (s, n) = xs.filter(|x| x.is_finite()).fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-    if n == 0 {
-        f64::NAN
-    } else {
-        s / n as f64
-    }
+fn mean(xs: impl Iterator<Item = f64>) -> Option<f64> {
+    let (s, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    (n > 0).then(|| s / n as f64)
 }
 
 /// Completes every prompt greedily (`new_tokens` tokens) without a vector and with each of
@@ -192,34 +189,30 @@ pub async fn judge<B: Backend>(
             unsteered.push(read_completion(backend, tok, p, &base.tokens).await?);
         }
     }
-    let diversity = mean_finite((0..prompts.len()).map(|j| {
+    let diversity = mean((0..prompts.len()).filter_map(|j| {
         let e: Vec<&[f64]> = completions.iter().map(|c| c[j].embedding.as_slice()).collect();
         diversity(&e)
     }));
     Ok(RadiusPoint {
         radius,
         objectives: vectors.iter().map(|v| v.objective).collect(),
-        perplexity: mean_finite(completions.iter().flatten().map(|r| r.perplexity)),
-        unsteered_perplexity: mean_finite(unsteered.iter().map(|r| r.perplexity)),
+        perplexity: mean(completions.iter().flatten().filter_map(|r| r.perplexity)),
+        unsteered_perplexity: mean(unsteered.iter().filter_map(|r| r.perplexity)),
         completions,
         unsteered,
         diversity,
     })
 }
 
-fn num(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.6}")
-    } else {
-        String::new()
-    }
+fn num(x: Option<f64>) -> String {
+    x.map(|x| format!("{x:.6}")).unwrap_or_default()
 }
 
-/// The sweep as CSV: a row per R.
+/// The sweep as CSV: a row per R (an empty cell where a number is missing).
 pub fn to_csv(points: &[RadiusPoint]) -> String {
     let mut s = String::from("radius,vectors,diversity,perplexity,unsteered_perplexity,mean_objective\n");
     for p in points {
-        let mean_f = mean_finite(p.objectives.iter().copied());
+        let mean_f = mean(p.objectives.iter().copied());
         s.push_str(&format!(
             "{},{},{},{},{},{}\n",
             p.radius,
@@ -251,24 +244,24 @@ mod tests {
         let (a, b, c) = ([1.0, 0.0], [0.0, 1.0], [1.0, 1.0]);
         // cos(a,b) = 0, cos(a,c) = cos(b,c) = 1/√2
         let want = 1.0 - (2.0 / 2f64.sqrt()) / 3.0;
-        assert!((diversity(&[&a, &b, &c]) - want).abs() < 1e-12);
-        assert_eq!(diversity(&[&a, &a]), 0.0);
-        assert!(diversity(&[&a]).is_nan());
+        assert!((diversity(&[&a, &b, &c]).unwrap() - want).abs() < 1e-12);
+        assert_eq!(diversity(&[&a, &a]), Some(0.0));
+        assert_eq!(diversity(&[&a]), None);
         // a zero embedding counts as cosine 0
-        assert_eq!(diversity(&[&a, &[0.0, 0.0]]), 1.0);
+        assert_eq!(diversity(&[&a, &[0.0, 0.0]]), Some(1.0));
     }
 
     #[test]
     fn csv_has_a_row_per_radius_and_blanks_for_nan() {
-        let r = |t: &str, p: f64| Reading { text: t.into(), perplexity: p, embedding: vec![] };
+        let r = |t: &str, p: Option<f64>| Reading { text: t.into(), perplexity: p, embedding: vec![] };
         let p = RadiusPoint {
             radius: 2.5,
             objectives: vec![1.0, 3.0],
-            completions: vec![vec![r("a", 4.0)], vec![r("b", f64::NAN)]],
-            unsteered: vec![r("c", 2.0)],
-            diversity: f64::NAN,
-            perplexity: 4.0,
-            unsteered_perplexity: 2.0,
+            completions: vec![vec![r("a", Some(4.0))], vec![r("b", None)]],
+            unsteered: vec![r("c", Some(2.0))],
+            diversity: None,
+            perplexity: Some(4.0),
+            unsteered_perplexity: Some(2.0),
         };
         assert_eq!(
             to_csv(&[p]),
