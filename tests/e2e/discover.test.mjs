@@ -110,3 +110,54 @@ test('Discover: MELBO vectors with a live loss curve, equal to tiller melbo, kep
     await p.close();
   }
 });
+
+test('Discover: a sweep over R charts diversity and perplexity, equal to tiller melbo-sweep, with its CSV', { timeout: 600_000 }, async (t) => {
+  const { p, probs } = await shared.openPage();
+  try {
+    const t00 = Date.now();
+    await loadTinyCpu(p);
+    t.diagnostic(`loading took ${Date.now() - t00} ms`);
+    const panel = tid(p, 'discover-panel').first();
+    await p.locator('nav.areas a[data-area="area-discover"]').click();
+    await fill(p, { vectors: 2, steps: 6 });
+    t.diagnostic(`filling took ${Date.now() - t00} ms`);
+    // A radius list with a repeat is refused where it is typed, and Sweep R waits.
+    await tid(p, 'melbo-radii').first().fill('1, 1');
+    await p.waitForFunction(() => /twice/.test(document.querySelector('[data-testid="melbo-radii-error"]')?.textContent || ''), null, { timeout: 10_000 });
+    assert.ok(await tid(p, 'melbo-sweep-run').first().isDisabled(), 'Sweep R waits for a valid list');
+    await tid(p, 'melbo-radii').first().fill('0.25, 40');
+    const t0 = Date.now();
+    await tid(p, 'melbo-sweep-run').first().click();
+    await waitForState(p, 'melbo-status', 'done', 300_000, { failOn: ['error'] });
+    t.diagnostic(`the sweep took ${Date.now() - t0} ms`);
+    assert.equal(await tid(p, 'melbo-status').first().textContent(), 'Done: 2 radii.');
+    const rows = await tid(p, 'melbo-sweep-row').evaluateAll((els) =>
+      els.map((e) => ({ r: Number(e.dataset.radius), d: Number(e.dataset.diversity), ppl: Number(e.dataset.perplexity) })));
+    assert.deepEqual(rows.map((r) => r.r), [0.25, 40]);
+    assert.equal(await tid(p, 'melbo-sweep-div').count(), 2, 'a diversity dot per R');
+    assert.equal(await tid(p, 'melbo-sweep-ppl').count(), 2, 'a perplexity dot per R');
+
+    const r = spawnSync(tillerBinary(), ['melbo-sweep', '--model', path.join(FIXTURES, 'tiny-gpt2'), '--device', 'cpu', '--prompt', PROMPT,
+      '--source', '1', '--target', '3', '--radii', '0.25,40', '--vectors', '2', '--steps', '6', '--seed', '9', '--new-tokens', '4', '--json'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const cli = JSON.parse(r.stdout);
+    for (const [i, pt] of cli.points.entries()) {
+      const close = (a, b) => Math.abs(a - b) <= 1e-9 * Math.abs(b);
+      assert.ok(close(rows[i].d, pt.diversity), `R ${pt.radius}: page diversity ${rows[i].d} vs CLI ${pt.diversity}`);
+      assert.ok(close(rows[i].ppl, pt.perplexity), `R ${pt.radius}: page perplexity ${rows[i].ppl} vs CLI ${pt.perplexity}`);
+    }
+    assert.ok(rows[1].ppl > rows[0].ppl, 'R 40 reads as less likely than R 0.25');
+
+    const [download] = await Promise.all([p.waitForEvent('download', { timeout: 20_000 }), tid(p, 'melbo-sweep-csv').first().click()]);
+    const csv = fs.readFileSync(await download.path(), 'utf8').trim().split('\n');
+    t.diagnostic(`CSV ${download.suggestedFilename()}: ${csv.join(' | ')}`);
+    assert.equal(csv[0], 'radius,vectors,diversity,perplexity,unsteered_perplexity,mean_objective');
+    assert.equal(csv.length, 3);
+    assert.equal(csv[1].split(',')[0], '0.25');
+    await shot(tid(p, 'melbo-sweep').first(), 'discover-sweep', t);
+    await shot(panel, 'discover-sweep-panel', t);
+    assert.deepEqual(probs.pageErrors, [], `page errors: ${probs.pageErrors.join('\n')}`);
+  } finally {
+    await p.close();
+  }
+});

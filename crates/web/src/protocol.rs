@@ -263,6 +263,11 @@ pub enum ToWorker {
     /// [`FromWorker::MelboProgress`] per step and [`FromWorker::MelboVector`] per vector; Stop
     /// ends it, keeping the finished vectors.
     Melbo { run_id: u64, spec: MelboSpec },
+    /// A MELBO sweep over R (`tiller melbo-sweep`): at each of `radii`, `spec.vectors` vectors
+    /// trained as [`ToWorker::Melbo`] trains them (streaming [`FromWorker::MelboProgress`]),
+    /// then judged: [`FromWorker::MelboSweepPoint`] per R, [`FromWorker::MelboDone`] at the end;
+    /// Stop ends it, keeping the points done.
+    MelboSweep { run_id: u64, spec: MelboSpec, radii: Vec<f64> },
     /// Greedy completions of the run's first prompt with ±coeff·θ at `source`.
     MelboSteer { id: u64, prompt: String, bos: bool, vector: Vec<f32>, source: usize, coeff: f32, new_tokens: usize },
     /// Reports the cache's size.
@@ -786,6 +791,11 @@ pub enum FromWorker {
     MelboVector {
         run_id: u64,
         vector: MelboVectorView,
+    },
+    /// One R of a sweep, judged.
+    MelboSweepPoint {
+        run_id: u64,
+        point: tiller_core::melbo::sweep::RadiusPoint,
     },
     /// The run ended: all vectors done, or stopped (the finished ones were sent).
     MelboDone {

@@ -681,6 +681,7 @@ fn on_message(ctx: Ctx, msg: FromWorker) {
         | FromWorker::ItiDone { .. }
         | FromWorker::ItiFailed { .. }
         | FromWorker::MelboProgress { .. }
+        | FromWorker::MelboSweepPoint { .. }
         | FromWorker::MelboVector { .. }
         | FromWorker::MelboDone { .. }
         | FromWorker::MelboFailed { .. }

@@ -12,9 +12,10 @@ use leptos::prelude::*;
 use super::client::{self, send};
 use super::fields::{ErrorList, NumInput, Pressed};
 use super::{Ctx, ModelState, RunState};
-use crate::discover::{duration, time_left, DiscoverForm};
+use crate::discover::{duration, radius_chart, time_left, DiscoverForm};
 use crate::numbers::{check, NumKind};
 use crate::protocol::{FromWorker, MelboSpec, MelboVectorView, ToWorker, VocabEntryView};
+use tiller_core::melbo::sweep::RadiusPoint;
 
 /// One MELBO run.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,11 +34,28 @@ pub struct MelboRunView {
     pub vectors: Vec<MelboVectorView>,
     pub stopped: bool,
     pub error: Option<String>,
+    /// A sweep over R: its radii (empty for a plain run) and the points judged so far.
+    pub radii: Vec<f64>,
+    pub points: Vec<RadiusPoint>,
 }
 
 impl MelboRunView {
+    fn sweep(&self) -> bool {
+        !self.radii.is_empty()
+    }
+
+    /// Steps of every vector of the run (each R's, in a sweep).
+    fn total_steps(&self) -> usize {
+        self.spec.vectors * self.spec.steps * self.radii.len().max(1)
+    }
+
     fn steps_done(&self) -> usize {
-        self.vectors.len() * self.spec.steps + if self.state == RunState::Running { self.step } else { 0 }
+        let running = self.state == RunState::Running;
+        if self.sweep() {
+            let here = if running { self.vector * self.spec.steps + self.step } else { 0 };
+            return self.points.len() * self.spec.vectors * self.spec.steps + here;
+        }
+        self.vectors.len() * self.spec.steps + if running { self.step } else { 0 }
     }
 }
 
@@ -79,7 +97,7 @@ impl Default for DiscoverState {
     }
 }
 
-fn start(ctx: Ctx) -> Result<(), Vec<String>> {
+fn start(ctx: Ctx, sweep: bool) -> Result<(), Vec<String>> {
     let st = ctx.discover;
     let Some(loaded) = ctx.loaded.get_untracked() else {
         return Err(vec!["load a model first (left, top)".into()]);
@@ -89,7 +107,11 @@ fn start(ctx: Ctx) -> Result<(), Vec<String>> {
     }
     let bos = ctx.form.with_untracked(|f| f.bos);
     let cfg = loaded.config;
-    let spec = st.form.with_untracked(|f| f.to_spec(cfg.n_layer, cfg.n_embd, bos))?;
+    let (spec, radii) = if sweep {
+        st.form.with_untracked(|f| f.to_sweep(cfg.n_layer, cfg.n_embd, bos))?
+    } else {
+        (st.form.with_untracked(|f| f.to_spec(cfg.n_layer, cfg.n_embd, bos))?, Vec::new())
+    };
     let id = ctx.fresh_id();
     st.note.set(None);
     st.run.set(Some(MelboRunView {
@@ -104,8 +126,11 @@ fn start(ctx: Ctx) -> Result<(), Vec<String>> {
         vectors: Vec::new(),
         stopped: false,
         error: None,
+        radii: radii.clone(),
+        points: Vec::new(),
     }));
-    send(ctx, &ToWorker::Melbo { run_id: id, spec }, &[]);
+    let msg = if sweep { ToWorker::MelboSweep { run_id: id, spec, radii } } else { ToWorker::Melbo { run_id: id, spec } };
+    send(ctx, &msg, &[]);
     Ok(())
 }
 
@@ -160,6 +185,12 @@ pub fn on_message(ctx: Ctx, msg: &FromWorker) -> bool {
                 None => {}
             }
         }
+        FromWorker::MelboSweepPoint { run_id, point } => update(*run_id, &mut |r| {
+            r.points.push(point.clone());
+            r.losses.clear();
+            r.vector = 0;
+            r.step = 0;
+        }),
         FromWorker::MelboDone { run_id, stopped } => update(*run_id, &mut |r| {
             r.state = RunState::Done;
             r.stopped = *stopped;
@@ -207,6 +238,7 @@ pub fn DiscoverPanel() -> impl IntoView {
             </p>
             <DiscoverFormView/>
             <TrainingView/>
+            <SweepView/>
             <VectorList/>
         </details>
     }
@@ -229,6 +261,13 @@ fn DiscoverFormView() -> impl IntoView {
         pressed.with_live(live.get().into_iter().filter(|m| !m.starts_with("the prompts")).collect(), failed)
     });
     let can_run = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy() && live.with(Vec::is_empty);
+    let sweep_live = Memo::new(move |_| {
+        let (l, c) = ctx.config().map_or((12, 768), |c| (c.n_layer, c.n_embd));
+        st.form.with(|f| f.to_sweep(l, c, ctx.form.with(|f| f.bos)).err()).unwrap_or_default()
+    });
+    let radii_problem =
+        move || sweep_live.with(|l| l.iter().find(|m| m.starts_with("the radii") || m.contains("2 or more vectors")).cloned());
+    let can_sweep = move || ctx.model_state.get() == ModelState::Ready && !ctx.busy() && sweep_live.with(Vec::is_empty);
     let running = move || st.run.with(|r| r.as_ref().is_some_and(|r| r.state == RunState::Running));
     let depth = move || ctx.config().map_or(12, |c| c.n_layer);
     let defaults = move || {
@@ -285,6 +324,13 @@ fn DiscoverFormView() -> impl IntoView {
                     </select>
                 </span>
             </div>
+            <div class="melbo-radii">
+                <label><span class="cap">"Radii for a sweep over R (each gets the vectors above)"</span>
+                    <input type="text" data-testid="melbo-radii" aria-label="the radii of a sweep over R" spellcheck="false"
+                        prop:value=move || st.form.with(|f| f.radii.clone())
+                        on:input=move |ev| st.form.update(|f| f.radii = event_target_value(&ev))/></label>
+                {move || radii_problem().map(|m| view! { <p class="invalid" data-testid="melbo-radii-error" role="status">{m}</p> })}
+            </div>
             <label class="check">
                 <input type="checkbox" data-testid="melbo-orthogonal" prop:checked=move || st.form.with(|f| f.orthogonal)
                     on:change=move |ev| st.form.update(|f| f.orthogonal = event_target_checked(&ev))/>
@@ -294,7 +340,9 @@ fn DiscoverFormView() -> impl IntoView {
                 " f = (Σ over the prompt's tokens of ‖change‖^p)^(1/q) at the target layer; each step is a forward and a backward pass of the blocks between the two layers."</p>
             <ErrorList testid="melbo-error" errors=errors/>
             <div class="buttons">
-                <button class="primary" data-testid="melbo-run" disabled=move || !can_run() on:click=move |_| pressed.press(|| start(ctx))>"Find vectors"</button>
+                <button class="primary" data-testid="melbo-run" disabled=move || !can_run() on:click=move |_| pressed.press(|| start(ctx, false))>"Find vectors"</button>
+                <button data-testid="melbo-sweep-run" disabled=move || !can_sweep() title="Train the vectors at each radius of the list and chart how varied and how likely their completions are"
+                    on:click=move |_| pressed.press(|| start(ctx, true))>"Sweep R"</button>
                 <button data-testid="melbo-stop" disabled=move || !running() on:click=move |_| send(ctx, &ToWorker::Stop, &[])>"Stop (keeps the finished ones)"</button>
                 <span class="run-status" data-testid="melbo-status"
                     data-state=move || st.run.with(|r| r.as_ref().map_or("idle", |r| r.state.as_str()))>{move || status(ctx)}</span>
@@ -310,11 +358,16 @@ fn status(ctx: Ctx) -> String {
         None => "Ready.".into(),
         Some(r) => match r.state {
             RunState::Running => {
-                let total = r.spec.vectors * r.spec.steps;
-                let left = time_left((js_sys::Date::now() - r.started_ms) / 1000.0, r.steps_done(), total)
+                let left = time_left((js_sys::Date::now() - r.started_ms) / 1000.0, r.steps_done(), r.total_steps())
                     .map_or_else(|| "timing the first step…".to_string(), |s| format!("{} left", duration(s)));
-                format!("Vector {} of {}, step {} of {}: {left}.", r.vector + 1, r.spec.vectors, r.step, r.spec.steps)
+                let at = format!("vector {} of {}, step {} of {}", r.vector + 1, r.spec.vectors, r.step, r.spec.steps);
+                match r.radii.get(r.points.len()) {
+                    Some(radius) if r.sweep() => format!("R = {radius} ({} of {}), {at}: {left}.", r.points.len() + 1, r.radii.len()),
+                    _ => format!("{}{}: {left}.", at[..1].to_uppercase(), &at[1..]),
+                }
             }
+            RunState::Done if r.sweep() && r.stopped => format!("Stopped: {} of {} radii done.", r.points.len(), r.radii.len()),
+            RunState::Done if r.sweep() => format!("Done: {} radii.", r.points.len()),
             RunState::Done if r.stopped => format!("Stopped: {} finished vector(s) kept.", r.vectors.len()),
             RunState::Done => format!("Done: {} vectors.", r.vectors.len()),
             RunState::Error => "Failed (see above).".into(),
@@ -331,8 +384,9 @@ fn TrainingView() -> impl IntoView {
     let st = ctx.discover;
     move || {
         st.run.with(|r| {
-            let r = r.as_ref()?;
-            let total = r.spec.vectors * r.spec.steps;
+            // A finished sweep's story is its chart below; a plain run keeps its curves.
+            let r = r.as_ref().filter(|r| !(r.sweep() && r.state != RunState::Running))?;
+            let total = r.total_steps();
             let (w, h, left, bottom, top) = (460.0, 170.0, 48.0, 26.0, 10.0);
             let mut all: Vec<f64> = r.losses.clone();
             all.extend(r.vectors.iter().flat_map(|v| v.losses.iter().copied().chain([v.objective])));
@@ -365,6 +419,97 @@ fn TrainingView() -> impl IntoView {
                     </figure>
                 </div>
             })
+        })
+    }
+}
+
+/// A sweep over R: diversity and perplexity against R, the table, and the CSV.
+#[component]
+fn SweepView() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let st = ctx.discover;
+    let csv = move |_| {
+        let Some((text, model)) =
+            st.run.with_untracked(|r| r.as_ref().map(|r| (tiller_core::melbo::sweep::to_csv(&r.points), r.model.clone())))
+        else {
+            return;
+        };
+        let name = format!("tiller-melbo-sweep-{}.csv", model.replace(['/', ':', ' '], "-"));
+        if let Err(e) = super::files::download(text.as_bytes(), "text/csv", &name) {
+            st.note.set(Some((false, format!("The CSV could not be saved: {e}."))));
+        }
+    };
+    move || {
+        let run = st.run.get()?;
+        if !run.sweep() {
+            return None;
+        }
+        use crate::chart::{polyline, HEIGHT, MARGINS, WIDTH};
+        let c = radius_chart(&run.points);
+        let (x0, x1, y0) = (MARGINS.left, WIDTH - crate::discover::RADIUS_CHART_RIGHT, HEIGHT - MARGINS.bottom);
+        let dots = |pts: &[(f64, f64)], class: &'static str, testid: &'static str| {
+            pts.iter().map(|&(x, y)| view! { <circle cx=x cy=y r="4" class=class data-testid=testid/> }).collect_view()
+        };
+        let fmt = |x: Option<f64>, d: usize| x.map_or_else(|| "–".to_string(), |x| format!("{x:.d$}"));
+        let rows = run
+            .points
+            .iter()
+            .map(|p| {
+                let sample = p.completions.first().and_then(|c| c.first()).map(|r| format!("{:?}", r.text)).unwrap_or_default();
+                let mean_f = p.objectives.iter().sum::<f64>() / p.objectives.len().max(1) as f64;
+                view! {
+                    <tr data-testid="melbo-sweep-row" data-radius=p.radius.to_string()
+                        data-diversity=p.diversity.map(|d| format!("{d:e}")).unwrap_or_default()
+                        data-perplexity=p.perplexity.map(|d| format!("{d:e}")).unwrap_or_default()>
+                        <td>{p.radius.to_string()}</td>
+                        <td>{fmt(p.diversity, 3)}</td>
+                        <td>{fmt(p.perplexity, 1)}</td>
+                        <td>{fmt(p.unsteered_perplexity, 1)}</td>
+                        <td>{format!("{mean_f:.3}")}</td>
+                        <td class="fv-steered">{sample}</td>
+                    </tr>
+                }
+            })
+            .collect_view();
+        let pending = run.radii.len() - run.points.len();
+        Some(view! {
+            <div class="melbo-sweep" data-testid="melbo-sweep">
+                <figure class="melbo-sweep-chart" data-testid="melbo-sweep-chart" data-points=run.points.len()>
+                    <figcaption>
+                        "Against R (log scale): "<span class="key-div">"● diversity"</span>" (left: 1 − mean cosine between the vectors' completions) and "
+                        <span class="key-ppl">"● perplexity"</span>" (right, log scale: how unlikely the unsteered model finds them; dashed: its own completion's). "
+                        "The goldilocks R is where diversity has risen and perplexity has not yet run away."
+                    </figcaption>
+                    <svg viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img" aria-label="diversity and perplexity against R">
+                        <line x1=x0 x2=x1 y1=y0 y2=y0 class="fv-grid"/>
+                        {c.left.iter().map(|(l, y)| view! { <text x=x0 - 6.0 y=y + 4.0 class="fv-axis" text-anchor="end">{l.clone()}</text> }).collect_view()}
+                        {c.right.iter().map(|(l, y)| view! { <text x=x1 + 4.0 y=y + 4.0 class="fv-axis ppl-axis">{l.clone()}</text> }).collect_view()}
+                        {c.xs.iter().map(|(r, x)| view! { <text x=*x y=y0 + 18.0 class="fv-axis" text-anchor="middle">{r.to_string()}</text> }).collect_view()}
+                        {c.unsteered.map(|y| view! { <line x1=x0 x2=x1 y1=y y2=y class="melbo-base"/> })}
+                        <path d=polyline(&c.diversity) class="melbo-div"/>
+                        <path d=polyline(&c.perplexity) class="melbo-ppl"/>
+                        {dots(&c.diversity, "melbo-div-dot", "melbo-sweep-div")}
+                        {dots(&c.perplexity, "melbo-ppl-dot", "melbo-sweep-ppl")}
+                        <text x=(x0 + x1) / 2.0 y=HEIGHT - 12.0 class="fv-axis" text-anchor="middle">"R (the vectors' norm)"</text>
+                    </svg>
+                </figure>
+                <div class="melbo-scroll">
+                    <table class="melbo-table melbo-sweep-table">
+                        <caption>{format!(
+                            "{} vectors at each R; completions of {} token(s), greedy; the first vector's completion of the first prompt shown.{}",
+                            run.spec.vectors,
+                            run.spec.new_tokens,
+                            if pending > 0 && run.state == RunState::Running { format!(" {pending} R still to come.") } else { String::new() }
+                        )}</caption>
+                        <thead><tr><th>"R"</th><th>"diversity"</th><th>"perplexity"</th><th>"unsteered"</th><th>"mean f"</th><th>"vector #0 says"</th></tr></thead>
+                        <tbody>{rows}</tbody>
+                    </table>
+                </div>
+                <div class="buttons">
+                    <button class="small" data-testid="melbo-sweep-csv" disabled=run.points.is_empty() on:click=csv>"Download CSV"</button>
+                </div>
+                <p class="note">"A sweep's vectors are not kept in the library: train at the R you pick (Find vectors) to keep them."</p>
+            </div>
         })
     }
 }

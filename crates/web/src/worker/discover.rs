@@ -3,9 +3,6 @@
 //! one vector at a time, each sent with its completions and decoded vocabulary as soon as it is
 //! done; and completions with a vector at another coefficient.
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
 use tiller_core::generate::Flow;
 use tiller_core::melbo::{self, CpuTape, Differentiable, MelboSettings, Objective, Progress};
 use tiller_core::steer::encode_with_bos;
@@ -70,6 +67,55 @@ async fn describe<B: Backend>(
     })
 }
 
+/// Trains vector `k` of the run on the engine's tape, orthogonal to `learned` when asked,
+/// posting each step's f; None when Stop arrived.
+async fn train_vector(
+    engine: &mut Engine,
+    acts: &[melbo::PromptActs],
+    prompts: &[Vec<u32>],
+    s: &MelboSettings,
+    learned: &[Vec<f32>],
+    k: usize,
+    run_id: u64,
+) -> Result<Option<melbo::MelboVector>> {
+    let st = state();
+    let mut on_step = |p: Progress| {
+        post(&FromWorker::MelboProgress { run_id, vector: k, vectors: s.vectors, step: p.step, steps: p.steps, loss: p.loss });
+        if st.stop.get() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    };
+    match engine {
+        Engine::Cpu(m) => {
+            let mut tape = YieldingTape(CpuTape::new(m.weights(), acts, s.source, s.target));
+            melbo::train_one(&mut tape, acts, s, learned, k, &mut on_step).await
+        }
+        Engine::Gpu(g) => {
+            let mut tape = YieldingTape(GpuTape::new(g, prompts.to_vec(), s.source, s.target));
+            melbo::train_one(&mut tape, acts, s, learned, k, &mut on_step).await
+        }
+    }
+}
+
+/// The run's prompts as tokens, its settings checked against the engine, and each prompt's
+/// unsteered activations.
+async fn prepare(engine: &mut Engine, tok: &Tokenizer, spec: &MelboSpec) -> Result<(Vec<Vec<u32>>, MelboSettings, Vec<melbo::PromptActs>)> {
+    let prompts: Vec<Vec<u32>> = spec.prompts.iter().map(|p| encode_with_bos(tok, p, spec.bos)).collect::<Result<_>>()?;
+    let s = settings(spec);
+    let n_layer = match engine {
+        Engine::Cpu(m) => m.config().n_layer,
+        Engine::Gpu(g) => g.config().n_layer,
+    };
+    s.check(with_width(engine), n_layer)?;
+    let acts = match engine {
+        Engine::Cpu(m) => melbo::prepare(m, &prompts, s.source, s.target).await?,
+        Engine::Gpu(g) => melbo::prepare(g, &prompts, s.source, s.target).await?,
+    };
+    Ok((prompts, s, acts))
+}
+
 /// Trains one vector at a time (a one-vector run per vector, with the earlier ones as the
 /// orthogonality constraint, which is exactly `train`'s loop), describing each as it is done.
 pub async fn melbo(run_id: u64, spec: MelboSpec) {
@@ -79,47 +125,14 @@ pub async fn melbo(run_id: u64, spec: MelboSpec) {
         Err(error) => return fail(error),
     };
     let tok = lease.tok.clone();
-    let prompts: Vec<Vec<u32>> = match spec.prompts.iter().map(|p| encode_with_bos(&tok, p, spec.bos)).collect::<Result<_>>() {
-        Ok(p) => p,
-        Err(e) => return fail(user_error(&e)),
-    };
     let st = state();
     st.stop.set(false);
-    let s = settings(&spec);
-    let stopped = Rc::new(RefCell::new(false));
     let result: Result<()> = async {
         let engine = lease.engine();
-        let n_layer = match engine {
-            Engine::Cpu(m) => m.config().n_layer,
-            Engine::Gpu(g) => g.config().n_layer,
-        };
-        s.check(with_width(engine), n_layer)?;
-        let acts = match engine {
-            Engine::Cpu(m) => melbo::prepare(m, &prompts, s.source, s.target).await?,
-            Engine::Gpu(g) => melbo::prepare(g, &prompts, s.source, s.target).await?,
-        };
+        let (prompts, s, acts) = prepare(engine, &tok, &spec).await?;
         let mut learned: Vec<Vec<f32>> = Vec::new();
         for k in 0..s.vectors {
-            let mut on_step = |p: Progress| {
-                post(&FromWorker::MelboProgress { run_id, vector: k, vectors: s.vectors, step: p.step, steps: p.steps, loss: p.loss });
-                if st.stop.get() {
-                    *stopped.borrow_mut() = true;
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                }
-            };
-            let trained = match engine {
-                Engine::Cpu(m) => {
-                    let mut tape = YieldingTape(CpuTape::new(m.weights(), &acts, s.source, s.target));
-                    melbo::train_one(&mut tape, &acts, &s, &learned, k, &mut on_step).await?
-                }
-                Engine::Gpu(g) => {
-                    let mut tape = YieldingTape(GpuTape::new(g, prompts.clone(), s.source, s.target));
-                    melbo::train_one(&mut tape, &acts, &s, &learned, k, &mut on_step).await?
-                }
-            };
-            let Some(v) = trained else { break };
+            let Some(v) = train_vector(engine, &acts, &prompts, &s, &learned, k, run_id).await? else { break };
             learned.push(v.vector.clone());
             let view = match engine {
                 Engine::Cpu(m) => describe(m, &tok, &prompts[0], &spec, k, v).await?,
@@ -127,7 +140,6 @@ pub async fn melbo(run_id: u64, spec: MelboSpec) {
             };
             post(&FromWorker::MelboVector { run_id, vector: view });
             if st.stop.get() {
-                *stopped.borrow_mut() = true;
                 break;
             }
         }
@@ -136,7 +148,53 @@ pub async fn melbo(run_id: u64, spec: MelboSpec) {
     .await;
     drop(lease);
     match result {
-        Ok(()) => post(&FromWorker::MelboDone { run_id, stopped: *stopped.borrow() }),
+        Ok(()) => post(&FromWorker::MelboDone { run_id, stopped: st.stop.get() }),
+        Err(e) => fail(user_error(&e)),
+    }
+}
+
+/// A sweep over R (`tiller melbo-sweep`'s computation): at each R the run's K vectors, then
+/// their completions judged by the unsteered model, one point posted per R.
+pub async fn sweep(run_id: u64, spec: MelboSpec, radii: Vec<f64>) {
+    let fail = |error: UserError| post(&FromWorker::MelboFailed { run_id, error });
+    let mut lease = match Lease::take().await {
+        Ok(l) => l,
+        Err(error) => return fail(error),
+    };
+    let tok = lease.tok.clone();
+    let st = state();
+    st.stop.set(false);
+    let result: Result<()> = async {
+        let engine = lease.engine();
+        let (prompts, base, acts) = prepare(engine, &tok, &spec).await?;
+        'radii: for &r in &radii {
+            let s = MelboSettings { radius: Some(r), ..base.clone() };
+            let n_layer = match engine {
+                Engine::Cpu(m) => m.config().n_layer,
+                Engine::Gpu(g) => g.config().n_layer,
+            };
+            s.check(with_width(engine), n_layer)?;
+            let mut trained: Vec<melbo::MelboVector> = Vec::with_capacity(s.vectors);
+            for k in 0..s.vectors {
+                let learned: Vec<Vec<f32>> = trained.iter().map(|v| v.vector.clone()).collect();
+                let Some(v) = train_vector(engine, &acts, &prompts, &s, &learned, k, run_id).await? else { break 'radii };
+                trained.push(v);
+            }
+            let point = match engine {
+                Engine::Cpu(m) => melbo::sweep::judge(m, &tok, &prompts, r, &trained, s.source, spec.new_tokens).await?,
+                Engine::Gpu(g) => melbo::sweep::judge(g, &tok, &prompts, r, &trained, s.source, spec.new_tokens).await?,
+            };
+            post(&FromWorker::MelboSweepPoint { run_id, point });
+            if st.stop.get() {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(lease);
+    match result {
+        Ok(()) => post(&FromWorker::MelboDone { run_id, stopped: st.stop.get() }),
         Err(e) => fail(user_error(&e)),
     }
 }

@@ -160,6 +160,7 @@ async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
         ToWorker::Fv { run_id, spec } => heads::function_vector(run_id, spec).await,
         ToWorker::Iti { run_id, spec } => heads::probes(run_id, spec).await,
         ToWorker::Melbo { run_id, spec } => discover::melbo(run_id, spec).await,
+        ToWorker::MelboSweep { run_id, spec, radii } => discover::sweep(run_id, spec, radii).await,
         ToWorker::MelboSteer { id, prompt, bos, vector, source, coeff, new_tokens } => {
             discover::steer(id, prompt, bos, vector, source, coeff, new_tokens).await
         }
