@@ -60,6 +60,10 @@ test('Discover: MELBO vectors with a live loss curve, equal to tiller melbo, kep
     for (const r of rows) assert.ok(r.f > r.first, `vector ${r.index}: f rises (${r.first} → ${r.f})`);
     assert.equal(await tid(p, 'melbo-chart').first().locator('path.melbo-old').count(), 2, 'both finished curves are drawn');
     assert.match(await tid(p, 'melbo-cos').first().textContent(), /2 vector\(s\) of norm 3, each added at layer 1 at every position; the largest \|cosine\| between two of them is \d\.\de-\d+ \(orthogonal by construction\)/);
+    // The cosine matrix: 1 on the diagonal, 0 (to its four decimals) off it.
+    const cells = await tid(p, 'melbo-cos-cell').evaluateAll((els) => els.map((e) => Number(e.dataset.value)));
+    assert.equal(cells.length, 4, 'a 2 × 2 cosine matrix');
+    assert.deepEqual(cells.map((c) => Math.abs(c)), [1, 0, 0, 1]);
     const plus = await tid(p, 'melbo-plus').first().textContent();
     const without = await tid(p, 'melbo-unsteered').first().textContent();
     assert.ok(plus.length > 2 && without.length > 2, 'completions are shown');

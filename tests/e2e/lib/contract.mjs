@@ -66,7 +66,7 @@ export const TESTIDS = [
   'melbo-defaults', 'melbo-error', 'melbo-run', 'melbo-stop', 'melbo-status', 'melbo-training', 'melbo-progress',
   'melbo-chart', 'melbo-curve', 'melbo-vectors', 'melbo-cos', 'melbo-coeff', 'melbo-vector', 'melbo-unsteered',
   'melbo-plus', 'melbo-minus', 'melbo-vocab', 'melbo-resteer', 'melbo-use', 'melbo-note', 'melbo-radii', 'melbo-radii-error', 'melbo-sweep-run', 'melbo-sweep', 'melbo-sweep-chart',
-  'melbo-sweep-row', 'melbo-sweep-div', 'melbo-sweep-ppl', 'melbo-sweep-csv',
+  'melbo-sweep-row', 'melbo-sweep-div', 'melbo-sweep-ppl', 'melbo-sweep-csv', 'melbo-cos-matrix', 'melbo-cos-cell',
 ];
 
 export const MODEL_SELECT_VALUES = ['gpt2', 'distilgpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', 'hub', 'url', 'local'];

@@ -566,6 +566,19 @@ fn VectorList() -> impl IntoView {
         let views: Vec<&[f32]> = run.vectors.iter().map(|v| v.vector.as_slice()).collect();
         let n = views.len();
         let max_cos = tiller_core::library::max_abs_cosine(&views);
+        // The matrix of the first MATRIX vectors (beyond that the cells get too small to read).
+        const MATRIX: usize = 24;
+        let shown = &run.vectors[..n.min(MATRIX)];
+        let labels: Vec<String> = shown.iter().map(|v| format!("#{}", v.index)).collect();
+        let matrix = tiller_core::library::cosine_matrix(&views[..shown.len()]);
+        let matrix = (n >= 2).then(|| {
+            view! {
+                <details class="melbo-cos-matrix" open=n <= 12>
+                    <summary>{format!("Cosine between every two vectors{}", if n > MATRIX { format!(" (the first {MATRIX})") } else { String::new() })}</summary>
+                    {super::vectors::cosine_svg(&labels, &labels, &matrix, "melbo-cos-matrix", "melbo-cos-cell", format!("cosine similarity of {} MELBO vectors", shown.len()))}
+                </details>
+            }
+        });
         let rows = run
             .vectors
             .iter()
@@ -596,6 +609,7 @@ fn VectorList() -> impl IntoView {
                     "{n} vector(s) of norm {}, each added at layer {} at every position; the largest |cosine| between two of them is {max_cos:.1e}{}.",
                     run.spec.radius, run.spec.source, if run.spec.orthogonal { " (orthogonal by construction)" } else { "" }
                 )}</p>
+                {matrix}
                 <div class="melbo-coeff">
                     <span class="term-cell">
                         <span class="cap">"coefficient c for “Redo at c”"</span>

@@ -719,38 +719,7 @@ fn Cosines() -> impl IntoView {
         let l = layer()?;
         let (names, m) = ctx.library.with(|lib| lib.cosines_at(l));
         let n = names.len();
-        const CELL: usize = 34;
-        const LEFT: usize = 28;
-        let size = LEFT + n * CELL;
-        let cells = (0..n * n)
-            .map(|k| {
-                let (i, j) = (k / n, k % n);
-                let v = m[k];
-                // Red for alike, blue for opposite, white for unrelated.
-                let t = v.clamp(-1.0, 1.0);
-                let (r, g, b) = if t >= 0.0 {
-                    (255.0, 255.0 * (1.0 - t * 0.75), 255.0 * (1.0 - t * 0.75))
-                } else {
-                    (255.0 * (1.0 + t * 0.75), 255.0 * (1.0 + t * 0.75), 255.0)
-                };
-                let (x, y) = (LEFT + j * CELL, LEFT + i * CELL);
-                view! {
-                    <g data-testid="vec-cosine-cell" data-value=format!("{v:.4}")>
-                        <title>{format!("cos(“{}”, “{}”) = {v:.3}", names[i], names[j])}</title>
-                        <rect x=x y=y width=CELL height=CELL fill=format!("rgb({r:.0},{g:.0},{b:.0})") stroke="#fff"/>
-                        <text x=x + CELL / 2 y=y + CELL / 2 + 4 text-anchor="middle" font-size="11">{format!("{v:.2}")}</text>
-                    </g>
-                }
-            })
-            .collect_view();
-        let heads = (0..n)
-            .map(|i| {
-                view! {
-                    <text x=LEFT + i * CELL + CELL / 2 y=LEFT - 8 text-anchor="middle" font-size="11">{(i + 1).to_string()}</text>
-                    <text x=LEFT - 8 y=LEFT + i * CELL + CELL / 2 + 4 text-anchor="end" font-size="11">{(i + 1).to_string()}</text>
-                }
-            })
-            .collect_view();
+        let labels: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
         let legend = names.iter().map(|name| view! { <li>{name.clone()}</li> }).collect_view();
         let options = layers()
             .into_iter()
@@ -760,10 +729,58 @@ fn Cosines() -> impl IntoView {
             <div class="vec-cosines">
                 <label><span class="cap">"Cosine similarity of the vectors at"</span>
                     <select data-testid="vec-cos-layer" on:change=move |ev| picked.set(event_target_value(&ev).parse().ok())>{options}</select></label>
-                <svg data-testid="vec-cosine" role="img" aria-label=format!("cosine similarity matrix of {n} vectors at layer {l}")
-                    width=size height=size viewBox=format!("0 0 {size} {size}")>{heads}{cells}</svg>
+                {cosine_svg(&names, &labels, &m, "vec-cosine", "vec-cosine-cell", format!("cosine similarity matrix of {n} vectors at layer {l}"))}
                 <ol class="vec-cos-legend">{legend}</ol>
             </div>
         })
+    }
+}
+
+/// A cosine-similarity matrix (`m`, row-major n×n) as an SVG heatmap: red for alike, blue for
+/// opposite, white for unrelated; `labels` along the axes, `names` in each cell's tooltip.
+pub(super) fn cosine_svg(
+    names: &[String],
+    labels: &[String],
+    m: &[f64],
+    testid: &'static str,
+    cell_testid: &'static str,
+    aria: String,
+) -> impl IntoView {
+    const CELL: usize = 34;
+    const LEFT: usize = 28;
+    let n = names.len();
+    let size = LEFT + n * CELL;
+    let cells = (0..n * n)
+        .map(|k| {
+            let (i, j) = (k / n, k % n);
+            let v = m[k];
+            let t = v.clamp(-1.0, 1.0);
+            let (r, g, b) = if t >= 0.0 {
+                (255.0, 255.0 * (1.0 - t * 0.75), 255.0 * (1.0 - t * 0.75))
+            } else {
+                (255.0 * (1.0 + t * 0.75), 255.0 * (1.0 + t * 0.75), 255.0)
+            };
+            let (x, y) = (LEFT + j * CELL, LEFT + i * CELL);
+            view! {
+                <g data-testid=cell_testid data-value=format!("{v:.4}")>
+                    <title>{format!("cos(“{}”, “{}”) = {v:.3}", names[i], names[j])}</title>
+                    <rect x=x y=y width=CELL height=CELL fill=format!("rgb({r:.0},{g:.0},{b:.0})") stroke="#fff"/>
+                    <text x=x + CELL / 2 y=y + CELL / 2 + 4 text-anchor="middle" font-size="11">{format!("{v:.2}")}</text>
+                </g>
+            }
+        })
+        .collect_view();
+    let heads = labels
+        .iter()
+        .enumerate()
+        .map(|(i, label)| {
+            view! {
+                <text x=LEFT + i * CELL + CELL / 2 y=LEFT - 8 text-anchor="middle" font-size="11">{label.clone()}</text>
+                <text x=LEFT - 8 y=LEFT + i * CELL + CELL / 2 + 4 text-anchor="end" font-size="11">{label.clone()}</text>
+            }
+        })
+        .collect_view();
+    view! {
+        <svg data-testid=testid role="img" aria-label=aria width=size height=size viewBox=format!("0 0 {size} {size}")>{heads}{cells}</svg>
     }
 }
