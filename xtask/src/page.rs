@@ -69,14 +69,16 @@ pub fn build(root: &Path, opts: &PageOptions) -> Result<()> {
     if !template.contains(HEAD_MARKER) {
         bail!("crates/web/index.html has no {HEAD_MARKER} line to put the page's scripts at");
     }
+    // The start script is a file of its own: the page's Content-Security-Policy (in
+    // index.html) allows no inline script.
+    let start_src = format!("import init from './{js}';\nawait init({{ module_or_path: './{wasm}' }});\n");
+    let start = format!("tiller-start-{:016x}.js", fnv1a(start_src.as_bytes()));
+    fs::write(staging.join(&start), &start_src)?;
     let head = format!(
         "<link rel=\"stylesheet\" href=\"./{css}\" />\n    \
          <link rel=\"modulepreload\" href=\"./{js}\" />\n    \
          <link rel=\"preload\" href=\"./{wasm}\" as=\"fetch\" type=\"application/wasm\" crossorigin=\"anonymous\" />\n    \
-         <script type=\"module\">\n        \
-         import init from './{js}';\n        \
-         await init({{ module_or_path: './{wasm}' }});\n    \
-         </script>"
+         <script type=\"module\" src=\"./{start}\"></script>"
     );
     fs::write(staging.join("index.html"), template.replace(HEAD_MARKER, &head))?;
 

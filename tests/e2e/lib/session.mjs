@@ -20,10 +20,14 @@ export function sharedSession(launchOptions = {}) {
     await shared.session?.close?.().catch(() => {});
     await shared.servers?.close();
   });
-  /** A new page of the shared browser, watched (`watchPage`), opened at the page (with `fragment`). */
-  shared.openPage = async (fragment = '') => {
+  /**
+   * A new page of the shared browser, watched (`watchPage`), opened at the page (with
+   * `fragment`; `beforeGoto(page)` runs first, e.g. to add an init script).
+   */
+  shared.openPage = async (fragment = '', { beforeGoto } = {}) => {
     const p = await shared.session.context.newPage();
     const probs = watchPage(p);
+    if (beforeGoto) await beforeGoto(p);
     await p.goto(pageUrl(shared.servers.site.url, shared.servers.hub.url, fragment), { waitUntil: 'load' });
     return { p, probs };
   };
