@@ -78,6 +78,8 @@ pub struct ModelFiles {
     pub tokenizer_json: Vec<u8>,
     pub tokenizer_config_json: Option<Vec<u8>>,
     dir: PathBuf,
+    /// Load tensors holding NaN or infinities, with a warning each (--allow-non-finite).
+    pub allow_non_finite: bool,
 }
 
 /// Reads an optional file: absent is None, present but unreadable is an error.
@@ -121,7 +123,15 @@ impl ModelFiles {
         let tok_path = dir.join("tokenizer.json");
         let tokenizer_json = std::fs::read(&tok_path).with_context(|| format!("{} has no readable tokenizer.json", dir.display()))?;
         let tokenizer_config_json = read_optional(&dir.join("tokenizer_config.json"))?;
-        Ok(Self { weights, index_json, config_json, tokenizer_json, tokenizer_config_json, dir: dir.to_path_buf() })
+        Ok(Self {
+            weights,
+            index_json,
+            config_json,
+            tokenizer_json,
+            tokenizer_config_json,
+            dir: dir.to_path_buf(),
+            allow_non_finite: false,
+        })
     }
 
     /// The tokenizer, with the model's BOS/EOS ids and the chat template.
@@ -144,6 +154,9 @@ impl ModelFiles {
             None => StreamLoader::new(self.config_json.as_deref(), None),
             Some(index) => StreamLoader::sharded(self.config_json.as_deref().unwrap_or_default(), index)?.0,
         };
+        if self.allow_non_finite {
+            loader = loader.allow_non_finite();
+        }
         for path in &self.weights {
             let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
             let len = file.metadata().map(|m| m.len()).ok();
@@ -156,6 +169,9 @@ impl ModelFiles {
                 loader.feed(&buf[..n], sink).map_err(|e| located(e, path))?;
             }
             loader.end_file().map_err(|e| located(e, path))?;
+        }
+        for w in loader.warnings() {
+            eprintln!("warning: {w}");
         }
         loader.finish().map_err(|e| located(e, &self.weights[0]))
     }
@@ -173,8 +189,10 @@ fn located(e: tiller_core::TillerError, weights: &Path) -> anyhow::Error {
 
 /// Reads a Hugging Face model folder onto the engine asked for (`None`: the GPU when there is
 /// one that runs this model, else the CPU reference, with a note on stderr).
-pub fn open_model(dir: &Path, device: Option<Device>) -> Result<(Engine, Tokenizer)> {
-    let files = ModelFiles::read(dir)?;
+pub fn open_model(m: &crate::ModelArgs) -> Result<(Engine, Tokenizer)> {
+    let mut files = ModelFiles::read(&m.model)?;
+    files.allow_non_finite = m.allow_non_finite;
+    let device = m.device;
     let gpu_refusal = files.declared_spec().and_then(|s| tiller_gpu::unsupported(&s));
     let engine = match device {
         Some(Device::Cpu) => Engine::Cpu(Box::new(open_cpu(&files)?)),

@@ -79,7 +79,7 @@ pub fn run(a: FvArgs) -> Result<()> {
         pairs = fv::both_directions(&pairs);
     }
     let order = if a.in_order { Order::InOrder } else { Order::Seeded(a.seed) };
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let (mut engine, tok) = open_model(&a.model)?;
     let spec = *engine.config();
     if let Some(l) = a.layer {
         if l >= spec.n_layer {

@@ -135,7 +135,7 @@ fn run_norms(a: NormsArgs) -> Result<()> {
             vectors.push(serde_json::json!({"name": entry.name, "layer": l.layer, "norm": tiller_core::library::norm(&l.vector)}));
         }
     }
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let (mut engine, tok) = open_model(&a.model)?;
     let bos = a.bos.bos(&tok);
     let ids = tiller_core::steer::encode_with_bos(&tok, &a.prompt, bos)?;
     let depth = tiller_core::Backend::config(&engine).n_layer;
@@ -208,7 +208,7 @@ fn run_project(a: ProjectArgs) -> Result<()> {
     let l = entry.pick(layer).with_context(|| file.display().to_string())?;
     let site: Site = a.site.map(Into::into).unwrap_or(entry.site);
     let texts = read_texts(&a.texts)?;
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let (mut engine, tok) = open_model(&a.model)?;
     let bos = a.bos.bos(&tok);
     let ids = texts
         .iter()

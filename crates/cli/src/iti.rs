@@ -80,7 +80,7 @@ pub fn run(a: ItiArgs) -> Result<()> {
     let statements = iti::parse_statements(&bytes).with_context(|| a.data.display().to_string())?;
     let order = if a.in_order { SplitOrder::InOrder } else { SplitOrder::Seeded(a.seed) };
     let (train, val) = iti::split(statements.len(), a.val, order)?;
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let (mut engine, tok) = open_model(&a.model)?;
     let spec = *engine.config();
     let bos = a.bos.bos(&tok);
     let texts = statements.iter().map(|s| encode_with_bos(&tok, &s.text, bos)).collect::<tiller_core::Result<Vec<_>>>()?;

@@ -85,15 +85,19 @@ enum Command {
 }
 
 #[derive(Args)]
-struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// A Hugging Face model folder: model.safetensors (or the shards of
     /// model.safetensors.index.json), tokenizer.json, config.json (optional for GPT-2),
     /// optional tokenizer_config.json (its chat template).
     #[arg(long, value_name = "DIR")]
-    model: PathBuf,
+    pub(crate) model: PathBuf,
     /// Engine: `gpu` (the default when a GPU adapter exists) or the `cpu` reference.
     #[arg(long, value_enum)]
-    device: Option<Device>,
+    pub(crate) device: Option<Device>,
+    /// Load weights that hold NaN or infinities instead of refusing them (each such tensor is
+    /// named on stderr); a run still stops where its values first stop being finite.
+    #[arg(long = "allow-non-finite")]
+    pub(crate) allow_non_finite: bool,
 }
 
 #[derive(Args)]
@@ -342,7 +346,7 @@ fn main() {
 
 fn run_logits(a: LogitsArgs) -> Result<()> {
     let terms = a.steer.terms()?;
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let (mut engine, tok) = open_model(&a.model)?;
     let cfg = *engine.config();
     let bos = a.steer.bos(&tok);
     let recipe = Recipe {
@@ -399,7 +403,7 @@ pub(crate) struct Prepared {
 }
 
 pub(crate) fn prepare_run(a: &GenerateArgs) -> Result<Prepared> {
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let (mut engine, tok) = open_model(&a.model)?;
     let recipe = Recipe {
         prompt: a.prompt.prompt.clone(),
         chat: a.prompt.chat,
@@ -460,7 +464,7 @@ fn run_vocab(a: VocabArgs) -> Result<()> {
     if terms.is_empty() {
         bail!("give at least one steering term with --add L:C:TEXT");
     }
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let (mut engine, tok) = open_model(&a.model)?;
     let bos = a.steer.bos(&tok);
     let recipe = Recipe { terms: terms.clone(), bos, max_new_tokens: 0, n: 1, ..Recipe::default() };
     recipe.validate(engine.config())?;
@@ -498,7 +502,7 @@ fn run_sweep(a: SweepArgs) -> Result<()> {
         }
         sets.push(EvalSet { name: name.to_string(), texts });
     }
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let (mut engine, tok) = open_model(&a.model)?;
     let n_layer = engine.config().n_layer;
     let layers = match &a.layers {
         Some(s) => parse_layers(s, n_layer)?,

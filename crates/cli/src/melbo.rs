@@ -268,7 +268,7 @@ fn common_meta(
 
 pub fn run(a: MelboArgs) -> Result<()> {
     let init = a.init.as_deref().map(read_init).transpose()?.unwrap_or_default();
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let (mut engine, tok) = open_model(&a.model)?;
     let spec = *engine.config();
     let (source, target, tokens) = layers(&a.layers, spec.n_layer)?;
     let prompts = encode_prompts(&tok, &a.prompts)?;
@@ -367,7 +367,7 @@ fn read_theta0(path: &Path, index: usize, source: usize) -> Result<Vec<f32>> {
 }
 
 pub fn run_ortho(a: OrthoArgs) -> Result<()> {
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let (mut engine, tok) = open_model(&a.model)?;
     let spec = *engine.config();
     let (source, target, tokens) = layers(&a.layers, spec.n_layer)?;
     let theta0 = read_theta0(&a.from, a.index, source)?;
@@ -446,7 +446,7 @@ pub fn run_sweep(a: SweepArgs) -> Result<()> {
     if a.vectors < 2 {
         bail!("--vectors must be at least 2: the diversity compares the completions of different vectors");
     }
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let (mut engine, tok) = open_model(&a.model)?;
     let spec = *engine.config();
     let (source, target, tokens) = layers(&a.layers, spec.n_layer)?;
     let prompts = encode_prompts(&tok, &a.prompts)?;

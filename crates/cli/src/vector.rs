@@ -389,7 +389,7 @@ fn run_caa(a: CaaArgs) -> Result<()> {
     }
     let all = a.data.read()?;
     let (train, _) = pairs::split_held_out(&all, a.data.held_out);
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let (mut engine, tok) = open_model(&a.model)?;
     let n_layer = engine.config().n_layer;
     let layers = parse_layer_list(&a.layer, n_layer)?;
     if let (Some(out), Some(&low)) = (&a.out, layers.last()) {
@@ -506,7 +506,7 @@ fn run_eval_ab(a: EvalAbArgs) -> Result<()> {
             None => vectors.extend(entry.layers.iter().map(|l| (l.layer, l.vector.clone()))),
         }
     }
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let (mut engine, tok) = open_model(&a.model)?;
     let choices = a.data.encoding(&tok)?.choices;
     let items = contrast::ab_items(&tok, &choices, held).with_context(|| a.data.pairs.display().to_string())?;
     let rows = block_on(contrast::eval_ab(&mut engine, &items, &vectors, site.unwrap_or_default(), &coeffs, &mut |_, _| Flow::Continue))?
@@ -712,7 +712,7 @@ fn run_vocab(a: VocabArgs) -> Result<()> {
     if entry.site == Site::Z {
         bail!("the vector is at the attention heads (z), which the head cannot read");
     }
-    let (mut engine, tok) = open_model(&a.model.model, a.model.device)?;
+    let (mut engine, tok) = open_model(&a.model)?;
     let mut out = Vec::new();
     for l in layers {
         let (top, bottom) = block_on(tiller_core::vocab::decode_vector(&mut engine, &tok, &l.vector, a.top, a.ln_f))

@@ -507,6 +507,64 @@ fn damaged_model_files_fail_with_one_line() {
     }
 }
 
+/// A NaN in a weight is refused at load with the tensor named; `--allow-non-finite` loads it
+/// with a warning, and the run then stops where its values first stop being finite (never a
+/// ranked NaN), on both engines.
+#[test]
+fn non_finite_weights_are_refused_unless_allowed_and_then_stop_the_run() {
+    let src = fixtures_dir().join("tiny-gpt2");
+    let mut bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let t = &header["h.1.mlp.c_fc.weight"];
+    assert_eq!(t["dtype"], "F16");
+    let at = 8 + n + t["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[at..at + 2].copy_from_slice(&0x7e00u16.to_le_bytes()); // an f16 NaN
+    let dir = scratch("nan-weight");
+    for f in ["tokenizer.json", "config.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("model.safetensors"), &bytes).unwrap();
+    let mut devices = vec!["cpu"];
+    if gpu_available() {
+        devices.push("gpu");
+    }
+    let model = dir.to_str().unwrap();
+    for device in devices {
+        let args = [
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "Hello there",
+            "--add",
+            "1:4:Love",
+            "--n",
+            "1",
+            "--max-tokens",
+            "3",
+            "--greedy",
+            "--device",
+            device,
+        ];
+        let line = one_line_error(device, &run(&strs(&args)));
+        assert!(line.contains("tensor `h.1.mlp.c_fc.weight` holds 1 value that is not finite"), "{device}: {line}");
+        assert!(line.contains("--allow-non-finite"), "{device}: {line}");
+
+        let out = run(&strs(&[&args[..], &["--allow-non-finite"]].concat()));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && !err.contains("panicked"), "{device}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 2, "{device}: a warning and the error:\n{err}");
+        assert!(
+            lines[0].starts_with("warning: tensor `h.1.mlp.c_fc.weight` holds 1 value that is not finite (NaN or infinity); loaded anyway"),
+            "{device}: {err}"
+        );
+        assert!(lines[1].starts_with("error: ") && lines[1].contains("NaN or infinity") && lines[1].contains("layer 1"), "{device}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_config_json_is_named() {
     let src = fixtures_dir().join("tiny-gpt2");

@@ -312,6 +312,9 @@ pub struct StreamLoader {
     /// is read): anything past that is an error even when the file's length was not known.
     file_received: u64,
     file_end: Option<u64>,
+    /// Load tensors holding NaN or infinities anyway ([`StreamLoader::allow_non_finite`]).
+    allow_non_finite: bool,
+    warnings: Vec<String>,
 }
 
 impl StreamLoader {
@@ -333,7 +336,22 @@ impl StreamLoader {
             received: 0,
             file_received: 0,
             file_end: None,
+            allow_non_finite: false,
+            warnings: Vec::new(),
         }
+    }
+
+    /// Loads tensors that hold NaN or infinities instead of refusing them, each named in
+    /// [`StreamLoader::warnings`]. A run that reaches them still stops where its values first
+    /// stop being finite ([`crate::generate`]), so nothing ranks a NaN.
+    pub fn allow_non_finite(mut self) -> Self {
+        self.allow_non_finite = true;
+        self
+    }
+
+    /// What was loaded anyway, one sentence each.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// A loader for a sharded checkpoint: `index_json` is `model.safetensors.index.json`. The
@@ -485,12 +503,17 @@ impl StreamLoader {
         let dtype = info.dtype.expect("dtype checked in start_body");
         let bad = non_finite(dtype, bytes);
         if bad > 0 {
-            return Err(TillerError::Safetensors(format!(
-                "tensor `{}` holds {bad} value{} that {} not finite (NaN or infinity): the checkpoint is corrupt, and a model with them computes nothing meaningful; download it again or fix the file",
-                info.name,
-                if bad == 1 { "" } else { "s" },
-                if bad == 1 { "is" } else { "are" }
-            )));
+            let (s, are) = if bad == 1 { ("", "is") } else { ("s", "are") };
+            if !self.allow_non_finite {
+                return Err(TillerError::Safetensors(format!(
+                    "tensor `{}` holds {bad} value{s} that {are} not finite (NaN or infinity): the checkpoint is corrupt, and a model with them computes nothing meaningful; download it again or fix the file (or load it anyway with --allow-non-finite, to see where they go)",
+                    info.name
+                )));
+            }
+            self.warnings.push(format!(
+                "tensor `{}` holds {bad} value{s} that {are} not finite (NaN or infinity); loaded anyway, as asked: a run stops where its values first stop being finite",
+                info.name
+            ));
         }
         let view = TensorView { name: &info.canonical, shape: &info.shape, dtype, bytes };
         mapper.tensor(&self.needed[need], view, sink)?;

@@ -319,8 +319,22 @@ fn non_finite_weights_are_refused_with_the_tensor_named() {
         };
         data[start..start + size].copy_from_slice(&nan);
         data[start + 3 * size..start + 4 * size].copy_from_slice(&inf);
-        let msg = err("non-finite", &join(&header, &data)).to_string();
+        let bytes = join(&header, &data);
+        let msg = err("non-finite", &bytes).to_string();
         assert!(msg.contains("tensor `h.1.mlp.c_fc.weight` holds 2 values that are not finite"), "{dtype:?}: {msg}");
+        assert!(msg.contains("--allow-non-finite"), "the message names the override: {msg}");
+        // Asked to, the loader takes them and says which tensor holds them.
+        let mut loader = StreamLoader::new(None, Some(bytes.len() as u64)).allow_non_finite();
+        let mut sink = Recorder::default();
+        loader.feed(&bytes, &mut sink).unwrap();
+        assert_eq!(loader.warnings().len(), 1, "{dtype:?}: {:?}", loader.warnings());
+        assert!(
+            loader.warnings()[0]
+                .starts_with("tensor `h.1.mlp.c_fc.weight` holds 2 values that are not finite (NaN or infinity); loaded anyway"),
+            "{:?}",
+            loader.warnings()
+        );
+        loader.finish().unwrap();
     }
     // The largest finite values are fine.
     assert_eq!(tiller_core::weights::non_finite(Dtype::F16, &half::f16::MAX.to_le_bytes()), 0);

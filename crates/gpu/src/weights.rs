@@ -138,7 +138,7 @@ impl GpuWeightsSink {
                                 Dtype::BF16 => bf16::from_le_bytes([e[0], e[1]]).to_f32(),
                             };
                             let h = f16::from_f32(x);
-                            overflow += usize::from(h.is_infinite());
+                            overflow += usize::from(h.is_infinite() && x.is_finite());
                             block.extend_from_slice(&h.to_le_bytes());
                         }
                         block.resize(block.len() + row_bytes - cols * 2, 0);
@@ -182,8 +182,10 @@ impl GpuWeightsSink {
                         Dtype::BF16 => f16::from_f32(bf16::from_le_bytes([e[0], e[1]]).to_f32()).to_bits(),
                     };
                 }
-                // The loader refuses non-finite weights, so an infinity here is an overflow.
-                let overflow = block.iter().filter(|&&b| b & 0x7c00 == 0x7c00).count();
+                // Values that were finite and are not in f16 overflowed (the loader refuses
+                // non-finite weights unless asked to load them anyway; those stay as they were).
+                let in_f16 = block.iter().filter(|&&b| b & 0x7c00 == 0x7c00).count();
+                let overflow = in_f16.saturating_sub(tiller_core::weights::non_finite(t.dtype, src));
                 if overflow > 0 {
                     return Err(f16_overflow(label, overflow));
                 }
