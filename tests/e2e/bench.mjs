@@ -22,6 +22,12 @@
 // the Heads area (10 examples, `--prompts` prompts, no evaluation: the clean prompts and every
 // head's patched passes) and runs ITI's probes on the 120 shipped statements, and prints how
 // long each took. `--engine cpu` loads the page's CPU engine instead of WebGPU.
+//
+// `--melbo` instead trains MELBO vectors in the Discover area (`--vectors 1`, `--steps 12`,
+// the form's default layers, R 4, one prompt of 32 tokens) and prints the wall-clock ms per
+// training step as the page's progress bar advances (forward and backward; the first step,
+// which compiles the shaders, and the completions after the last are left out), and what a
+// 32-vector, 300-step run would take at that rate.
 
 import os from 'node:os';
 import path from 'node:path';
@@ -29,7 +35,7 @@ import { launch, watchPage } from './lib/browser.mjs';
 import { DIST, FIXTURES, ensureDist } from './lib/env.mjs';
 import { startHubServer } from './lib/hub-server.mjs';
 import { startStaticServer } from './lib/static-server.mjs';
-import { attr, pageUrl, pickHubRepo, loadModel, setRecipe, text, tid, waitForState } from './lib/contract.mjs';
+import { attr, pageUrl, pickHubRepo, loadModel, setRecipe, text, tid, typeInto, waitForState } from './lib/contract.mjs';
 
 /** GPT-2s: [layers, channels, heads]. */
 const SHAPES = {
@@ -50,7 +56,7 @@ const LLAMAS = {
 };
 
 function parseArgs(argv) {
-  const a = { model: 'gpt2', layers: null, tokens: 32, n: 1, runs: 2, inspect: false, heads: false, prompts: 4, engine: 'auto' };
+  const a = { model: 'gpt2', layers: null, tokens: 32, n: 1, runs: 2, inspect: false, heads: false, prompts: 4, engine: 'auto', melbo: false, vectors: 1, steps: 12 };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = () => {
@@ -67,6 +73,9 @@ function parseArgs(argv) {
     else if (flag === '--heads') a.heads = true;
     else if (flag === '--prompts') a.prompts = Number(value());
     else if (flag === '--engine') a.engine = value();
+    else if (flag === '--melbo') a.melbo = true;
+    else if (flag === '--vectors') a.vectors = Number(value());
+    else if (flag === '--steps') a.steps = Number(value());
     else throw new Error(`unknown argument ${flag} (see the comment at the top of bench.mjs)`);
   }
   if (!SHAPES[a.model] && !LLAMAS[a.model]) throw new Error(`--model must be one of ${[...Object.keys(SHAPES), ...Object.keys(LLAMAS)].join(', ')}`);
@@ -175,11 +184,56 @@ function safetensors(tensors, dtype) {
   return buf;
 }
 
+/** 32 tokens under the GPT-2 tokenizer (common words, one token each with their space). */
+const MELBO_PROMPT = 'The old man walked down the road to the small town where he had lived for many years with his wife and two sons who now worked in the city';
+
+/** Trains MELBO vectors in the Discover area and times the steps off its progress bar. */
+async function melbo(page, args) {
+  await page.locator('nav.areas a[data-area="area-discover"]').click();
+  await tid(page, 'melbo-prompts').first().fill(MELBO_PROMPT);
+  await typeInto(page, tid(page, 'melbo-radius').first(), '4');
+  await typeInto(page, tid(page, 'melbo-vectors').first(), String(args.vectors));
+  await typeInto(page, tid(page, 'melbo-steps').first(), String(args.steps));
+  await typeInto(page, tid(page, 'melbo-new-tokens').first(), '4');
+  console.log(`MELBO: ${await text(tid(page, 'melbo-defaults').first())}`);
+  const t0 = Date.now();
+  await tid(page, 'melbo-run').first().click();
+  // (time, steps done) each time the progress bar moves, until the run is done.
+  const marks = await page.evaluate(async () => {
+    const out = [];
+    const status = () => document.querySelector('[data-testid="melbo-status"]')?.dataset.state;
+    let last = -1;
+    for (;;) {
+      const bar = document.querySelector('[data-testid="melbo-progress"]');
+      const v = bar ? Number(bar.value) : last;
+      if (v !== last) {
+        out.push([performance.now(), v]);
+        last = v;
+      }
+      const s = status();
+      if (s === 'done' || s === 'error') return { out, state: s, end: performance.now() };
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  });
+  if (marks.state !== 'done') throw new Error(`the MELBO run ended: ${await text(tid(page, 'melbo-status').first())}`);
+  const steps = marks.out.filter(([, v]) => v >= 1);
+  if (steps.length < 2) throw new Error('too few steps to time: raise --steps');
+  const [[ta, va], [tb, vb]] = [steps[0], steps[steps.length - 1]];
+  const perStep = (tb - ta) / (vb - va);
+  console.log(`${await text(tid(page, 'melbo-status').first())} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(`\n| model | layers | ms per training step (steps ${va} … ${vb}) | a 32-vector, 300-step run |`);
+  console.log(`|---|---|---|---|`);
+  console.log(`| ${args.model} | ${args.layersShown} | ${perStep.toFixed(0)} | ${(perStep * 32 * 300 / 60000).toFixed(0)} min |`);
+  console.log(`adapter: ${await text(tid(page, 'model-status').first())}`);
+  console.log(`browser: ${await page.evaluate(() => navigator.userAgent)}; cpus: ${os.cpus().length} × ${os.cpus()[0]?.model}`);
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const llama = LLAMAS[args.model];
   const fullLayers = llama ? llama.num_hidden_layers : SHAPES[args.model][0];
   const nLayer = args.layers ?? fullLayers;
+  args.layersShown = `${nLayer} of ${fullLayers}`;
   ensureDist();
   const t0 = Date.now();
   const { model, config } = llama ? randomLlama(llama, nLayer) : randomGpt2(nLayer, SHAPES[args.model][1], SHAPES[args.model][2]);
@@ -202,6 +256,10 @@ async function main() {
     const tLoad = Date.now();
     await loadModel(page, { timeout: 600_000 });
     console.log(`loaded in ${((Date.now() - tLoad) / 1000).toFixed(1)} s: ${await text(tid(page, 'model-status').first())}`);
+    if (args.melbo) {
+      await melbo(page, args);
+      return;
+    }
     await setRecipe(page, {
       prompt: 'I hate you because',
       terms: [{ text: 'Love', layer: 1, coeff: 5 }, { text: 'Hate', layer: 1, coeff: -5 }],

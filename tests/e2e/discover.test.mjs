@@ -3,13 +3,15 @@
 // completions (without, +θ, −θ) and vocabulary; the vectors' f equal `tiller melbo` with the
 // same settings (CPU on both sides, bit for bit up to the JSON's digits); every finished vector
 // is in the library and still there after a reload; a long run stopped keeps its finished
-// vectors; redoing the completions at another coefficient changes them.
+// vectors; redoing the completions at another coefficient changes them, and sampled with the
+// editor's settings they are the tokens `tiller generate` draws from the same seed.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import os from 'node:os';
 import { FIXTURES, tillerBinary } from './lib/env.mjs';
 import { tid, waitForState, typeInto, OUT_DIR } from './lib/contract.mjs';
 import { loadTinyCpu, openPanel } from './lib/vectors.mjs';
@@ -70,8 +72,9 @@ test('Discover: MELBO vectors with a live loss curve, equal to tiller melbo, kep
     assert.ok((await tid(p, 'melbo-vocab').first().textContent()).trim().length > 0, 'its decoded vocabulary');
 
     // The same run on the CLI.
+    const cliVectors = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'tiller-melbo-')), 'melbo.safetensors');
     const r = spawnSync(tillerBinary(), ['melbo', '--model', path.join(FIXTURES, 'tiny-gpt2'), '--device', 'cpu', '--prompt', PROMPT,
-      '--source', '1', '--target', '3', '--radius', '3', '--vectors', '2', '--steps', '40', '--seed', '9', '--json'], { encoding: 'utf8' });
+      '--source', '1', '--target', '3', '--radius', '3', '--vectors', '2', '--steps', '40', '--seed', '9', '--json', '--out', cliVectors], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     const cli = JSON.parse(r.stdout);
     for (const [i, v] of cli.vectors.entries()) {
@@ -83,6 +86,29 @@ test('Discover: MELBO vectors with a live loss curve, equal to tiller melbo, kep
     await typeInto(p, tid(p, 'melbo-coeff').first(), '-2');
     await tid(p, 'melbo-resteer').first().click();
     await p.waitForFunction((before) => document.querySelector('[data-testid="melbo-plus"]')?.textContent !== before, plus, { timeout: 60_000 });
+    assert.equal(await tid(p, 'melbo-decoding').first().textContent(), 'c = -2, greedy');
+
+    // Sampled with the editor's settings and seed: the same tokens as tiller generate with the
+    // CLI's vector at the same seed (comparison 0 of --n 1).
+    await typeInto(p, tid(p, 'seed').first(), '4');
+    await tid(p, 'melbo-sampled').first().check();
+    await tid(p, 'melbo-resteer').first().click();
+    await p.waitForFunction(() => /sampled/.test(document.querySelector('[data-testid="melbo-decoding"]')?.textContent ?? ''), null, { timeout: 60_000 });
+    assert.equal(await tid(p, 'melbo-decoding').first().textContent(),
+      'c = -2, sampled: temperature 1, top-p 0.3, top-k off, frequency penalty 1, seed 4');
+    const texts = async () => Object.fromEntries(await Promise.all(['melbo-unsteered', 'melbo-plus', 'melbo-minus'].map(async (id) => [id, await tid(p, id).first().getAttribute('data-text')])));
+    const pageSampled = await texts();
+    const gen = (coeff) => {
+      const g = spawnSync(tillerBinary(), ['generate', '--model', path.join(FIXTURES, 'tiny-gpt2'), '--device', 'cpu', '--prompt', PROMPT,
+        '--vector', `${cliVectors}#0:1:${coeff}`, '--positions', 'all', '--n', '1', '--seed', '4', '--max-tokens', '4', '--json'], { encoding: 'utf8' });
+      assert.equal(g.status, 0, g.stderr);
+      return JSON.parse(g.stdout);
+    };
+    const plusCli = gen(-2), minusCli = gen(2);
+    assert.equal(pageSampled['melbo-unsteered'], plusCli.unsteered[0].text, 'the unsteered sample is tiller generate\'s');
+    assert.equal(pageSampled['melbo-plus'], plusCli.steered[0].text, '+c·θ sampled as tiller generate samples it');
+    assert.equal(pageSampled['melbo-minus'], minusCli.steered[0].text, '−c·θ sampled as tiller generate samples it');
+    await tid(p, 'melbo-sampled').first().uncheck();
     // Put the first vector in the recipe.
     await tid(p, 'melbo-use').first().click();
     assert.match(await tid(p, 'melbo-note').first().textContent(), /In the recipe, at every position: added “melbo L1→3 R3 #0”/);

@@ -154,6 +154,52 @@ impl Default for Sampling {
     }
 }
 
+impl Sampling {
+    /// Plain argmax, as Hugging Face's greedy decoding (no penalties).
+    pub fn greedy() -> Self {
+        Self { greedy: true, freq_penalty: 0.0, ..Self::default() }
+    }
+
+    /// Numbers a sampler can use: temperature in (0, 100], top-p in (0, 1], penalties finite.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TillerError::recipe(m));
+        let s = self;
+        if !(s.temperature.is_finite() && s.temperature > 0.0 && s.temperature <= 100.0) {
+            return bad(format!("temperature {} must be between 0 (exclusive) and 100; use greedy for argmax", s.temperature));
+        }
+        if !(s.top_p.is_finite() && s.top_p > 0.0 && s.top_p <= 1.0) {
+            return bad(format!("top-p {} must be in (0, 1]", s.top_p));
+        }
+        if !s.freq_penalty.is_finite() || s.freq_penalty.abs() > 100.0 {
+            return bad(format!("frequency penalty {} must be a finite number between -100 and 100", s.freq_penalty));
+        }
+        if !(s.rep_penalty.is_finite() && s.rep_penalty > 0.0 && s.rep_penalty <= 100.0) {
+            return bad(format!("repetition penalty {} must be in (0, 100] (1 turns it off)", s.rep_penalty));
+        }
+        Ok(())
+    }
+
+    /// How a completion drawn this way was decoded, in words ("greedy", or the settings and seed).
+    pub fn describe(&self, seed: u64) -> String {
+        if self.greedy {
+            let pens = [
+                (self.freq_penalty != 0.0, format!("frequency penalty {}", self.freq_penalty)),
+                (self.rep_penalty != 1.0, format!("repetition penalty {}", self.rep_penalty)),
+            ];
+            let pens: Vec<String> = pens.into_iter().filter(|(on, _)| *on).map(|(_, t)| t).collect();
+            return if pens.is_empty() { "greedy".into() } else { format!("greedy, {}", pens.join(", ")) };
+        }
+        let top_k = if self.top_k == 0 { "top-k off".to_string() } else { format!("top-k {}", self.top_k) };
+        let mut t =
+            format!("sampled: temperature {}, top-p {}, {top_k}, frequency penalty {}", self.temperature, self.top_p, self.freq_penalty);
+        if self.rep_penalty != 1.0 {
+            t.push_str(&format!(", repetition penalty {}", self.rep_penalty));
+        }
+        t.push_str(&format!(", seed {seed}"));
+        t
+    }
+}
+
 /// The largest coefficient magnitude accepted; the post's examples stay under 20.
 pub const MAX_COEFF: f32 = 10_000.0;
 /// At most this many comparisons (each is an unsteered and a steered completion).
@@ -290,19 +336,7 @@ impl Recipe {
                 return bad(format!("the vector `{}` holds values that are not finite numbers", v.name));
             }
         }
-        let s = &self.sampling;
-        if !(s.temperature.is_finite() && s.temperature > 0.0 && s.temperature <= 100.0) {
-            return bad(format!("temperature {} must be between 0 (exclusive) and 100; use greedy for argmax", s.temperature));
-        }
-        if !(s.top_p.is_finite() && s.top_p > 0.0 && s.top_p <= 1.0) {
-            return bad(format!("top-p {} must be in (0, 1]", s.top_p));
-        }
-        if !s.freq_penalty.is_finite() || s.freq_penalty.abs() > 100.0 {
-            return bad(format!("frequency penalty {} must be a finite number between -100 and 100", s.freq_penalty));
-        }
-        if !(s.rep_penalty.is_finite() && s.rep_penalty > 0.0 && s.rep_penalty <= 100.0) {
-            return bad(format!("repetition penalty {} must be in (0, 100] (1 turns it off)", s.rep_penalty));
-        }
+        self.sampling.validate()?;
         if self.n == 0 || self.n > MAX_COMPARISONS {
             return bad(format!("the number of comparisons must be 1..={MAX_COMPARISONS}, got {}", self.n));
         }

@@ -6,7 +6,7 @@
 use pollster::block_on;
 use tiller_core::golden::load_fixture;
 use tiller_core::melbo::sweep::{judge, read_completion};
-use tiller_core::melbo::MelboVector;
+use tiller_core::melbo::{Completions, MelboVector};
 use tiller_core::{Backend, LogitRows, SeqStep, StepRequest};
 
 const FAMILIES: [&str; 3] = ["tiny-gpt2", "tiny-llama", "tiny-neox"];
@@ -96,4 +96,43 @@ fn judge_reads_identical_vectors_as_no_diversity_and_keeps_the_layout() {
     assert!(p.diversity.is_some_and(|d| d > 0.0 && d <= 2.0), "diversity {:?}", p.diversity);
     assert_eq!(p.objectives, vec![1.0, 1.0]);
     assert!(block_on(judge(&mut m, &tok, &prompts, 1.0, &[], 1, 5)).is_err(), "judging no vectors");
+}
+
+/// The completions behind "Redo at c": greedy ignores the seed, a sampled row is reproducible
+/// from its seed and changes with it, and at c = 0 the steered columns are the unsteered one
+/// (the three share the seed, so a difference is the vector's).
+#[test]
+fn completions_share_their_seed_and_say_how_they_were_decoded() {
+    use tiller_core::melbo::completions;
+    use tiller_core::recipe::Sampling;
+    let f = load_fixture("tiny-gpt2");
+    let (mut m, tok) = f.cpu_model();
+    let prompt = &f.golden.prompts[0].tokens[..3];
+    let c = m.config().n_embd;
+    let theta: Vec<f32> = (0..c).map(|i| ((i * 7919 % 13) as f32 - 6.0) * 0.5).collect();
+    let sampled = Sampling { temperature: 1.0, top_p: 1.0, freq_penalty: 0.0, ..Sampling::default() };
+    let run = |m: &mut tiller_core::CpuModel, coeff: f32, s: Sampling, seed: u64| {
+        block_on(completions(m, &tok, prompt, &theta, 1, coeff, 8, s, seed)).unwrap()
+    };
+
+    let g0 = run(&mut m, 2.0, Sampling::greedy(), 0);
+    let g1 = run(&mut m, 2.0, Sampling::greedy(), 77);
+    assert_eq!(g0, Completions { decoding: "greedy".into(), ..g1.clone() }, "greedy does not depend on the seed");
+    assert_eq!(g0.decoding, "greedy");
+    assert_eq!(g0.coeff, 2.0);
+
+    let a = run(&mut m, 2.0, sampled, 5);
+    assert_eq!(a, run(&mut m, 2.0, sampled, 5), "the same seed draws the same tokens");
+    assert_eq!(a.decoding, "sampled: temperature 1, top-p 1, top-k off, frequency penalty 0, seed 5");
+    let texts: std::collections::BTreeSet<String> = (0..6).map(|seed| run(&mut m, 2.0, sampled, seed).unsteered).collect();
+    assert!(texts.len() >= 2, "six seeds draw more than one unsteered completion: {texts:?}");
+
+    let zero = run(&mut m, 0.0, sampled, 3);
+    assert_eq!(zero.plus, zero.unsteered, "c = 0 steers nothing: the same seed gives the same text");
+    assert_eq!(zero.minus, zero.unsteered);
+
+    let bad = block_on(completions(&mut m, &tok, prompt, &theta, 1, 1.0, 8, Sampling { temperature: 0.0, ..sampled }, 0));
+    assert!(bad.unwrap_err().to_string().contains("temperature 0 must be between 0 (exclusive) and 100"));
+    let bad = block_on(completions(&mut m, &tok, prompt, &theta, 1, f32::NAN, 8, sampled, 0));
+    assert!(bad.unwrap_err().to_string().contains("not a finite number"));
 }

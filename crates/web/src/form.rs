@@ -153,19 +153,30 @@ impl Form {
         self.terms.iter_mut().find(|t| t.id == id)
     }
 
+    /// The sampling settings and the seed as typed (the Sampling box), or every problem found.
+    /// Discover's sampled completions use them as well as the recipe.
+    pub fn sampling(&self) -> Result<(Sampling, u64), Vec<String>> {
+        let mut errors = Vec::new();
+        let temperature = parse(&mut errors, &self.temperature, "temperature", "a number");
+        let top_p = parse(&mut errors, &self.top_p, "top-p", "a number in (0, 1]");
+        let top_k = parse(&mut errors, &self.top_k, "top-k", "a whole number (0 = off)");
+        let freq_penalty = parse(&mut errors, &self.freq_penalty, "frequency penalty", "a number");
+        let rep_penalty = parse(&mut errors, &self.rep_penalty, "repetition penalty", "a number (1 = off)");
+        let seed = parse(&mut errors, &self.seed, "the seed", "a whole number ≥ 0");
+        let (Some(temperature), Some(top_p), Some(top_k), Some(freq_penalty), Some(rep_penalty), Some(seed)) =
+            (temperature, top_p, top_k, freq_penalty, rep_penalty, seed)
+        else {
+            return Err(errors);
+        };
+        let sampling = Sampling { temperature, top_k, top_p, freq_penalty, rep_penalty, greedy: self.greedy };
+        sampling.validate().map_err(|e| vec![e.to_string()])?;
+        Ok((sampling, seed))
+    }
+
     /// The recipe, or every problem found, each as a sentence. `n_layer` bounds layers when a
     /// model is loaded.
     pub fn to_recipe(&self, cfg: Option<&ModelSpec>) -> Result<Recipe, Vec<String>> {
         let mut errors = Vec::new();
-        fn parse<T: std::str::FromStr>(errors: &mut Vec<String>, text: &str, what: &str, hint: &str) -> Option<T> {
-            match text.trim().parse::<T>() {
-                Ok(v) => Some(v),
-                Err(_) => {
-                    errors.push(format!("{what} `{}` is not {hint}", text.trim()));
-                    None
-                }
-            }
-        }
         let mut terms = Vec::new();
         for (i, row) in self.terms.iter().enumerate() {
             let label = if row.text.is_empty() { format!("term {} (empty text)", i + 1) } else { format!("term `{}`", row.text) };
@@ -175,26 +186,26 @@ impl Form {
                 terms.push(Term { layer, coeff, text: row.text.clone(), head: row.head });
             }
         }
-        let temperature = parse(&mut errors, &self.temperature, "temperature", "a number");
-        let top_p = parse(&mut errors, &self.top_p, "top-p", "a number in (0, 1]");
-        let top_k = parse(&mut errors, &self.top_k, "top-k", "a whole number (0 = off)");
-        let freq_penalty = parse(&mut errors, &self.freq_penalty, "frequency penalty", "a number");
-        let rep_penalty = parse(&mut errors, &self.rep_penalty, "repetition penalty", "a number (1 = off)");
+        let sampling = self.sampling();
         let n = parse(&mut errors, &self.n, "the number of comparisons", "a whole number");
         let max_new_tokens = parse(&mut errors, &self.max_tokens, "max tokens", "a whole number");
-        let seed = parse(&mut errors, &self.seed, "the seed", "a whole number ≥ 0");
         if self.prompt.is_empty() && !self.bos {
             errors.push("the prompt is empty: type a prompt (or turn BOS on)".into());
         }
         if self.terms.is_empty() && self.vectors.is_empty() {
             errors.push("there are no steering terms: add one (or a pair) to compare steered with unsteered text".into());
         }
+        let sampling = match sampling {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
-        let (Some(temperature), Some(top_p), Some(top_k), Some(freq_penalty), Some(rep_penalty), Some(n), Some(max_new_tokens), Some(seed)) =
-            (temperature, top_p, top_k, freq_penalty, rep_penalty, n, max_new_tokens, seed)
-        else {
+        let (Some((sampling, seed)), Some(n), Some(max_new_tokens)) = (sampling, n, max_new_tokens) else {
             return Err(vec!["a setting is not a number".into()]);
         };
         let recipe = Recipe {
@@ -204,7 +215,7 @@ impl Form {
             bos: self.bos,
             positions: self.positions,
             site: self.site,
-            sampling: Sampling { temperature, top_k, top_p, freq_penalty, rep_penalty, greedy: self.greedy },
+            sampling,
             seed,
             n,
             max_new_tokens,
@@ -231,6 +242,16 @@ impl Form {
             unsized_vectors.validate(&cfg).map_err(|e| vec![e.to_string()])?;
         }
         Ok(recipe)
+    }
+}
+
+fn parse<T: std::str::FromStr>(errors: &mut Vec<String>, text: &str, what: &str, hint: &str) -> Option<T> {
+    match text.trim().parse::<T>() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            errors.push(format!("{what} `{}` is not {hint}", text.trim()));
+            None
+        }
     }
 }
 
@@ -303,6 +324,24 @@ fn plural(n: usize) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sampling_box_alone_reads_as_the_recipe_does() {
+        let mut f = Form { terms: Vec::new(), prompt: String::new(), ..Form::default() };
+        assert_eq!(f.sampling().unwrap(), (Sampling::default(), 0), "no terms or prompt needed");
+        f.seed = "7".into();
+        f.greedy = true;
+        let (s, seed) = f.sampling().unwrap();
+        assert!(s.greedy);
+        assert_eq!(seed, 7);
+        f.temperature = "0".into();
+        f.seed = "-1".into();
+        let e = f.sampling().unwrap_err();
+        assert_eq!(e, vec!["the seed `-1` is not a whole number ≥ 0".to_string()], "unparsed numbers first");
+        f.seed = "1".into();
+        let e = f.sampling().unwrap_err();
+        assert!(e[0].contains("temperature 0 must be between 0 (exclusive) and 100"), "{e:?}");
+    }
 
     #[test]
     fn default_form_is_love_hate_and_round_trips() {

@@ -268,8 +268,8 @@ pub enum ToWorker {
     /// then judged: [`FromWorker::MelboSweepPoint`] per R, [`FromWorker::MelboDone`] at the end;
     /// Stop ends it, keeping the points done.
     MelboSweep { run_id: u64, spec: MelboSpec, radii: Vec<f64> },
-    /// Greedy completions of the run's first prompt with ±coeff·θ at `source`.
-    MelboSteer { id: u64, prompt: String, bos: bool, vector: Vec<f32>, source: usize, coeff: f32, new_tokens: usize },
+    /// Completions of the run's first prompt with ±coeff·θ at `source`, greedy or sampled.
+    MelboSteer { id: u64, spec: MelboSteerSpec },
     /// Reports the cache's size.
     CacheInfo,
     /// Empties the cache.
@@ -306,6 +306,21 @@ pub struct MelboSpec {
 }
 
 /// One trained MELBO vector, for the Discover area.
+/// What [`ToWorker::MelboSteer`] completes: `prompt` without a vector and with ±`coeff`·θ
+/// (θ at resid_pre of `source`, every position), `new_tokens` each, decoded with `sampling`
+/// from `seed` (greedy when `sampling.greedy`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MelboSteerSpec {
+    pub prompt: String,
+    pub bos: bool,
+    pub vector: Vec<f32>,
+    pub source: usize,
+    pub coeff: f32,
+    pub new_tokens: usize,
+    pub sampling: tiller_core::recipe::Sampling,
+    pub seed: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MelboVectorView {
     pub index: usize,

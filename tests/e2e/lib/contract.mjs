@@ -65,7 +65,7 @@ export const TESTIDS = [
   'melbo-steps', 'melbo-p', 'melbo-q', 'melbo-seed', 'melbo-new-tokens', 'melbo-target-tokens', 'melbo-orthogonal',
   'melbo-defaults', 'melbo-error', 'melbo-run', 'melbo-stop', 'melbo-status', 'melbo-training', 'melbo-progress',
   'melbo-chart', 'melbo-curve', 'melbo-vectors', 'melbo-cos', 'melbo-coeff', 'melbo-vector', 'melbo-unsteered',
-  'melbo-plus', 'melbo-minus', 'melbo-vocab', 'melbo-resteer', 'melbo-use', 'melbo-note', 'melbo-radii', 'melbo-radii-error', 'melbo-sweep-run', 'melbo-sweep', 'melbo-sweep-chart',
+  'melbo-plus', 'melbo-minus', 'melbo-vocab', 'melbo-resteer', 'melbo-sampled', 'melbo-decoding', 'melbo-use', 'melbo-note', 'melbo-radii', 'melbo-radii-error', 'melbo-sweep-run', 'melbo-sweep', 'melbo-sweep-chart',
   'melbo-sweep-row', 'melbo-sweep-div', 'melbo-sweep-ppl', 'melbo-sweep-csv', 'melbo-cos-matrix', 'melbo-cos-cell',
 ];
 

@@ -760,16 +760,31 @@ pub fn parse_init_json(bytes: &[u8]) -> Result<Vec<Vec<f32>>> {
     Ok(vectors)
 }
 
-/// A prompt completed greedily without a vector, with +coeff·θ and with −coeff·θ (θ at
-/// resid_pre of `source`, every position).
+/// A prompt completed without a vector, with +coeff·θ and with −coeff·θ (θ at resid_pre of
+/// `source`, every position), all three decoded the same way from the same seed.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Completions {
     pub unsteered: String,
     pub plus: String,
     pub minus: String,
+    /// The coefficient c of ±c·θ.
+    #[serde(default = "one")]
+    pub coeff: f32,
+    /// How they were decoded, in words: "greedy", or the sampler's settings and seed.
+    #[serde(default)]
+    pub decoding: String,
 }
 
-/// Greedy completions of `prompt` (tokens) with ±`coeff`·θ, `max_new` tokens each.
+fn one() -> f32 {
+    1.0
+}
+
+/// Completions of `prompt` (tokens) with ±`coeff`·θ, `max_new` tokens each, decoded with
+/// `sampling` (e.g. [`Sampling::greedy`]) from `seed`: the three share the seed, so a sampled
+/// row differs only by the vector.
+///
+/// [`Sampling::greedy`]: crate::recipe::Sampling::greedy
+#[allow(clippy::too_many_arguments)]
 pub async fn completions<B: Backend>(
     backend: &mut B,
     tok: &crate::Tokenizer,
@@ -778,14 +793,22 @@ pub async fn completions<B: Backend>(
     source: usize,
     coeff: f32,
     max_new: usize,
+    sampling: crate::recipe::Sampling,
+    seed: u64,
 ) -> Result<Completions> {
-    let (unsteered, plus) = completions_with(backend, tok, prompt, theta, source, coeff, max_new).await?;
-    let (_, minus) = completions_with(backend, tok, prompt, theta, source, -coeff, max_new).await?;
-    Ok(Completions { unsteered: unsteered.text, plus: plus.text, minus: minus.text })
+    sampling.validate()?;
+    if !coeff.is_finite() {
+        return Err(bad(format!("the coefficient {coeff} is not a finite number")));
+    }
+    let (unsteered, plus) = completions_with(backend, tok, prompt, theta, source, coeff, max_new, sampling, seed).await?;
+    let (_, minus) = completions_with(backend, tok, prompt, theta, source, -coeff, max_new, sampling, seed).await?;
+    Ok(Completions { unsteered: unsteered.text, plus: plus.text, minus: minus.text, coeff, decoding: sampling.describe(seed) })
 }
 
-/// The greedy completion of `prompt` without a vector and with `coeff`·θ (θ at resid_pre of
-/// `source`, every position), `max_new` tokens each, in one batched generation.
+/// The completion of `prompt` without a vector and with `coeff`·θ (θ at resid_pre of
+/// `source`, every position), `max_new` tokens each, in one batched generation: comparison 0
+/// of `tiller generate --vector θ:source:coeff --positions all --seed seed`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn completions_with<B: Backend>(
     backend: &mut B,
     tok: &crate::Tokenizer,
@@ -794,8 +817,10 @@ pub(crate) async fn completions_with<B: Backend>(
     source: usize,
     coeff: f32,
     max_new: usize,
+    sampling: crate::recipe::Sampling,
+    seed: u64,
 ) -> Result<(crate::generate::Completion, crate::generate::Completion)> {
-    use crate::recipe::{Positions, Recipe, Sampling};
+    use crate::recipe::{Positions, Recipe};
     use crate::steer::LayerVector;
     let spec = *backend.config();
     if prompt.len() + max_new > spec.n_positions {
@@ -805,14 +830,8 @@ pub(crate) async fn completions_with<B: Backend>(
             spec.n_positions
         )));
     }
-    let recipe = Recipe {
-        n: 1,
-        max_new_tokens: max_new,
-        sampling: Sampling { greedy: true, freq_penalty: 0.0, ..Sampling::default() },
-        positions: Positions::All,
-        site: Site::ResidPre,
-        ..Recipe::default()
-    };
+    let recipe =
+        Recipe { n: 1, max_new_tokens: max_new, sampling, seed, positions: Positions::All, site: Site::ResidPre, ..Recipe::default() };
     let v = [LayerVector::from_saved(source, coeff, theta, None, Site::ResidPre, Positions::All)];
     let mut g = crate::generate::generate_with_vectors(backend, tok, &recipe, prompt, &v, &mut |_| Flow::Continue).await?;
     Ok((g.unsteered.swap_remove(0), g.steered.swap_remove(0)))

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::{bad, completions_with, MelboVector};
 use crate::backend::{Backend, Capture, LogitRows, SeqStep, Site, StepRequest};
 use crate::error::Result;
+use crate::recipe::Sampling;
 use crate::Tokenizer;
 
 /// The most radii one sweep takes.
@@ -181,7 +182,7 @@ pub async fn judge<B: Backend>(
     for p in prompts {
         let mut base = None;
         for (k, v) in vectors.iter().enumerate() {
-            let (u, s) = completions_with(backend, tok, p, &v.vector, source, 1.0, new_tokens).await?;
+            let (u, s) = completions_with(backend, tok, p, &v.vector, source, 1.0, new_tokens, Sampling::greedy(), 0).await?;
             base.get_or_insert(u);
             completions[k].push(read_completion(backend, tok, p, &s.tokens).await?);
         }

@@ -14,8 +14,9 @@ use super::fields::{ErrorList, NumInput, Pressed};
 use super::{Ctx, ModelState, RunState};
 use crate::discover::{duration, radius_chart, time_left, DiscoverForm};
 use crate::numbers::{check, NumKind};
-use crate::protocol::{FromWorker, MelboSpec, MelboVectorView, ToWorker, VocabEntryView};
+use crate::protocol::{FromWorker, MelboSpec, MelboSteerSpec, MelboVectorView, ToWorker, VocabEntryView};
 use tiller_core::melbo::sweep::RadiusPoint;
+use tiller_core::recipe::Sampling;
 
 /// One MELBO run.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +68,8 @@ pub struct DiscoverState {
     pub run: RwSignal<Option<MelboRunView>>,
     /// The coefficient the completions are redone at, as typed.
     pub coeff: RwSignal<String>,
+    /// Redo them sampled (the editor's Sampling settings and seed) rather than greedy.
+    pub sampled: RwSignal<bool>,
     /// The pending re-steer: (request id, vector index).
     pub steering: RwSignal<Option<(u64, usize)>>,
     /// What the last save / use / steer did: (ok, message).
@@ -80,6 +83,7 @@ impl DiscoverState {
             form: RwSignal::new(DiscoverForm::default()),
             run: RwSignal::new(None),
             coeff: RwSignal::new("1".into()),
+            sampled: RwSignal::new(false),
             steering: RwSignal::new(None),
             note: RwSignal::new(None),
         }
@@ -528,22 +532,30 @@ fn VectorList() -> impl IntoView {
             Ok(c) => c,
             Err(e) => return st.note.set(Some((false, format!("Not redone: {e}.")))),
         };
+        let (sampling, seed) = if st.sampled.get_untracked() {
+            match ctx.form.with_untracked(|f| f.sampling()) {
+                Ok((s, seed)) => (s, seed),
+                Err(e) => return st.note.set(Some((false, format!("Not redone: {} (Sampling, in the editor).", e.join("; "))))),
+            }
+        } else {
+            (Sampling::greedy(), 0)
+        };
         if untrack(|| ctx.busy()) {
             return st.note.set(Some((false, "Not redone: the engine is busy; wait for it or stop it first.".into())));
         }
         let id = ctx.fresh_id();
         st.steering.set(Some((id, index)));
-        let prompt = run.spec.prompts[0].clone();
-        let msg = ToWorker::MelboSteer {
-            id,
-            prompt,
+        let spec = MelboSteerSpec {
+            prompt: run.spec.prompts[0].clone(),
             bos: run.spec.bos,
             vector: v.vector.clone(),
             source: run.spec.source,
             coeff: c,
             new_tokens: run.spec.new_tokens,
+            sampling,
+            seed,
         };
-        send(ctx, &msg, &[]);
+        send(ctx, &ToWorker::MelboSteer { id, spec }, &[]);
     };
     let use_it = move |index: usize| {
         let Some(run) = st.run.get_untracked() else { return };
@@ -588,11 +600,11 @@ fn VectorList() -> impl IntoView {
                 let vocab = |e: &[VocabEntryView]| e.iter().take(6).map(|t| format!("{:?}", t.token)).collect::<Vec<_>>().join(" ");
                 view! {
                     <tr data-testid="melbo-vector" data-index=index data-objective=format!("{:e}", v.objective) data-first=format!("{first:e}")>
-                        <td>{format!("#{index}")}</td>
+                        <td>{format!("#{index}")}<br/><span class="cap" data-testid="melbo-decoding">{format!("c = {}, {}", v.completions.coeff, v.completions.decoding)}</span></td>
                         <td>{format!("{first:.3} → {:.3}", v.objective)}</td>
-                        <td class="fv-unsteered" data-testid="melbo-unsteered">{format!("{:?}", v.completions.unsteered)}</td>
-                        <td class="fv-steered" data-testid="melbo-plus">{format!("{:?}", v.completions.plus)}</td>
-                        <td class="fv-steered" data-testid="melbo-minus">{format!("{:?}", v.completions.minus)}</td>
+                        <td class="fv-unsteered" data-testid="melbo-unsteered" data-text=v.completions.unsteered.clone()>{format!("{:?}", v.completions.unsteered)}</td>
+                        <td class="fv-steered" data-testid="melbo-plus" data-text=v.completions.plus.clone()>{format!("{:?}", v.completions.plus)}</td>
+                        <td class="fv-steered" data-testid="melbo-minus" data-text=v.completions.minus.clone()>{format!("{:?}", v.completions.minus)}</td>
                         <td class="melbo-vocab" data-testid="melbo-vocab"><code>{vocab(&v.top_tokens)}</code></td>
                         <td class="buttons">
                             <button class="small" data-testid="melbo-resteer" on:click=move |_| resteer(index)>"Redo at c"</button>
@@ -616,10 +628,18 @@ fn VectorList() -> impl IntoView {
                         <NumInput testid="melbo-coeff" label="the coefficient" value=Signal::derive(move || st.coeff.get())
                             set=move |t: String| st.coeff.set(t) kind=NumKind::real(-100.0, 100.0) slider=Signal::derive(|| (-4.0, 4.0, 0.25))/>
                     </span>
+                    <label class="check">
+                        <input type="checkbox" data-testid="melbo-sampled" prop:checked=move || st.sampled.get()
+                            on:change=move |ev| st.sampled.set(event_target_checked(&ev))/>
+                        {move || {
+                            let how = ctx.form.with(|f| f.sampling()).map(|(s, seed)| s.describe(seed)).unwrap_or_else(|e| e.join("; "));
+                            format!("sampled, with the editor's Sampling settings ({how}); off: greedy")
+                        }}
+                    </label>
                 </div>
                 <div class="melbo-scroll">
                     <table class="melbo-table">
-                        <caption>{format!("Greedy completions of {prompt:?}: without a vector, with +c·θ and with −c·θ (c = 1 unless redone), and each vector's decoded vocabulary.")}</caption>
+                        <caption>{format!("Completions of {prompt:?}: without a vector, with +c·θ and with −c·θ, all three from the same seed (greedy at c = 1 until redone; each row says how), and each vector's decoded vocabulary.")}</caption>
                         <thead><tr><th>"vector"</th><th>"f first → final"</th><th>"without"</th><th>"+θ"</th><th>"−θ"</th><th>"tokens it points to"</th><th></th></tr></thead>
                         <tbody>{rows}</tbody>
                     </table>

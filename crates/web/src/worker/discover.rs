@@ -5,13 +5,14 @@
 
 use tiller_core::generate::Flow;
 use tiller_core::melbo::{self, CpuTape, Differentiable, MelboSettings, Objective, Progress};
+use tiller_core::recipe::Sampling;
 use tiller_core::steer::encode_with_bos;
 use tiller_core::{Backend, Result, Tokenizer};
 use tiller_gpu::GpuTape;
 
 use super::engine::{user_error, yield_now, Engine};
 use super::{post, state, Lease};
-use crate::protocol::{FromWorker, MelboSpec, MelboVectorView, UserError, VocabEntryView};
+use crate::protocol::{FromWorker, MelboSpec, MelboSteerSpec, MelboVectorView, UserError, VocabEntryView};
 
 /// A [`Differentiable`] that gives the worker's event loop a turn before each forward, so Stop
 /// can arrive while a CPU tape (which never awaits) trains.
@@ -53,7 +54,7 @@ async fn describe<B: Backend>(
     index: usize,
     v: melbo::MelboVector,
 ) -> Result<MelboVectorView> {
-    let completions = melbo::completions(b, tok, first, &v.vector, spec.source, 1.0, spec.new_tokens).await?;
+    let completions = melbo::completions(b, tok, first, &v.vector, spec.source, 1.0, spec.new_tokens, Sampling::greedy(), 0).await?;
     let (top, bottom) = tiller_core::vocab::decode_vector(b, tok, &v.vector, 10, true).await?;
     let view = |e: &[tiller_core::vocab::VocabEntry]| e.iter().map(VocabEntryView::from).collect();
     Ok(MelboVectorView {
@@ -206,19 +207,20 @@ fn with_width(engine: &Engine) -> usize {
     }
 }
 
-/// Completions of `prompt` with ±coeff·θ (the coefficient slider).
-pub async fn steer(id: u64, prompt: String, bos: bool, vector: Vec<f32>, source: usize, coeff: f32, new_tokens: usize) {
+/// Completions of the spec's prompt with ±coeff·θ ("Redo at c"), greedy or sampled.
+pub async fn steer(id: u64, spec: MelboSteerSpec) {
     let answer = |result| post(&FromWorker::MelboSteered { id, result });
     let mut lease = match Lease::take().await {
         Ok(l) => l,
         Err(error) => return answer(Err(error)),
     };
     let tok = lease.tok.clone();
+    let MelboSteerSpec { prompt, bos, vector, source, coeff, new_tokens, sampling, seed } = spec;
     let r = async {
         let tokens = encode_with_bos(&tok, &prompt, bos)?;
         match lease.engine() {
-            Engine::Cpu(m) => melbo::completions(m, &tok, &tokens, &vector, source, coeff, new_tokens).await,
-            Engine::Gpu(g) => melbo::completions(g, &tok, &tokens, &vector, source, coeff, new_tokens).await,
+            Engine::Cpu(m) => melbo::completions(m, &tok, &tokens, &vector, source, coeff, new_tokens, sampling, seed).await,
+            Engine::Gpu(g) => melbo::completions(g, &tok, &tokens, &vector, source, coeff, new_tokens, sampling, seed).await,
         }
     }
     .await;

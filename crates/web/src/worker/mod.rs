@@ -161,9 +161,7 @@ async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
         ToWorker::Iti { run_id, spec } => heads::probes(run_id, spec).await,
         ToWorker::Melbo { run_id, spec } => discover::melbo(run_id, spec).await,
         ToWorker::MelboSweep { run_id, spec, radii } => discover::sweep(run_id, spec, radii).await,
-        ToWorker::MelboSteer { id, prompt, bos, vector, source, coeff, new_tokens } => {
-            discover::steer(id, prompt, bos, vector, source, coeff, new_tokens).await
-        }
+        ToWorker::MelboSteer { id, spec } => discover::steer(id, spec).await,
         ToWorker::CacheInfo => cache_info().await,
         ToWorker::CacheClear => {
             net::clear_cache().await;
