@@ -633,7 +633,8 @@ fn VectorList() -> impl IntoView {
                             on:change=move |ev| st.sampled.set(event_target_checked(&ev))/>
                         {move || {
                             let how = ctx.form.with(|f| f.sampling()).map(|(s, seed)| s.describe(seed)).unwrap_or_else(|e| e.join("; "));
-                            format!("sampled, with the editor's Sampling settings ({how}); off: greedy")
+                            let how = how.strip_prefix("sampled: ").unwrap_or(&how);
+                            format!("Sample them with the editor's Sampling settings ({how}); unticked: greedy")
                         }}
                     </label>
                 </div>
