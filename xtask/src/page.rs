@@ -71,7 +71,12 @@ pub fn build(root: &Path, opts: &PageOptions) -> Result<()> {
     }
     // The start script is a file of its own: the page's Content-Security-Policy (in
     // index.html) allows no inline script.
-    let start_src = format!("import init from './{js}';\nawait init({{ module_or_path: './{wasm}' }});\n");
+    // Once the page runs, the service worker keeps a copy of it for offline visits (in a
+    // secure context: https or localhost; elsewhere the page simply has no offline copy).
+    let start_src = format!(
+        "import init from './{js}';\nawait init({{ module_or_path: './{wasm}' }});\n\
+         if ('serviceWorker' in navigator) navigator.serviceWorker.register('./sw.js').catch((e) => console.warn(`Tiller: no offline copy of the page (${{e.message}})`));\n"
+    );
     let start = format!("tiller-start-{:016x}.js", fnv1a(start_src.as_bytes()));
     fs::write(staging.join(&start), &start_src)?;
     let head = format!(
@@ -81,6 +86,10 @@ pub fn build(root: &Path, opts: &PageOptions) -> Result<()> {
          <script type=\"module\" src=\"./{start}\"></script>"
     );
     fs::write(staging.join("index.html"), template.replace(HEAD_MARKER, &head))?;
+
+    // The service worker, last: it lists every file above as the app shell.
+    let sw = fs::read_to_string(web.join("sw.js")).context("reading crates/web/sw.js")?;
+    fs::write(staging.join("sw.js"), service_worker(&sw, &staging)?)?;
 
     // Swap: out -> out.old, staging -> out, then drop the old one.
     let old = sibling(&opts.out, "old");
@@ -93,6 +102,40 @@ pub fn build(root: &Path, opts: &PageOptions) -> Result<()> {
     let size: u64 = fs::read_dir(&opts.out)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
     eprintln!("page: built {} ({:.1} MB)", opts.out.display(), size as f64 / 1e6);
     Ok(())
+}
+
+/// Where `crates/web/sw.js` takes the shell's file list and cache name.
+const SHELL_MARKER: &str = "/* tiller:shell */";
+
+/// The service worker for the build in `dir`: `template` with the list of every file in `dir`
+/// (as `./path`) and a cache name hashed from their names and contents, so each build has its
+/// own copy and the old one is dropped when the new worker takes over.
+fn service_worker(template: &str, dir: &Path) -> Result<String> {
+    if !template.contains(SHELL_MARKER) {
+        bail!("crates/web/sw.js has no {SHELL_MARKER} line for the shell's file list");
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let path = e?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir)?.to_string_lossy().replace('\\', "/");
+                files.push((rel, fs::read(&path)?));
+            }
+        }
+    }
+    files.sort();
+    let mut hash_input = Vec::new();
+    for (name, bytes) in &files {
+        hash_input.extend_from_slice(name.as_bytes());
+        hash_input.extend_from_slice(&fnv1a(bytes).to_le_bytes());
+    }
+    let list: Vec<String> = files.iter().map(|(name, _)| format!("'./{name}'")).collect();
+    let shell = format!("const SHELL = ['./', {}];\nconst CACHE = 'tiller-shell-{:016x}';", list.join(", "), fnv1a(&hash_input));
+    Ok(template.replace(SHELL_MARKER, &shell))
 }
 
 /// `wasm-bindgen` from PATH, refused unless it is the version Cargo.lock pins (the CLI and the
@@ -176,6 +219,24 @@ fn sibling(dir: &Path, tag: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_service_worker_lists_the_build_and_names_its_cache_by_it() {
+        let dir = std::env::temp_dir().join(format!("tiller-sw-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("snippets/a")).unwrap();
+        fs::write(dir.join("index.html"), "<html>").unwrap();
+        fs::write(dir.join("snippets/a/inline0.js"), "x").unwrap();
+        let template = "// head\n/* tiller:shell */\nrest";
+        let one = service_worker(template, &dir).unwrap();
+        assert!(one.starts_with("// head\nconst SHELL = ['./', './index.html', './snippets/a/inline0.js'];\nconst CACHE = 'tiller-shell-"), "{one}");
+        assert!(one.ends_with("';\nrest"), "{one}");
+        assert_eq!(service_worker(template, &dir).unwrap(), one, "the same build, the same worker");
+        fs::write(dir.join("snippets/a/inline0.js"), "y").unwrap();
+        assert_ne!(service_worker(template, &dir).unwrap(), one, "a changed file is a new cache");
+        assert!(service_worker("no marker", &dir).is_err());
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn fnv1a_matches_the_published_vectors() {

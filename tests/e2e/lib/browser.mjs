@@ -26,9 +26,12 @@ export const CHROMIUM_ARGS = [
  * Launches Chromium with a fresh user-data-dir (a brand-new profile: empty caches, empty
  * OPFS). Returns { context, userDataDir, close() }. Pass `userDataDir` to reuse a profile.
  * The page's first-visit tour is marked as seen (it would sit over the page's corner) unless
- * `tour` is true.
+ * `tour` is true. The page's service worker (its offline copy) is blocked unless
+ * `serviceWorkers` is 'allow': Playwright's `route()` does not see what a service worker
+ * fetches, and the tests that hold back or break the page's files rely on it; offline.test.mjs
+ * tests the worker itself.
  */
-export async function launch({ userDataDir, extraArgs = [], webgpu = true, viewport = { width: 1400, height: 1000 }, tour = false } = {}) {
+export async function launch({ userDataDir, extraArgs = [], webgpu = true, viewport = { width: 1400, height: 1000 }, tour = false, serviceWorkers = 'block' } = {}) {
   if (!fs.existsSync(CHROMIUM)) {
     throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (bash scripts/setup.sh) or set TILLER_CHROMIUM`);
   }
@@ -42,6 +45,7 @@ export async function launch({ userDataDir, extraArgs = [], webgpu = true, viewp
       ? [...CHROMIUM_ARGS, ...extraArgs]
       : [...CHROMIUM_ARGS.filter((a) => !/^--(enable-unsafe-webgpu|use-webgpu-adapter)/.test(a)), '--disable-features=WebGPU', ...extraArgs],
     viewport,
+    serviceWorkers,
     // SwiftShader is slow; the page may keep the main thread busy between frames.
     timeout: 60_000,
   });
