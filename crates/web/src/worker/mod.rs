@@ -278,7 +278,11 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
                 }
                 false => None,
             };
-            let single = !other_family || net::exists(&format!("{base}/{MODEL_FILE}"), MODEL_FILE, signal.as_ref()).await?;
+            // A model.safetensors in the cache needs no question to the server (offline visits).
+            let model_url = format!("{base}/{MODEL_FILE}");
+            let single = !other_family
+                || net::cached(cache.as_ref(), &model_url).await.is_some()
+                || net::exists(&model_url, MODEL_FILE, signal.as_ref()).await?;
             let models = match single {
                 true => ModelInputs { index: None, files: vec![ModelInput::Url { url: format!("{base}/{MODEL_FILE}"), cache }] },
                 false => {
