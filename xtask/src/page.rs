@@ -229,7 +229,10 @@ mod tests {
         fs::write(dir.join("snippets/a/inline0.js"), "x").unwrap();
         let template = "// head\n/* tiller:shell */\nrest";
         let one = service_worker(template, &dir).unwrap();
-        assert!(one.starts_with("// head\nconst SHELL = ['./', './index.html', './snippets/a/inline0.js'];\nconst CACHE = 'tiller-shell-"), "{one}");
+        assert!(
+            one.starts_with("// head\nconst SHELL = ['./', './index.html', './snippets/a/inline0.js'];\nconst CACHE = 'tiller-shell-"),
+            "{one}"
+        );
         assert!(one.ends_with("';\nrest"), "{one}");
         assert_eq!(service_worker(template, &dir).unwrap(), one, "the same build, the same worker");
         fs::write(dir.join("snippets/a/inline0.js"), "y").unwrap();
