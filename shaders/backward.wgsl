@@ -24,6 +24,12 @@ struct Params {
     n_head: u32,
     n_kv_head: u32,
     head_dim: u32,
+    /// attention_probs_backward, attention_qkv_backward: the first row of the prompt (`rows` its
+    /// tokens) in qkv, dz and dqkv, which hold a batch of prompts; P and dS hold this one.
+    row0: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const FLAG_RMS: u32 = 1u;
@@ -227,7 +233,8 @@ fn swiglu_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // ---- attention_probs_backward: per (query t, head h), P[h, t, s] and dS[h, t, s] for s ≤ t
-// (zero past t), from qkv (after rotary) and dz, the gradient of the merged heads.
+// (zero past t), from qkv (after rotary) and dz, the gradient of the merged heads. Rows t and s
+// are the prompt's, at rows row0 + t and row0 + s of qkv and dz.
 
 @group(1) @binding(0) var<storage, read_write> a_p: array<f32>;    // [NH, T, T]
 @group(1) @binding(1) var<storage, read_write> a_ds: array<f32>;   // [NH, T, T]
@@ -236,8 +243,10 @@ fn swiglu_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 fn score(t: u32, s: u32, qo: u32, ko: u32, width: u32) -> f32 {
     var dot = 0.0;
+    let qr = (p.row0 + t) * width + qo;
+    let kr = (p.row0 + s) * width + ko;
     for (var i = 0u; i < p.head_dim; i++) {
-        dot += a_qkv[t * width + qo + i] * a_qkv[s * width + ko + i];
+        dot += a_qkv[qr + i] * a_qkv[kr + i];
     }
     return dot / sqrt(f32(p.head_dim));
 }
@@ -275,7 +284,7 @@ fn attention_probs_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         a_p[row + s] = pr;
         var dp = 0.0;
         for (var i = 0u; i < hd; i++) {
-            dp += a_dz[t * q_w + qo + i] * a_qkv[s * width + vo + i];
+            dp += a_dz[(p.row0 + t) * q_w + qo + i] * a_qkv[(p.row0 + s) * width + vo + i];
         }
         a_ds[row + s] = dp;
         pdp += pr * dp;
@@ -321,14 +330,14 @@ fn attention_qkv_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         let ko = q_w + (h / group) * hd + i;
         let row = (h * tn + t) * tn;
         for (var s = 0u; s <= t; s++) {
-            acc += b_ds[row + s] * b_qkv[s * width + ko];
+            acc += b_ds[row + s] * b_qkv[(p.row0 + s) * width + ko];
         }
     } else if (ch < q_w + kv) {
         let g = (ch - q_w) / hd;
         let i = (ch - q_w) % hd;
         for (var h = g * group; h < (g + 1u) * group; h++) {
             for (var u = t; u < tn; u++) {
-                acc += b_ds[(h * tn + u) * tn + t] * b_qkv[u * width + h * hd + i];
+                acc += b_ds[(h * tn + u) * tn + t] * b_qkv[(p.row0 + u) * width + h * hd + i];
             }
         }
     } else {
@@ -336,9 +345,9 @@ fn attention_qkv_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         let i = (ch - q_w - kv) % hd;
         for (var h = g * group; h < (g + 1u) * group; h++) {
             for (var u = t; u < tn; u++) {
-                acc += b_p[(h * tn + u) * tn + t] * b_dz[u * q_w + h * hd + i];
+                acc += b_p[(h * tn + u) * tn + t] * b_dz[(p.row0 + u) * q_w + h * hd + i];
             }
         }
     }
-    b_dqkv[t * width + ch] += acc;
+    b_dqkv[(p.row0 + t) * width + ch] += acc;
 }

@@ -588,8 +588,14 @@ impl GpuEngine {
         let groups = self.groups_ref()?;
         let k = &self.kernels;
         let learned = u32::from(cfg.pos == PosEncoding::Learned);
-        for (chunk, group) in self.w.wte.iter().zip(&groups.embed) {
-            k.embed(rec, group, &EmbedParams { rows: r, c, vocab_start: chunk.vocab_start, vocab_len: chunk.vocab_len, learned });
+        // MELBO's tape: the residual before block `source` kept from the batch's first forward,
+        // or this forward starting from it there
+        let prefix = self.tape.as_ref().and_then(|t| t.prefix(cfg.n_embd));
+        let resume = prefix.is_some_and(|p| p.3);
+        if !resume {
+            for (chunk, group) in self.w.wte.iter().zip(&groups.embed) {
+                k.embed(rec, group, &EmbedParams { rows: r, c, vocab_start: chunk.vocab_start, vocab_len: chunk.vocab_len, learned });
+            }
         }
         let attn = AttentionParams {
             rows: r,
@@ -612,6 +618,14 @@ impl GpuEngine {
         let norm = self.norm_params(r);
         let copy_captures = |rec: &mut Recorder| rec.copy(&self.captures, 0, &self.captures_staging, *captured_floats as u64 * 4);
         for (l, layer_groups) in groups.layers.iter().enumerate() {
+            if let Some((source, buffer, bytes, resume)) = prefix {
+                match l.cmp(&source) {
+                    std::cmp::Ordering::Less if resume => continue,
+                    std::cmp::Ordering::Equal if resume => rec.copy(buffer, 0, self.acts.slot(Slot::X), bytes),
+                    std::cmp::Ordering::Equal => rec.copy(self.acts.slot(Slot::X), 0, buffer, bytes),
+                    _ => {}
+                }
+            }
             for (oi, (op, group)) in self.block.iter().zip(layer_groups).enumerate() {
                 if let Op::Hook(site) = *op {
                     for (inj, p) in req.injections.iter().zip(inject_params) {

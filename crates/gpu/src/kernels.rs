@@ -216,6 +216,10 @@ pub struct BackwardParams {
     pub n_head: u32,
     pub n_kv_head: u32,
     pub head_dim: u32,
+    /// The attention's backward: the first row of the prompt it runs (a batch runs one pass
+    /// per prompt, `rows` its tokens).
+    pub row0: u32,
+    pub _pad: [u32; 3],
 }
 
 impl BackwardParams {

@@ -189,3 +189,49 @@ fn attention_and_rope_backward_match_reference() {
         assert_close(&what, &h.read(&dqkv_b, t * width), &want, 1e-5, 1e-4);
     }
 }
+
+#[test]
+fn attention_backward_of_a_batch_runs_each_prompt_at_its_rows() {
+    let Some(mut h) = harness() else { return };
+    let mut rng = Rng::new(16);
+    // (prompt lengths, NH, NKV, HD): MELBO's tape runs a batch of prompts, one pass per prompt
+    for (lens, nh, nkv, hd) in [(vec![3usize, 7, 1], 4, 2, 8), (vec![5, 5], 3, 1, 16), (vec![1, 66, 2], 2, 2, 6)] {
+        let tmax = *lens.iter().max().unwrap();
+        let rows: usize = lens.iter().sum();
+        let dims = |t: usize| AttnDims { n_head: nh, n_kv_head: nkv, head_dim: hd, tm: t };
+        let width = dims(1).qkv_width();
+        let (qkv, dz, start) = (rng.vec(rows * width, 1.5), rng.vec(rows * nh * hd, 1.0), rng.vec(rows * width, 0.5));
+        let mut want = start.clone();
+        let mut r0 = 0;
+        for &t in &lens {
+            let mut part = want[r0 * width..(r0 + t) * width].to_vec();
+            let dz_part = &dz[r0 * nh * hd..(r0 + t) * nh * hd];
+            backward::attention_backward(&mut part, dz_part, &qkv[r0 * width..(r0 + t) * width], t, dims(t));
+            want[r0 * width..(r0 + t) * width].copy_from_slice(&part);
+            r0 += t;
+        }
+        let (dqkv_b, qkv_b, dz_b) = (h.f32s(&start), h.f32s(&qkv), h.f32s(&dz));
+        let (p_b, ds_b) = (h.zeros(nh * tmax * tmax), h.zeros(nh * tmax * tmax));
+        let groups = h.kernels.bind_attention_backward(
+            &h.gpu.device,
+            &AttentionBackwardBuffers { p: &p_b, ds: &ds_b, qkv: &qkv_b, dz: &dz_b, dqkv: &dqkv_b },
+        );
+        let mut rec = h.recorder();
+        let mut row0 = 0u32;
+        for &t in &lens {
+            let p = BackwardParams {
+                rows: t as u32,
+                row0,
+                n_head: nh as u32,
+                n_kv_head: nkv as u32,
+                head_dim: hd as u32,
+                ..Default::default()
+            };
+            h.kernels.attention_backward(&mut rec, &groups, &p);
+            row0 += t as u32;
+        }
+        h.submit(rec);
+        let what = format!("attention backward of a batch {lens:?} NH={nh} NKV={nkv} HD={hd}");
+        assert_close(&what, &h.read(&dqkv_b, rows * width), &want, 1e-5, 1e-4);
+    }
+}

@@ -425,3 +425,41 @@ fn unembed_after_a_capture_step_matches_cpu() {
         }
     }
 }
+
+/// MELBO's tape on the GPU against the CPU reference's, for a batch of prompts of different
+/// lengths: the first forward keeps the residual before block `source`, the next ones start
+/// there from it (skipping blocks 0..source); an ordinary step between two tape forwards is
+/// neither kept nor shortened.
+#[test]
+fn tape_forwards_of_a_batch_from_the_kept_prefix_match_cpu() {
+    use tiller_core::melbo::{self, CpuTape, Differentiable};
+    let Some(gpu) = gpu() else { return };
+    let cfg = config(4, 48, 4, 61);
+    let (mut g, mut c) = pair(gpu, &cfg, 41, Dtype::F16);
+    let mut rng = Rng::new(42);
+    let prompts = vec![tokens(&mut rng, 5, 61), tokens(&mut rng, 11, 61), tokens(&mut rng, 1, 61)];
+    let (source, target) = (2, 3);
+    let acts = block_on(melbo::prepare(&mut c, &prompts, source, target)).expect("cpu prepare");
+    let thetas: Vec<Vec<f32>> = (0..3).map(|k| rng.vec(48, 0.5 + k as f32)).collect();
+    let ordinary = request(vec![SeqStep { slot: 0, tokens: tokens(&mut rng, 8, 61) }], LogitRows::All);
+    let mut c2 = CpuModel::new(c.weights().clone());
+    let mut cpu = CpuTape::new(c.weights(), &acts, source, target);
+    for (k, theta) in thetas.iter().enumerate() {
+        let want = block_on(cpu.forward(theta)).expect("cpu forward");
+        let got = block_on(g.tape_forward(&prompts, theta, source, target)).expect("gpu forward");
+        assert_eq!(got.len(), prompts.len());
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_close(&format!("forward {k}, prompt {i}: h_target"), a, b, ATOL, RTOL);
+        }
+        let dh: Vec<Vec<f32>> = want.iter().map(|h| h.iter().map(|x| x.sin()).collect()).collect();
+        let want = block_on(cpu.backward(&dh)).expect("cpu backward");
+        let got = block_on(g.tape_backward(&dh)).expect("gpu backward");
+        assert_close(&format!("backward {k}: the gradient before block {source}"), &got, &want, 1e-3, 1e-3);
+        if k == 0 {
+            // between two tape steps: the whole model, nothing kept or skipped
+            g.reset(1, 8).unwrap();
+            c2.reset(1, 8).unwrap();
+            both(&mut g, &mut c2, &ordinary, "a step between MELBO's tape steps");
+        }
+    }
+}

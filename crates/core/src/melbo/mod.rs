@@ -182,17 +182,20 @@ pub async fn prepare<B: Backend>(backend: &mut B, prompts: &[Vec<u32>], source: 
     Ok(out)
 }
 
-/// What MELBO differentiates: the residual stream before block `target` of each prompt as a
-/// function of θ added before block `source`, and its backward. The CPU reference's tape
+/// What MELBO differentiates: the residual stream before block `target` of every prompt as a
+/// function of θ added before block `source`, and its backward. The prompts run together (the
+/// GPU engine's tape runs them as one batch, one submission each way). The CPU reference's tape
 /// ([`CpuTape`]) and the GPU engine's (`tiller_gpu::GpuTape`) implement it.
 #[allow(async_fn_in_trait)] // used on one thread (wasm, or a native block_on)
 pub trait Differentiable {
     /// C
     fn width(&self) -> usize;
-    /// h_target(θ) of prompt `prompt` [T, C], keeping what [`Differentiable::backward`] needs.
-    async fn forward(&mut self, prompt: usize, theta: &[f32]) -> Result<Vec<f32>>;
-    /// The gradient before block `source` [T, C] from `dh` [T, C], through the last forward.
-    async fn backward(&mut self, dh: &[f32]) -> Result<Vec<f32>>;
+    /// h_target(θ) of each prompt ([T_i, C] each, in prompt order), keeping what
+    /// [`Differentiable::backward`] needs.
+    async fn forward(&mut self, theta: &[f32]) -> Result<Vec<Vec<f32>>>;
+    /// The gradient before block `source` of every prompt's rows, one prompt after another
+    /// [ΣT_i, C], from `dh` (one [T_i, C] per prompt), through the last forward.
+    async fn backward(&mut self, dh: &[Vec<f32>]) -> Result<Vec<f32>>;
 }
 
 /// The CPU reference's tape over prompts prepared by [`prepare`].
@@ -201,12 +204,12 @@ pub struct CpuTape<'w> {
     prompts: &'w [PromptActs],
     source: usize,
     target: usize,
-    last: Option<Tape<'w>>,
+    last: Vec<Tape<'w>>,
 }
 
 impl<'w> CpuTape<'w> {
     pub fn new(w: &'w CpuWeights, prompts: &'w [PromptActs], source: usize, target: usize) -> Self {
-        Self { w, prompts, source, target, last: None }
+        Self { w, prompts, source, target, last: Vec::new() }
     }
 }
 
@@ -215,16 +218,22 @@ impl Differentiable for CpuTape<'_> {
         self.w.spec().n_embd
     }
 
-    async fn forward(&mut self, prompt: usize, theta: &[f32]) -> Result<Vec<f32>> {
-        let p = self.prompts.get(prompt).ok_or_else(|| bad(format!("there is no prompt {prompt}")))?;
-        let (tape, h) = Tape::forward(self.w, &p.x_source, theta, self.source, self.target)?;
-        self.last = Some(tape);
-        Ok(h)
+    async fn forward(&mut self, theta: &[f32]) -> Result<Vec<Vec<f32>>> {
+        self.last.clear();
+        let mut out = Vec::with_capacity(self.prompts.len());
+        for p in self.prompts {
+            let (tape, h) = Tape::forward(self.w, &p.x_source, theta, self.source, self.target)?;
+            self.last.push(tape);
+            out.push(h);
+        }
+        Ok(out)
     }
 
-    async fn backward(&mut self, dh: &[f32]) -> Result<Vec<f32>> {
-        let tape = self.last.as_ref().ok_or_else(|| bad("a backward needs a forward first"))?;
-        Ok(tape.backward(dh))
+    async fn backward(&mut self, dh: &[Vec<f32>]) -> Result<Vec<f32>> {
+        if self.last.is_empty() || dh.len() != self.last.len() {
+            return Err(bad("a backward needs a forward first, and one gradient per prompt"));
+        }
+        Ok(self.last.iter().zip(dh).flat_map(|(tape, d)| tape.backward(d)).collect())
     }
 }
 
@@ -236,11 +245,14 @@ async fn value_grad_with<D: Differentiable>(
     mut loss: impl FnMut(usize, &[f32], &[f32]) -> (f64, Vec<f32>),
 ) -> Result<(f64, Vec<f64>)> {
     let c = model.width();
+    let hs = model.forward(theta).await?;
+    if hs.len() != prompts.len() {
+        return Err(bad(format!("the tape ran {} prompts of {}", hs.len(), prompts.len())));
+    }
     let mut total = 0.0f64;
-    let mut grad = vec![0.0f64; c];
-    for (i, p) in prompts.iter().enumerate() {
-        let h = model.forward(i, theta).await?;
-        let (f, dh) = loss(i, &h, &p.h0_target);
+    let mut dhs = Vec::with_capacity(hs.len());
+    for (i, (h, p)) in hs.iter().zip(prompts).enumerate() {
+        let (f, dh) = loss(i, h, &p.h0_target);
         if !f.is_finite() || dh.iter().any(|x| !x.is_finite()) {
             return Err(bad(format!(
                 "the objective is not finite on prompt {} (f = {f}): the radius is too large for this model, or its weights overflow",
@@ -248,10 +260,12 @@ async fn value_grad_with<D: Differentiable>(
             )));
         }
         total += f;
-        let dx = model.backward(&dh).await?;
-        for row in dx.chunks_exact(c) {
-            grad.iter_mut().zip(row).for_each(|(a, &b)| *a += b as f64);
-        }
+        dhs.push(dh);
+    }
+    let dx = model.backward(&dhs).await?;
+    let mut grad = vec![0.0f64; c];
+    for row in dx.chunks_exact(c) {
+        grad.iter_mut().zip(row).for_each(|(a, &b)| *a += b as f64);
     }
     Ok((total, grad))
 }
@@ -636,10 +650,7 @@ pub async fn train_ortho<D: Differentiable>(
     if prompts.is_empty() {
         return Err(bad("MELBO-ortho needs at least one prompt"));
     }
-    let mut z0: Vec<Vec<f64>> = Vec::with_capacity(prompts.len());
-    for i in 0..prompts.len() {
-        z0.push(mean_rows(&model.forward(i, theta0).await?, c, s.tokens));
-    }
+    let z0: Vec<Vec<f64>> = model.forward(theta0).await?.iter().map(|h| mean_rows(h, c, s.tokens)).collect();
     let t0: Vec<f64> = theta0.iter().map(|&x| x as f64).collect();
     let mut learned = vec![t0.clone()];
     let mut out = OrthoRun { vectors: Vec::new(), rejected: None };

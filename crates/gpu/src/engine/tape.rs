@@ -1,9 +1,15 @@
-//! MELBO's tape on the GPU, the twin of `tiller_core::tape`: a forward step of one prompt with
-//! θ added before block `source` keeps, for blocks `source..target`, what each op's backward
-//! needs (norm inputs, the GELU projection's output before the GELU, qkv after rotary,
-//! SwiGLU's gate and up) by copies recorded into the same submission; the backward then runs
-//! the block program in reverse through backward.wgsl's kernels over one gradient buffer per
-//! program slot, in one submission, and reads back the gradient before block `source`.
+//! MELBO's tape on the GPU, the twin of `tiller_core::tape`: one forward step of all the
+//! prompts (one cache slot each, their rows one batch) with θ added before block `source`
+//! keeps, for blocks `source..target`, what each op's backward needs (norm inputs, the GELU
+//! projection's output before the GELU, qkv after rotary, SwiGLU's gate and up) by copies
+//! recorded into the same submission; the backward then runs the block program in reverse
+//! through backward.wgsl's kernels over one gradient buffer per program slot, in one
+//! submission (the attention's backward once per prompt, at its rows), and reads back the
+//! gradient before block `source`.
+//!
+//! The residual stream before block `source` does not depend on θ: the first forward of a
+//! batch of prompts keeps it (`prefix`), and the next forwards of the same prompts start from
+//! it at block `source`, skipping the embedding and blocks `0..source`.
 
 use std::collections::HashMap;
 
@@ -21,23 +27,36 @@ use crate::kernels::{
 };
 use crate::readback::map_read;
 
-/// The tape of one prompt's forward.
+/// The tape of one batch of prompts' forward.
 pub(super) struct TapeState {
     source: usize,
     target: usize,
-    /// Tokens (rows) of the prompt of the last forward.
+    /// Rows of the last forward: all its prompts' tokens.
     t: usize,
-    /// Rows the buffers hold: the longest prompt so far, so prompts of different lengths share
-    /// one tape instead of reallocating it at every forward.
+    /// Each prompt's tokens of the last forward, in row order.
+    lens: Vec<usize>,
+    /// Rows the buffers hold: the most so far, so batches of different lengths share one tape
+    /// instead of reallocating it at every forward.
     cap: usize,
+    /// The longest prompt the attention's scratch holds.
+    cap_len: usize,
+    /// The residual stream before block `source` of `prefix_of`'s rows, without θ.
+    prefix: wgpu::Buffer,
+    /// The prompts whose residual `prefix` holds (None: not filled).
+    prefix_of: Option<Vec<Vec<u32>>>,
+    /// Whether the forward being recorded starts from `prefix` (else it fills it).
+    resume: bool,
+    /// Whether the step being recorded is the tape's forward (other steps of the engine, such
+    /// as completions between two vectors, neither keep nor skip anything).
+    recording: bool,
     /// Per block source..target, per op of the block: the buffers it keeps (empty: none).
     saved: Vec<Vec<Vec<wgpu::Buffer>>>,
     /// One gradient buffer per program slot, [T, width].
     grads: HashMap<Slot, wgpu::Buffer>,
-    /// [NH, T, T] scratch of the attention's backward.
+    /// [NH, T, T] scratch of the attention's backward (one prompt at a time).
     probs: wgpu::Buffer,
     dscores: wgpu::Buffer,
-    /// The rotary sine table negated [T, D/2]: `rope` with it rotates back.
+    /// The rotary sine table negated [positions, D/2]: `rope` with it rotates back.
     sin_neg: wgpu::Buffer,
     /// Readback of the gradient before block `source`.
     staging: wgpu::Buffer,
@@ -48,10 +67,16 @@ pub(super) struct TapeState {
 impl TapeState {
     /// What op `oi` of block `l` keeps, when the tape covers that block and the op keeps any.
     pub(super) fn saved(&self, l: usize, oi: usize) -> Option<&[wgpu::Buffer]> {
-        if l < self.source || l >= self.target {
+        if !self.recording || l < self.source || l >= self.target {
             return None;
         }
         self.saved.get(l - self.source).and_then(|ops| ops.get(oi)).filter(|b| !b.is_empty()).map(Vec::as_slice)
+    }
+
+    /// Where the forward being recorded meets the prefix: block `source`, the buffer, its bytes,
+    /// and whether the forward starts there from the buffer (true) or writes the buffer there.
+    pub(super) fn prefix(&self, c: usize) -> Option<(usize, &wgpu::Buffer, u64, bool)> {
+        self.recording.then_some((self.source, &self.prefix, (self.t * c * 4) as u64, self.resume))
     }
 }
 
@@ -91,8 +116,8 @@ impl GpuEngine {
         self.kernels.gelu(rec, &g, &p);
     }
 
-    /// A tape for prompts of up to `t` tokens.
-    fn make_tape(&self, t: usize, source: usize, target: usize) -> Result<TapeState> {
+    /// A tape for batches of up to `t` rows and prompts of up to `len` tokens.
+    fn make_tape(&self, t: usize, len: usize, source: usize, target: usize) -> Result<TapeState> {
         use wgpu::BufferUsages as U;
         let cfg = &self.cfg;
         let block = program::block(cfg);
@@ -115,10 +140,10 @@ impl GpuEngine {
                 (s, storage(&self.device, "tape gradient", size, U::COPY_SRC | U::COPY_DST))
             })
             .collect();
-        let scratch = (cfg.n_head * t * t * 4) as u64;
+        let scratch = (cfg.n_head * len * len * 4) as u64;
         let sin_neg = match cfg.rope() {
             Some(rope) => {
-                let (_, sin) = rope.tables(t);
+                let (_, sin) = rope.tables(len);
                 let neg: Vec<f32> = sin.iter().map(|s| -s).collect();
                 let b = storage(&self.device, "tape rope -sin", neg.len() as u64 * 4, U::COPY_DST);
                 self.queue.write_buffer(&b, 0, bytemuck::cast_slice(&neg));
@@ -130,7 +155,13 @@ impl GpuEngine {
             source,
             target,
             t,
+            lens: Vec::new(),
             cap: t,
+            cap_len: len,
+            prefix: storage(&self.device, "tape prefix", bytes(Slot::X), U::COPY_SRC | U::COPY_DST),
+            prefix_of: None,
+            resume: false,
+            recording: false,
             saved,
             grads,
             probs: storage(&self.device, "tape attention probs", scratch, U::empty()),
@@ -143,40 +174,53 @@ impl GpuEngine {
         Ok(state)
     }
 
-    /// The forward of one prompt (positions 0..T, from a fresh cache) with `theta` added to
-    /// the residual stream before block `source` at every position; returns the residual
-    /// stream before block `target` [T, C] and keeps the tape for [`GpuEngine::tape_backward`].
-    pub async fn tape_forward(&mut self, tokens: &[u32], theta: &[f32], source: usize, target: usize) -> Result<Vec<f32>> {
+    /// The forward of a batch of prompts (each in its own cache slot, positions 0..T_i, from
+    /// a fresh cache) with `theta` added to the residual stream before block `source` at every
+    /// position; returns each prompt's residual stream before block `target` [T_i, C] and keeps
+    /// the tape for [`GpuEngine::tape_backward`]. The same prompts again start at block
+    /// `source` from the residual the first forward kept.
+    pub async fn tape_forward(&mut self, prompts: &[Vec<u32>], theta: &[f32], source: usize, target: usize) -> Result<Vec<Vec<f32>>> {
         let cfg = self.cfg;
-        let t = tokens.len();
-        if !(source < target && target < cfg.n_layer) || t == 0 || theta.len() != cfg.n_embd {
+        let lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
+        let (t, len) = (lens.iter().sum::<usize>(), lens.iter().copied().max().unwrap_or(0));
+        if !(source < target && target < cfg.n_layer) || lens.contains(&0) || t == 0 || theta.len() != cfg.n_embd {
             return Err(TillerError::input(format!(
-                "a tape needs source < target < {}, tokens and θ of {} channels; got {source}..{target}, {t} tokens, θ of {}",
+                "a tape needs source < target < {}, prompts of at least one token and θ of {} channels; got {source}..{target}, \
+                 prompts of {lens:?} tokens, θ of {}",
                 cfg.n_layer,
                 cfg.n_embd,
                 theta.len()
             )));
         }
-        let same = self.tape.as_ref().filter(|s| s.source == source && s.target == target).map(|s| s.cap);
-        if same.is_none_or(|cap| cap < t) {
-            let cap = same.unwrap_or(0).max(t);
+        let same = self.tape.as_ref().filter(|s| s.source == source && s.target == target).map(|s| (s.cap, s.cap_len));
+        if same.is_none_or(|(cap, cap_len)| cap < t || cap_len < len) {
+            let (cap, cap_len) = same.unwrap_or((0, 0));
             self.tape = None;
-            let state = self.make_tape(cap, source, target)?;
+            let state = self.make_tape(cap.max(t), cap_len.max(len), source, target)?;
             self.tape = Some(state);
         }
         if let Some(s) = &mut self.tape {
             s.t = t;
+            s.resume = s.prefix_of.as_deref() == Some(prompts);
+            if !s.resume {
+                s.prefix_of = None;
+            }
+            s.lens = lens.clone();
             s.filled = false;
+            s.recording = true;
         }
         use tiller_core::Backend;
-        self.reset(1, t)?;
+        self.reset(prompts.len(), len)?;
         let req = StepRequest {
-            seqs: vec![SeqStep { slot: 0, tokens: tokens.to_vec() }],
+            seqs: prompts.iter().enumerate().map(|(slot, p)| SeqStep { slot, tokens: p.clone() }).collect(),
             injections: vec![Injection::add(source, Site::ResidPre, theta.to_vec(), vec![0; t])],
             captures: vec![Capture::all(target, Site::ResidPre)],
             logits: LogitRows::None,
         };
         let out = self.step(&req).await;
+        if let Some(s) = &mut self.tape {
+            s.recording = false;
+        }
         let mut out = match out {
             Ok(o) => o,
             Err(e) => {
@@ -186,8 +230,19 @@ impl GpuEngine {
         };
         if let Some(s) = &mut self.tape {
             s.filled = true;
+            s.prefix_of = Some(prompts.to_vec());
         }
-        Ok(out.captured.pop().unwrap_or_default())
+        let h = out.captured.pop().unwrap_or_default();
+        let c = cfg.n_embd;
+        let mut rest = h.as_slice();
+        Ok(lens
+            .iter()
+            .map(|&n| {
+                let (a, b) = rest.split_at((n * c).min(rest.len()));
+                rest = b;
+                a.to_vec()
+            })
+            .collect())
     }
 
     /// Transposes the projection weights of blocks `source..target` once (kept until the
@@ -222,10 +277,10 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// The gradient with respect to the residual stream before block `source` (after θ)
-    /// [T, C], from `dh` [T, C], the gradient with respect to the stream before block
-    /// `target`, through the tape of the last [`GpuEngine::tape_forward`].
-    pub async fn tape_backward(&mut self, dh: &[f32]) -> Result<Vec<f32>> {
+    /// The gradient with respect to the residual stream before block `source` (after θ) of
+    /// every row of the last [`GpuEngine::tape_forward`] [ΣT_i, C], from `dh`, each prompt's
+    /// gradient with respect to the stream before block `target` [T_i, C].
+    pub async fn tape_backward(&mut self, dh: &[Vec<f32>]) -> Result<Vec<f32>> {
         let cfg = self.cfg;
         let c = cfg.n_embd;
         if let Some((source, target)) = self.tape.as_ref().map(|s| (s.source, s.target)) {
@@ -235,13 +290,15 @@ impl GpuEngine {
         let state =
             self.tape.as_ref().filter(|s| s.filled).ok_or_else(|| TillerError::input("a tape backward needs a tape forward first"))?;
         let t = state.t;
-        if dh.len() != t * c {
-            return Err(TillerError::input(format!("the gradient has {} values for a tape of {t} rows of {c}", dh.len())));
+        let given: Vec<usize> = dh.iter().map(Vec::len).collect();
+        let want: Vec<usize> = state.lens.iter().map(|n| n * c).collect();
+        if given != want {
+            return Err(TillerError::input(format!("the gradients have {given:?} values for a tape of prompts of {want:?}")));
         }
         let (d, k) = (&self.device, &self.kernels);
         for (slot, b) in &state.grads {
             if slot.used(&cfg) {
-                let data = if *slot == Slot::X { dh.to_vec() } else { vec![0.0f32; t * slot.width(&cfg)] };
+                let data = if *slot == Slot::X { dh.concat() } else { vec![0.0f32; t * slot.width(&cfg)] };
                 self.queue.write_buffer(b, 0, bytemuck::cast_slice(&data));
             }
         }
@@ -295,14 +352,20 @@ impl GpuEngine {
                                 dqkv: g(Slot::Qkv),
                             },
                         );
-                        let p = BackwardParams {
-                            rows,
-                            n_head: cfg.n_head as u32,
-                            n_kv_head: cfg.n_kv_head as u32,
-                            head_dim: cfg.head_dim as u32,
-                            ..Default::default()
-                        };
-                        k.attention_backward(&mut rec, &groups, &p);
+                        // each prompt attends within its own rows: one pass per prompt
+                        let mut row0 = 0u32;
+                        for &n in &state.lens {
+                            let p = BackwardParams {
+                                rows: n as u32,
+                                row0,
+                                n_head: cfg.n_head as u32,
+                                n_kv_head: cfg.n_kv_head as u32,
+                                head_dim: cfg.head_dim as u32,
+                                ..Default::default()
+                            };
+                            k.attention_backward(&mut rec, &groups, &p);
+                            row0 += n as u32;
+                        }
                         zero(&mut rec, Slot::Z);
                     }
                     Op::Rope => {
@@ -343,9 +406,10 @@ impl GpuEngine {
     }
 }
 
-/// MELBO's [`Differentiable`] on the GPU engine: each prompt's forward and backward through the
-/// engine's tape. (Its unsteered activations come from [`tiller_core::melbo::prepare`] on the
-/// same engine, so both sides of f's difference see the same f16 weights.)
+/// MELBO's [`Differentiable`] on the GPU engine: all prompts' forward and backward through
+/// the engine's tape, as one batch. (Its unsteered activations come from
+/// [`tiller_core::melbo::prepare`] on the same engine, so both sides of f's difference see the
+/// same f16 weights.)
 pub struct GpuTape<'e> {
     engine: &'e mut GpuEngine,
     prompts: Vec<Vec<u32>>,
@@ -364,12 +428,11 @@ impl Differentiable for GpuTape<'_> {
         self.engine.cfg.n_embd
     }
 
-    async fn forward(&mut self, prompt: usize, theta: &[f32]) -> Result<Vec<f32>> {
-        let tokens = self.prompts.get(prompt).ok_or_else(|| TillerError::input(format!("there is no prompt {prompt}")))?.clone();
-        self.engine.tape_forward(&tokens, theta, self.source, self.target).await
+    async fn forward(&mut self, theta: &[f32]) -> Result<Vec<Vec<f32>>> {
+        self.engine.tape_forward(&self.prompts, theta, self.source, self.target).await
     }
 
-    async fn backward(&mut self, dh: &[f32]) -> Result<Vec<f32>> {
+    async fn backward(&mut self, dh: &[Vec<f32>]) -> Result<Vec<f32>> {
         self.engine.tape_backward(dh).await
     }
 }

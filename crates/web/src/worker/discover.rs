@@ -22,11 +22,11 @@ impl<D: Differentiable> Differentiable for YieldingTape<D> {
     fn width(&self) -> usize {
         self.0.width()
     }
-    async fn forward(&mut self, prompt: usize, theta: &[f32]) -> Result<Vec<f32>> {
+    async fn forward(&mut self, theta: &[f32]) -> Result<Vec<Vec<f32>>> {
         yield_now().await;
-        self.0.forward(prompt, theta).await
+        self.0.forward(theta).await
     }
-    async fn backward(&mut self, dh: &[f32]) -> Result<Vec<f32>> {
+    async fn backward(&mut self, dh: &[Vec<f32>]) -> Result<Vec<f32>> {
         self.0.backward(dh).await
     }
 }
