@@ -4,7 +4,7 @@
 //     cd tests/e2e && node bench.mjs [--model gpt2] [--layers N] [--tokens 32] [--n 1] [--runs 2]
 //
 // Builds a model with the shapes of a released checkpoint and random weights (std 0.02, norms
-// at 1 and 0): a GPT-2 (distilgpt2, gpt2, gpt2-medium, gpt2-large; f16, the real GPT-2
+// at 1 and 0): a GPT-2 (distilgpt2, gpt2, gpt2-medium, gpt2-large, gpt2-xl; f16, the real GPT-2
 // tokenizer) or Llama-3.2-1B (`--model llama-3.2-1b`: bf16, grouped-query attention 32/8,
 // llama3 rope, tied head, the real Llama 3.1 tokenizer), serves it from the Hub-like test server,
 // loads it in the page and runs greedy generations of `--tokens` tokens with `--n`
@@ -43,6 +43,7 @@ const SHAPES = {
   gpt2: [12, 768, 12],
   'gpt2-medium': [24, 1024, 16],
   'gpt2-large': [36, 1280, 20],
+  'gpt2-xl': [48, 1600, 25],
 };
 /** Llamas (the released config.json's fields), served with the real Llama 3.1 tokenizer of the
  *  tiny-llama fixture. */
