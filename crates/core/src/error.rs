@@ -26,6 +26,9 @@ pub enum TillerError {
     #[error("tokenizer.json could not be read: {0}")]
     Tokenizer(String),
 
+    #[error("tokenizer.json is not this model's: {0}; use the tokenizer that came with the weights")]
+    TokenizerMismatch(String),
+
     #[error("the recipe is invalid: {0}")]
     Recipe(String),
 

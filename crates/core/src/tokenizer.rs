@@ -37,6 +37,32 @@ fn token_text(v: Option<&Value>) -> Option<String> {
     v.as_str().map(str::to_string).or_else(|| v.get("content").and_then(Value::as_str).map(str::to_string))
 }
 
+/// A tokenizer that cannot be the model's: not byte-level BPE (every family Tiller runs uses
+/// one), or token ids past the model's embedding (a vocabulary smaller than the embedding is
+/// normal: Qwen2 and Pythia pad it).
+fn check_against(inner: &tokenizers::Tokenizer, spec: &ModelSpec) -> Result<()> {
+    use tokenizers::models::ModelWrapper;
+    let kind = match inner.get_model() {
+        ModelWrapper::BPE(_) => None,
+        ModelWrapper::WordLevel(_) => Some("WordLevel"),
+        ModelWrapper::WordPiece(_) => Some("WordPiece"),
+        ModelWrapper::Unigram(_) => Some("Unigram"),
+    };
+    let family = spec.family.model_type();
+    if let Some(kind) = kind {
+        return Err(TillerError::TokenizerMismatch(format!("it is a {kind} tokenizer, and {family} models use a BPE tokenizer")));
+    }
+    if let Some((token, &id)) = inner.get_vocab(true).iter().max_by_key(|(_, &id)| id) {
+        if id as usize >= spec.vocab_size {
+            return Err(TillerError::TokenizerMismatch(format!(
+                "its token {token:?} has id {id}, past the model's {} embedding rows (vocab_size)",
+                spec.vocab_size
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Tokenizer {
     /// A tokenizer from `tokenizer.json` alone (no chat template; BOS and EOS from the
     /// tokenizer's own special tokens).
@@ -47,7 +73,14 @@ impl Tokenizer {
     /// `tokenizer.json`, the optional `tokenizer_config.json`, and the model's spec (whose
     /// config.json names BOS and EOS ids).
     pub fn from_files(json: &[u8], tokenizer_config: Option<&[u8]>, spec: Option<&ModelSpec>) -> Result<Self> {
+        // Checked first: `tokenizers` panics (instead of failing) on some JSON that stops short
+        // inside a part (found by the fuzzer: a decoder cut off mid-key).
+        let text = std::str::from_utf8(json).map_err(|e| TillerError::Tokenizer(format!("it is not UTF-8 text ({e})")))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| TillerError::Tokenizer(format!("it is not valid JSON ({e})")))?;
         let inner = tokenizers::Tokenizer::from_bytes(json).map_err(tok_err)?;
+        if let Some(spec) = spec {
+            check_against(&inner, spec)?;
+        }
         let cfg: Option<Value> = match tokenizer_config {
             None => None,
             Some(bytes) => Some(
@@ -157,11 +190,17 @@ impl Tokenizer {
     }
 }
 
+/// The most instructions a chat template may run for one rendering.
+pub const TEMPLATE_FUEL: u64 = 2_000_000;
+
 /// Renders a Hugging Face chat template as `apply_chat_template(messages,
 /// add_generation_prompt=True)` does.
 pub fn render_template(template: &str, messages: &[Value], bos_token: &str, eos_token: &str) -> Result<String> {
     let bad = |e: minijinja::Error| TillerError::recipe(format!("the chat template could not be rendered: {e}"));
     let mut env = minijinja::Environment::new();
+    // A template is data from the model's files: bounded, so a loop cannot run (or print)
+    // without end. Real templates take a few thousand instructions a conversation.
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     // Hugging Face renders with trim_blocks and lstrip_blocks.
     let syntax = minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().map_err(bad)?;

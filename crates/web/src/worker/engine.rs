@@ -190,7 +190,8 @@ pub fn user_error(e: &TillerError) -> UserError {
         | TillerError::MissingTensor(_)
         | TillerError::UnsupportedDtype { .. }
         | TillerError::Config(_)
-        | TillerError::Tokenizer(_) => ErrorKind::BadFile,
+        | TillerError::Tokenizer(_)
+        | TillerError::TokenizerMismatch(_) => ErrorKind::BadFile,
         TillerError::Recipe(_) => ErrorKind::Recipe,
         TillerError::Gpu(m) => gpu_kind(m),
         TillerError::Input(_) => ErrorKind::Recipe,
