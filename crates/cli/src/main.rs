@@ -176,7 +176,7 @@ struct LogitsArgs {
     #[arg(long, value_enum)]
     positions: Option<PositionsArg>,
     /// How many of the largest logits to print.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_hyphen_values = true, value_parser = parse_top)]
     top: usize,
     /// Print one JSON object.
     #[arg(long)]
@@ -275,7 +275,8 @@ struct VocabArgs {
     model: ModelArgs,
     #[command(flatten)]
     steer: SteerArgs,
-    #[arg(long, default_value_t = 10)]
+    /// How many tokens to print at each end of the vocabulary.
+    #[arg(long, default_value_t = 10, allow_hyphen_values = true, value_parser = parse_top)]
     top: usize,
     /// Apply the final LayerNorm before unembedding (logit lens).
     #[arg(long = "ln-f")]
@@ -322,8 +323,32 @@ fn write_stdout(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// The arguments, or a usage error on one line (clap's first line, and where to read more);
+/// `--help` and `--version` print as clap prints them.
+fn parse_args() -> Cli {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: the arguments could not be read");
+            let command = std::env::args().nth(1).filter(|c| !c.starts_with('-')).map(|c| format!(" {c}")).unwrap_or_default();
+            eprintln!("{first} (see `tiller{command} --help`)");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse_args();
     let result = match cli.command {
         Command::Logits(a) => run_logits(a),
         Command::Generate(a) => run_generate(a),
@@ -475,6 +500,15 @@ fn run_vocab(a: VocabArgs) -> Result<()> {
         output::print_vocab(&vocab, a.ln_f);
     }
     Ok(())
+}
+
+/// `--top`: a count of 1 or more (a negative number is named as such, not taken for a flag).
+fn parse_top(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|_| format!("{n} is too large")),
+        Ok(n) => Err(format!("{n} is not a count: give how many tokens to print, 1 or more")),
+        Err(_) => Err(format!("`{s}` is not a whole number: give how many tokens to print, 1 or more")),
+    }
 }
 
 fn parse_layers(spec: &str, n_layer: usize) -> Result<Vec<usize>> {

@@ -565,6 +565,40 @@ fn non_finite_weights_are_refused_unless_allowed_and_then_stop_the_run() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A tokenizer.json that cannot be the model's is refused naming the file: a WordLevel one for
+/// a GPT-2, and a BPE one with ids past the model's embedding (the tiny GPT-2's vocabulary with
+/// a token added after it).
+#[test]
+fn a_tokenizer_that_is_not_the_models_is_refused() {
+    let src = fixtures_dir().join("tiny-gpt2");
+    let good: Value = serde_json::from_slice(&std::fs::read(src.join("tokenizer.json")).unwrap()).unwrap();
+    let word_level = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": {"hello": 0, "there": 1, "[UNK]": 2}, "unk_token": "[UNK]"}
+    });
+    let mut past = good.clone();
+    let added = past["added_tokens"].as_array_mut().unwrap();
+    added.push(serde_json::json!({"id": 50257, "content": "<|far|>", "single_word": false, "lstrip": false, "rstrip": false,
+        "normalized": false, "special": true}));
+    for (case, tok, problem) in [
+        ("tok-wordlevel", word_level, "it is a WordLevel tokenizer, and gpt2 models use a BPE tokenizer"),
+        ("tok-past-vocab", past, "its token \"<|far|>\" has id 50257, past the model's 50257 embedding rows"),
+    ] {
+        let dir = scratch(case);
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(src.join(f), dir.join(f)).unwrap();
+        }
+        std::fs::write(dir.join("tokenizer.json"), serde_json::to_vec(&tok).unwrap()).unwrap();
+        let out = run(&strs(&["logits", "--model", dir.to_str().unwrap(), "--prompt", "Hello", "--device", "cpu"]));
+        let line = one_line_error(case, &out);
+        assert!(line.starts_with(&format!("error: {}: ", dir.join("tokenizer.json").display())), "{case}: names the file: {line}");
+        assert!(line.contains("tokenizer.json is not this model's") && line.contains(problem), "{case}: {line}");
+        assert!(line.contains("use the tokenizer that came with the weights"), "{case}: says what to do: {line}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn bad_config_json_is_named() {
     let src = fixtures_dir().join("tiny-gpt2");
@@ -590,10 +624,20 @@ fn bad_config_json_is_named() {
 fn usage_errors_are_one_line() {
     let model = model_dir("tiny-gpt2");
     let missing = std::env::temp_dir().join(format!("tiller-no-such-model-{}", std::process::id()));
+    let long_text = format!("0:1:{}", "word ".repeat(300));
     let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
         (
             strs(&["logits", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--add", "Love"]),
             vec!["`Love` is not LAYER:COEFF:TEXT"],
+        ),
+        (
+            strs(&["logits", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--top", "-1"]),
+            vec!["--top", "-1 is not a count"],
+        ),
+        (strs(&["vocab", "--model", &model, "--device", "cpu", "--top", "0", "--add", "0:1:Love"]), vec!["--top", "0 is not a count"]),
+        (
+            strs(&["generate", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--max-tokens", "2", "--add", &long_text]),
+            vec!["the steering text `word word", "is 301 tokens, longer than the model's context of 128: use a shorter text"],
         ),
         (
             strs(&["logits", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--add", "x:1:Love"]),
@@ -647,6 +691,23 @@ fn usage_errors_are_one_line() {
     ]));
     let line = one_line_error("sweep --layers 0..4", &out);
     assert!(line.contains("--layers 0..4") && line.contains("< 4"), "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A sweep whose evaluation texts would need more unsteered log-probabilities than its memory
+/// budget is refused before any pass, naming the size, the limit and what to do (it used to
+/// grow until it was killed: rows × vocabulary × 4 bytes).
+#[test]
+fn a_sweep_past_its_memory_budget_is_refused_before_it_runs() {
+    let dir = scratch("sweep-budget");
+    let line = "the quick brown fox jumps over the lazy dog and then runs far away into the green hills";
+    let lines = vec![line; 400]; // ~7,000 predictions × 50,257 tokens × 4 bytes ≈ 1.4 GB
+    let file = write_texts(&dir, "many.txt", &lines);
+    let args = ["sweep", "--model", &model_dir("tiny-gpt2"), "--device", "cpu", "--add", "0:1:Love", "--texts", &format!("t={file}")];
+    let out = run(&strs(&args));
+    let err = one_line_error("sweep over many texts", &out);
+    assert!(err.contains("predictions") && err.contains("more than the 1024 MB a sweep may use"), "{err}");
+    assert!(err.contains("use fewer or shorter texts"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -144,6 +144,16 @@ pub async fn steering_vectors<B: Backend>(
     let mut out = Vec::new();
     for (layer, group) in padded_terms(tok, terms, encoding)? {
         let n = group[0].1.len();
+        if n > spec.n_positions {
+            let (i, longest) = group.iter().enumerate().max_by_key(|(_, g)| g.2).map(|(i, g)| (i, g.2)).unwrap_or((0, n));
+            let text = terms.iter().filter(|t| t.layer == layer).nth(i).map(|t| t.text.as_str()).unwrap_or_default();
+            let shown: String = text.chars().take(40).collect();
+            let more = if text.chars().count() > 40 { "…" } else { "" };
+            return Err(TillerError::recipe(format!(
+                "the steering text `{shown}{more}` at layer {layer} is {longest} tokens, longer than the model's context of {}: use a shorter text",
+                spec.n_positions
+            )));
+        }
         // One tensor per head steered at this layer (None: the site itself), in term order.
         let mut heads: Vec<Option<usize>> = Vec::new();
         for g in &group {

@@ -58,6 +58,30 @@ pub struct SweepRow {
     pub texts: usize,
 }
 
+/// The most memory a sweep's unsteered log-probabilities may take (one row of the vocabulary
+/// per counted prediction, kept for every layer's KL): 1 GiB, about 5,300 predictions of
+/// GPT-2's vocabulary.
+pub const BASELINE_BUDGET: u64 = 1 << 30;
+
+/// Refuses, before any pass, evaluation texts whose baseline would not fit [`BASELINE_BUDGET`],
+/// saying how big it would be and what to do.
+fn check_baseline_budget(prepared: &[Vec<Vec<u32>>], n: usize, vocab: usize) -> Result<()> {
+    let predictions: u64 = prepared.iter().flatten().map(|t| t.len().saturating_sub(n.max(1)) as u64).sum();
+    let bytes = predictions.saturating_mul(vocab as u64 * 4);
+    if bytes > BASELINE_BUDGET {
+        let mb = |b: u64| b.div_ceil(1 << 20);
+        return Err(TillerError::recipe(format!(
+            "the evaluation texts make {predictions} predictions; the unsteered model's log-probabilities for them would take \
+             {} MB ({predictions} × {vocab} tokens × 4 bytes), more than the {} MB a sweep may use: use fewer or shorter texts \
+             (at most {} predictions with this model)",
+            mb(bytes),
+            mb(BASELINE_BUDGET),
+            BASELINE_BUDGET / (vocab as u64 * 4)
+        )));
+    }
+    Ok(())
+}
+
 /// Rows per forward step: bounds the logits read back at once.
 const MAX_ROWS_PER_STEP: usize = 128;
 
@@ -213,6 +237,7 @@ pub async fn sweep<B: Backend>(
         }
         prepared.push(texts);
     }
+    check_baseline_budget(&prepared, n, cfg.vocab_size)?;
     // (set, text) of every text, in set order.
     let texts: Vec<(usize, &[u32])> = prepared.iter().enumerate().flat_map(|(si, ts)| ts.iter().map(move |t| (si, t.as_slice()))).collect();
     let steered_jobs: Vec<(usize, usize, &[u32])> =

@@ -465,8 +465,12 @@ impl StreamLoader {
                     }
                     let missing = need.saturating_sub(self.buf.len());
                     let take = missing.min(chunk.len());
-                    if self.buf.capacity() < need {
-                        self.buf.reserve_exact(need - self.buf.len());
+                    // Grown with the bytes that arrive (doubling, at most to the tensor's
+                    // size), never to the size a header claims before its data is here.
+                    let have = self.buf.len() + take;
+                    if self.buf.capacity() < have {
+                        let grown = have.max(self.buf.len() * 2).min(need);
+                        self.buf.reserve_exact(grown - self.buf.len());
                     }
                     self.buf.extend_from_slice(&chunk[..take]);
                     chunk = &chunk[take..];
