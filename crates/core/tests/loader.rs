@@ -505,3 +505,34 @@ fn without_config_json_shape_problems_are_about_the_weights() {
     let e = CpuWeights::from_bytes(&file(Dtype::F32, "transformer."), Some(b"{\"n_layer\": 1}")).unwrap_err();
     assert!(e.to_string().contains("(tensor `transformer.h.1."), "{e}");
 }
+
+/// A header that claims a huge tensor, streamed without a length (the page with no
+/// Content-Length): the loader's buffer grows with the bytes that arrive, so 20 KB of data
+/// is an error about the file ending early, not an allocation of the 160 GB the header claims
+/// (which aborted the process).
+#[test]
+fn a_huge_claimed_tensor_streamed_without_a_length_allocates_only_what_arrives() {
+    let spec = ModelSpec::gpt2(1, 4096, 8, 16, 10_000_000);
+    let config = json!({"model_type": "gpt2", "n_layer": 1, "n_embd": 4096, "n_head": 8, "n_positions": 16, "vocab_size": 10_000_000});
+    let mut header = serde_json::Map::new();
+    let mut at = 0u64;
+    for (name, shape) in required_tensors(&spec) {
+        let bytes = shape.iter().product::<usize>() as u64 * 4;
+        header.insert(name, json!({"dtype": "F32", "shape": shape, "data_offsets": [at, at + bytes]}));
+        at += bytes;
+    }
+    let bytes = join(&header, &vec![0u8; 20_000]);
+    let config = serde_json::to_vec(&config).unwrap();
+    let mut loader = StreamLoader::new(Some(&config), None);
+    let mut sink = Recorder::default();
+    let mut result = Ok(());
+    for chunk in bytes.chunks(4096) {
+        result = loader.feed(chunk, &mut sink);
+        if result.is_err() {
+            break;
+        }
+    }
+    let e = result.and_then(|_| loader.finish().map(|_| ())).expect_err("20 KB of a 160 GB model is not a model");
+    assert!(matches!(e, TillerError::Safetensors(_) | TillerError::Config(_) | TillerError::Input(_)), "{e:?}");
+    assert!(sink.tensors.iter().all(|t| t.0 != "wte.weight"), "the huge tensor never arrived");
+}

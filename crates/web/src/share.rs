@@ -40,8 +40,12 @@ pub struct ShareState {
 
 /// The fragment (without `#`) for a state.
 pub fn encode(state: &ShareState) -> String {
-    let json = serde_json::to_vec(state).unwrap_or_default();
-    let packed = miniz_oxide::deflate::compress_to_vec(&json, 9);
+    pack_json(&serde_json::to_vec(state).unwrap_or_default())
+}
+
+/// The fragment for a link's JSON, as [`encode`] packs it (deflate, base64url).
+pub fn pack_json(json: &[u8]) -> String {
+    let packed = miniz_oxide::deflate::compress_to_vec(json, 9);
     format!("{V1_PREFIX}{}", URL_SAFE_NO_PAD.encode(packed))
 }
 
