@@ -37,6 +37,43 @@ fn token_text(v: Option<&Value>) -> Option<String> {
     v.as_str().map(str::to_string).or_else(|| v.get("content").and_then(Value::as_str).map(str::to_string))
 }
 
+/// `tokenizers` slices each merge's second token past the `continuing_subword_prefix` without
+/// checking its length, and panics on a shorter one (found by AFL++): refused here first.
+fn check_bpe_merges(text: &str) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        model: Option<ModelProbe>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ModelProbe {
+        continuing_subword_prefix: Option<String>,
+        merges: Option<Vec<Value>>,
+    }
+    let Ok(Probe { model: Some(ModelProbe { continuing_subword_prefix: Some(prefix), merges: Some(merges) }) }) =
+        serde_json::from_str::<Probe>(text)
+    else {
+        return Ok(());
+    };
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    for m in &merges {
+        let second = match m {
+            Value::String(s) => s.split_once(' ').map(|(_, b)| b.to_string()),
+            Value::Array(parts) => parts.get(1).and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        };
+        if let Some(b) = second {
+            if !b.is_char_boundary(prefix.len().min(b.len())) || b.len() < prefix.len() {
+                return Err(TillerError::Tokenizer(format!(
+                    "the merge {m} has a second token shorter than the continuing_subword_prefix {prefix:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A tokenizer that cannot be the model's: not byte-level BPE (every family Tiller runs uses
 /// one), or token ids past the model's embedding (a vocabulary smaller than the embedding is
 /// normal: Qwen2 and Pythia pad it).
@@ -77,6 +114,7 @@ impl Tokenizer {
         // inside a part (found by the fuzzer: a decoder cut off mid-key).
         let text = std::str::from_utf8(json).map_err(|e| TillerError::Tokenizer(format!("it is not UTF-8 text ({e})")))?;
         serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| TillerError::Tokenizer(format!("it is not valid JSON ({e})")))?;
+        check_bpe_merges(text)?;
         let inner = tokenizers::Tokenizer::from_bytes(json).map_err(tok_err)?;
         if let Some(spec) = spec {
             check_against(&inner, spec)?;
