@@ -339,9 +339,18 @@ fn parse_args() -> Cli {
         }
         Err(e) => {
             let text = e.render().to_string();
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: the arguments could not be read");
+            // Clap puts what is wrong on the first lines (a missing argument's name on the
+            // next one), then the usage: keep what comes before the usage, on one line.
+            let what = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let what = if what.is_empty() { "error: the arguments could not be read".to_string() } else { what };
             let command = std::env::args().nth(1).filter(|c| !c.starts_with('-')).map(|c| format!(" {c}")).unwrap_or_default();
-            eprintln!("{first} (see `tiller{command} --help`)");
+            eprintln!("{what} (see `tiller{command} --help`)");
             std::process::exit(2);
         }
     }

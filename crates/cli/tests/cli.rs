@@ -636,6 +636,10 @@ fn usage_errors_are_one_line() {
         ),
         (strs(&["vocab", "--model", &model, "--device", "cpu", "--top", "0", "--add", "0:1:Love"]), vec!["--top", "0 is not a count"]),
         (
+            strs(&["logits", "--prompt", "Hi there", "--device", "cpu"]),
+            vec!["required arguments were not provided: --model", "tiller logits --help"],
+        ),
+        (
             strs(&["generate", "--model", &model, "--prompt", "Hi there", "--device", "cpu", "--max-tokens", "2", "--add", &long_text]),
             vec!["the steering text `word word", "is 301 tokens, longer than the model's context of 128: use a shorter text"],
         ),
