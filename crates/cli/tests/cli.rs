@@ -464,6 +464,28 @@ fn one_line_error(what: &str, out: &Output) -> String {
     lines[0].to_string()
 }
 
+/// A FIFO or a folder where model.safetensors should be is named for what it is (not "missing",
+/// and a FIFO is not opened, which would wait for a writer for ever).
+#[test]
+fn a_fifo_or_a_folder_named_model_safetensors_is_not_a_regular_file() {
+    for kind in ["fifo", "folder"] {
+        let dir = scratch(&format!("not-a-file-{kind}"));
+        for f in ["config.json", "tokenizer.json"] {
+            std::fs::copy(Path::new(&model_dir("tiny-gpt2")).join(f), dir.join(f)).unwrap();
+        }
+        let weights = dir.join("model.safetensors");
+        if kind == "folder" {
+            std::fs::create_dir(&weights).unwrap();
+        } else {
+            assert!(Command::new("mkfifo").arg(&weights).status().expect("mkfifo runs").success());
+        }
+        let out = run(&strs(&["logits", "--model", dir.to_str().unwrap(), "--prompt", "hi", "--device", "cpu"]));
+        let line = one_line_error(kind, &out);
+        assert!(line.contains("model.safetensors is not a regular file"), "{kind}: {line}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn damaged_model_files_fail_with_one_line() {
     let src = fixtures_dir().join("tiny-gpt2");

@@ -148,6 +148,28 @@ pub(crate) fn step_batches(lens: impl ExactSizeIterator<Item = usize>) -> Vec<st
     batches
 }
 
+/// The most memory the activations captured for a method's texts may take before the
+/// vector is computed from them (contrast pairs, ITI statements): 1 GiB.
+pub const CAPTURE_BUDGET: u64 = 1 << 30;
+
+/// Refuses, before any pass, `texts` texts whose captured activations (`values` per text,
+/// `bytes` each) would not fit [`CAPTURE_BUDGET`], saying how big they would be and what to do.
+pub(crate) fn check_capture_budget(texts: usize, values: usize, bytes: usize, what: &str) -> Result<()> {
+    let per_text = (values as u64).saturating_mul(bytes as u64).max(1);
+    let need = (texts as u64).saturating_mul(per_text);
+    if need > CAPTURE_BUDGET {
+        let mb = |b: u64| b.div_ceil(1 << 20);
+        return Err(TillerError::input(format!(
+            "{texts} {what} would keep {} MB of activations ({values} values of {bytes} bytes each), more than the {} MB a \
+             method may hold: use fewer (at most {} with this model)",
+            mb(need),
+            mb(CAPTURE_BUDGET),
+            CAPTURE_BUDGET / per_text
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses token sequences that cannot be run: an empty one, or one past the context.
 pub(crate) fn check_texts(texts: &[Vec<u32>], spec: &crate::ModelSpec) -> Result<()> {
     for (i, t) in texts.iter().enumerate() {
@@ -184,6 +206,7 @@ pub async fn activations<B: Backend>(
     crate::recipe::check_site(site)?;
     check_texts(texts, &spec)?;
     let w = site.width(&spec);
+    check_capture_budget(texts.len(), w, 8, "texts (both sides of every pair)")?;
     let mut out = Vec::with_capacity(texts.len());
     for range in step_batches(texts.iter().map(Vec::len)) {
         let batch = &texts[range.clone()];
@@ -675,6 +698,19 @@ pub fn ab_csv(rows: &[AbRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn captures_past_the_budget_are_refused_with_the_sizes_and_the_most_that_fit() {
+        assert!(check_capture_budget(1000, 4096, 8, "texts").is_ok());
+        assert!(check_capture_budget(32_768, 4096, 8, "texts").is_ok(), "exactly the budget fits");
+        let e = check_capture_budget(32_769, 4096, 8, "texts").unwrap_err().to_string();
+        for want in
+            ["32769 texts would keep 1025 MB of activations (4096 values of 8 bytes each)", "more than the 1024 MB", "at most 32768"]
+        {
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+        }
+        assert!(check_capture_budget(usize::MAX, usize::MAX, 8, "statements").is_err(), "no overflow");
+    }
 
     fn rng(seed: u64) -> impl FnMut() -> f64 {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -110,6 +110,7 @@ pub async fn head_activations<B: Backend>(
     let spec = *backend.config();
     crate::contrast::check_texts(texts, &spec)?;
     let w = spec.q_width();
+    crate::contrast::check_capture_budget(texts.len(), spec.n_layer * w, 4, "statements")?;
     let mut out = vec![Vec::with_capacity(spec.n_layer * w); texts.len()];
     for range in crate::contrast::step_batches(texts.iter().map(Vec::len)) {
         let batch = &texts[range.clone()];

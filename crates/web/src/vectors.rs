@@ -289,6 +289,10 @@ impl VectorForm {
 /// The largest number of entries the page keeps.
 pub const MAX_ENTRIES: usize = 200;
 
+/// The most bytes (as stored, safetensors) the library keeps in all: it lives in this tab's
+/// memory as well as in IndexedDB.
+pub const MAX_LIBRARY_BYTES: usize = 256 << 20;
+
 /// One library entry and its key in storage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
@@ -329,6 +333,17 @@ impl Library {
         }
         entry.name = self.unique_name(&entry.name, None);
         let bytes = entry.to_safetensors().map_err(|e| e.to_string())?;
+        let held: usize = self.entries.iter().map(|s| s.bytes).sum();
+        if held + bytes.len() > MAX_LIBRARY_BYTES {
+            let mb = |b: usize| b.div_ceil(1 << 20);
+            return Err(format!(
+                "the library holds {} MB, and “{}” ({} MB) would take it past the {} MB it keeps: delete (or download, then delete) some vectors first",
+                mb(held),
+                entry.name,
+                mb(bytes.len()),
+                mb(MAX_LIBRARY_BYTES)
+            ));
+        }
         Ok((Stored { id, entry, bytes: bytes.len() }, bytes))
     }
 
@@ -654,6 +669,21 @@ mod tests {
         assert!(f.summary().unwrap_err().contains("no pairs"));
         f.set_text("x".repeat(pairs::MAX_DATASET_BYTES + 1), Some("big.jsonl".into()));
         assert!(f.summary().unwrap_err().contains("MB"));
+    }
+
+    #[test]
+    fn the_library_keeps_at_most_its_byte_budget() {
+        // 40 MB entries: six fit in 256 MB, the seventh is refused naming the sizes.
+        let big = |name: &str| entry(name, 0, vec![0.5; 10 << 20]);
+        let mut l = Library::default();
+        for i in 0..6 {
+            let (s, _) = l.admit(big(&format!("v{i}")), format!("id{i}")).unwrap();
+            l.entries.push(s);
+        }
+        let e = l.admit(big("one more"), "id6".into()).unwrap_err();
+        assert!(e.contains("the library holds 241 MB, and “one more” (41 MB) would take it past the 256 MB it keeps"), "{e}");
+        l.entries.pop();
+        assert!(l.admit(big("one more"), "id6".into()).is_ok(), "room again after a delete");
     }
 
     #[test]
