@@ -510,7 +510,7 @@ impl StreamLoader {
             let (s, are) = if bad == 1 { ("", "is") } else { ("s", "are") };
             if !self.allow_non_finite {
                 return Err(TillerError::Safetensors(format!(
-                    "tensor `{}` holds {bad} value{s} that {are} not finite (NaN or infinity): the checkpoint is corrupt, and a model with them computes nothing meaningful; download it again or fix the file (or load it anyway with --allow-non-finite, to see where they go)",
+                    "tensor `{}` holds {bad} value{s} that {are} not finite (NaN or infinity): the checkpoint is corrupt, and a model with them computes nothing meaningful; download it again or fix the file (or load it anyway, to see where they go: --allow-non-finite in the CLI, \"Load anyway\" on the page)",
                     info.name
                 )));
             }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tiller_core::{Result, TillerError};
 
-const OOM_ADVICE: &str = "out of GPU memory: try a smaller model, fewer cache slots or a shorter max length";
+pub(crate) const OOM_ADVICE: &str = "out of GPU memory: try a smaller model, fewer cache slots or a shorter max length";
 
 pub(crate) fn describe(e: &wgpu::Error) -> String {
     match e {

@@ -63,6 +63,18 @@ impl GpuWeights {
     }
 }
 
+/// A byte count for a message: kB, MB or GB with one or two decimals.
+fn size_text(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else {
+        format!("{:.1} kB", b / 1e3)
+    }
+}
+
 /// The largest buffer one storage binding can cover on this device.
 pub(crate) fn max_binding(device: &wgpu::Device) -> u64 {
     let l = device.limits();
@@ -101,10 +113,29 @@ impl GpuWeightsSink {
 
     fn too_big(&self, name: &str, bytes: u64) -> TillerError {
         TillerError::Gpu(format!(
-            "tensor `{name}` needs {:.1} MB in one buffer binding but this GPU allows {:.1} MB; try a smaller model",
-            bytes as f64 / 1e6,
-            max_binding(&self.device) as f64 / 1e6
+            "tensor `{name}` needs {} in one buffer binding but this GPU allows {} (its maxStorageBufferBindingSize){}; try a smaller model",
+            size_text(bytes),
+            size_text(max_binding(&self.device)),
+            self.model_size().map(|b| format!(", and the whole model takes {} on the GPU", size_text(b))).unwrap_or_default()
         ))
+    }
+
+    /// The GPU bytes of the whole model's weights (f16), once the header is read.
+    fn model_size(&self) -> Option<u64> {
+        self.config.map(|c| c.parameter_count() * 2)
+    }
+
+    /// An error while uploading: an out-of-memory names how much of the model was placed when
+    /// the GPU refused more, and the model's size (WebGPU tells no memory total to compare with).
+    fn upload_error(&self, e: TillerError) -> TillerError {
+        match e {
+            TillerError::Gpu(m) if m.contains(crate::errors::OOM_ADVICE) => TillerError::Gpu(format!(
+                "out of GPU memory while loading the weights: the GPU refused more after {}{}; try a smaller model, or close other tabs and programs that use the GPU",
+                size_text(self.bytes),
+                self.model_size().map(|b| format!(" of the model's {}", size_text(b))).unwrap_or_default()
+            )),
+            e => e,
+        }
     }
 
     /// A buffer holding rows `rows` (of `cols` elements each) of `t` as f16,
@@ -232,9 +263,9 @@ impl GpuWeightsSink {
     pub async fn finish(mut self) -> Result<GpuWeights> {
         let cfg = self.config.ok_or_else(|| TillerError::Gpu("no weights were loaded".into()))?;
         if let Some(scopes) = self.scopes.take() {
-            scopes.pop("uploading the weights").await?;
+            scopes.pop("uploading the weights").await.map_err(|e| self.upload_error(e))?;
         }
-        self.log.check("uploading the weights")?;
+        self.log.check("uploading the weights").map_err(|e| self.upload_error(e))?;
         let covered = |chunks: &[WteChunk]| chunks.iter().map(|c| c.vocab_len as u64).sum::<u64>() == cfg.vocab_size as u64;
         if !covered(&self.wte) {
             return Err(TillerError::MissingTensor("wte.weight".into()));
@@ -310,7 +341,7 @@ impl TensorSink for GpuWeightsSink {
             };
             self.tensors.insert(t.name.to_string(), buffer);
         }
-        self.log.check(&format!("uploading `{}`", t.name))
+        self.log.check(&format!("uploading `{}`", t.name)).map_err(|e| self.upload_error(e))
     }
 }
 

@@ -235,3 +235,35 @@ fn hooks_and_fork_match_cpu_on_fixtures() {
         assert_close(&format!("{name} forked slot decodes like its source"), &got_next[2 * v..], &got_next[v..2 * v], 0.0, 0.0);
     }
 }
+
+/// A model too large for the limits its device was granted (a binding limit of 16 KiB here,
+/// as a small GPU's would be for a big model) fails to load with a sentence naming the tensor,
+/// its size, the limit and the whole model's size, not an allocation failure or a panic.
+#[test]
+fn a_model_past_the_granted_binding_limit_is_refused_with_its_sizes() {
+    if gpu().is_none() {
+        return;
+    }
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = block_on(wgpu::util::initialize_adapter_from_env_or_default(&instance, None)).expect("an adapter");
+    let required_limits = wgpu::Limits { max_storage_buffer_binding_size: 16 << 10, ..adapter.limits() };
+    let (device, _queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor { required_limits, ..Default::default() }))
+        .expect("a device with a small limit");
+    let f = load_fixture("tiny-gpt2");
+    let mut sink = GpuEngine::loader(&device);
+    let err = match f.load_into(&mut sink) {
+        Err(e) => e.to_string(),
+        Ok(_) => match block_on(sink.finish()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a 32 kB tensor loaded past a 16 kB binding limit"),
+        },
+    };
+    for want in [
+        "tensor `h.0.attn.c_attn.weight` needs 24.6 kB in one buffer binding", // [64, 192] in f16
+        "this GPU allows 16.4 kB (its maxStorageBufferBindingSize)",
+        "the whole model takes 6.8 MB on the GPU",
+        "try a smaller model",
+    ] {
+        assert!(err.contains(want), "{err:?} should contain {want:?}");
+    }
+}

@@ -196,6 +196,10 @@ pub enum ToWorker {
         engine: EngineChoice,
         #[serde(default)]
         token: Option<String>,
+        /// Load weights holding NaN or infinities anyway (the user asked, after the refusal):
+        /// runs then stop where their values first stop being finite.
+        #[serde(default)]
+        allow_non_finite: bool,
     },
     /// Aborts a download in progress.
     CancelLoad,
@@ -471,6 +475,10 @@ pub struct RunTiming {
     pub steps: usize,
     /// The steps after the first, together: decode, readback and sampling.
     pub rest_ms: f64,
+    /// The worker's wasm memory when the run ended (it only grows: flat over many runs means
+    /// nothing leaks there). 0 in runs saved before it was kept.
+    #[serde(default)]
+    pub wasm_memory: u64,
 }
 
 impl RunTiming {
@@ -905,15 +913,15 @@ mod tests {
         let f = FromWorker::SweepProgress { run_id: 4, done: 1, total: 6, rows: Vec::new() };
         assert!(f.to_json().contains(r#""type":"sweep_progress""#));
         assert_eq!(serde_json::from_str::<FromWorker>(&f.to_json()).unwrap(), f);
-        let timing = RunTiming { first_ms: 400.0, steps: 3, rest_ms: 200.0 };
+        let timing = RunTiming { first_ms: 400.0, steps: 3, rest_ms: 200.0, wasm_memory: 0 };
         let f = FromWorker::RunDone { run_id: 5, generation: GenerationView::default(), stopped: false, timing };
         assert_eq!(serde_json::from_str::<FromWorker>(&f.to_json()).unwrap(), f);
     }
 
     #[test]
     fn ms_per_step_leaves_out_the_first_step() {
-        assert_eq!(RunTiming { first_ms: 900.0, steps: 1, rest_ms: 0.0 }.ms_per_step(), None);
-        assert_eq!(RunTiming { first_ms: 900.0, steps: 5, rest_ms: 400.0 }.ms_per_step(), Some(100.0));
+        assert_eq!(RunTiming { first_ms: 900.0, steps: 1, rest_ms: 0.0, wasm_memory: 0 }.ms_per_step(), None);
+        assert_eq!(RunTiming { first_ms: 900.0, steps: 5, rest_ms: 400.0, wasm_memory: 0 }.ms_per_step(), Some(100.0));
     }
 }
 

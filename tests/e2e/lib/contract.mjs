@@ -60,6 +60,8 @@ export const TESTIDS = [
   'iti-own', 'iti-texts', 'iti-summary', 'iti-val', 'iti-seed', 'iti-top', 'iti-direction', 'iti-error', 'iti-run', 'iti-stop',
   'iti-status', 'iti-progress', 'iti-results', 'iti-heatmap', 'iti-cell', 'iti-hover', 'iti-top-heads', 'iti-top-head',
   'iti-alpha', 'iti-use', 'iti-note', 'fv-file', 'iti-file', 'confirm-hub', 'fv-completions', 'fv-completion',
+  // The banner's actions, the engine's note and the history (issue 17's recovery tests).
+  'error-retry', 'error-load-anyway', 'error-use-cpu', 'engine-note', 'history-entry',
   // The Discover area (issue 14): MELBO.
   'discover-panel', 'melbo-prompts', 'melbo-prompts-error', 'melbo-source', 'melbo-target', 'melbo-radius', 'melbo-vectors',
   'melbo-steps', 'melbo-p', 'melbo-q', 'melbo-seed', 'melbo-new-tokens', 'melbo-target-tokens', 'melbo-orthogonal',
@@ -543,4 +545,15 @@ export async function readSweepPoints(page) {
     value: Number(e.getAttribute('data-value')),
     raw: e.getAttribute('data-value'),
   })));
+}
+
+/** The page's engine worker (its only dedicated worker), once it has started. */
+export async function engineWorker(page, timeout = 30_000) {
+  const t0 = Date.now();
+  while (Date.now() - t0 < timeout) {
+    const w = page.workers()[0];
+    if (w) return w;
+    await page.waitForTimeout(100);
+  }
+  throw new Error(`the page started no worker within ${timeout} ms`);
 }

@@ -38,10 +38,26 @@ export const REPOS = {
   qwen2: 'tiny/tiny-qwen2', // q/k/v biases, untied head, sharded bf16 checkpoint
   neox: 'tiny/tiny-neox', // partial rotary, parallel residual, erf-GELU
   gated: 'tiny/tiny-llama-gated', // 401 without GATED_TOKEN, like meta-llama/Llama-3.2-1B
+  nan: 'tiny/tiny-gpt2-nan', // h.1.mlp.c_fc.weight holds 3 NaN
+  drop: 'tiny/tiny-gpt2-drop', // the first download of model.safetensors breaks off half-way
+  changed: 'tiny/tiny-gpt2-changed', // ... and the file's ETag changes meanwhile
 };
+
+/** Where the Hub-like server drops the first download of REPOS.drop and REPOS.changed. */
+export const DROP_AFTER = 3_000_000;
 
 /** The token the gated repo accepts. */
 export const GATED_TOKEN = 'hf_tillerTestToken123';
+
+/** A copy of an F16 safetensors file with `count` NaN written into `tensor`'s first values. */
+export function withNaN(model, tensor, count) {
+  const copy = Buffer.from(model);
+  const len = Number(copy.readBigUInt64LE(0));
+  const info = JSON.parse(copy.subarray(8, 8 + len).toString('utf8'))[tensor];
+  if (!info || info.dtype !== 'F16') throw new Error(`withNaN: no F16 tensor ${tensor}`);
+  for (let i = 0; i < count; i++) copy.writeUInt16LE(0x7e00, 8 + len + info.data_offsets[0] + 2 * i);
+  return copy;
+}
 
 /** Fixture files of the Hub repos: tiny-gpt2 has config.json; tiny-gpt2-f32 does not. */
 export function hubRepos() {
@@ -69,6 +85,9 @@ export function hubRepos() {
     [REPOS.qwen2]: { dir: path.join(FIXTURES, 'tiny-qwen2'), ...keep },
     [REPOS.neox]: { dir: path.join(FIXTURES, 'tiny-neox'), ...keep },
     [REPOS.gated]: { dir: path.join(FIXTURES, 'tiny-llama'), gated: GATED_TOKEN, ...keep },
+    [REPOS.nan]: { dir: tiny, files: { 'model.safetensors': withNaN(model, 'h.1.mlp.c_fc.weight', 3) }, ...keep },
+    [REPOS.drop]: { dir: tiny, dropAfter: DROP_AFTER, ...keep },
+    [REPOS.changed]: { dir: tiny, dropAfter: DROP_AFTER, changeAfterDrop: true, ...keep },
   };
 }
 

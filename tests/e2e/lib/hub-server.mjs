@@ -22,6 +22,11 @@
 //   redirect: answer *.safetensors with a 302 to a "CDN" on another origin (another port of
 //             this server), as the real Hub does for LFS files; the 302 carries X-Linked-Size
 //             and X-Linked-Etag. Requests are counted under the resolve path either way.
+//   dropAfter: for the first `drops` (default 1) whole-file GETs of a *.safetensors file, send
+//             the headers (the full Content-Length) and this many body bytes, then drop the
+//             connection, as a flaky network does half-way through a download
+//   changeAfterDrop: once a connection was dropped, the file's ETag changes (as if a new
+//             version were pushed meanwhile): a resume must notice and refuse to splice
 
 import http from 'node:http';
 import fs from 'node:fs';
@@ -76,7 +81,10 @@ function loadRepo(spec) {
     const sha = crypto.createHash('sha256').update(data).digest('hex');
     entries.set(name, { data, etag: `"${sha}"`, sha });
   }
-  return { entries, bytesPerSec: spec.bytesPerSec || 0, redirect: !!spec.redirect, gated: spec.gated || null };
+  return {
+    entries, bytesPerSec: spec.bytesPerSec || 0, redirect: !!spec.redirect, gated: spec.gated || null,
+    dropAfter: spec.dropAfter || 0, drops: spec.drops ?? 1, dropped: 0, changeAfterDrop: !!spec.changeAfterDrop,
+  };
 }
 
 /**
@@ -221,6 +229,15 @@ export async function startHubServer(repos) {
       const body = f.data.subarray(s, e + 1);
       res.writeHead(206, { ...base, 'Content-Range': `bytes ${s}-${e}/${size}`, 'Content-Length': String(body.length) });
       return sendBody(req, res, body, r.bytesPerSec, c);
+    }
+    if (req.method === 'GET' && r.dropAfter && r.dropped < r.drops && file.endsWith('.safetensors')) {
+      r.dropped += 1;
+      if (r.changeAfterDrop) f.etag = `"changed-${r.dropped}-${f.sha}"`;
+      res.writeHead(200, { ...base, 'Content-Length': String(size) });
+      const part = f.data.subarray(0, Math.min(size - 1, r.dropAfter));
+      c.bodyBytes += part.length;
+      res.write(part, () => setTimeout(() => req.socket.destroy(), 50));
+      return;
     }
     res.writeHead(200, { ...base, 'Content-Length': String(size) });
     return sendBody(req, res, f.data, r.bytesPerSec, c);

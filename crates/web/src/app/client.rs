@@ -110,6 +110,12 @@ const MAX_RUNS: usize = 200;
 
 /// Loads a model from a source (with the picked files for local sources).
 pub fn load(ctx: Ctx, source: ModelSource) {
+    load_with(ctx, source, false)
+}
+
+/// [`load`], with weights holding NaN or infinities loaded anyway when `allow_non_finite` (the
+/// banner's "Load anyway" after the refusal).
+pub fn load_with(ctx: Ctx, source: ModelSource, allow_non_finite: bool) {
     if let Err(e) = source.base_url(&ctx.hub.get_value()) {
         if source != ModelSource::Local {
             ctx.show_error(ErrorKind::NotFound, e);
@@ -138,7 +144,11 @@ pub fn load(ctx: Ctx, source: ModelSource) {
     ctx.progress.set(Some(Progress { loaded: 0, total: None, from_cache: false, started_ms: t, now_ms: t }));
     let files = if source == ModelSource::Local { files } else { Vec::new() };
     let token = untrack(|| ctx.hub_token());
-    send(ctx, &ToWorker::Load { source, hub: ctx.hub.get_value(), engine: ctx.engine_choice.get_untracked(), token }, &files);
+    send(
+        ctx,
+        &ToWorker::Load { source, hub: ctx.hub.get_value(), engine: ctx.engine_choice.get_untracked(), token, allow_non_finite },
+        &files,
+    );
 }
 
 /// Queries the size of the chosen model whenever the picker changes (debounced for typing).
@@ -211,7 +221,9 @@ pub fn run(ctx: Ctx) -> Result<(), Vec<String>> {
     let run_id = ctx.fresh_id();
     ctx.error.set(None);
     ctx.runs.update(|runs| {
-        let number = runs.len() + 1;
+        // Numbered after the newest, not by count: once the oldest are let go (MAX_RUNS),
+        // a count would give every new run the same number.
+        let number = runs.iter().map(|r| r.number).max().unwrap_or(0) + 1;
         runs.push(RunRecord {
             id: run_id,
             number,

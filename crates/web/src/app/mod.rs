@@ -629,6 +629,17 @@ fn ErrorBanner() -> impl IntoView {
                 }
                 _ => None,
             };
+            // Weights with NaN or infinities: refused, unless the user asks to see where they go.
+            let anyway = (b.kind == ErrorKind::BadFile && b.message.contains("not finite (NaN or infinity)")).then(|| {
+                view! {
+                    <button data-testid="error-load-anyway" title="Load the weights as they are; a run stops where its values first stop being finite"
+                        on:click=move |_| {
+                            ctx.error.set(None);
+                            let source = ctx.loading_source.get_untracked().unwrap_or_else(|| ctx.chosen_source());
+                            client::load_with(ctx, source, true);
+                        }>"Load anyway"</button>
+                }
+            });
             let cpu = matches!(b.kind, ErrorKind::NoWebGpu).then(|| {
                 view! {
                     <button data-testid="error-use-cpu" on:click=move |_| {
@@ -642,6 +653,7 @@ fn ErrorBanner() -> impl IntoView {
                 <div class="banner banner-error" role="alert">
                     <span data-testid="error" data-kind=b.kind.as_str()>{b.message.clone()}</span>
                     {action}
+                    {anyway}
                     {cpu}
                     <button class="dismiss" title="Dismiss" on:click=move |_| ctx.error.set(None)>"×"</button>
                 </div>

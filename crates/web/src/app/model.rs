@@ -250,7 +250,8 @@ fn ModelStatus() -> impl IntoView {
     view! {
         <p class="status" data-testid="model-status" data-state=move || ctx.model_state.get().as_str() data-source=source
             data-phase=move || ctx.load_phase.get().map(|(p, _)| p.as_str())
-            data-engine=move || ctx.loaded.get().map(|l| if l.engine.starts_with("WebGPU") { "gpu" } else { "cpu" })>{text}</p>
+            data-engine=move || ctx.loaded.get().map(|l| if l.engine.starts_with("WebGPU") { "gpu" } else { "cpu" })
+            data-wasm-memory=move || ctx.loaded.get().map(|l| l.wasm_memory)>{text}</p>
         {move || ctx.loaded.get().and_then(|l| l.note).map(|n| view! { <p class="note" data-testid="engine-note">{n}</p> })}
     }
 }

@@ -209,7 +209,7 @@ pub fn Results() -> impl IntoView {
                 <span class="run-state">{status}</span>
             </p>
             <p class="run-timing" data-testid="run-timing" data-steps=timing.steps data-first-ms=timing.first_ms
-                data-step-ms=timing.ms_per_step().unwrap_or(0.0)>
+                data-step-ms=timing.ms_per_step().unwrap_or(0.0) data-wasm-memory=timing.wasm_memory>
                 {timing_summary(&timing, 2 * n)}
             </p>
             {(done && steers).then(|| {

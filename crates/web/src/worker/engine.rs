@@ -1,6 +1,8 @@
 //! The engines the worker can build, one streaming path into each, and the wrapper that makes
 //! any engine give the worker's event loop a turn between steps (so Stop can arrive).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tiller_core::weights::{F32Sink, TensorSink};
 use tiller_core::{Backend, CpuModel, ModelSpec, StepOutput, StepRequest, TillerError};
 
@@ -47,6 +49,20 @@ pub struct GpuDevice {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
+    /// Which device this is, for [`set_live_device`].
+    pub id: u64,
+}
+
+static NEXT_DEVICE: AtomicU64 = AtomicU64::new(1);
+/// The device the installed engine runs on (0: none, or the CPU engine). A lost device tells
+/// the page only while it is this one, whatever the browser gives as the reason: one dropped on
+/// purpose (a model replaced, a load abandoned) stays quiet, and so does one never installed,
+/// while `device.destroy()` from elsewhere (a test, an extension) is a loss like a driver reset.
+static LIVE_DEVICE: AtomicU64 = AtomicU64::new(0);
+
+/// Marks device `id` as the one the installed engine runs on (0 when no engine is).
+pub fn set_live_device(id: u64) {
+    LIVE_DEVICE.store(id, Ordering::SeqCst);
 }
 
 /// Asks the browser for a WebGPU adapter and a device with the adapter's full limits.
@@ -68,10 +84,12 @@ pub async fn request_gpu() -> Result<Option<GpuDevice>, UserError> {
         .map_err(|e| UserError::new(ErrorKind::AdapterLimits, format!("{e}. Try a smaller model, or the CPU engine for tiny ones.")))?;
     // A lost device (driver reset, GPU process crash, tab in the background too long) cannot
     // be used again: tell the page, which offers to rebuild the engine.
-    device.set_device_lost_callback(|reason, message| {
-        if reason == wgpu::DeviceLostReason::Destroyed {
-            return; // we dropped it ourselves (a new model was loaded)
+    let id = NEXT_DEVICE.fetch_add(1, Ordering::SeqCst);
+    device.set_device_lost_callback(move |_reason, message| {
+        if LIVE_DEVICE.load(Ordering::SeqCst) != id {
+            return; // not the installed engine's device: dropped on purpose, or never used
         }
+        LIVE_DEVICE.store(0, Ordering::SeqCst);
         super::post(&crate::protocol::FromWorker::Fatal {
             error: UserError::new(
                 ErrorKind::DeviceLost,
@@ -79,7 +97,7 @@ pub async fn request_gpu() -> Result<Option<GpuDevice>, UserError> {
             ),
         });
     });
-    Ok(Some(GpuDevice { device, queue, info }))
+    Ok(Some(GpuDevice { device, queue, info, id }))
 }
 
 /// Where the tensors of `model.safetensors` go while it streams (one at a time).
@@ -94,6 +112,14 @@ impl Builder {
         match self {
             Builder::Cpu(s) => s,
             Builder::Gpu { sink, .. } => sink,
+        }
+    }
+
+    /// The id of the device the engine will run on (0 for the CPU).
+    pub fn device_id(&self) -> u64 {
+        match self {
+            Builder::Cpu(_) => 0,
+            Builder::Gpu { gpu, .. } => gpu.id,
         }
     }
 

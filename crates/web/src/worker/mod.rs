@@ -124,9 +124,9 @@ async fn handle(msg: ToWorker, files: Vec<web_sys::File>) {
             net::set_token(&hub, token);
             query_size(id, source, hub).await
         }
-        ToWorker::Load { source, hub, engine, token } => {
+        ToWorker::Load { source, hub, engine, token, allow_non_finite } => {
             net::set_token(&hub, token);
-            let result = load(&source, &hub, engine, files).await;
+            let result = load(&source, &hub, engine, files, allow_non_finite).await;
             if let Err(error) = result {
                 let kept = state().engine.borrow().is_some();
                 post(&FromWorker::LoadFailed { error, kept });
@@ -193,7 +193,13 @@ async fn query_size(id: u64, source: ModelSource, hub: String) {
 }
 
 /// Builds the engine from a source; on success posts [`FromWorker::Loaded`].
-async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<web_sys::File>) -> Result<(), UserError> {
+async fn load(
+    source: &ModelSource,
+    hub: &str,
+    choice: EngineChoice,
+    files: Vec<web_sys::File>,
+    allow_non_finite: bool,
+) -> Result<(), UserError> {
     let st = state();
     // The old engine stays until this load is past everything that can fail cheaply (missing
     // files, a bad tokenizer, no adapter, a local file's header); it is freed just before the
@@ -333,11 +339,12 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
     }
     // From here on the old model is gone, whatever happens.
     st.epoch.set(st.epoch.get() + 1);
+    engine::set_live_device(0);
     *st.engine.borrow_mut() = None;
     *st.tokenizer.borrow_mut() = None;
     let gpu = matches!(builder, Builder::Gpu { .. });
     post(&FromWorker::LoadPhase { phase: LoadPhase::Weights, gpu });
-    let streamed = match stream_model(models, config_json.as_deref(), builder.sink(), signal.as_ref(), &cancelled).await {
+    let streamed = match stream_model(models, config_json.as_deref(), builder.sink(), signal.as_ref(), &cancelled, allow_non_finite).await {
         Ok(s) => s,
         Err(e) => {
             builder.abandon();
@@ -345,17 +352,19 @@ async fn load(source: &ModelSource, hub: &str, choice: EngineChoice, files: Vec<
         }
     };
     post(&FromWorker::LoadPhase { phase: LoadPhase::Setup, gpu });
+    let device_id = builder.device_id();
     let engine = builder.build().await.map_err(|e| user_error(&e))?;
     let (bos_default, chat_template) = (tokenizer.bos_by_default(), tokenizer.has_chat_template());
     let describe = engine.describe();
     *st.engine.borrow_mut() = Some(engine);
+    engine::set_live_device(device_id);
     *st.tokenizer.borrow_mut() = Some(Rc::new(tokenizer));
     post(&FromWorker::Loaded {
         config: streamed.config,
         engine: describe,
         from_cache: streamed.from_cache && (from_cache_small || matches!(source, ModelSource::Local)),
         bytes: streamed.bytes,
-        note,
+        note: note.into_iter().chain(streamed.notes).reduce(|a, b| format!("{a} {b}")),
         wasm_memory: wasm_memory_bytes(),
         bos_default,
         chat_template,
@@ -388,6 +397,8 @@ struct Streamed {
     config: ModelSpec,
     bytes: u64,
     from_cache: bool,
+    /// What the user should know about how the files arrived.
+    notes: Vec<String>,
 }
 
 async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, UserError> {
@@ -406,6 +417,7 @@ async fn stream_model(
     sink: &mut dyn TensorSink,
     signal: Option<&web_sys::AbortSignal>,
     cancelled: &Cell<bool>,
+    allow_non_finite: bool,
 ) -> Result<Streamed, UserError> {
     let mut loader = match &inputs.index {
         None => StreamLoader::new(config_json, None),
@@ -415,15 +427,22 @@ async fn stream_model(
             StreamLoader::sharded(config, index).map_err(|e| file_error(&e))?.0
         }
     };
+    if allow_non_finite {
+        loader = loader.allow_non_finite();
+    }
     let mut loaded = 0u64;
     let mut all_cached = true;
+    let mut notes = Vec::new();
     let shards = inputs.files.len();
     for (i, input) in inputs.files.into_iter().enumerate() {
-        let from_cache = stream_file(input, &mut loader, sink, signal, cancelled, &mut loaded, (i, shards)).await?;
-        all_cached &= from_cache;
+        let file = stream_file(input, &mut loader, sink, signal, cancelled, &mut loaded, (i, shards)).await?;
+        all_cached &= file.from_cache;
+        notes.extend(file.note);
     }
+    // Weights loaded in spite of NaN or infinities (as asked) say which, in the status.
+    notes.extend(loader.warnings().iter().map(|w| format!("Warning: {w}.")));
     let config = loader.finish().map_err(|e| file_error(&e))?;
-    Ok(Streamed { config, bytes: loaded, from_cache: all_cached })
+    Ok(Streamed { config, bytes: loaded, from_cache: all_cached, notes })
 }
 
 /// Reads a picked `model.safetensors`'s header (its first bytes only) and checks it, so a
@@ -449,7 +468,18 @@ async fn check_local_header(f: &web_sys::File) -> Result<(), UserError> {
     Ok(())
 }
 
-/// Streams one weights file into the loader; returns whether it came from the cache.
+/// How one weights file arrived.
+struct FileStreamed {
+    from_cache: bool,
+    /// What the user should know about the download (it broke off and was resumed).
+    note: Option<String>,
+}
+
+/// Streams one weights file into the loader. A download whose connection drops is picked up
+/// where it stopped with a Range request (up to [`net::MAX_RESUMES`] times, checked to be the
+/// same bytes of the same file); a resumed file is not cached, since the cache's copy of the
+/// first response broke with it. A cached copy that does not read back whole (the loader checks
+/// the data section's size) is removed, and the message says so.
 async fn stream_file(
     input: ModelInput,
     loader: &mut StreamLoader,
@@ -458,10 +488,10 @@ async fn stream_file(
     cancelled: &Cell<bool>,
     loaded: &mut u64,
     (shard, shards): (usize, usize),
-) -> Result<bool, UserError> {
+) -> Result<FileStreamed, UserError> {
     let label = if shards > 1 { format!("{MODEL_FILE} (shard {} of {shards})", shard + 1) } else { MODEL_FILE.to_string() };
-    let (stream, total, from_cache, put, url, cache) = match input {
-        ModelInput::File(f) => (f.stream(), Some(f.size() as u64), false, None, None, None),
+    let (stream, total, from_cache, put, url, cache, etag) = match input {
+        ModelInput::File(f) => (f.stream(), Some(f.size() as u64), false, None, None, None, None),
         ModelInput::Url { url, cache } => {
             let (resp, from_cache) = match net::cached(cache.as_ref(), &url).await {
                 Some(resp) => (resp, true),
@@ -474,14 +504,15 @@ async fn stream_file(
                 _ => None,
             };
             let stream = resp.body().ok_or_else(|| UserError::new(ErrorKind::Download, format!("{url} answered with no body")))?;
-            (stream, total, from_cache, put, Some(url), cache)
+            (stream, total, from_cache, put, Some(url), cache, net::etag(&resp))
         }
     };
-    let reader = net::ChunkReader::new(&stream, MODEL_FILE);
+    let mut reader = net::ChunkReader::new(&stream, MODEL_FILE);
     loader.start_file(total).map_err(|e| file_error(&e))?;
     let mut buf = Vec::new();
     let mut last_report = 0.0;
     let start = *loaded;
+    let mut resumes = 0u32;
     let progress = |loaded: u64| post(&FromWorker::Progress { file: label.clone(), loaded, total, from_cache });
     progress(0);
     let result: Result<(), UserError> = async {
@@ -490,8 +521,25 @@ async fn stream_file(
                 reader.cancel();
                 return Err(UserError::new(ErrorKind::Cancelled, "the download was cancelled"));
             }
-            if !reader.next(&mut buf).await? {
-                break;
+            match reader.next(&mut buf).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                // A download that broke off: ask for the rest, when the size is known.
+                Err(e) if e.kind == ErrorKind::Download && !from_cache && resumes < net::MAX_RESUMES && !cancelled.get() => {
+                    let (Some(url), Some(total)) = (&url, total) else { return Err(e) };
+                    let got = *loaded - start;
+                    if got >= total {
+                        return Err(e);
+                    }
+                    resumes += 1;
+                    web_sys::console::warn_1(&format!("tiller: {} — resuming at byte {got} of {total}", e.message).into());
+                    engine::sleep_ms(250 * resumes as i32).await;
+                    let rest = net::resume(url, MODEL_FILE, signal, got, total, etag.as_deref()).await?;
+                    let body = rest.body().ok_or_else(|| UserError::new(ErrorKind::Download, format!("{url} answered with no body")))?;
+                    reader = net::ChunkReader::new(&body, MODEL_FILE);
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
             *loaded += buf.len() as u64;
             loader.feed(&buf, sink).map_err(|e| file_error(&e))?;
@@ -505,7 +553,7 @@ async fn stream_file(
         loader.end_file().map_err(|e| file_error(&e))
     }
     .await;
-    if let Err(e) = result {
+    if let Err(mut e) = result {
         if cancelled.get() {
             return Err(UserError::new(ErrorKind::Cancelled, "the download was cancelled"));
         }
@@ -518,16 +566,49 @@ async fn stream_file(
                 let _ = put.await;
             }
             net::forget(cache.as_ref(), url).await;
+            if from_cache {
+                e = UserError::new(
+                    ErrorKind::Download,
+                    format!(
+                        "the copy of {label} in this browser's cache does not read back whole ({}); it was removed from the cache: load the model again to download it",
+                        e.message
+                    ),
+                );
+            }
         }
         return Err(e);
     }
-    if let Some(put) = put {
-        if put.await.is_err() {
-            // Not fatal: the model loaded, it just is not cached (quota, private mode).
-            web_sys::console::warn_1(&"tiller: the model could not be stored in the cache".into());
+    let mut note = None;
+    if resumes > 0 {
+        // The cache's copy was of the first response, which broke: make sure none is kept.
+        if let Some(put) = put {
+            let _ = put.await;
+        }
+        if let Some(url) = &url {
+            net::forget(cache.as_ref(), url).await;
+        }
+        let times = if resumes == 1 { "once".to_string() } else { format!("{resumes} times") };
+        note = Some(format!(
+            "The download of {label} broke off {times} and was resumed where it stopped (the same file, checked by its size and ETag). It was not cached, so the next load downloads it again."
+        ));
+    } else if let Some(put) = put {
+        if let Err(e) = put.await {
+            // Not fatal: the model loads, it just is not cached (storage full, private mode).
+            if let Some(url) = &url {
+                net::forget(cache.as_ref(), url).await;
+            }
+            let name = js_sys::Reflect::get(&e, &"name".into()).ok().and_then(|n| n.as_string()).unwrap_or_default();
+            let why = if name == "QuotaExceededError" {
+                "this browser's storage for the page is full".to_string()
+            } else {
+                format!("the browser refused to store it ({})", net::js_error_text(&e))
+            };
+            note = Some(format!(
+                "{label} could not be kept in this browser's cache: {why}. The model runs, but the next load downloads it again; Clear cache (below) or free disk space to keep models."
+            ));
         }
     }
-    Ok(from_cache)
+    Ok(FileStreamed { from_cache, note })
 }
 
 fn file_error(e: &tiller_core::TillerError) -> UserError {
@@ -642,6 +723,7 @@ async fn run(run_id: u64, recipe: Recipe) {
         .await
     });
     drop(lease);
+    timing.wasm_memory = wasm_memory_bytes();
     match result {
         Ok(g) => post(&FromWorker::RunDone { run_id, generation: GenerationView::from(&g), stopped, timing }),
         Err(e) => post(&FromWorker::RunFailed { run_id, error: user_error(&e) }),

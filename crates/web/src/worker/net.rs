@@ -120,6 +120,51 @@ fn range_total(resp: &Response) -> Option<u64> {
     v.rsplit('/').next()?.trim().parse().ok()
 }
 
+/// The first byte of a `Content-Range: bytes a-b/TOTAL` header.
+fn range_start(resp: &Response) -> Option<u64> {
+    let v = resp.headers().get("content-range").ok().flatten()?;
+    v.trim().strip_prefix("bytes")?.trim().split('-').next()?.trim().parse().ok()
+}
+
+/// A response's `ETag`, when the server shows it.
+pub fn etag(resp: &Response) -> Option<String> {
+    resp.headers().get("etag").ok().flatten().map(|e| e.trim().to_string()).filter(|e| !e.is_empty())
+}
+
+/// How many times one file's download is picked up again after the connection drops.
+pub const MAX_RESUMES: u32 = 3;
+
+/// The rest of a download that broke off after `from` of its `total` bytes: a Range request,
+/// accepted only when the server answers with exactly those bytes of the same file (206, the
+/// same start and total, the same ETag where both show one). Anything else is an error that
+/// says why, so a download is never spliced from two versions of a file.
+pub async fn resume(
+    url: &str,
+    file: &str,
+    signal: Option<&AbortSignal>,
+    from: u64,
+    total: u64,
+    etag_was: Option<&str>,
+) -> Result<Response, UserError> {
+    let resp = fetch(url, file, "GET", signal, Some(&format!("bytes={from}-"))).await?;
+    let broke = |why: String| {
+        UserError::new(ErrorKind::Download, format!("the download of {file} broke off after {from} of {total} bytes and could not be resumed: {why}. Load the model again to start over"))
+    };
+    if resp.status() != 206 {
+        return Err(broke(format!("the server answered HTTP {} instead of the rest of the file", resp.status())));
+    }
+    if range_start(&resp) != Some(from) || range_total(&resp) != Some(total) {
+        let range = resp.headers().get("content-range").ok().flatten().unwrap_or_default();
+        return Err(broke(format!("the server sent another part (Content-Range `{range}`)")));
+    }
+    if let (Some(was), Some(now)) = (etag_was, etag(&resp)) {
+        if was != now {
+            return Err(broke(format!("the file changed on the server meanwhile (ETag {was} became {now})")));
+        }
+    }
+    Ok(resp)
+}
+
 /// The size of the file at `url`: HEAD first, then a one-byte Range request.
 pub async fn remote_size(url: &str, file: &str) -> Result<Option<u64>, UserError> {
     if let Ok(resp) = fetch(url, file, "HEAD", None, None).await {
