@@ -3,29 +3,19 @@
 // The page says so in a banner with "Reload the model"; the recipe, the earlier run's results
 // and the history stay; the reload builds a new device from the browser's cache (no second
 // download), and the same recipe and seed give the same tokens as before the loss.
-// Self-contained: its own servers and browser.
+// Self-contained: its own servers and browser (one, shared by both tests).
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, watchPage } from './lib/browser.mjs';
-import { startServers, REPOS } from './lib/env.mjs';
+import { sharedSession } from './lib/session.mjs';
+import { REPOS } from './lib/env.mjs';
 import {
-  tid, pageUrl, setRecipe, setValue, pickHubRepo, loadModel, waitForState, errorText, readCompletions, readRecipe, confirmDownloadIfAsked,
+  tid, setRecipe, setValue, pickHubRepo, loadModel, waitForState, errorText, readCompletions, readRecipe, confirmDownloadIfAsked,
   screenshot, engineWorker,
 } from './lib/contract.mjs';
 
 const TIMEOUT = 180_000;
-let servers;
-let session;
-
-before(async () => {
-  servers = await startServers();
-});
-
-after(async () => {
-  await session?.close().catch(() => {});
-  await servers?.close();
-});
+const shared = sharedSession();
 
 /** Keeps every GPUDevice the worker asks for, so the test can destroy the one in use. */
 async function keepDevices(w) {
@@ -46,10 +36,8 @@ async function historyCount(p) {
 }
 
 test('a device destroyed mid-run: banner, nothing lost, reload from the cache, same tokens', { timeout: 400_000 }, async (t) => {
-  session = await launch();
-  const p = await session.context.newPage();
-  const probs = watchPage(p);
-  await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+  const { p, probs } = await shared.openPage();
+  const servers = shared.servers;
   await keepDevices(await engineWorker(p));
   await pickHubRepo(p, REPOS.tiny);
   await loadModel(p, { timeout: TIMEOUT });
@@ -117,11 +105,9 @@ test('a device destroyed mid-run: banner, nothing lost, reload from the cache, s
 });
 
 test('a model too large for the limits the device was granted: the sizes and the limit, in a banner', { timeout: 300_000 }, async (t) => {
-  const s = await launch();
+  // A new page, so a new engine worker: the limits below are its devices' only.
+  const { p, probs } = await shared.openPage();
   try {
-    const p = await s.context.newPage();
-    const probs = watchPage(p);
-    await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
     // As a small GPU would grant: one buffer binding of at most 16 KiB.
     await (await engineWorker(p)).evaluate(() => {
       const real = Object.getOwnPropertyDescriptor(GPUDevice.prototype, 'limits').get;
@@ -136,6 +122,8 @@ test('a model too large for the limits the device was granted: the sizes and the
         },
       });
     });
+    const cachedCopy = () => p.evaluate(async () => (await (await caches.open('tiller-models-v1')).keys()).some((r) => r.url.endsWith('/model.safetensors')));
+    const wasCached = await cachedCopy(); // by the first test, when it ran
     await pickHubRepo(p, REPOS.tiny);
     await tid(p, 'model-load').first().click();
     await confirmDownloadIfAsked(p, 2_000);
@@ -145,11 +133,12 @@ test('a model too large for the limits the device was granted: the sizes and the
     for (const want of [/needs 24\.6 kB in one buffer binding/, /this GPU allows 16\.4 kB/, /the whole model takes 6\.8 MB/, /smaller model/]) {
       assert.match(err, want);
     }
+    if (wasCached) assert.ok(await cachedCopy(), 'what this GPU cannot hold is not blamed on the cached copy: it stays');
     // Not left "loading": the load ended, and said why.
     await waitForState(p, 'model-status', ['error', 'idle'], 30_000);
     await screenshot(p, 'adapter-limits', t);
     assert.deepEqual(probs.pageErrors, []);
   } finally {
-    await s.close().catch(() => {});
+    await p.close().catch(() => {});
   }
 });

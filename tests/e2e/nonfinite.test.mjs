@@ -3,29 +3,16 @@
 // message saying where the values first stopped being finite, never ranked NaN tokens.
 // Self-contained: its own servers and browser.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, watchPage } from './lib/browser.mjs';
-import { startServers, REPOS } from './lib/env.mjs';
-import { tid, pageUrl, setRecipe, pickHubRepo, waitForState, errorText, confirmDownloadIfAsked, screenshot } from './lib/contract.mjs';
+import { sharedSession } from './lib/session.mjs';
+import { REPOS } from './lib/env.mjs';
+import { tid, setRecipe, pickHubRepo, waitForState, errorText, confirmDownloadIfAsked, screenshot } from './lib/contract.mjs';
 
-let servers;
-let session;
-
-before(async () => {
-  servers = await startServers();
-});
-
-after(async () => {
-  await session?.close().catch(() => {});
-  await servers?.close();
-});
+const shared = sharedSession();
 
 test('NaN weights: refused with the tensor named, "Load anyway" loads with a warning, a run stops where they surface', { timeout: 300_000 }, async (t) => {
-  session = await launch();
-  const p = await session.context.newPage();
-  const probs = watchPage(p);
-  await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+  const { p, probs } = await shared.openPage();
   await pickHubRepo(p, REPOS.nan);
   await tid(p, 'model-load').first().click();
   await confirmDownloadIfAsked(p, 2_000);

@@ -5,13 +5,13 @@
 // out/soak.json; RELIABILITY.md quotes a run of it. It found run numbers stuck at #201 once the
 // page had let its oldest runs go (numbered by count).
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { launch, watchPage } from './lib/browser.mjs';
-import { startServers, REPOS } from './lib/env.mjs';
-import { tid, pageUrl, setRecipe, pickHubRepo, loadModel, waitForState, engineWorker, OUT_DIR } from './lib/contract.mjs';
+import { sharedSession } from './lib/session.mjs';
+import { REPOS } from './lib/env.mjs';
+import { tid, setRecipe, pickHubRepo, loadModel, waitForState, engineWorker, OUT_DIR } from './lib/contract.mjs';
 
 const RUNS = 500;
 const LOADS = 50;
@@ -19,17 +19,8 @@ const LOADS = 50;
 const WARM_RUNS = 50;
 const WARM_LOADS = 5;
 const MiB = 1 << 20;
-let servers;
-let session;
-
-before(async () => {
-  servers = await startServers();
-});
-
-after(async () => {
-  await session?.close().catch(() => {});
-  await servers?.close();
-});
+// `gc()` in the worker, to count only the GPU buffers still reachable.
+const shared = sharedSession({ extraArgs: ['--js-flags=--expose-gc'] });
 
 /** Counts the GPU buffers the worker creates and the ones the garbage collector has freed. */
 async function countBuffers(w) {
@@ -66,10 +57,7 @@ const number = async (p, id, attr) => Number(await tid(p, id).first().getAttribu
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 test(`${RUNS} runs and ${LOADS} loads in one page: memory and GPU buffers flat, no slowdown`, { timeout: 1_500_000 }, async (t) => {
-  session = await launch({ extraArgs: ['--js-flags=--expose-gc'] });
-  const p = await session.context.newPage();
-  const probs = watchPage(p);
-  await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+  const { p, probs } = await shared.openPage();
   const w = await engineWorker(p);
   await countBuffers(w);
   await pickHubRepo(p, REPOS.tiny);

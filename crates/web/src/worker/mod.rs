@@ -557,8 +557,13 @@ async fn stream_file(
         if cancelled.get() {
             return Err(UserError::new(ErrorKind::Cancelled, "the download was cancelled"));
         }
+        // A cached copy is to blame only when it did not read back, or read back as another
+        // file than the one that once loaded whole: not for what this GPU cannot hold, and not
+        // for values the engine refuses (NaN loaded anyway before, f16 overflow on the GPU).
+        let engine_side = e.message.contains("not finite") || e.message.contains("beyond f16's range");
+        let damaged = from_cache && (e.kind == ErrorKind::Download || (e.kind == ErrorKind::BadFile && !engine_side));
         // Stop the cache copy and make sure no partial or corrupt file stays cached.
-        if let Some(url) = &url {
+        if let (Some(url), true) = (&url, damaged || !from_cache) {
             if let Some(h) = state().loading.borrow().as_ref().and_then(|h| h.controller.clone()) {
                 h.abort();
             }
@@ -566,7 +571,7 @@ async fn stream_file(
                 let _ = put.await;
             }
             net::forget(cache.as_ref(), url).await;
-            if from_cache {
+            if damaged {
                 e = UserError::new(
                     ErrorKind::Download,
                     format!(
