@@ -5,12 +5,12 @@
 // is noticed on reuse and removed; two tabs loading one model leave a cache that reads back.
 // Self-contained: its own servers and browsers.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, watchPage } from './lib/browser.mjs';
-import { startServers, REPOS, DROP_AFTER } from './lib/env.mjs';
+import { freshSessions } from './lib/session.mjs';
+import { REPOS, DROP_AFTER } from './lib/env.mjs';
 import {
-  tid, pageUrl, setRecipe, pickHubRepo, loadModel, waitForState, errorText, readCompletions, confirmDownloadIfAsked, screenshot,
+  tid, setRecipe, pickHubRepo, loadModel, waitForState, errorText, readCompletions, confirmDownloadIfAsked, screenshot,
   engineWorker,
 } from './lib/contract.mjs';
 
@@ -23,26 +23,9 @@ const RECIPE = {
   maxTokens: 6,
   seed: 3,
 };
-let servers;
-const sessions = [];
+const fresh = freshSessions();
 
-before(async () => {
-  servers = await startServers();
-});
-
-after(async () => {
-  for (const s of sessions) await s.close().catch(() => {});
-  await servers?.close();
-});
-
-async function open(session) {
-  const s = session || await launch();
-  if (!session) sessions.push(s);
-  const p = await s.context.newPage();
-  const probs = watchPage(p);
-  await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
-  return { s, p, probs };
-}
+const open = (session) => fresh.open(session);
 
 async function runOnce(p) {
   await setRecipe(p, RECIPE);
@@ -74,7 +57,7 @@ test('a download dropped half-way is resumed with a Range request, checked, said
 
   await pickHubRepo(p, REPOS.drop);
   await loadModel(p, { timeout: TIMEOUT });
-  const c = servers.hub.count(REPOS.drop, WEIGHTS);
+  const c = fresh.servers.hub.count(REPOS.drop, WEIGHTS);
   assert.equal(c.ranges.length, 1, `one Range request picked the download up (${JSON.stringify(c.ranges)})`);
   const from = Number(/^bytes=(\d+)-$/.exec(c.ranges[0])?.[1]);
   assert.ok(from > 0 && from <= DROP_AFTER, `it asked for the rest from where it stopped (${c.ranges[0]}, dropped after ${DROP_AFTER})`);
@@ -123,7 +106,7 @@ test('a damaged cache entry is found on reuse and removed; two tabs loading one 
     const half = whole.slice(0, whole.byteLength >> 1);
     await c.put(u, new Response(half, { headers: { 'Content-Length': String(half.byteLength), 'Content-Type': 'application/octet-stream' } }));
   }, url);
-  const downloaded = servers.hub.bodyBytes(REPOS.tiny, WEIGHTS);
+  const downloaded = fresh.servers.hub.bodyBytes(REPOS.tiny, WEIGHTS);
   await tid(p, 'model-load').first().click();
   await confirmDownloadIfAsked(p, 2_000);
   const err = await waitForError(p);
@@ -133,7 +116,7 @@ test('a damaged cache entry is found on reuse and removed; two tabs loading one 
   await tid(p, 'error-retry').first().click();
   await confirmDownloadIfAsked(p, 2_000);
   await waitForState(p, 'model-status', 'ready', TIMEOUT, { failOn: ['error'] });
-  assert.ok(servers.hub.bodyBytes(REPOS.tiny, WEIGHTS) > downloaded, 'Retry downloaded the file again');
+  assert.ok(fresh.servers.hub.bodyBytes(REPOS.tiny, WEIGHTS) > downloaded, 'Retry downloaded the file again');
   assert.deepEqual(await runOnce(p), want, 'and it gives the same tokens');
 
   // Two tabs of one profile load a model neither has cached, at the same time.
@@ -144,11 +127,11 @@ test('a damaged cache entry is found on reuse and removed; two tabs loading one 
     await confirmDownloadIfAsked(tab.p, 2_000);
   }));
   for (const tab of tabs) await waitForState(tab.p, 'model-status', 'ready', TIMEOUT, { failOn: ['error'] });
-  const both = servers.hub.bodyBytes(REPOS.slow, WEIGHTS);
+  const both = fresh.servers.hub.bodyBytes(REPOS.slow, WEIGHTS);
   const third = await open(s);
   await pickHubRepo(third.p, REPOS.slow);
   await loadModel(third.p, { timeout: TIMEOUT });
-  assert.equal(servers.hub.bodyBytes(REPOS.slow, WEIGHTS), both, 'a third tab reads the model from the cache');
+  assert.equal(fresh.servers.hub.bodyBytes(REPOS.slow, WEIGHTS), both, 'a third tab reads the model from the cache');
   assert.equal(await tid(third.p, 'model-status').first().getAttribute('data-source'), 'cache');
   assert.deepEqual(await runOnce(third.p), want, 'the cached copy gives the same tokens');
   for (const x of [{ probs }, ...tabs, third]) assert.deepEqual(x.probs.pageErrors, []);

@@ -3,13 +3,14 @@
 // each fail with an error that names the cause and says the previous model is still loaded,
 // and Run works on it right after. Self-contained: its own servers and browsers.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { launch, watchPage } from './lib/browser.mjs';
-import { startServers, REPOS, FIXTURES } from './lib/env.mjs';
+import { watchPage } from './lib/browser.mjs';
+import { freshSessions } from './lib/session.mjs';
+import { REPOS, FIXTURES } from './lib/env.mjs';
 import {
   tid, pageUrl, setRecipe, setValue, pickHubRepo, loadModel, waitForState, errorText, confirmDownloadIfAsked,
   readCompletions, screenshot, expectPresent, getValue,
@@ -22,26 +23,9 @@ const RECIPE = {
   n: 1,
   maxTokens: 4,
 };
-let servers;
-const sessions = [];
+const fresh = freshSessions();
 
-before(async () => {
-  servers = await startServers();
-});
-
-after(async () => {
-  for (const s of sessions) await s.close().catch(() => {});
-  await servers?.close();
-});
-
-async function open(opts) {
-  const s = await launch(opts);
-  sessions.push(s);
-  const p = await s.context.newPage();
-  const probs = watchPage(p);
-  await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
-  return { p, probs };
-}
+const open = (opts) => fresh.open(null, opts);
 
 /** Runs the recipe and waits for this run (not an earlier one) to finish. */
 async function runOnce(p, seed) {
@@ -121,8 +105,7 @@ test('a Load clicked while the engine worker is still starting loads all the sam
   // own wasm is another file) and the user picks a model and presses Load before the worker
   // listens. The page keeps the message until the worker has started (2026-12-07: a share
   // link's "Download and load", clicked at once in a fresh browser, sat at "loading" for ever).
-  const s = await launch();
-  sessions.push(s);
+  const s = await fresh.launch();
   let release;
   const held = new Promise((r) => { release = r; });
   let asked = false;
@@ -133,7 +116,7 @@ test('a Load clicked while the engine worker is still starting loads all the sam
   });
   const p = await s.context.newPage();
   const probs = watchPage(p);
-  await p.goto(pageUrl(servers.site.url, servers.hub.url), { waitUntil: 'load' });
+  await p.goto(pageUrl(fresh.servers.site.url, fresh.servers.hub.url), { waitUntil: 'load' });
   await pickHubRepo(p, REPOS.tiny);
   await tid(p, 'model-load').first().click();
   await confirmDownloadIfAsked(p, 2_000);

@@ -158,7 +158,7 @@ pub(crate) fn check_capture_budget(texts: usize, values: usize, bytes: usize, wh
     let per_text = (values as u64).saturating_mul(bytes as u64).max(1);
     let need = (texts as u64).saturating_mul(per_text);
     if need > CAPTURE_BUDGET {
-        let mb = |b: u64| b.div_ceil(1 << 20);
+        let mb = crate::error::mib;
         return Err(TillerError::input(format!(
             "{texts} {what} would keep {} MB of activations ({values} values of {bytes} bytes each), more than the {} MB a \
              method may hold: use fewer (at most {} with this model)",

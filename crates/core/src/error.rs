@@ -47,3 +47,9 @@ impl TillerError {
         Self::Input(msg.into())
     }
 }
+
+/// Whole MiB, rounded up: the unit of the memory budgets' messages (a budget is never shown
+/// as smaller than what it refused).
+pub fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
+}

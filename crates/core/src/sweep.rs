@@ -69,7 +69,7 @@ fn check_baseline_budget(prepared: &[Vec<Vec<u32>>], n: usize, vocab: usize) -> 
     let predictions: u64 = prepared.iter().flatten().map(|t| t.len().saturating_sub(n.max(1)) as u64).sum();
     let bytes = predictions.saturating_mul(vocab as u64 * 4);
     if bytes > BASELINE_BUDGET {
-        let mb = |b: u64| b.div_ceil(1 << 20);
+        let mb = crate::error::mib;
         return Err(TillerError::recipe(format!(
             "the evaluation texts make {predictions} predictions; the unsteered model's log-probabilities for them would take \
              {} MB ({predictions} × {vocab} tokens × 4 bytes), more than the {} MB a sweep may use: use fewer or shorter texts \

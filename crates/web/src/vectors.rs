@@ -335,7 +335,7 @@ impl Library {
         let bytes = entry.to_safetensors().map_err(|e| e.to_string())?;
         let held: usize = self.entries.iter().map(|s| s.bytes).sum();
         if held + bytes.len() > MAX_LIBRARY_BYTES {
-            let mb = |b: usize| b.div_ceil(1 << 20);
+            let mb = |b: usize| tiller_core::error::mib(b as u64);
             return Err(format!(
                 "the library holds {} MB, and “{}” ({} MB) would take it past the {} MB it keeps: delete (or download, then delete) some vectors first",
                 mb(held),

@@ -33,3 +33,33 @@ export function sharedSession(launchOptions = {}) {
   };
   return shared;
 }
+
+/**
+ * For a file whose tests each want a fresh browser (an empty profile: no cache, no history):
+ * registers its `before`/`after` and returns `{ servers, launch, open }`. `launch(opts)` starts
+ * a browser (`launch()` options) that is closed after the file's last test; `open(session,
+ * opts)` opens the page, watched, in `session` or in a new browser when it is none.
+ */
+export function freshSessions() {
+  const fresh = { servers: null, sessions: [] };
+  before(async () => {
+    fresh.servers = await startServers();
+  });
+  after(async () => {
+    for (const s of fresh.sessions) await s.close().catch(() => {});
+    await fresh.servers?.close();
+  });
+  fresh.launch = async (opts) => {
+    const s = await launch(opts);
+    fresh.sessions.push(s);
+    return s;
+  };
+  fresh.open = async (session, opts) => {
+    const s = session || await fresh.launch(opts);
+    const p = await s.context.newPage();
+    const probs = watchPage(p);
+    await p.goto(pageUrl(fresh.servers.site.url, fresh.servers.hub.url), { waitUntil: 'load' });
+    return { s, p, probs };
+  };
+  return fresh;
+}

@@ -563,7 +563,7 @@ async fn stream_file(
         let engine_side = e.message.contains("not finite") || e.message.contains("beyond f16's range");
         let damaged = from_cache && (e.kind == ErrorKind::Download || (e.kind == ErrorKind::BadFile && !engine_side));
         // Stop the cache copy and make sure no partial or corrupt file stays cached.
-        if let (Some(url), true) = (&url, damaged || !from_cache) {
+        if let Some(url) = url.as_ref().filter(|_| damaged || !from_cache) {
             if let Some(h) = state().loading.borrow().as_ref().and_then(|h| h.controller.clone()) {
                 h.abort();
             }
